@@ -1,0 +1,7 @@
+//! The logic the edge and the origin share. This crate does no I/O and never reads a clock or a
+//! random source: time and randomness come in as arguments, so every rule here is tested
+//! natively and deterministically, and the same code runs inside the Worker on wasm32.
+
+pub mod problem;
+pub mod signing;
+pub mod time;

@@ -1,0 +1,188 @@
+//! The origin's configuration, read once from the environment at start. Nothing else in the
+//! service reads an environment variable. Every error names the variable at fault.
+
+use std::net::SocketAddr;
+
+use base64::Engine;
+use domain::signing::SharedSecret;
+
+/// Where the origin listens.
+pub const VAR_BIND: &str = "ORIGIN_BIND";
+/// The database, as a URL: `sqlite://path/to/origin.db` (created when missing).
+pub const VAR_DATABASE_URL: &str = "ORIGIN_DATABASE_URL";
+/// The secret the edge signs its requests with, in hex (at least 32 bytes).
+pub const VAR_SHARED_SECRET: &str = "ORIGIN_SHARED_SECRET";
+/// The master key that wraps each user's data key: 32 bytes in standard base64.
+pub const VAR_MASTER_KEY: &str = "ORIGIN_MASTER_KEY";
+/// The master key's id, stored beside everything it wraps so that the key can rotate.
+pub const VAR_MASTER_KEY_ID: &str = "ORIGIN_MASTER_KEY_ID";
+
+pub const DEFAULT_BIND: &str = "127.0.0.1:8788";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/origin.db";
+pub const DEFAULT_MASTER_KEY_ID: &str = "k1";
+
+#[derive(Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub database_url: String,
+    pub shared_secret: SharedSecret,
+    pub master_key: MasterKey,
+}
+
+/// The data-encryption master key and its id. Never printed.
+#[derive(Clone)]
+pub struct MasterKey {
+    pub id: String,
+    pub bytes: [u8; 32],
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MasterKey {{ id: {:?}, .. }}", self.id)
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("database_url", &self.database_url)
+            .field("master_key", &self.master_key)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("{var} is invalid: {reason}")]
+    Invalid { var: &'static str, reason: String },
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, so tests need no process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let bind_raw = lookup(VAR_BIND).unwrap_or_else(|| DEFAULT_BIND.to_owned());
+        let bind = bind_raw.parse().map_err(|e| ConfigError::Invalid {
+            var: VAR_BIND,
+            reason: format!("{bind_raw:?} is not an address:port ({e})"),
+        })?;
+
+        let database_url =
+            lookup(VAR_DATABASE_URL).unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        if !database_url.starts_with("sqlite:") {
+            return Err(ConfigError::Invalid {
+                var: VAR_DATABASE_URL,
+                reason: "only sqlite: URLs are supported by this build".to_owned(),
+            });
+        }
+
+        let secret_hex =
+            lookup(VAR_SHARED_SECRET).ok_or(ConfigError::Missing(VAR_SHARED_SECRET))?;
+        let secret_bytes = hex::decode(secret_hex.trim()).map_err(|e| ConfigError::Invalid {
+            var: VAR_SHARED_SECRET,
+            reason: format!("not hex ({e})"),
+        })?;
+        let shared_secret = SharedSecret::new(&secret_bytes).map_err(|e| ConfigError::Invalid {
+            var: VAR_SHARED_SECRET,
+            reason: e.to_string(),
+        })?;
+
+        let key_b64 = lookup(VAR_MASTER_KEY).ok_or(ConfigError::Missing(VAR_MASTER_KEY))?;
+        let key_vec = base64::engine::general_purpose::STANDARD
+            .decode(key_b64.trim())
+            .map_err(|e| ConfigError::Invalid {
+                var: VAR_MASTER_KEY,
+                reason: format!("not base64 ({e})"),
+            })?;
+        let bytes: [u8; 32] = key_vec
+            .try_into()
+            .map_err(|v: Vec<u8>| ConfigError::Invalid {
+                var: VAR_MASTER_KEY,
+                reason: format!("must decode to 32 bytes, got {}", v.len()),
+            })?;
+        let id = lookup(VAR_MASTER_KEY_ID).unwrap_or_else(|| DEFAULT_MASTER_KEY_ID.to_owned());
+        if id.is_empty()
+            || id.len() > 32
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::Invalid {
+                var: VAR_MASTER_KEY_ID,
+                reason: "must be 1 to 32 characters of [A-Za-z0-9_-]".to_owned(),
+            });
+        }
+
+        Ok(Self {
+            bind,
+            database_url,
+            shared_secret,
+            master_key: MasterKey { id, bytes },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const SECRET: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    #[test]
+    fn defaults_apply_and_secrets_are_required() {
+        let c = Config::from_lookup(env(&[(VAR_SHARED_SECRET, SECRET), (VAR_MASTER_KEY, KEY)]))
+            .unwrap();
+        assert_eq!(c.bind.to_string(), DEFAULT_BIND);
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.master_key.id, "k1");
+        let err = Config::from_lookup(env(&[(VAR_MASTER_KEY, KEY)])).unwrap_err();
+        assert_eq!(err.to_string(), "ORIGIN_SHARED_SECRET is not set");
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let err = Config::from_lookup(env(&[(VAR_SHARED_SECRET, "abcd"), (VAR_MASTER_KEY, KEY)]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ORIGIN_SHARED_SECRET is invalid: the shared secret must be at least 32 bytes, got 2"
+        );
+        let err = Config::from_lookup(env(&[
+            (VAR_SHARED_SECRET, SECRET),
+            (VAR_MASTER_KEY, "AAEC"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ORIGIN_MASTER_KEY is invalid: must decode to 32 bytes, got 3"
+        );
+        let err = Config::from_lookup(env(&[
+            (VAR_SHARED_SECRET, SECRET),
+            (VAR_MASTER_KEY, KEY),
+            (VAR_BIND, "localhost"),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("ORIGIN_BIND is invalid: \"localhost\""),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,46 @@
+//! The origin service: the single source of truth. It serves the edge's signed internal API
+//! (see `domain::signing`) and, unsigned, only its own health probe.
+
+pub mod clock;
+pub mod config;
+pub mod errors;
+pub mod routes;
+pub mod signed;
+pub mod store;
+
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::store::Store;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub clock: Clock,
+}
+
+/// Opens the database named by the configuration (applying migrations) and binds the listener.
+pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    let store = store::open(&config.database_url).await?;
+    Ok(AppState {
+        config: Arc::new(config),
+        store,
+        clock: Clock::System,
+    })
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = routes::router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! The gate in front of the internal API: a request passes only with a valid edge signature
+//! (see `domain::signing`) over a fresh timestamp and a nonce never seen before.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use domain::signing::{
+    RawSignatureHeaders, SignatureError, SignedRequest, HEADER_NONCE, HEADER_SIGNATURE,
+    HEADER_TIMESTAMP, NONCE_RETENTION_MS,
+};
+
+use crate::errors::ApiError;
+use crate::store::NonceOutcome;
+use crate::AppState;
+
+/// The largest body the internal API reads.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub async fn require_edge_signature(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let bytes = to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)?;
+
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let raw = RawSignatureHeaders {
+        timestamp: header(HEADER_TIMESTAMP),
+        nonce: header(HEADER_NONCE),
+        signature: header(HEADER_SIGNATURE),
+    };
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let signed = SignedRequest {
+        method: parts.method.as_str(),
+        path_and_query,
+        body: &bytes,
+    };
+    let now = state.clock.now();
+    let signature = signed.verify(&state.config.shared_secret, &raw, now)?;
+
+    match state
+        .store
+        .remember_nonce(&signature.nonce, now, NONCE_RETENTION_MS)
+        .await?
+    {
+        NonceOutcome::Fresh => {}
+        NonceOutcome::Replayed => return Err(SignatureError::Replayed.into()),
+    }
+
+    Ok(next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await)
+}

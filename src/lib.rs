@@ -1,0 +1,16 @@
+//! The edge Worker: a thin adapter between the Workers runtime and the logic in `domain`.
+//! Bindings come in through [`bindings`], requests are dispatched by [`routes`], and every
+//! error leaves as RFC 9457 problem+json through [`problem`].
+
+mod bindings;
+mod health;
+mod origin_client;
+mod problem;
+mod routes;
+
+use worker::{event, Context, Env, Request, Response, Result};
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    routes::dispatch(req, env).await
+}

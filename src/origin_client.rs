@@ -1,0 +1,104 @@
+//! Signed calls from the edge to the origin (see `domain::signing` for the scheme).
+
+use std::time::Duration;
+
+use domain::signing::{SignedRequest, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use domain::time::UnixMillis;
+use futures_util::future::{select, Either};
+use worker::{Date, Delay, Fetch, Headers, Method, Request, RequestInit};
+
+use crate::bindings::OriginConfig;
+
+/// How long the edge waits for the origin before it answers 503 itself.
+pub const ORIGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    #[error("the origin could not be reached: {0}")]
+    Unreachable(String),
+    #[error("the origin did not answer within {} s", ORIGIN_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("the edge could not build the request: {0}")]
+    Build(String),
+}
+
+/// An answer from the origin, whatever its status.
+#[derive(Debug)]
+pub struct OriginResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+pub struct OriginClient {
+    config: OriginConfig,
+}
+
+pub fn now() -> UnixMillis {
+    UnixMillis(Date::now().as_millis())
+}
+
+impl OriginClient {
+    pub fn new(config: OriginConfig) -> Self {
+        Self { config }
+    }
+
+    /// Sends a signed request. `path_and_query` starts with `/`.
+    pub async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> Result<OriginResponse, OriginError> {
+        let mut nonce = [0u8; 16];
+        getrandom::getrandom(&mut nonce).map_err(|e| OriginError::Build(e.to_string()))?;
+        let nonce = hex::encode(nonce);
+        let signature = SignedRequest {
+            method: method.as_ref(),
+            path_and_query,
+            body,
+        }
+        .sign(&self.config.secret, now(), &nonce);
+
+        let build = |e: worker::Error| OriginError::Build(e.to_string());
+        let headers = Headers::new();
+        headers
+            .set(HEADER_TIMESTAMP, &signature.timestamp.0.to_string())
+            .map_err(build)?;
+        headers.set(HEADER_NONCE, &signature.nonce).map_err(build)?;
+        headers
+            .set(HEADER_SIGNATURE, &signature.signature)
+            .map_err(build)?;
+        if !body.is_empty() {
+            headers
+                .set("content-type", "application/json")
+                .map_err(build)?;
+        }
+        let mut init = RequestInit::new();
+        init.with_method(method).with_headers(headers);
+        if !body.is_empty() {
+            init.with_body(Some(worker::js_sys::Uint8Array::from(body).into()));
+        }
+        let url = format!("{}{}", self.config.base_url, path_and_query);
+        let request = Request::new_with_init(&url, &init).map_err(build)?;
+
+        let fetch = Fetch::Request(request);
+        let call = Box::pin(async move {
+            let mut response = fetch
+                .send()
+                .await
+                .map_err(|e| OriginError::Unreachable(e.to_string()))?;
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| OriginError::Unreachable(e.to_string()))?;
+            Ok(OriginResponse {
+                status: response.status_code(),
+                body,
+            })
+        });
+        match select(call, Delay::from(ORIGIN_TIMEOUT)).await {
+            Either::Left((result, _)) => result,
+            Either::Right(((), _)) => Err(OriginError::Timeout),
+        }
+    }
+}
