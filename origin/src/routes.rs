@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use domain::problem::{Problem, ProblemKind};
 use serde_json::json;
@@ -14,16 +14,19 @@ use crate::signed::require_edge_signature;
 use crate::AppState;
 
 pub fn router(state: AppState) -> Router {
+    // The signature check wraps every internal path, including the catch-all, so an unsigned
+    // caller cannot probe which internal routes exist.
     let internal = Router::new()
-        .route("/internal/ping", get(ping))
-        .route_layer(middleware::from_fn_with_state(
+        .route("/ping", get(ping))
+        .route("/{*rest}", any(not_found))
+        .layer(middleware::from_fn_with_state(
             state.clone(),
             require_edge_signature,
         ));
 
     Router::new()
         .route("/health", get(health))
-        .merge(internal)
+        .nest("/internal", internal)
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -2,7 +2,7 @@
 //! (see `domain::signing`) over a fresh timestamp and a nonce never seen before.
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{Request, State};
+use axum::extract::{OriginalUri, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use domain::signing::{
@@ -33,7 +33,12 @@ pub async fn require_edge_signature(
         nonce: header(HEADER_NONCE),
         signature: header(HEADER_SIGNATURE),
     };
-    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    // Under `nest` the URI has lost its prefix; the signature covers the path as sent.
+    let uri = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or(&parts.uri, |o| &o.0);
+    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let signed = SignedRequest {
         method: parts.method.as_str(),
         path_and_query,

