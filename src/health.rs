@@ -1,5 +1,6 @@
 //! `GET /health`: the edge's version and whether the origin answered a signed call.
 
+use domain::identity::Actor;
 use domain::problem::{Problem, ProblemKind};
 use serde_json::json;
 use worker::{Env, Method, Response, Result};
@@ -29,7 +30,7 @@ pub async fn handle(env: &Env) -> Result<Response> {
     };
     let started = now();
     let answer = OriginClient::new(config)
-        .send(Method::Get, "/internal/ping", b"")
+        .send_as(&Actor::System, Method::Get, "/internal/ping", b"")
         .await;
     let latency_ms = now().0.saturating_sub(started.0);
     match answer {

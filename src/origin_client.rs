@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use domain::signing::{SignedRequest, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use domain::identity::Actor;
+use domain::signing::{
+    SignedRequest, HEADER_ACTOR, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
+};
 use domain::time::UnixMillis;
 use futures_util::future::{select, Either};
 use worker::{Date, Delay, Fetch, Headers, Method, Request, RequestInit};
@@ -43,18 +46,21 @@ impl OriginClient {
     }
 
     /// Sends a signed request. `path_and_query` starts with `/`.
-    pub async fn send(
+    pub async fn send_as(
         &self,
+        actor: &Actor,
         method: Method,
         path_and_query: &str,
         body: &[u8],
     ) -> Result<OriginResponse, OriginError> {
+        let actor_text = actor.to_string();
         let mut nonce = [0u8; 16];
         getrandom::getrandom(&mut nonce).map_err(|e| OriginError::Build(e.to_string()))?;
         let nonce = hex::encode(nonce);
         let signature = SignedRequest {
             method: method.as_ref(),
             path_and_query,
+            actor: &actor_text,
             body,
         }
         .sign(&self.config.secret, now(), &nonce);
@@ -65,6 +71,7 @@ impl OriginClient {
             .set(HEADER_TIMESTAMP, &signature.timestamp.0.to_string())
             .map_err(build)?;
         headers.set(HEADER_NONCE, &signature.nonce).map_err(build)?;
+        headers.set(HEADER_ACTOR, &actor_text).map_err(build)?;
         headers
             .set(HEADER_SIGNATURE, &signature.signature)
             .map_err(build)?;

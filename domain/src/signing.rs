@@ -1,7 +1,7 @@
 //! Signed edge → origin requests. The origin serves nothing unsigned except its health probe.
 //!
 //! A signature is HMAC-SHA256, under a secret both sides hold, over a canonical string of the
-//! method, the path with its query, the timestamp, a nonce and the SHA-256 of the body. The
+//! method, the path with its query, the actor, the timestamp, a nonce and the SHA-256 of the body. The
 //! origin refuses a timestamp further than [`MAX_SKEW_MS`] from its own clock and a nonce it has
 //! already seen (it remembers nonces for twice that window, which is the replay check's half that
 //! needs storage and so lives at the origin).
@@ -15,6 +15,8 @@ use crate::time::UnixMillis;
 pub const HEADER_TIMESTAMP: &str = "x-edge-timestamp";
 /// 128 random bits in hex, unique per request; the origin refuses a nonce it has seen.
 pub const HEADER_NONCE: &str = "x-edge-nonce";
+/// On whose behalf the edge calls (`domain::identity::Actor`'s text form); signed.
+pub const HEADER_ACTOR: &str = "x-edge-actor";
 /// Hex HMAC-SHA256 of the canonical string.
 pub const HEADER_SIGNATURE: &str = "x-edge-signature";
 
@@ -76,6 +78,8 @@ pub struct SignedRequest<'a> {
     pub method: &'a str,
     /// The path with its query string, exactly as sent (`/internal/users?x=1`).
     pub path_and_query: &'a str,
+    /// The actor header's value (`anonymous`, `system`, `user:<id>:<role>`).
+    pub actor: &'a str,
     pub body: &'a [u8],
 }
 
@@ -85,9 +89,10 @@ impl SignedRequest<'_> {
     pub fn canonical_string(&self, timestamp: UnixMillis, nonce: &str) -> String {
         let body_hash = hex::encode(Sha256::digest(self.body));
         format!(
-            "{}\n{}\n{}\n{}\n{}",
+            "{}\n{}\n{}\n{}\n{}\n{}",
             self.method.to_ascii_uppercase(),
             self.path_and_query,
+            self.actor,
             timestamp.0,
             nonce,
             body_hash
@@ -188,6 +193,7 @@ mod tests {
         SignedRequest {
             method: "POST",
             path_and_query: "/internal/ping?x=1",
+            actor: "anonymous",
             body,
         }
     }
@@ -218,7 +224,7 @@ mod tests {
         let s = request(b"").canonical_string(UnixMillis(5), NONCE);
         assert_eq!(
             s,
-            "POST\n/internal/ping?x=1\n5\n00112233445566778899aabbccddeeff\n\
+            "POST\n/internal/ping?x=1\nanonymous\n5\n00112233445566778899aabbccddeeff\n\
              e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
     }
@@ -244,6 +250,11 @@ mod tests {
             check(other_method, &sig, now),
             Err(SignatureError::Mismatch)
         );
+        let other_actor = SignedRequest {
+            actor: "system",
+            ..request(b"{\"a\":1}")
+        };
+        assert_eq!(check(other_actor, &sig, now), Err(SignatureError::Mismatch));
         let mut later = sig.clone();
         later.timestamp = UnixMillis(now.0 + 1);
         assert_eq!(

@@ -5,9 +5,10 @@ use axum::body::{to_bytes, Body};
 use axum::extract::{OriginalUri, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use domain::identity::Actor;
 use domain::signing::{
-    RawSignatureHeaders, SignatureError, SignedRequest, HEADER_NONCE, HEADER_SIGNATURE,
-    HEADER_TIMESTAMP, NONCE_RETENTION_MS,
+    RawSignatureHeaders, SignatureError, SignedRequest, HEADER_ACTOR, HEADER_NONCE,
+    HEADER_SIGNATURE, HEADER_TIMESTAMP, NONCE_RETENTION_MS,
 };
 
 use crate::errors::ApiError;
@@ -39,9 +40,11 @@ pub async fn require_edge_signature(
         .get::<OriginalUri>()
         .map_or(&parts.uri, |o| &o.0);
     let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let actor_text = header(HEADER_ACTOR).unwrap_or("");
     let signed = SignedRequest {
         method: parts.method.as_str(),
         path_and_query,
+        actor: actor_text,
         body: &bytes,
     };
     let now = state.clock.now();
@@ -56,7 +59,9 @@ pub async fn require_edge_signature(
         NonceOutcome::Replayed => return Err(SignatureError::Replayed.into()),
     }
 
-    Ok(next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await)
+    // The actor is trusted only now that the signature covering it has been checked.
+    let actor: Actor = actor_text.parse().map_err(|_| SignatureError::Malformed(HEADER_ACTOR))?;
+    let mut request = Request::from_parts(parts, Body::from(bytes));
+    request.extensions_mut().insert(actor);
+    Ok(next.run(request).await)
 }

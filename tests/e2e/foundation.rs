@@ -202,6 +202,13 @@ fn origin_refuses_tampered_calls(ctx: &Ctx) -> Result<()> {
         mismatch
     );
 
+    // The actor changed after signing: a user claiming to be the system.
+    let call = SignedCall::new("GET", "/internal/ping", b"");
+    let mut headers = call.headers(&secret);
+    headers[3].1 = "user:usr_00000000000000000000000000000000:admin".into();
+    let response = call.send_raw(&base, &headers, b"")?;
+    assert_eq!(expect_problem(response, 401, "unauthenticated")?["detail"], mismatch);
+
     // One flipped character of the signature.
     let call = SignedCall::new("GET", "/internal/ping", b"");
     let mut headers = call.headers(&secret);

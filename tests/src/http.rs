@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use domain::signing::{
-    SharedSecret, SignedRequest, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
+    SharedSecret, SignedRequest, HEADER_ACTOR, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
 };
 use domain::time::UnixMillis;
 use reqwest::blocking::{Client, Response};
@@ -41,6 +41,7 @@ pub struct SignedCall {
     pub method: &'static str,
     pub path: String,
     pub body: Vec<u8>,
+    pub actor: String,
     pub timestamp: UnixMillis,
     pub nonce: String,
 }
@@ -52,16 +53,18 @@ impl SignedCall {
             method,
             path: path.to_owned(),
             body: body.to_vec(),
+            actor: "system".to_owned(),
             timestamp: now(),
             nonce,
         }
     }
 
     /// The three signature headers for this call under `secret`.
-    pub fn headers(&self, secret: &SharedSecret) -> [(&'static str, String); 3] {
+    pub fn headers(&self, secret: &SharedSecret) -> [(&'static str, String); 4] {
         let sig = SignedRequest {
             method: self.method,
             path_and_query: &self.path,
+            actor: &self.actor,
             body: &self.body,
         }
         .sign(secret, self.timestamp, &self.nonce);
@@ -69,6 +72,7 @@ impl SignedCall {
             (HEADER_TIMESTAMP, sig.timestamp.0.to_string()),
             (HEADER_NONCE, sig.nonce),
             (HEADER_SIGNATURE, sig.signature),
+            (HEADER_ACTOR, self.actor.clone()),
         ]
     }
 
