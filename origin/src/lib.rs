@@ -3,7 +3,9 @@
 
 pub mod clock;
 pub mod config;
+pub mod crypto;
 pub mod errors;
+pub mod passwords;
 pub mod routes;
 pub mod signed;
 pub mod store;

@@ -1,0 +1,191 @@
+//! Encryption at rest. Every user has a random 256-bit data key; their personal data is sealed
+//! with it (AES-256-GCM), and the data key itself is stored wrapped by the master key from the
+//! configuration, with the master key's id beside it so the master key can rotate (rewrap the
+//! data keys, nothing else). Emails are looked up through a blind index: HMAC-SHA256 of the
+//! normalised email under a key derived from the master key, so the database never holds an
+//! email in clear, not even to find one.
+//!
+//! Every sealed blob is bound to its row and field through the AEAD's associated data, so a
+//! ciphertext copied into another user's row or another column does not decrypt.
+
+use aes_gcm::aead::rand_core::RngCore;
+use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::config::MasterKey;
+
+const NONCE_LEN: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("a sealed value is too short to hold a nonce and a tag")]
+    Truncated,
+    #[error("a sealed value failed authentication (wrong key, or moved from another row or field)")]
+    Authentication,
+    #[error("the data key was wrapped by master key {0:?}, which this origin does not hold")]
+    UnknownMasterKey(String),
+}
+
+/// A user's data key. Zeroed when dropped.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct DataKey([u8; 32]);
+
+impl DataKey {
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut bytes);
+        Self(bytes)
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&self.0))
+    }
+
+    /// Seals `plaintext`, bound to `context` (e.g. `"usr_…/email"`). Output: nonce ‖ ciphertext ‖ tag.
+    pub fn seal(&self, plaintext: &[u8], context: &str) -> Vec<u8> {
+        seal_with(&self.cipher(), plaintext, context)
+    }
+
+    pub fn open(&self, sealed: &[u8], context: &str) -> Result<Vec<u8>, CryptoError> {
+        open_with(&self.cipher(), sealed, context)
+    }
+}
+
+fn seal_with(cipher: &Aes256Gcm, plaintext: &[u8], context: &str) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    OsRng.fill_bytes(&mut nonce);
+    // Encryption with a valid key and a 96-bit nonce only fails for plaintexts beyond GCM's
+    // 64 GiB limit, which no profile approaches; an empty output would fail to open, loudly.
+    let ciphertext = cipher
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: context.as_bytes() })
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ciphertext);
+    out
+}
+
+fn open_with(cipher: &Aes256Gcm, sealed: &[u8], context: &str) -> Result<Vec<u8>, CryptoError> {
+    if sealed.len() < NONCE_LEN + 16 {
+        return Err(CryptoError::Truncated);
+    }
+    let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+    cipher
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: context.as_bytes() })
+        .map_err(|_| CryptoError::Authentication)
+}
+
+/// A data key as stored: sealed by a master key, with that key's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedKey {
+    pub master_key_id: String,
+    pub sealed: Vec<u8>,
+}
+
+/// The master key in use, and the blind-index key derived from it.
+pub struct Keyring {
+    master_id: String,
+    master: Aes256Gcm,
+    blind_index: Hmac<Sha256>,
+}
+
+impl Keyring {
+    pub fn new(master: &MasterKey) -> Self {
+        let hk = Hkdf::<Sha256>::new(Some(b"user-management/origin"), &master.bytes);
+        let mut index_key = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so `expand` cannot fail here.
+        let _ = hk.expand(b"blind-index/email/v1", &mut index_key);
+        let blind_index =
+            <Hmac<Sha256> as Mac>::new_from_slice(&index_key).unwrap_or_else(|_| unreachable_hmac());
+        index_key.zeroize();
+        Self {
+            master_id: master.id.clone(),
+            master: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&master.bytes)),
+            blind_index,
+        }
+    }
+
+    pub fn wrap(&self, key: &DataKey, user_id: &str) -> WrappedKey {
+        WrappedKey {
+            master_key_id: self.master_id.clone(),
+            sealed: seal_with(&self.master, &key.0, &format!("{user_id}/data-key")),
+        }
+    }
+
+    pub fn unwrap(&self, wrapped: &WrappedKey, user_id: &str) -> Result<DataKey, CryptoError> {
+        if wrapped.master_key_id != self.master_id {
+            return Err(CryptoError::UnknownMasterKey(wrapped.master_key_id.clone()));
+        }
+        let mut bytes = open_with(&self.master, &wrapped.sealed, &format!("{user_id}/data-key"))?;
+        let key: Result<[u8; 32], _> = bytes.as_slice().try_into();
+        bytes.zeroize();
+        key.map(DataKey).map_err(|_| CryptoError::Truncated)
+    }
+
+    /// The blind index of a normalised email: equal emails give equal indexes, and the index
+    /// reveals nothing without the master key.
+    pub fn email_index(&self, normalised_email: &str) -> Vec<u8> {
+        let mut mac = self.blind_index.clone();
+        mac.update(normalised_email.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+}
+
+#[allow(clippy::panic)]
+fn unreachable_hmac() -> Hmac<Sha256> {
+    panic!("HMAC-SHA256 accepts a 32-byte key")
+}
+
+/// 16 random bytes from the OS, for ids and tokens.
+pub fn random_16() -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyring(id: &str, byte: u8) -> Keyring {
+        Keyring::new(&MasterKey { id: id.into(), bytes: [byte; 32] })
+    }
+
+    #[test]
+    fn sealed_data_opens_only_in_its_context() {
+        let key = DataKey::generate();
+        let sealed = key.seal(b"user@example.com", "usr_1/email");
+        assert_eq!(key.open(&sealed, "usr_1/email").unwrap(), b"user@example.com");
+        assert!(matches!(key.open(&sealed, "usr_2/email"), Err(CryptoError::Authentication)));
+        assert!(matches!(key.open(&sealed, "usr_1/profile"), Err(CryptoError::Authentication)));
+        assert!(matches!(DataKey::generate().open(&sealed, "usr_1/email"), Err(CryptoError::Authentication)));
+        assert!(matches!(key.open(&sealed[..10], "usr_1/email"), Err(CryptoError::Truncated)));
+        assert!(!sealed.windows(7).any(|w| w == b"example"), "the plaintext shows through");
+    }
+
+    #[test]
+    fn data_keys_wrap_and_unwrap_under_the_master_key() {
+        let ring = keyring("k1", 1);
+        let key = DataKey::generate();
+        let wrapped = ring.wrap(&key, "usr_1");
+        assert_eq!(wrapped.master_key_id, "k1");
+        let back = ring.unwrap(&wrapped, "usr_1").unwrap();
+        assert_eq!(back.0, key.0);
+        assert!(matches!(ring.unwrap(&wrapped, "usr_2"), Err(CryptoError::Authentication)));
+        assert!(matches!(keyring("k2", 1).unwrap(&wrapped, "usr_1"), Err(CryptoError::UnknownMasterKey(id)) if id == "k1"));
+        assert!(matches!(keyring("k1", 2).unwrap(&wrapped, "usr_1"), Err(CryptoError::Authentication)));
+    }
+
+    #[test]
+    fn the_blind_index_is_deterministic_and_keyed() {
+        let a = keyring("k1", 1);
+        assert_eq!(a.email_index("user@example.com"), a.email_index("user@example.com"));
+        assert_ne!(a.email_index("user@example.com"), a.email_index("other@example.com"));
+        assert_ne!(a.email_index("user@example.com"), keyring("k1", 2).email_index("user@example.com"));
+        assert_eq!(a.email_index("x").len(), 32);
+    }
+}
