@@ -1,5 +1,7 @@
-//! Storage behind a trait. Handlers see only [`Store`]; `sqlite` is today's backend, and a
-//! PostgreSQL one can implement the same trait without touching a handler.
+//! Storage behind a trait. Handlers and services see only [`Store`]; `sqlite` is today's
+//! backend, and a PostgreSQL one can implement the same trait without touching a handler.
+//!
+//! The store moves rows, not meaning: sealing, validation and authorisation happen above it.
 
 mod sqlite;
 
@@ -16,6 +18,10 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("a user with this email already exists")]
+    DuplicateEmail,
+    #[error("a stored value is corrupt: {0}")]
+    Corrupt(String),
 }
 
 /// What remembering a nonce found.
@@ -25,6 +31,46 @@ pub enum NonceOutcome {
     Replayed,
 }
 
+/// A user as stored: personal data sealed, the rest plain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: String,
+    pub email_index: Vec<u8>,
+    pub email_sealed: Vec<u8>,
+    pub data_key_sealed: Vec<u8>,
+    pub data_key_master_id: String,
+    pub role: String,
+    pub tier: String,
+    pub email_verified: bool,
+    pub password_hash: Option<String>,
+    pub profile_sealed: Vec<u8>,
+    pub version: i64,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+    pub last_login_at: Option<UnixMillis>,
+    pub disabled_at: Option<UnixMillis>,
+}
+
+/// An entry of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub user_id: String,
+    pub actor: String,
+    pub action: String,
+    pub old_value: Option<String>,
+    pub new_value: Option<String>,
+    pub at: UnixMillis,
+}
+
+/// What a conditional update found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    Updated,
+    /// The row's version was not the expected one; it is this.
+    VersionMismatch(i64),
+    NotFound,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Answers when the database is reachable.
@@ -32,12 +78,29 @@ pub trait Store: Send + Sync {
 
     /// Records that a signed request with `nonce` arrived at `now`. A nonce already recorded
     /// is a replay. Nonces older than `retain_ms` are forgotten on the way.
-    async fn remember_nonce(
+    async fn remember_nonce(&self, nonce: &str, now: UnixMillis, retain_ms: u64)
+        -> Result<NonceOutcome, StoreError>;
+
+    /// Inserts a new user (and an audit entry, in the same transaction).
+    /// [`StoreError::DuplicateEmail`] when the email index is taken.
+    async fn insert_user(&self, row: &UserRow, audit: &AuditEntry) -> Result<(), StoreError>;
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError>;
+
+    async fn user_by_email_index(&self, index: &[u8]) -> Result<Option<UserRow>, StoreError>;
+
+    /// Replaces the mutable columns of `row` if the stored version is `expected_version`,
+    /// appending `audit` entries in the same transaction.
+    async fn update_user(
         &self,
-        nonce: &str,
-        now: UnixMillis,
-        retain_ms: u64,
-    ) -> Result<NonceOutcome, StoreError>;
+        row: &UserRow,
+        expected_version: i64,
+        audit: &[AuditEntry],
+    ) -> Result<UpdateOutcome, StoreError>;
+
+    async fn record_login(&self, id: &str, at: UnixMillis) -> Result<(), StoreError>;
+
+    async fn audit_entries(&self, user_id: &str) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
 /// Opens the store a database URL names, applying pending migrations.

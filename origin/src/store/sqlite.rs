@@ -8,7 +8,9 @@ use domain::time::UnixMillis;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-use super::{NonceOutcome, Store, StoreError};
+use sqlx::Row;
+
+use super::{AuditEntry, NonceOutcome, Store, StoreError, UpdateOutcome, UserRow};
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -39,6 +41,51 @@ impl SqliteStore {
 
 fn millis(t: UnixMillis) -> i64 {
     i64::try_from(t.0).unwrap_or(i64::MAX)
+}
+
+fn unix(ms: i64) -> UnixMillis {
+    UnixMillis(u64::try_from(ms).unwrap_or(0))
+}
+
+const USER_COLUMNS: &str = "id, email_index, email_sealed, data_key_sealed, data_key_master_id, role, tier, \
+     email_verified, password_hash, profile_sealed, version, created_at, updated_at, last_login_at, disabled_at";
+
+fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<UserRow, sqlx::Error> {
+    Ok(UserRow {
+        id: r.try_get("id")?,
+        email_index: r.try_get("email_index")?,
+        email_sealed: r.try_get("email_sealed")?,
+        data_key_sealed: r.try_get("data_key_sealed")?,
+        data_key_master_id: r.try_get("data_key_master_id")?,
+        role: r.try_get("role")?,
+        tier: r.try_get("tier")?,
+        email_verified: r.try_get::<i64, _>("email_verified")? != 0,
+        password_hash: r.try_get("password_hash")?,
+        profile_sealed: r.try_get("profile_sealed")?,
+        version: r.try_get("version")?,
+        created_at: unix(r.try_get("created_at")?),
+        updated_at: unix(r.try_get("updated_at")?),
+        last_login_at: r.try_get::<Option<i64>, _>("last_login_at")?.map(unix),
+        disabled_at: r.try_get::<Option<i64>, _>("disabled_at")?.map(unix),
+    })
+}
+
+async fn insert_audit(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    entry: &AuditEntry,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_log (user_id, actor, action, old_value, new_value, at) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&entry.user_id)
+    .bind(&entry.actor)
+    .bind(&entry.action)
+    .bind(&entry.old_value)
+    .bind(&entry.new_value)
+    .bind(millis(entry.at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -73,5 +120,124 @@ impl Store for SqliteStore {
         } else {
             NonceOutcome::Replayed
         })
+    }
+
+    async fn insert_user(&self, row: &UserRow, audit: &AuditEntry) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let result = sqlx::query(&format!(
+            "INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&row.id)
+        .bind(&row.email_index)
+        .bind(&row.email_sealed)
+        .bind(&row.data_key_sealed)
+        .bind(&row.data_key_master_id)
+        .bind(&row.role)
+        .bind(&row.tier)
+        .bind(i64::from(row.email_verified))
+        .bind(&row.password_hash)
+        .bind(&row.profile_sealed)
+        .bind(row.version)
+        .bind(millis(row.created_at))
+        .bind(millis(row.updated_at))
+        .bind(row.last_login_at.map(millis))
+        .bind(row.disabled_at.map(millis))
+        .execute(&mut *tx)
+        .await;
+        match result {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Err(StoreError::DuplicateEmail),
+            Err(e) => return Err(e.into()),
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn user_by_email_index(&self, index: &[u8]) -> Result<Option<UserRow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE email_index = ?"))
+            .bind(index)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn update_user(
+        &self,
+        row: &UserRow,
+        expected_version: i64,
+        audit: &[AuditEntry],
+    ) -> Result<UpdateOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE users SET email_index = ?, email_sealed = ?, data_key_sealed = ?, data_key_master_id = ?, \
+             role = ?, tier = ?, email_verified = ?, password_hash = ?, profile_sealed = ?, version = ?, \
+             updated_at = ?, disabled_at = ? WHERE id = ? AND version = ?",
+        )
+        .bind(&row.email_index)
+        .bind(&row.email_sealed)
+        .bind(&row.data_key_sealed)
+        .bind(&row.data_key_master_id)
+        .bind(&row.role)
+        .bind(&row.tier)
+        .bind(i64::from(row.email_verified))
+        .bind(&row.password_hash)
+        .bind(&row.profile_sealed)
+        .bind(row.version)
+        .bind(millis(row.updated_at))
+        .bind(row.disabled_at.map(millis))
+        .bind(&row.id)
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            let current: Option<i64> = sqlx::query_scalar("SELECT version FROM users WHERE id = ?")
+                .bind(&row.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.rollback().await?;
+            return Ok(current.map_or(UpdateOutcome::NotFound, UpdateOutcome::VersionMismatch));
+        }
+        for entry in audit {
+            insert_audit(&mut tx, entry).await?;
+        }
+        tx.commit().await?;
+        Ok(UpdateOutcome::Updated)
+    }
+
+    async fn record_login(&self, id: &str, at: UnixMillis) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET last_login_at = ? WHERE id = ?").bind(millis(at)).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn audit_entries(&self, user_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, actor, action, old_value, new_value, at FROM audit_log WHERE user_id = ? ORDER BY id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    user_id: r.try_get("user_id")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    old_value: r.try_get("old_value")?,
+                    new_value: r.try_get("new_value")?,
+                    at: unix(r.try_get("at")?),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
     }
 }
