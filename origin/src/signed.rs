@@ -6,6 +6,7 @@ use axum::extract::{OriginalUri, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use domain::identity::Actor;
+use domain::problem::ProblemKind;
 use domain::signing::{
     RawSignatureHeaders, SignatureError, SignedRequest, HEADER_ACTOR, HEADER_NONCE,
     HEADER_SIGNATURE, HEADER_TIMESTAMP, NONCE_RETENTION_MS,
@@ -26,7 +27,7 @@ pub async fn require_edge_signature(
     let (parts, body) = request.into_parts();
     let bytes = to_bytes(body, MAX_BODY_BYTES)
         .await
-        .map_err(|_| ApiError::PayloadTooLarge)?;
+        .map_err(|_| ApiError::client(ProblemKind::PayloadTooLarge, "the body exceeds the origin's limit"))?;
 
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let raw = RawSignatureHeaders {
