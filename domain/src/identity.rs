@@ -33,9 +33,7 @@ impl FromStr for UserId {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let ok = s.strip_prefix(USER_ID_PREFIX).is_some_and(|h| {
-            h.len() == 32
-                && h.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         });
         if ok {
             Ok(Self(s.to_owned()))
@@ -115,13 +113,7 @@ pub enum Actor {
 
 impl Actor {
     pub fn is_admin(&self) -> bool {
-        matches!(
-            self,
-            Actor::User {
-                role: Role::Admin,
-                ..
-            } | Actor::System
-        )
+        matches!(self, Actor::User { role: Role::Admin, .. } | Actor::System)
     }
 
     /// Whether this actor may read or change the account `target`: its owner, or an admin.
@@ -158,16 +150,9 @@ impl FromStr for Actor {
             "anonymous" => Ok(Actor::Anonymous),
             "system" => Ok(Actor::System),
             _ => {
-                let rest = s
-                    .strip_prefix("user:")
-                    .ok_or_else(|| format!("{s:?} is not an actor"))?;
-                let (id, role) = rest
-                    .rsplit_once(':')
-                    .ok_or_else(|| format!("{s:?} is not an actor"))?;
-                Ok(Actor::User {
-                    id: id.parse().map_err(|e: BadUserId| e.to_string())?,
-                    role: role.parse()?,
-                })
+                let rest = s.strip_prefix("user:").ok_or_else(|| format!("{s:?} is not an actor"))?;
+                let (id, role) = rest.rsplit_once(':').ok_or_else(|| format!("{s:?} is not an actor"))?;
+                Ok(Actor::User { id: id.parse().map_err(|e: BadUserId| e.to_string())?, role: role.parse()? })
             }
         }
     }
@@ -195,34 +180,22 @@ mod tests {
 
     #[test]
     fn actors_round_trip() {
-        let user = Actor::User {
-            id: UserId::from_random([1; 16]),
-            role: Role::Admin,
-        };
+        let user = Actor::User { id: UserId::from_random([1; 16]), role: Role::Admin };
         for actor in [Actor::Anonymous, Actor::System, user] {
             assert_eq!(actor.to_string().parse::<Actor>(), Ok(actor));
         }
         assert!("user:usr_x:admin".parse::<Actor>().is_err());
-        assert!("user:usr_01010101010101010101010101010101:root"
-            .parse::<Actor>()
-            .is_err());
+        assert!("user:usr_01010101010101010101010101010101:root".parse::<Actor>().is_err());
     }
 
     #[test]
     fn owners_and_admins_may_act() {
         let me = UserId::from_random([1; 16]);
         let other = UserId::from_random([2; 16]);
-        let user = Actor::User {
-            id: me.clone(),
-            role: Role::User,
-        };
+        let user = Actor::User { id: me.clone(), role: Role::User };
         assert!(user.may_act_on(&me));
         assert!(!user.may_act_on(&other));
-        assert!(Actor::User {
-            id: me,
-            role: Role::Admin
-        }
-        .may_act_on(&other));
+        assert!(Actor::User { id: me, role: Role::Admin }.may_act_on(&other));
         assert!(!Actor::Anonymous.may_act_on(&other));
     }
 }

@@ -2,7 +2,11 @@
 //! random source: time and randomness come in as arguments, so every rule here is tested
 //! natively and deterministically, and the same code runs inside the Worker on wasm32.
 
+pub mod email;
 pub mod identity;
+pub mod password;
 pub mod problem;
+pub mod profile;
 pub mod signing;
+pub mod tier;
 pub mod time;

@@ -54,9 +54,7 @@ impl SharedSecret {
             return Err(SecretError::TooShort(bytes.len()));
         }
         // HMAC takes keys of any length; the error arm is there for the type, not for a case.
-        HmacSha256::new_from_slice(bytes)
-            .map(Self)
-            .map_err(|_| SecretError::TooShort(bytes.len()))
+        HmacSha256::new_from_slice(bytes).map(Self).map_err(|_| SecretError::TooShort(bytes.len()))
     }
 
     fn mac(&self) -> HmacSha256 {
@@ -131,15 +129,12 @@ impl SignedRequest<'_> {
         let given = headers
             .signature
             .ok_or(SignatureError::Missing(HEADER_SIGNATURE))
-            .and_then(|s| {
-                hex::decode(s).map_err(|_| SignatureError::Malformed(HEADER_SIGNATURE))
-            })?;
+            .and_then(|s| hex::decode(s).map_err(|_| SignatureError::Malformed(HEADER_SIGNATURE)))?;
 
         let mut mac = secret.mac();
         mac.update(self.canonical_string(timestamp, nonce).as_bytes());
         // `verify_slice` compares in constant time.
-        mac.verify_slice(&given)
-            .map_err(|_| SignatureError::Mismatch)?;
+        mac.verify_slice(&given).map_err(|_| SignatureError::Mismatch)?;
 
         // The skew is checked after the MAC so that an attacker learns nothing about the
         // verifier's clock from unsigned probes.
@@ -147,11 +142,7 @@ impl SignedRequest<'_> {
         if skew > MAX_SKEW_MS {
             return Err(SignatureError::Stale { skew_ms: skew });
         }
-        Ok(Signature {
-            timestamp,
-            nonce: nonce.to_owned(),
-            signature: hex::encode(given),
-        })
+        Ok(Signature { timestamp, nonce: nonce.to_owned(), signature: hex::encode(given) })
     }
 }
 
@@ -171,9 +162,7 @@ pub enum SignatureError {
     Malformed(&'static str),
     #[error("the signature does not match the request")]
     Mismatch,
-    #[error(
-        "the request was signed {skew_ms} ms away from now, more than the {MAX_SKEW_MS} ms allowed"
-    )]
+    #[error("the request was signed {skew_ms} ms away from now, more than the {MAX_SKEW_MS} ms allowed")]
     Stale { skew_ms: u64 },
     #[error("the request's nonce was already used")]
     Replayed,
@@ -190,19 +179,10 @@ mod tests {
     }
 
     fn request(body: &[u8]) -> SignedRequest<'_> {
-        SignedRequest {
-            method: "POST",
-            path_and_query: "/internal/ping?x=1",
-            actor: "anonymous",
-            body,
-        }
+        SignedRequest { method: "POST", path_and_query: "/internal/ping?x=1", actor: "anonymous", body }
     }
 
-    fn check(
-        req: SignedRequest<'_>,
-        sig: &Signature,
-        now: UnixMillis,
-    ) -> Result<Signature, SignatureError> {
+    fn check(req: SignedRequest<'_>, sig: &Signature, now: UnixMillis) -> Result<Signature, SignatureError> {
         let ts = sig.timestamp.0.to_string();
         let headers = RawSignatureHeaders {
             timestamp: Some(&ts),
@@ -233,34 +213,16 @@ mod tests {
     fn any_change_breaks_the_signature() {
         let now = UnixMillis(1_700_000_000_000);
         let sig = request(b"{\"a\":1}").sign(&secret(), now, NONCE);
-        assert_eq!(
-            check(request(b"{\"a\":2}"), &sig, now),
-            Err(SignatureError::Mismatch)
-        );
-        let other_path = SignedRequest {
-            path_and_query: "/internal/ping",
-            ..request(b"{\"a\":1}")
-        };
+        assert_eq!(check(request(b"{\"a\":2}"), &sig, now), Err(SignatureError::Mismatch));
+        let other_path = SignedRequest { path_and_query: "/internal/ping", ..request(b"{\"a\":1}") };
         assert_eq!(check(other_path, &sig, now), Err(SignatureError::Mismatch));
-        let other_method = SignedRequest {
-            method: "PUT",
-            ..request(b"{\"a\":1}")
-        };
-        assert_eq!(
-            check(other_method, &sig, now),
-            Err(SignatureError::Mismatch)
-        );
-        let other_actor = SignedRequest {
-            actor: "system",
-            ..request(b"{\"a\":1}")
-        };
+        let other_method = SignedRequest { method: "PUT", ..request(b"{\"a\":1}") };
+        assert_eq!(check(other_method, &sig, now), Err(SignatureError::Mismatch));
+        let other_actor = SignedRequest { actor: "system", ..request(b"{\"a\":1}") };
         assert_eq!(check(other_actor, &sig, now), Err(SignatureError::Mismatch));
         let mut later = sig.clone();
         later.timestamp = UnixMillis(now.0 + 1);
-        assert_eq!(
-            check(request(b"{\"a\":1}"), &later, now),
-            Err(SignatureError::Mismatch)
-        );
+        assert_eq!(check(request(b"{\"a\":1}"), &later, now), Err(SignatureError::Mismatch));
     }
 
     #[test]
@@ -268,19 +230,9 @@ mod tests {
         let signed_at = UnixMillis(1_700_000_000_000);
         let sig = request(b"").sign(&secret(), signed_at, NONCE);
         let late = signed_at.saturating_add_ms(MAX_SKEW_MS + 1);
-        assert_eq!(
-            check(request(b""), &sig, late),
-            Err(SignatureError::Stale {
-                skew_ms: MAX_SKEW_MS + 1
-            })
-        );
+        assert_eq!(check(request(b""), &sig, late), Err(SignatureError::Stale { skew_ms: MAX_SKEW_MS + 1 }));
         let early = signed_at.saturating_sub_ms(MAX_SKEW_MS + 1);
-        assert_eq!(
-            check(request(b""), &sig, early),
-            Err(SignatureError::Stale {
-                skew_ms: MAX_SKEW_MS + 1
-            })
-        );
+        assert_eq!(check(request(b""), &sig, early), Err(SignatureError::Stale { skew_ms: MAX_SKEW_MS + 1 }));
         assert!(check(request(b""), &sig, signed_at.saturating_add_ms(MAX_SKEW_MS)).is_ok());
     }
 
@@ -292,19 +244,13 @@ mod tests {
             req.verify(&secret(), &none, UnixMillis(0)),
             Err(SignatureError::Missing(HEADER_TIMESTAMP))
         );
-        let bad_ts = RawSignatureHeaders {
-            timestamp: Some("soon"),
-            ..none
-        };
+        let bad_ts = RawSignatureHeaders { timestamp: Some("soon"), ..none };
         assert_eq!(
             req.verify(&secret(), &bad_ts, UnixMillis(0)),
             Err(SignatureError::Malformed(HEADER_TIMESTAMP))
         );
-        let bad_nonce = RawSignatureHeaders {
-            timestamp: Some("1"),
-            nonce: Some("xyz"),
-            signature: Some("00"),
-        };
+        let bad_nonce =
+            RawSignatureHeaders { timestamp: Some("1"), nonce: Some("xyz"), signature: Some("00") };
         assert_eq!(
             req.verify(&secret(), &bad_nonce, UnixMillis(0)),
             Err(SignatureError::Malformed(HEADER_NONCE))
@@ -313,9 +259,6 @@ mod tests {
 
     #[test]
     fn short_secrets_are_refused() {
-        assert_eq!(
-            SharedSecret::new(&[1u8; 31]).err(),
-            Some(SecretError::TooShort(31))
-        );
+        assert_eq!(SharedSecret::new(&[1u8; 31]).err(), Some(SecretError::TooShort(31)));
     }
 }

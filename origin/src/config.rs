@@ -74,8 +74,7 @@ impl Config {
             reason: format!("{bind_raw:?} is not an address:port ({e})"),
         })?;
 
-        let database_url =
-            lookup(VAR_DATABASE_URL).unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        let database_url = lookup(VAR_DATABASE_URL).unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
         if !database_url.starts_with("sqlite:") {
             return Err(ConfigError::Invalid {
                 var: VAR_DATABASE_URL,
@@ -83,36 +82,24 @@ impl Config {
             });
         }
 
-        let secret_hex =
-            lookup(VAR_SHARED_SECRET).ok_or(ConfigError::Missing(VAR_SHARED_SECRET))?;
-        let secret_bytes = hex::decode(secret_hex.trim()).map_err(|e| ConfigError::Invalid {
-            var: VAR_SHARED_SECRET,
-            reason: format!("not hex ({e})"),
-        })?;
-        let shared_secret = SharedSecret::new(&secret_bytes).map_err(|e| ConfigError::Invalid {
-            var: VAR_SHARED_SECRET,
-            reason: e.to_string(),
-        })?;
+        let secret_hex = lookup(VAR_SHARED_SECRET).ok_or(ConfigError::Missing(VAR_SHARED_SECRET))?;
+        let secret_bytes = hex::decode(secret_hex.trim())
+            .map_err(|e| ConfigError::Invalid { var: VAR_SHARED_SECRET, reason: format!("not hex ({e})") })?;
+        let shared_secret = SharedSecret::new(&secret_bytes)
+            .map_err(|e| ConfigError::Invalid { var: VAR_SHARED_SECRET, reason: e.to_string() })?;
 
         let key_b64 = lookup(VAR_MASTER_KEY).ok_or(ConfigError::Missing(VAR_MASTER_KEY))?;
         let key_vec = base64::engine::general_purpose::STANDARD
             .decode(key_b64.trim())
-            .map_err(|e| ConfigError::Invalid {
-                var: VAR_MASTER_KEY,
-                reason: format!("not base64 ({e})"),
-            })?;
-        let bytes: [u8; 32] = key_vec
-            .try_into()
-            .map_err(|v: Vec<u8>| ConfigError::Invalid {
-                var: VAR_MASTER_KEY,
-                reason: format!("must decode to 32 bytes, got {}", v.len()),
-            })?;
+            .map_err(|e| ConfigError::Invalid { var: VAR_MASTER_KEY, reason: format!("not base64 ({e})") })?;
+        let bytes: [u8; 32] = key_vec.try_into().map_err(|v: Vec<u8>| ConfigError::Invalid {
+            var: VAR_MASTER_KEY,
+            reason: format!("must decode to 32 bytes, got {}", v.len()),
+        })?;
         let id = lookup(VAR_MASTER_KEY_ID).unwrap_or_else(|| DEFAULT_MASTER_KEY_ID.to_owned());
         if id.is_empty()
             || id.len() > 32
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return Err(ConfigError::Invalid {
                 var: VAR_MASTER_KEY_ID,
@@ -120,12 +107,7 @@ impl Config {
             });
         }
 
-        Ok(Self {
-            bind,
-            database_url,
-            shared_secret,
-            master_key: MasterKey { id, bytes },
-        })
+        Ok(Self { bind, database_url, shared_secret, master_key: MasterKey { id, bytes } })
     }
 }
 
@@ -135,10 +117,8 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
     }
 
@@ -147,8 +127,7 @@ mod tests {
 
     #[test]
     fn defaults_apply_and_secrets_are_required() {
-        let c = Config::from_lookup(env(&[(VAR_SHARED_SECRET, SECRET), (VAR_MASTER_KEY, KEY)]))
-            .unwrap();
+        let c = Config::from_lookup(env(&[(VAR_SHARED_SECRET, SECRET), (VAR_MASTER_KEY, KEY)])).unwrap();
         assert_eq!(c.bind.to_string(), DEFAULT_BIND);
         assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(c.master_key.id, "k1");
@@ -158,31 +137,21 @@ mod tests {
 
     #[test]
     fn errors_name_the_variable() {
-        let err = Config::from_lookup(env(&[(VAR_SHARED_SECRET, "abcd"), (VAR_MASTER_KEY, KEY)]))
-            .unwrap_err();
+        let err =
+            Config::from_lookup(env(&[(VAR_SHARED_SECRET, "abcd"), (VAR_MASTER_KEY, KEY)])).unwrap_err();
         assert_eq!(
             err.to_string(),
             "ORIGIN_SHARED_SECRET is invalid: the shared secret must be at least 32 bytes, got 2"
         );
-        let err = Config::from_lookup(env(&[
-            (VAR_SHARED_SECRET, SECRET),
-            (VAR_MASTER_KEY, "AAEC"),
-        ]))
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "ORIGIN_MASTER_KEY is invalid: must decode to 32 bytes, got 3"
-        );
+        let err =
+            Config::from_lookup(env(&[(VAR_SHARED_SECRET, SECRET), (VAR_MASTER_KEY, "AAEC")])).unwrap_err();
+        assert_eq!(err.to_string(), "ORIGIN_MASTER_KEY is invalid: must decode to 32 bytes, got 3");
         let err = Config::from_lookup(env(&[
             (VAR_SHARED_SECRET, SECRET),
             (VAR_MASTER_KEY, KEY),
             (VAR_BIND, "localhost"),
         ]))
         .unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("ORIGIN_BIND is invalid: \"localhost\""),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("ORIGIN_BIND is invalid: \"localhost\""), "{err}");
     }
 }

@@ -176,7 +176,9 @@ mod tests {
         let back = ring.unwrap(&wrapped, "usr_1").unwrap();
         assert_eq!(back.0, key.0);
         assert!(matches!(ring.unwrap(&wrapped, "usr_2"), Err(CryptoError::Authentication)));
-        assert!(matches!(keyring("k2", 1).unwrap(&wrapped, "usr_1"), Err(CryptoError::UnknownMasterKey(id)) if id == "k1"));
+        assert!(
+            matches!(keyring("k2", 1).unwrap(&wrapped, "usr_1"), Err(CryptoError::UnknownMasterKey(id)) if id == "k1")
+        );
         assert!(matches!(keyring("k1", 2).unwrap(&wrapped, "usr_1"), Err(CryptoError::Authentication)));
     }
 

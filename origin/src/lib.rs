@@ -9,29 +9,32 @@ pub mod passwords;
 pub mod routes;
 pub mod signed;
 pub mod store;
+pub mod users;
 
 use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::crypto::Keyring;
 use crate::store::Store;
+use crate::users::Accounts;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
+    pub accounts: Arc<Accounts>,
     pub clock: Clock,
 }
 
-/// Opens the database named by the configuration (applying migrations) and binds the listener.
+/// Opens the database named by the configuration (applying migrations) and sets up the
+/// services over it.
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let store = store::open(&config.database_url).await?;
-    Ok(AppState {
-        config: Arc::new(config),
-        store,
-        clock: Clock::System,
-    })
+    let keyring = Keyring::new(&config.master_key);
+    let accounts = Accounts::new(Arc::clone(&store), keyring)?;
+    Ok(AppState { config: Arc::new(config), store, accounts: Arc::new(accounts), clock: Clock::System })
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then finishes in-flight requests.
@@ -41,8 +44,6 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = routes::router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

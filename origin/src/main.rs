@@ -6,11 +6,7 @@ use origin::config::Config;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(
-    name = "origin",
-    version,
-    about = "The user-management origin service and its jobs"
-)]
+#[command(name = "origin", version, about = "The user-management origin service and its jobs")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -20,6 +16,18 @@ struct Cli {
 enum Command {
     /// Serve the internal API (the default). Configured by ORIGIN_* environment variables.
     Serve,
+    /// Create an administrator (the first one, typically). Prints the new user's id.
+    CreateAdmin {
+        /// The admin's email address.
+        #[arg(long)]
+        email: String,
+        /// Read the password from the first line of standard input (else ORIGIN_ADMIN_PASSWORD).
+        #[arg(long)]
+        password_stdin: bool,
+        /// The admin account's tier.
+        #[arg(long, default_value = "enterprise")]
+        tier: String,
+    },
 }
 
 #[tokio::main]
@@ -32,18 +40,17 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve().await,
+        Command::CreateAdmin { email, password_stdin, tier } => {
+            create_admin(email, password_stdin, tier).await
+        }
     }
 }
 
 async fn serve() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let bind = config.bind;
-    let state = origin::build_state(config)
-        .await
-        .context("opening the database")?;
-    let listener = tokio::net::TcpListener::bind(bind)
-        .await
-        .with_context(|| format!("binding {bind}"))?;
+    let state = origin::build_state(config).await.context("opening the database")?;
+    let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
     tracing::info!(address = %listener.local_addr()?, "origin listening");
     origin::serve(state, listener, shutdown_signal()).await?;
     tracing::info!("origin stopped");
@@ -73,4 +80,31 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+}
+
+async fn create_admin(email: String, password_stdin: bool, tier: String) -> anyhow::Result<()> {
+    let password = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).context("reading the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        std::env::var("ORIGIN_ADMIN_PASSWORD")
+            .context("give the password on standard input (--password-stdin) or in ORIGIN_ADMIN_PASSWORD")?
+    };
+    let tier = tier.parse().map_err(|e| anyhow::anyhow!("--tier: {e}"))?;
+    let state = origin::build_state(Config::from_env()?).await.context("opening the database")?;
+    let request = origin::users::CreateUser {
+        email,
+        password,
+        tier: Some(tier),
+        role: Some(domain::identity::Role::Admin),
+        profile: None,
+    };
+    let view = state
+        .accounts
+        .create(&domain::identity::Actor::System, request, state.clock.now())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{}", view.get("id").and_then(|v| v.as_str()).unwrap_or_default());
+    Ok(())
 }

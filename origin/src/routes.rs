@@ -1,9 +1,17 @@
 //! The origin's routes. Handlers extract, call once, and map the result.
 
 use axum::extract::State;
+use axum::extract::{Extension, Path};
+use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
+use domain::identity::{Actor, UserId};
+use domain::tier::Tier;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::users::{CreateUser, Credentials};
 use axum::{Json, Router};
 use domain::problem::{Problem, ProblemKind};
 use serde_json::json;
@@ -18,11 +26,13 @@ pub fn router(state: AppState) -> Router {
     // caller cannot probe which internal routes exist.
     let internal = Router::new()
         .route("/ping", get(ping))
+        .route("/users", post(create_user))
+        .route("/users/{id}", get(read_user).patch(update_user))
+        .route("/users/{id}/tier", post(change_tier))
+        .route("/users/{id}/insights", get(insights))
+        .route("/auth/verify", post(verify))
         .route("/{*rest}", any(not_found))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_edge_signature,
-        ));
+        .layer(middleware::from_fn_with_state(state.clone(), require_edge_signature));
 
     Router::new()
         .route("/health", get(health))
@@ -35,9 +45,7 @@ pub fn router(state: AppState) -> Router {
 /// The one unsigned route: process and database liveness, for the operator's probes.
 async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     state.store.ping().await?;
-    Ok(Json(
-        json!({ "status": "ok", "service": "origin", "version": env!("CARGO_PKG_VERSION") }),
-    ))
+    Ok(Json(json!({ "status": "ok", "service": "origin", "version": env!("CARGO_PKG_VERSION") })))
 }
 
 /// A signed no-op the edge calls to prove the whole signed path works.
@@ -50,8 +58,84 @@ async fn ping(State(state): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn not_found() -> impl IntoResponse {
-    problem_response(&Problem::new(
-        ProblemKind::NotFound,
-        "no route matches this path",
-    ))
+    problem_response(&Problem::new(ProblemKind::NotFound, "no route matches this path"))
+}
+
+/// The JSON body of a request, or a 400 problem naming what is wrong with it.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::client(ProblemKind::BadRequest, format!("invalid body: {e}")))
+}
+
+fn user_id(raw: &str) -> Result<UserId, ApiError> {
+    raw.parse().map_err(|_| ApiError::client(ProblemKind::NotFound, format!("no user {raw}")))
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request: CreateUser = parse(&body)?;
+    let view = state.accounts.create(&actor, request, state.clock.now()).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn read_user(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.accounts.read(&actor, &user_id(&id)?).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateUser {
+    patch: Value,
+    #[serde(default)]
+    if_match: Option<i64>,
+}
+
+async fn update_user(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: UpdateUser = parse(&body)?;
+    let view = state
+        .accounts
+        .update(&actor, &user_id(&id)?, &request.patch, request.if_match, state.clock.now())
+        .await?;
+    Ok(Json(view))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeTier {
+    tier: Tier,
+}
+
+async fn change_tier(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: ChangeTier = parse(&body)?;
+    Ok(Json(state.accounts.change_tier(&actor, &user_id(&id)?, request.tier, state.clock.now()).await?))
+}
+
+async fn insights(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.accounts.insights(&actor, &user_id(&id)?, state.clock.now()).await?))
+}
+
+async fn verify(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+    let credentials: Credentials = parse(&body)?;
+    Ok(Json(state.accounts.verify(credentials, state.clock.now()).await?))
 }

@@ -8,8 +8,8 @@ use axum::response::Response;
 use domain::identity::Actor;
 use domain::problem::ProblemKind;
 use domain::signing::{
-    RawSignatureHeaders, SignatureError, SignedRequest, HEADER_ACTOR, HEADER_NONCE,
-    HEADER_SIGNATURE, HEADER_TIMESTAMP, NONCE_RETENTION_MS,
+    RawSignatureHeaders, SignatureError, SignedRequest, HEADER_ACTOR, HEADER_NONCE, HEADER_SIGNATURE,
+    HEADER_TIMESTAMP, NONCE_RETENTION_MS,
 };
 
 use crate::errors::ApiError;
@@ -36,26 +36,15 @@ pub async fn require_edge_signature(
         signature: header(HEADER_SIGNATURE),
     };
     // Under `nest` the URI has lost its prefix; the signature covers the path as sent.
-    let uri = parts
-        .extensions
-        .get::<OriginalUri>()
-        .map_or(&parts.uri, |o| &o.0);
+    let uri = parts.extensions.get::<OriginalUri>().map_or(&parts.uri, |o| &o.0);
     let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let actor_text = header(HEADER_ACTOR).unwrap_or("");
-    let signed = SignedRequest {
-        method: parts.method.as_str(),
-        path_and_query,
-        actor: actor_text,
-        body: &bytes,
-    };
+    let signed =
+        SignedRequest { method: parts.method.as_str(), path_and_query, actor: actor_text, body: &bytes };
     let now = state.clock.now();
     let signature = signed.verify(&state.config.shared_secret, &raw, now)?;
 
-    match state
-        .store
-        .remember_nonce(&signature.nonce, now, NONCE_RETENTION_MS)
-        .await?
-    {
+    match state.store.remember_nonce(&signature.nonce, now, NONCE_RETENTION_MS).await? {
         NonceOutcome::Fresh => {}
         NonceOutcome::Replayed => return Err(SignatureError::Replayed.into()),
     }

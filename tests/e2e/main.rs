@@ -3,12 +3,7 @@
 //! stack stops all its processes when dropped, which also happens when a test panics.
 
 // This crate is a test suite: a broken expectation panics, which is how a test reports.
-#![allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
+#![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod foundation;
 
@@ -26,9 +21,7 @@ type TestFn = fn(&Ctx) -> anyhow::Result<()>;
 
 fn trial(ctx: &Arc<Ctx>, name: &'static str, test: TestFn) -> Trial {
     let ctx = Arc::clone(ctx);
-    Trial::test(name, move || {
-        test(&ctx).map_err(|e| Failed::from(format!("{e:#}")))
-    })
+    Trial::test(name, move || test(&ctx).map_err(|e| Failed::from(format!("{e:#}"))))
 }
 
 fn main() {
@@ -41,10 +34,7 @@ fn main() {
         }
     };
     let ctx = Arc::new(Ctx { stack });
-    let tests: Vec<Trial> = foundation::TESTS
-        .iter()
-        .map(|(name, f)| trial(&ctx, name, *f))
-        .collect();
+    let tests: Vec<Trial> = foundation::TESTS.iter().map(|(name, f)| trial(&ctx, name, *f)).collect();
     let conclusion = libtest_mimic::run(&args, tests);
     // The trials are done and dropped; dropping the last handle stops the shared stack before
     // the process exits (`exit` skips destructors).

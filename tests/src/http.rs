@@ -10,20 +10,11 @@ use domain::time::UnixMillis;
 use reqwest::blocking::{Client, Response};
 
 pub fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(30))
-        .no_proxy()
-        .build()
-        .unwrap_or_else(|_| Client::new())
+    Client::builder().timeout(Duration::from_secs(30)).no_proxy().build().unwrap_or_else(|_| Client::new())
 }
 
 pub fn get_status(url: &str) -> Result<u16> {
-    Ok(client()
-        .get(url)
-        .timeout(Duration::from_secs(2))
-        .send()?
-        .status()
-        .as_u16())
+    Ok(client().get(url).timeout(Duration::from_secs(2)).send()?.status().as_u16())
 }
 
 pub fn now() -> UnixMillis {
@@ -85,9 +76,7 @@ impl SignedCall {
         body_sent: &[u8],
     ) -> Result<Response> {
         let method = reqwest::Method::from_bytes(self.method.as_bytes())?;
-        let mut request = client()
-            .request(method, format!("{base}{}", self.path))
-            .body(body_sent.to_vec());
+        let mut request = client().request(method, format!("{base}{}", self.path)).body(body_sent.to_vec());
         for (name, value) in headers {
             request = request.header(*name, value);
         }

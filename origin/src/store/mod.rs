@@ -78,8 +78,12 @@ pub trait Store: Send + Sync {
 
     /// Records that a signed request with `nonce` arrived at `now`. A nonce already recorded
     /// is a replay. Nonces older than `retain_ms` are forgotten on the way.
-    async fn remember_nonce(&self, nonce: &str, now: UnixMillis, retain_ms: u64)
-        -> Result<NonceOutcome, StoreError>;
+    async fn remember_nonce(
+        &self,
+        nonce: &str,
+        now: UnixMillis,
+        retain_ms: u64,
+    ) -> Result<NonceOutcome, StoreError>;
 
     /// Inserts a new user (and an audit entry, in the same transaction).
     /// [`StoreError::DuplicateEmail`] when the email index is taken.

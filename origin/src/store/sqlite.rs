@@ -26,10 +26,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -115,11 +112,7 @@ impl Store for SqliteStore {
         .await?
         .rows_affected();
         tx.commit().await?;
-        Ok(if inserted == 1 {
-            NonceOutcome::Fresh
-        } else {
-            NonceOutcome::Replayed
-        })
+        Ok(if inserted == 1 { NonceOutcome::Fresh } else { NonceOutcome::Replayed })
     }
 
     async fn insert_user(&self, row: &UserRow, audit: &AuditEntry) -> Result<(), StoreError> {
@@ -146,7 +139,9 @@ impl Store for SqliteStore {
         .await;
         match result {
             Ok(_) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Err(StoreError::DuplicateEmail),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::DuplicateEmail)
+            }
             Err(e) => return Err(e.into()),
         }
         insert_audit(&mut tx, audit).await?;
@@ -215,7 +210,11 @@ impl Store for SqliteStore {
     }
 
     async fn record_login(&self, id: &str, at: UnixMillis) -> Result<(), StoreError> {
-        sqlx::query("UPDATE users SET last_login_at = ? WHERE id = ?").bind(millis(at)).bind(id).execute(&self.pool).await?;
+        sqlx::query("UPDATE users SET last_login_at = ? WHERE id = ?")
+            .bind(millis(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

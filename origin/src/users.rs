@@ -1,0 +1,353 @@
+//! The account service: creating users, reading and changing their profiles and tiers, and
+//! verifying their passwords. Handlers call one function here each; this module applies the
+//! rules from `domain`, seals and unseals personal data (see `crypto`), and talks to the store.
+
+use std::sync::Arc;
+
+use domain::email::Email;
+use domain::identity::{Actor, Role, UserId};
+use domain::password::{check_password, normalize_password};
+use domain::problem::{Problem, ProblemKind};
+use domain::profile::{self, Profile, ProfileErrors};
+use domain::tier::Tier;
+use domain::time::UnixMillis;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::crypto::{random_16, DataKey, Keyring, WrappedKey};
+use crate::errors::ApiError;
+use crate::passwords;
+use crate::store::{AuditEntry, Store, UpdateOutcome, UserRow};
+
+/// What the account service needs: the store, the keys, and the dummy hash that makes an
+/// unknown email cost as much as a wrong password.
+pub struct Accounts {
+    pub store: Arc<dyn Store>,
+    pub keyring: Keyring,
+    dummy_hash: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub email: String,
+    pub password: String,
+    #[serde(default)]
+    pub tier: Option<Tier>,
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub profile: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Credentials {
+    pub email: String,
+    pub password: String,
+}
+
+/// A user with their personal data unsealed.
+struct Account {
+    row: UserRow,
+    email: String,
+    profile: Profile,
+    data_key: DataKey,
+}
+
+fn rfc3339(t: UnixMillis) -> String {
+    let nanos = i128::from(t.0) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+fn tier_of(row: &UserRow) -> Result<Tier, ApiError> {
+    row.tier
+        .parse()
+        .map_err(|_| ApiError::Internal(format!("user {} has an unknown tier {:?}", row.id, row.tier)))
+}
+
+fn profile_problem(errors: &ProfileErrors) -> ApiError {
+    // A field the caller may not touch, or a feature their tier lacks, is a 403; anything
+    // else (unknown field, bad value) a 400. Every error found is listed either way.
+    let forbidden = errors.is_forbidden();
+    let kind = if forbidden { ProblemKind::Forbidden } else { ProblemKind::ValidationFailed };
+    let detail = errors.summary();
+    ApiError::Client(
+        Problem::new(kind, detail).with("errors", serde_json::to_value(errors).unwrap_or(Value::Null)),
+    )
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::client(ProblemKind::NotFound, format!("no user {id}"))
+}
+
+impl Accounts {
+    pub fn new(store: Arc<dyn Store>, keyring: Keyring) -> Result<Self, ApiError> {
+        Ok(Self { store, keyring, dummy_hash: passwords::dummy_hash()? })
+    }
+
+    /// The user view the API answers with. Never includes secrets.
+    fn view(&self, account: &Account) -> Result<Value, ApiError> {
+        let tier = tier_of(&account.row)?;
+        let mut view = json!({
+            "id": account.row.id,
+            "email": account.email,
+            "email_verified": account.row.email_verified,
+            "role": account.row.role,
+            "tier": account.row.tier,
+        });
+        let fields = serde_json::to_value(&account.profile).map_err(|e| ApiError::Internal(e.to_string()))?;
+        if let (Some(target), Value::Object(source)) = (view.as_object_mut(), fields) {
+            target.extend(source);
+            target.insert("limits".into(), serde_json::to_value(tier.limits()).unwrap_or(Value::Null));
+            target.insert("version".into(), json!(account.row.version));
+            target.insert("created_at".into(), json!(rfc3339(account.row.created_at)));
+            target.insert("updated_at".into(), json!(rfc3339(account.row.updated_at)));
+        }
+        Ok(view)
+    }
+
+    fn unseal(&self, row: UserRow) -> Result<Account, ApiError> {
+        let wrapped =
+            WrappedKey { master_key_id: row.data_key_master_id.clone(), sealed: row.data_key_sealed.clone() };
+        let data_key = self.keyring.unwrap(&wrapped, &row.id)?;
+        let email = String::from_utf8(data_key.open(&row.email_sealed, &format!("{}/email", row.id))?)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let profile_json = data_key.open(&row.profile_sealed, &format!("{}/profile", row.id))?;
+        let profile: Profile =
+            serde_json::from_slice(&profile_json).map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(Account { row, email, profile, data_key })
+    }
+
+    fn seal_profile(&self, account: &Account) -> Result<Vec<u8>, ApiError> {
+        let json = serde_json::to_vec(&account.profile).map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(account.data_key.seal(&json, &format!("{}/profile", account.row.id)))
+    }
+
+    async fn load(&self, id: &UserId) -> Result<Account, ApiError> {
+        let row = self.store.user_by_id(id.as_str()).await?.ok_or_else(|| not_found(id.as_str()))?;
+        self.unseal(row)
+    }
+
+    pub async fn create(
+        &self,
+        actor: &Actor,
+        request: CreateUser,
+        now: UnixMillis,
+    ) -> Result<Value, ApiError> {
+        let tier = request.tier.unwrap_or(Tier::Free);
+        let role = request.role.unwrap_or(Role::User);
+        if !actor.is_admin() && tier != Tier::Free {
+            return Err(ApiError::client(
+                ProblemKind::Forbidden,
+                "only an admin can create a user with a paid tier",
+            ));
+        }
+        if !actor.is_admin() && role != Role::User {
+            return Err(ApiError::client(ProblemKind::Forbidden, "only an admin can create an admin"));
+        }
+        let email =
+            Email::parse(&request.email).map_err(|e| {
+                ApiError::Client(Problem::new(ProblemKind::ValidationFailed, format!("email: {e}")).with(
+                    "errors",
+                    json!([{ "field": "email", "kind": "invalid", "detail": e.to_string() }]),
+                ))
+            })?;
+        check_password(&request.password, &email).map_err(|e| {
+            ApiError::Client(
+                Problem::new(ProblemKind::ValidationFailed, format!("password: {e}"))
+                    .with("errors", json!([{ "field": "password", "kind": "invalid", "rule": e.rule(), "detail": e.to_string() }])),
+            )
+        })?;
+        let profile = profile::new_profile(tier, request.profile.as_ref().unwrap_or(&Value::Null))
+            .map_err(|e| profile_problem(&e))?;
+
+        let normalised = normalize_password(&request.password);
+        let hash = tokio::task::spawn_blocking(move || passwords::hash(&normalised))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+
+        let id = UserId::from_random(random_16());
+        let data_key = DataKey::generate();
+        let wrapped = self.keyring.wrap(&data_key, id.as_str());
+        let account = Account {
+            row: UserRow {
+                id: id.to_string(),
+                email_index: self.keyring.email_index(email.as_str()),
+                email_sealed: data_key.seal(email.as_str().as_bytes(), &format!("{id}/email")),
+                data_key_sealed: wrapped.sealed,
+                data_key_master_id: wrapped.master_key_id,
+                role: role.as_str().to_owned(),
+                tier: tier.to_string(),
+                email_verified: false,
+                password_hash: Some(hash),
+                profile_sealed: Vec::new(),
+                version: 1,
+                created_at: now,
+                updated_at: now,
+                last_login_at: None,
+                disabled_at: None,
+            },
+            email: email.as_str().to_owned(),
+            profile,
+            data_key,
+        };
+        let mut row = account.row.clone();
+        row.profile_sealed = self.seal_profile(&account)?;
+        let audit = AuditEntry {
+            user_id: row.id.clone(),
+            actor: actor.to_string(),
+            action: "create".into(),
+            old_value: None,
+            new_value: Some(format!("tier={tier} role={role}")),
+            at: now,
+        };
+        self.store.insert_user(&row, &audit).await?;
+        self.view(&Account { row, ..account })
+    }
+
+    pub async fn read(&self, actor: &Actor, id: &UserId) -> Result<Value, ApiError> {
+        authorize(actor, id)?;
+        let account = self.load(id).await?;
+        self.view(&account)
+    }
+
+    pub async fn update(
+        &self,
+        actor: &Actor,
+        id: &UserId,
+        patch: &Value,
+        if_match: Option<i64>,
+        now: UnixMillis,
+    ) -> Result<Value, ApiError> {
+        authorize(actor, id)?;
+        let mut account = self.load(id).await?;
+        let expected = account.row.version;
+        if let Some(wanted) = if_match {
+            if wanted != expected {
+                return Err(stale(wanted, expected));
+            }
+        }
+        let tier = tier_of(&account.row)?;
+        account.profile =
+            profile::apply_merge_patch(&account.profile, patch, tier).map_err(|e| profile_problem(&e))?;
+        account.row.profile_sealed = self.seal_profile(&account)?;
+        account.row.version = expected + 1;
+        account.row.updated_at = now;
+        let audit = AuditEntry {
+            user_id: id.to_string(),
+            actor: actor.to_string(),
+            action: "profile_update".into(),
+            old_value: Some(format!("version={expected}")),
+            new_value: Some(format!("version={}", expected + 1)),
+            at: now,
+        };
+        match self.store.update_user(&account.row, expected, &[audit]).await? {
+            UpdateOutcome::Updated => self.view(&account),
+            UpdateOutcome::VersionMismatch(current) => Err(stale(if_match.unwrap_or(expected), current)),
+            UpdateOutcome::NotFound => Err(not_found(id.as_str())),
+        }
+    }
+
+    pub async fn change_tier(
+        &self,
+        actor: &Actor,
+        id: &UserId,
+        new_tier: Tier,
+        now: UnixMillis,
+    ) -> Result<Value, ApiError> {
+        authorize(actor, id)?;
+        let mut account = self.load(id).await?;
+        let old_tier = tier_of(&account.row)?;
+        if !actor.is_admin() {
+            let self_service = [Tier::Free, Tier::Premium];
+            if !self_service.contains(&new_tier) || !self_service.contains(&old_tier) {
+                return Err(ApiError::client(
+                    ProblemKind::Forbidden,
+                    format!("only an admin can move an account from {old_tier} to {new_tier}"),
+                ));
+            }
+        }
+        if new_tier == old_tier {
+            return self.view(&account);
+        }
+        // Settings the new tier does not allow are brought within it (a downgrade switches
+        // off, say, custom model training), so the stored profile always fits its tier.
+        account.profile = profile::fit_to_tier(&account.profile, new_tier);
+        let expected = account.row.version;
+        account.row.tier = new_tier.to_string();
+        account.row.profile_sealed = self.seal_profile(&account)?;
+        account.row.version = expected + 1;
+        account.row.updated_at = now;
+        let audit = AuditEntry {
+            user_id: id.to_string(),
+            actor: actor.to_string(),
+            action: "tier_change".into(),
+            old_value: Some(old_tier.to_string()),
+            new_value: Some(new_tier.to_string()),
+            at: now,
+        };
+        match self.store.update_user(&account.row, expected, &[audit]).await? {
+            UpdateOutcome::Updated => self.view(&account),
+            UpdateOutcome::VersionMismatch(current) => Err(stale(expected, current)),
+            UpdateOutcome::NotFound => Err(not_found(id.as_str())),
+        }
+    }
+
+    /// Checks an email and password. An unknown email, a wrong password and a disabled
+    /// account all get the same answer after the same work (one argon2 verification).
+    pub async fn verify(&self, credentials: Credentials, now: UnixMillis) -> Result<Value, ApiError> {
+        let row = match Email::parse(&credentials.email) {
+            Ok(email) => self.store.user_by_email_index(&self.keyring.email_index(email.as_str())).await?,
+            Err(_) => None,
+        };
+        let hash =
+            row.as_ref().and_then(|r| r.password_hash.clone()).unwrap_or_else(|| self.dummy_hash.clone());
+        let normalised = normalize_password(&credentials.password);
+        let matches = tokio::task::spawn_blocking(move || passwords::verify(&normalised, &hash))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        match row {
+            Some(row) if matches && row.disabled_at.is_none() && row.password_hash.is_some() => {
+                self.store.record_login(&row.id, now).await?;
+                Ok(json!({ "user_id": row.id, "tier": row.tier, "role": row.role, "version": row.version }))
+            }
+            _ => Err(ApiError::client(ProblemKind::Unauthenticated, "the email or the password is wrong")),
+        }
+    }
+
+    pub async fn insights(&self, actor: &Actor, id: &UserId, now: UnixMillis) -> Result<Value, ApiError> {
+        authorize(actor, id)?;
+        let account = self.load(id).await?;
+        let tier = tier_of(&account.row)?;
+        let age_days = now.0.saturating_sub(account.row.created_at.0) / 86_400_000;
+        Ok(json!({
+            "user_id": account.row.id,
+            "tier": account.row.tier,
+            "account_age_days": age_days,
+            "created_at": rfc3339(account.row.created_at),
+            "last_login_at": account.row.last_login_at.map(rfc3339),
+            "limits": serde_json::to_value(tier.limits()).unwrap_or(Value::Null),
+        }))
+    }
+}
+
+fn authorize(actor: &Actor, id: &UserId) -> Result<(), ApiError> {
+    if actor.may_act_on(id) {
+        Ok(())
+    } else {
+        Err(ApiError::client(ProblemKind::Forbidden, "you may only act on your own account"))
+    }
+}
+
+fn stale(wanted: i64, current: i64) -> ApiError {
+    ApiError::Client(
+        Problem::new(
+            ProblemKind::PreconditionFailed,
+            format!("the profile is at version {current}, not {wanted}; read it again and retry"),
+        )
+        .with("current_version", current),
+    )
+}

@@ -1,0 +1,121 @@
+//! A client of the public API for the tests: each call returns the status, the headers the
+//! tests look at, and the JSON body, so assertions read like the behaviour they check.
+
+use anyhow::{Context, Result};
+use reqwest::blocking::RequestBuilder;
+use serde_json::{json, Value};
+
+use crate::http::client;
+
+/// One answer of the API.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub etag: Option<String>,
+    pub source: Option<String>,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The `type` slug of a problem answer (`rate-limited` for `urn:…:rate-limited`).
+    pub fn problem_slug(&self) -> &str {
+        self.body.get("type").and_then(Value::as_str).and_then(|t| t.rsplit(':').next()).unwrap_or_default()
+    }
+
+    pub fn str(&self, key: &str) -> String {
+        self.body.get(key).and_then(Value::as_str).unwrap_or_default().to_owned()
+    }
+}
+
+pub fn send(request: RequestBuilder) -> Result<Answer> {
+    let response = request.send().context("calling the edge")?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let content_type = header("content-type").unwrap_or_default();
+    let etag = header("etag");
+    let source = header("x-profile-source");
+    let text = response.text()?;
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Ok(Answer { status, content_type, etag, source, headers, body })
+}
+
+/// The public API at `base` (the edge's URL).
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(base: impl Into<String>) -> Self {
+        Self { base: base.into() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> Result<Answer> {
+        let mut request = client().get(self.url(path));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        send(request)
+    }
+
+    pub fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Result<Answer> {
+        let mut request = client().post(self.url(path)).json(body);
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        send(request)
+    }
+
+    pub fn put(&self, path: &str, token: &str, body: &Value, if_match: Option<&str>) -> Result<Answer> {
+        let mut request = client().put(self.url(path)).bearer_auth(token).json(body);
+        if let Some(m) = if_match {
+            request = request.header("if-match", m);
+        }
+        send(request)
+    }
+
+    pub fn patch(&self, path: &str, token: &str, body: &Value) -> Result<Answer> {
+        send(
+            client()
+                .patch(self.url(path))
+                .bearer_auth(token)
+                .header("content-type", "application/merge-patch+json")
+                .body(body.to_string()),
+        )
+    }
+
+    pub fn signup(&self, email: &str, password: &str, profile: Value) -> Result<Answer> {
+        self.post("/api/v1/users", None, &json!({ "email": email, "password": password, "profile": profile }))
+    }
+
+    /// Logs in and returns the access token; fails unless the answer is 200.
+    pub fn login(&self, email: &str, password: &str) -> Result<String> {
+        let answer =
+            self.post("/api/v1/auth/login", None, &json!({ "email": email, "password": password }))?;
+        anyhow::ensure!(answer.status == 200, "login of {email} answered {}: {}", answer.status, answer.body);
+        Ok(answer.str("access_token"))
+    }
+}
+
+/// A fresh email address for a test, so tests sharing a stack never collide.
+pub fn unique_email(prefix: &str) -> String {
+    let mut bytes = [0u8; 6];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    format!("{prefix}-{}@example.com", hex::encode(bytes))
+}
+
+/// A password that passes the policy for any test email.
+pub const GOOD_PASSWORD: &str = "mot de passe sécurisé 2024!";
