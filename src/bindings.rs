@@ -10,6 +10,29 @@ pub const VAR_ORIGIN_URL: &str = "ORIGIN_URL";
 /// `wrangler secret put ORIGIN_SHARED_SECRET` in production).
 pub const SECRET_ORIGIN_SHARED: &str = "ORIGIN_SHARED_SECRET";
 
+/// KV namespace: cached profile JSON with its version (a cache; the origin is the truth).
+pub const KV_PROFILES: &str = "PROFILES";
+/// Durable Object namespace: one gate per user (see `gate.rs`).
+pub const DO_GATE: &str = "GATE";
+
+/// Secret: the Ed25519 seed (32 bytes, standard base64) that signs access tokens.
+pub const SECRET_JWT_SIGNING_KEY: &str = "JWT_SIGNING_KEY";
+/// The signing key's id, published in the JWKS and in every token's header.
+pub const VAR_JWT_SIGNING_KID: &str = "JWT_SIGNING_KID";
+/// Optional: public keys of previous signing keys (a JWKS or an array of JWKs), still trusted
+/// during a rotation.
+pub const VAR_JWT_PREVIOUS_KEYS: &str = "JWT_PREVIOUS_KEYS";
+/// The `iss` and `aud` of access tokens.
+pub const VAR_JWT_ISSUER: &str = "JWT_ISSUER";
+pub const VAR_JWT_AUDIENCE: &str = "JWT_AUDIENCE";
+/// Access-token lifetime in seconds (at most 900).
+pub const VAR_ACCESS_TOKEN_TTL_SECS: &str = "ACCESS_TOKEN_TTL_SECS";
+
+pub const DEFAULT_JWT_ISSUER: &str = "user-management-edge";
+pub const DEFAULT_JWT_AUDIENCE: &str = "user-management-api";
+/// Clock skew tolerated on `exp` and `nbf`.
+pub const TOKEN_LEEWAY_SECS: u64 = 30;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("the Worker variable or secret {0} is not set")]
@@ -45,13 +68,52 @@ impl OriginConfig {
             var: SECRET_ORIGIN_SHARED,
             reason: format!("not hex ({e})"),
         })?;
-        let secret = SharedSecret::new(&bytes).map_err(|e| ConfigError::Invalid {
-            var: SECRET_ORIGIN_SHARED,
-            reason: e.to_string(),
-        })?;
-        Ok(Self {
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            secret,
-        })
+        let secret = SharedSecret::new(&bytes)
+            .map_err(|e| ConfigError::Invalid { var: SECRET_ORIGIN_SHARED, reason: e.to_string() })?;
+        Ok(Self { base_url: base_url.trim_end_matches('/').to_owned(), secret })
+    }
+}
+
+/// A variable or secret as a string, if set.
+fn text(env: &Env, name: &str) -> Option<String> {
+    env.secret(name).map(|v| v.to_string()).or_else(|_| env.var(name).map(|v| v.to_string())).ok()
+}
+
+/// Token keys and policy.
+pub struct AuthConfig {
+    pub signing: domain::token::SigningKey,
+    pub previous: Vec<domain::token::VerifyingKey>,
+    pub policy: domain::token::TokenPolicy,
+}
+
+impl AuthConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let seed = text(env, SECRET_JWT_SIGNING_KEY).ok_or(ConfigError::Missing(SECRET_JWT_SIGNING_KEY))?;
+        let kid = text(env, VAR_JWT_SIGNING_KID).ok_or(ConfigError::Missing(VAR_JWT_SIGNING_KID))?;
+        let signing = domain::token::SigningKey::from_seed_b64(&kid, &seed)
+            .map_err(|e| ConfigError::Invalid { var: SECRET_JWT_SIGNING_KEY, reason: e.to_string() })?;
+        let previous = match text(env, VAR_JWT_PREVIOUS_KEYS).filter(|t| !t.trim().is_empty()) {
+            Some(json) => domain::token::Keyset::parse_previous(&json)
+                .map_err(|e| ConfigError::Invalid { var: VAR_JWT_PREVIOUS_KEYS, reason: e.to_string() })?,
+            None => Vec::new(),
+        };
+        let ttl_secs = match text(env, VAR_ACCESS_TOKEN_TTL_SECS) {
+            Some(t) => {
+                t.parse::<u64>().ok().filter(|s| (1..=domain::token::MAX_TTL_SECS).contains(s)).ok_or(
+                    ConfigError::Invalid {
+                        var: VAR_ACCESS_TOKEN_TTL_SECS,
+                        reason: "must be 1 to 900".into(),
+                    },
+                )?
+            }
+            None => domain::token::MAX_TTL_SECS,
+        };
+        let policy = domain::token::TokenPolicy {
+            issuer: text(env, VAR_JWT_ISSUER).unwrap_or_else(|| DEFAULT_JWT_ISSUER.into()),
+            audience: text(env, VAR_JWT_AUDIENCE).unwrap_or_else(|| DEFAULT_JWT_AUDIENCE.into()),
+            ttl_secs,
+            leeway_secs: TOKEN_LEEWAY_SECS,
+        };
+        Ok(Self { signing, previous, policy })
     }
 }

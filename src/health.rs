@@ -21,17 +21,10 @@ pub async fn handle(env: &Env) -> Result<Response> {
     };
     let config = match OriginConfig::from_env(env) {
         Ok(c) => c,
-        Err(e) => {
-            return unavailable(
-                e.to_string(),
-                json!({ "reachable": false, "error": e.to_string() }),
-            )
-        }
+        Err(e) => return unavailable(e.to_string(), json!({ "reachable": false, "error": e.to_string() })),
     };
     let started = now();
-    let answer = OriginClient::new(config)
-        .send_as(&Actor::System, Method::Get, "/internal/ping", b"")
-        .await;
+    let answer = OriginClient::new(config).send_as(&Actor::System, Method::Get, "/internal/ping", b"").await;
     let latency_ms = now().0.saturating_sub(started.0);
     match answer {
         Ok(r) if r.status == 200 => {
@@ -47,10 +40,7 @@ pub async fn handle(env: &Env) -> Result<Response> {
             Ok(response)
         }
         Ok(r) => {
-            let detail = format!(
-                "the origin refused the edge's signed call with status {}",
-                r.status
-            );
+            let detail = format!("the origin refused the edge's signed call with status {}", r.status);
             unavailable(
                 detail.clone(),
                 json!({ "reachable": false, "status": r.status, "latency_ms": latency_ms, "error": detail }),

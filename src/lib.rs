@@ -2,11 +2,17 @@
 //! Bindings come in through [`bindings`], requests are dispatched by [`routes`], and every
 //! error leaves as RFC 9457 problem+json through [`problem`].
 
+mod auth;
 mod bindings;
+mod gate;
 mod health;
+mod http;
+mod openapi;
 mod origin_client;
 mod problem;
+mod profile_cache;
 mod routes;
+mod users;
 
 use worker::{event, Context, Env, Request, Response, Result};
 

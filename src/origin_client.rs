@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use domain::identity::Actor;
-use domain::signing::{
-    SignedRequest, HEADER_ACTOR, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
-};
+use domain::signing::{SignedRequest, HEADER_ACTOR, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use domain::time::UnixMillis;
 use futures_util::future::{select, Either};
 use worker::{Date, Delay, Fetch, Headers, Method, Request, RequestInit};
@@ -57,28 +55,17 @@ impl OriginClient {
         let mut nonce = [0u8; 16];
         getrandom::getrandom(&mut nonce).map_err(|e| OriginError::Build(e.to_string()))?;
         let nonce = hex::encode(nonce);
-        let signature = SignedRequest {
-            method: method.as_ref(),
-            path_and_query,
-            actor: &actor_text,
-            body,
-        }
-        .sign(&self.config.secret, now(), &nonce);
+        let signature = SignedRequest { method: method.as_ref(), path_and_query, actor: &actor_text, body }
+            .sign(&self.config.secret, now(), &nonce);
 
         let build = |e: worker::Error| OriginError::Build(e.to_string());
         let headers = Headers::new();
-        headers
-            .set(HEADER_TIMESTAMP, &signature.timestamp.0.to_string())
-            .map_err(build)?;
+        headers.set(HEADER_TIMESTAMP, &signature.timestamp.0.to_string()).map_err(build)?;
         headers.set(HEADER_NONCE, &signature.nonce).map_err(build)?;
         headers.set(HEADER_ACTOR, &actor_text).map_err(build)?;
-        headers
-            .set(HEADER_SIGNATURE, &signature.signature)
-            .map_err(build)?;
+        headers.set(HEADER_SIGNATURE, &signature.signature).map_err(build)?;
         if !body.is_empty() {
-            headers
-                .set("content-type", "application/json")
-                .map_err(build)?;
+            headers.set("content-type", "application/json").map_err(build)?;
         }
         let mut init = RequestInit::new();
         init.with_method(method).with_headers(headers);
@@ -90,18 +77,9 @@ impl OriginClient {
 
         let fetch = Fetch::Request(request);
         let call = Box::pin(async move {
-            let mut response = fetch
-                .send()
-                .await
-                .map_err(|e| OriginError::Unreachable(e.to_string()))?;
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| OriginError::Unreachable(e.to_string()))?;
-            Ok(OriginResponse {
-                status: response.status_code(),
-                body,
-            })
+            let mut response = fetch.send().await.map_err(|e| OriginError::Unreachable(e.to_string()))?;
+            let body = response.bytes().await.map_err(|e| OriginError::Unreachable(e.to_string()))?;
+            Ok(OriginResponse { status: response.status_code(), body })
         });
         match select(call, Delay::from(ORIGIN_TIMEOUT)).await {
             Either::Left((result, _)) => result,

@@ -10,3 +10,4 @@ pub mod profile;
 pub mod signing;
 pub mod tier;
 pub mod time;
+pub mod token;

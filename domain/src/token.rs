@@ -1,0 +1,451 @@
+//! Access tokens: JWTs signed with Ed25519 (`EdDSA`), issued by the edge after the origin has
+//! verified a password, and validated by the edge on every protected request with no I/O.
+//!
+//! Validation pins the algorithm (the header must say `EdDSA`, so `none`, `HS256` and any
+//! other swap are refused before a key is touched), finds the key by `kid` in the key set
+//! (several keys are active during a rotation), checks the signature, then `typ`, `iss`, `aud`,
+//! `exp` and `nbf` against a `now` the caller passes, with a small leeway, and refuses any
+//! token whose lifetime exceeds the 15-minute maximum.
+//!
+//! Keys: the operator makes a signing seed with `head -c 32 /dev/urandom | base64` and stores it
+//! as a Worker secret. (Signing uses ed25519-compact's hedged signatures, which mix in OS
+//! randomness; that is the library's internal defence against fault attacks, not an input.)
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use ed25519_compact::SecretKey;
+use jwt_compact::alg::Ed25519;
+use jwt_compact::{AlgorithmExt, Claims, Header, TimeOptions, UntrustedToken};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::time::UnixMillis;
+
+/// The only algorithm accepted.
+pub const ALGORITHM: &str = "EdDSA";
+/// The longest an access token may live.
+pub const MAX_TTL_SECS: u64 = 15 * 60;
+/// The header `typ` of access tokens (RFC 9068).
+pub const ACCESS_HEADER_TYP: &str = "at+jwt";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the signing key must be 32 bytes of seed in standard base64")]
+    BadSeed,
+    #[error("a key id must be 1 to 64 characters of [A-Za-z0-9._-]")]
+    BadKid,
+    #[error("a public key must be an OKP Ed25519 JWK with a kid: {0}")]
+    BadJwk(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is not a well-formed JWT")]
+    Malformed,
+    #[error("the token's algorithm {0:?} is not allowed (only EdDSA)")]
+    AlgorithmNotAllowed(String),
+    #[error("the token names no key or an unknown key")]
+    UnknownKey,
+    #[error("the token's signature is invalid")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token was issued by someone else")]
+    WrongIssuer,
+    #[error("the token is meant for another audience")]
+    WrongAudience,
+    #[error("the token is not an access token")]
+    WrongType,
+    #[error("the token lives longer than the 15 minutes allowed")]
+    LifetimeTooLong,
+    #[error("the token could not be signed: {0}")]
+    Signing(String),
+}
+
+fn valid_kid(kid: &str) -> bool {
+    !kid.is_empty()
+        && kid.len() <= 64
+        && kid.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// The edge's private key and its id.
+#[derive(Clone)]
+pub struct SigningKey {
+    kid: String,
+    secret: SecretKey,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKey {{ kid: {:?}, .. }}", self.kid)
+    }
+}
+
+impl SigningKey {
+    pub fn from_seed_b64(kid: &str, seed_b64: &str) -> Result<Self, KeyError> {
+        if !valid_kid(kid) {
+            return Err(KeyError::BadKid);
+        }
+        let seed: [u8; 32] =
+            STANDARD.decode(seed_b64.trim()).ok().and_then(|v| v.try_into().ok()).ok_or(KeyError::BadSeed)?;
+        let pair = ed25519_compact::KeyPair::try_from_seed(ed25519_compact::Seed::new(seed))
+            .map_err(|_| KeyError::BadSeed)?;
+        Ok(Self { kid: kid.to_owned(), secret: pair.sk })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn verifying_key(&self) -> VerifyingKey {
+        VerifyingKey { kid: self.kid.clone(), key: self.secret.public_key() }
+    }
+}
+
+/// A public key that verifies tokens, with its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyingKey {
+    kid: String,
+    key: ed25519_compact::PublicKey,
+}
+
+impl VerifyingKey {
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The key as a JWK (RFC 8037 OKP).
+    pub fn to_jwk(&self) -> Value {
+        json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": URL_SAFE_NO_PAD.encode(self.key.as_ref()),
+            "kid": self.kid,
+            "alg": ALGORITHM,
+            "use": "sig",
+        })
+    }
+
+    pub fn from_jwk(jwk: &Value) -> Result<Self, KeyError> {
+        let field = |name: &str| jwk.get(name).and_then(Value::as_str);
+        if field("kty") != Some("OKP") || field("crv") != Some("Ed25519") {
+            return Err(KeyError::BadJwk("kty must be OKP and crv Ed25519".into()));
+        }
+        let kid = field("kid").filter(|k| valid_kid(k)).ok_or(KeyError::BadKid)?;
+        let x = field("x")
+            .and_then(|x| URL_SAFE_NO_PAD.decode(x).ok())
+            .ok_or_else(|| KeyError::BadJwk("x must be base64url".into()))?;
+        let key = ed25519_compact::PublicKey::from_slice(&x).map_err(|e| KeyError::BadJwk(e.to_string()))?;
+        Ok(Self { kid: kid.to_owned(), key })
+    }
+}
+
+/// The keys an edge trusts: its own, and the previous ones still inside their tokens' lifetime
+/// during a rotation.
+#[derive(Debug, Clone)]
+pub struct Keyset {
+    keys: Vec<VerifyingKey>,
+}
+
+impl Keyset {
+    pub fn new(current: &SigningKey, previous: Vec<VerifyingKey>) -> Self {
+        let mut keys = vec![current.verifying_key()];
+        keys.extend(previous.into_iter().filter(|k| k.kid != current.kid));
+        Self { keys }
+    }
+
+    /// Parses previous keys from JSON: a JWKS (`{"keys": [...]}`) or a bare array of JWKs.
+    pub fn parse_previous(json_text: &str) -> Result<Vec<VerifyingKey>, KeyError> {
+        let value: Value = serde_json::from_str(json_text).map_err(|e| KeyError::BadJwk(e.to_string()))?;
+        let list = value.get("keys").unwrap_or(&value);
+        list.as_array()
+            .ok_or_else(|| KeyError::BadJwk("expected a JWKS or an array of JWKs".into()))?
+            .iter()
+            .map(VerifyingKey::from_jwk)
+            .collect()
+    }
+
+    pub fn find(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.keys.iter().find(|k| k.kid == kid)
+    }
+
+    /// The JWKS document for `GET /.well-known/jwks.json`.
+    pub fn jwks(&self) -> Value {
+        json!({ "keys": self.keys.iter().map(VerifyingKey::to_jwk).collect::<Vec<_>>() })
+    }
+}
+
+/// What tokens must say and how long they live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPolicy {
+    pub issuer: String,
+    pub audience: String,
+    pub ttl_secs: u64,
+    pub leeway_secs: u64,
+}
+
+/// The claims of an access token beyond `exp`, `nbf` and `iat`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub jti: String,
+    pub typ: String,
+    pub tier: String,
+    pub role: String,
+    /// The session the token belongs to (sessions arrive with refresh tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+/// The `typ` claim of access tokens.
+pub const ACCESS_TYP: &str = "access";
+
+/// What the caller knows about the subject when issuing.
+#[derive(Debug, Clone)]
+pub struct Subject<'a> {
+    pub user_id: &'a str,
+    pub tier: &'a str,
+    pub role: &'a str,
+    pub session_id: Option<&'a str>,
+}
+
+fn datetime(t: UnixMillis) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(i64::try_from(t.0).unwrap_or(i64::MAX)).unwrap_or_default()
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// Issues an access token for `subject`, valid from `now` for the policy's lifetime.
+pub fn issue_access(
+    key: &SigningKey,
+    policy: &TokenPolicy,
+    subject: &Subject<'_>,
+    jti: &str,
+    now: UnixMillis,
+) -> Result<String, TokenError> {
+    if policy.ttl_secs > MAX_TTL_SECS {
+        return Err(TokenError::LifetimeTooLong);
+    }
+    let at = datetime(now);
+    let options = TimeOptions::new(secs(policy.leeway_secs), move || at);
+    let claims = Claims::new(AccessClaims {
+        iss: policy.issuer.clone(),
+        aud: policy.audience.clone(),
+        sub: subject.user_id.to_owned(),
+        jti: jti.to_owned(),
+        typ: ACCESS_TYP.to_owned(),
+        tier: subject.tier.to_owned(),
+        role: subject.role.to_owned(),
+        sid: subject.session_id.map(str::to_owned),
+    })
+    .set_duration_and_issuance(&options, secs(policy.ttl_secs))
+    .set_not_before(at);
+    let header = Header::empty().with_key_id(key.kid.clone()).with_token_type(ACCESS_HEADER_TYP);
+    Ed25519.token(&header, &claims, &key.secret).map_err(|e| TokenError::Signing(e.to_string()))
+}
+
+/// Validates an access token at `now`. No I/O.
+pub fn validate_access(
+    token: &str,
+    keys: &Keyset,
+    policy: &TokenPolicy,
+    now: UnixMillis,
+) -> Result<AccessClaims, TokenError> {
+    let untrusted = UntrustedToken::new(token).map_err(|_| TokenError::Malformed)?;
+    if untrusted.algorithm() != ALGORITHM {
+        return Err(TokenError::AlgorithmNotAllowed(untrusted.algorithm().to_owned()));
+    }
+    let key =
+        untrusted.header().key_id.as_deref().and_then(|kid| keys.find(kid)).ok_or(TokenError::UnknownKey)?;
+    let verified = Ed25519.validator::<AccessClaims>(&key.key).validate(&untrusted).map_err(|e| match e {
+        jwt_compact::ValidationError::InvalidSignature => TokenError::BadSignature,
+        _ => TokenError::Malformed,
+    })?;
+    let claims = verified.claims();
+
+    let at = datetime(now);
+    let options = TimeOptions::new(secs(policy.leeway_secs), move || at);
+    claims.validate_expiration(&options).map_err(|e| match e {
+        jwt_compact::ValidationError::Expired => TokenError::Expired,
+        _ => TokenError::Malformed,
+    })?;
+    if claims.not_before.is_some() {
+        claims.validate_maturity(&options).map_err(|_| TokenError::NotYetValid)?;
+    }
+    match (claims.issued_at, claims.expiration) {
+        (Some(iat), Some(exp)) if exp - iat <= secs(MAX_TTL_SECS + policy.leeway_secs) => {}
+        (Some(_), Some(_)) => return Err(TokenError::LifetimeTooLong),
+        _ => return Err(TokenError::Malformed),
+    }
+    let custom = &claims.custom;
+    if custom.typ != ACCESS_TYP {
+        return Err(TokenError::WrongType);
+    }
+    if custom.iss != policy.issuer {
+        return Err(TokenError::WrongIssuer);
+    }
+    if custom.aud != policy.audience {
+        return Err(TokenError::WrongAudience);
+    }
+    Ok(custom.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+
+    const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
+
+    fn key(kid: &str, byte: u8) -> SigningKey {
+        SigningKey::from_seed_b64(kid, &STANDARD.encode([byte; 32])).unwrap()
+    }
+
+    fn policy() -> TokenPolicy {
+        TokenPolicy { issuer: "edge".into(), audience: "api".into(), ttl_secs: 900, leeway_secs: 30 }
+    }
+
+    fn subject() -> Subject<'static> {
+        Subject { user_id: "usr_1", tier: "premium", role: "user", session_id: None }
+    }
+
+    fn issue(k: &SigningKey, p: &TokenPolicy, now: UnixMillis) -> String {
+        issue_access(k, p, &subject(), "jti-1", now).unwrap()
+    }
+
+    fn keyset(k: &SigningKey) -> Keyset {
+        Keyset::new(k, vec![])
+    }
+
+    #[test]
+    fn a_token_round_trips() {
+        let k = key("k1", 1);
+        let claims = validate_access(&issue(&k, &policy(), NOW), &keyset(&k), &policy(), NOW).unwrap();
+        assert_eq!(
+            claims,
+            AccessClaims {
+                iss: "edge".into(),
+                aud: "api".into(),
+                sub: "usr_1".into(),
+                jti: "jti-1".into(),
+                typ: "access".into(),
+                tier: "premium".into(),
+                role: "user".into(),
+                sid: None,
+            }
+        );
+    }
+
+    #[test]
+    fn expiry_and_maturity_use_the_leeway() {
+        let k = key("k1", 1);
+        let token = issue(&k, &policy(), NOW);
+        let at = |secs: u64| UnixMillis(NOW.0 + secs * 1000);
+        assert!(validate_access(&token, &keyset(&k), &policy(), at(900 + 30)).is_ok());
+        assert_eq!(validate_access(&token, &keyset(&k), &policy(), at(900 + 31)), Err(TokenError::Expired));
+        let early = UnixMillis(NOW.0 - 31_000);
+        assert_eq!(validate_access(&token, &keyset(&k), &policy(), early), Err(TokenError::NotYetValid));
+        assert!(validate_access(&token, &keyset(&k), &policy(), UnixMillis(NOW.0 - 30_000)).is_ok());
+    }
+
+    #[test]
+    fn issuer_audience_and_lifetime_are_enforced() {
+        let k = key("k1", 1);
+        let token = issue(&k, &policy(), NOW);
+        let other_iss = TokenPolicy { issuer: "other".into(), ..policy() };
+        assert_eq!(validate_access(&token, &keyset(&k), &other_iss, NOW), Err(TokenError::WrongIssuer));
+        let other_aud = TokenPolicy { audience: "other".into(), ..policy() };
+        assert_eq!(validate_access(&token, &keyset(&k), &other_aud, NOW), Err(TokenError::WrongAudience));
+        let long = TokenPolicy { ttl_secs: 901, ..policy() };
+        assert_eq!(issue_access(&k, &long, &subject(), "j", NOW), Err(TokenError::LifetimeTooLong));
+    }
+
+    #[test]
+    fn tampering_and_foreign_keys_are_refused() {
+        let k = key("k1", 1);
+        let token = issue(&k, &policy(), NOW);
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        let mut payload = URL_SAFE_NO_PAD.decode(&parts[1]).unwrap();
+        let text = String::from_utf8(payload.clone()).unwrap().replace("\"user\"", "\"admin\"");
+        payload = text.into_bytes();
+        parts[1] = URL_SAFE_NO_PAD.encode(payload);
+        let tampered = parts.join(".");
+        assert_eq!(validate_access(&tampered, &keyset(&k), &policy(), NOW), Err(TokenError::BadSignature));
+
+        // Same kid, another key: the signature does not verify.
+        let impostor = issue(&key("k1", 2), &policy(), NOW);
+        assert_eq!(validate_access(&impostor, &keyset(&k), &policy(), NOW), Err(TokenError::BadSignature));
+        // A kid the edge does not know.
+        let unknown = issue(&key("k9", 2), &policy(), NOW);
+        assert_eq!(validate_access(&unknown, &keyset(&k), &policy(), NOW), Err(TokenError::UnknownKey));
+        assert_eq!(validate_access("not.a.jwt", &keyset(&k), &policy(), NOW), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn algorithm_swaps_are_refused() {
+        let k = key("k1", 1);
+        let token = issue(&k, &policy(), NOW);
+        let payload = token.split('.').nth(1).unwrap().to_owned();
+
+        let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","kid":"k1","typ":"at+jwt"}"#);
+        let none = format!("{none_header}.{payload}.");
+        assert_eq!(
+            validate_access(&none, &keyset(&k), &policy(), NOW),
+            Err(TokenError::AlgorithmNotAllowed("none".into()))
+        );
+
+        // HS256 keyed with the public key's bytes: the classic confusion attack.
+        let hs_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","kid":"k1","typ":"at+jwt"}"#);
+        let signing_input = format!("{hs_header}.{payload}");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(k.verifying_key().key.as_ref()).unwrap();
+        mac.update(signing_input.as_bytes());
+        let hs = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
+        assert_eq!(
+            validate_access(&hs, &keyset(&k), &policy(), NOW),
+            Err(TokenError::AlgorithmNotAllowed("HS256".into()))
+        );
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_valid_while_their_key_is_listed() {
+        let old = key("k1", 1);
+        let new = key("k2", 2);
+        let token = issue(&old, &policy(), NOW);
+        let during = Keyset::new(&new, vec![old.verifying_key()]);
+        assert!(validate_access(&token, &during, &policy(), NOW).is_ok());
+        let after = Keyset::new(&new, vec![]);
+        assert_eq!(validate_access(&token, &after, &policy(), NOW), Err(TokenError::UnknownKey));
+        let jwks = during.jwks();
+        assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+        let parsed = Keyset::parse_previous(&jwks.to_string()).unwrap();
+        assert_eq!(parsed, vec![new.verifying_key(), old.verifying_key()]);
+    }
+
+    #[test]
+    fn the_jwk_of_the_rfc8032_test_key_is_exact() {
+        // RFC 8032 §7.1, test 1: this seed's public key is d75a9801…07511a.
+        let k = SigningKey::from_seed_b64("k1", "nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=").unwrap();
+        let jwk = k.verifying_key().to_jwk();
+        assert_eq!(
+            jwk,
+            json!({"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"k1","alg":"EdDSA","use":"sig"})
+        );
+        assert_eq!(VerifyingKey::from_jwk(&jwk).unwrap(), k.verifying_key());
+        assert_eq!(
+            SigningKey::from_seed_b64("k1", &STANDARD.encode([0u8; 32])).err(),
+            Some(KeyError::BadSeed)
+        );
+        assert_eq!(
+            SigningKey::from_seed_b64("bad kid!", "nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=").err(),
+            Some(KeyError::BadKid)
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! HTTP plumbing shared by the handlers: reading JSON bodies with limits, writing JSON answers
+//! with validators, and forwarding to the origin with its problems passed through.
+
+use domain::identity::Actor;
+use domain::problem::{Problem, ProblemKind};
+use serde_json::Value;
+use worker::{Env, Headers, Method, Request, Response};
+
+use crate::bindings::OriginConfig;
+use crate::origin_client::{OriginClient, OriginResponse};
+use crate::problem::EdgeError;
+
+/// The largest request body the public API reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub const JSON: &str = "application/json";
+pub const MERGE_PATCH_JSON: &str = "application/merge-patch+json";
+
+/// Reads a JSON object body whose media type is one of `accepted`.
+pub async fn read_json(req: &mut Request, accepted: &[&str]) -> Result<Value, EdgeError> {
+    let content_type = req.headers().get("content-type")?.unwrap_or_default();
+    let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if !accepted.contains(&media_type.as_str()) {
+        return Err(EdgeError::new(
+            ProblemKind::UnsupportedMediaType,
+            format!("send the body as {} (got {:?})", accepted.join(" or "), content_type),
+        ));
+    }
+    let bytes = req.bytes().await?;
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(EdgeError::new(
+            ProblemKind::PayloadTooLarge,
+            format!("the body is {} bytes; the limit is {MAX_BODY_BYTES}", bytes.len()),
+        ));
+    }
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| EdgeError::new(ProblemKind::BadRequest, format!("the body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(EdgeError::new(ProblemKind::BadRequest, "the body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+/// A JSON answer; with `version`, a strong `ETag` of it.
+pub fn json(status: u16, body: &Value, version: Option<u64>) -> Result<Response, EdgeError> {
+    let headers = Headers::new();
+    headers.set("content-type", JSON)?;
+    headers.set("cache-control", "no-store")?;
+    if let Some(v) = version {
+        headers.set("etag", &etag(v))?;
+    }
+    Ok(Response::ok(serde_json::to_string(body)?)?.with_status(status).with_headers(headers))
+}
+
+pub fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+/// The version an `If-Match` header asks for: `None` when absent. `*` matches any version,
+/// which for an existing resource is the same as no condition.
+pub fn if_match(req: &Request) -> Result<Option<u64>, EdgeError> {
+    let Some(raw) = req.headers().get("if-match")? else { return Ok(None) };
+    let raw = raw.trim();
+    if raw == "*" {
+        return Ok(None);
+    }
+    raw.strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            EdgeError::new(
+                ProblemKind::BadRequest,
+                format!("If-Match must be an ETag from this API, like \"3\" (got {raw})"),
+            )
+        })
+}
+
+/// A signed call to the origin. A 2xx comes back as it is; a 4xx problem is passed through to
+/// the client unchanged (the origin's refusal is the answer); a 5xx becomes a generic 502.
+pub async fn forward(
+    env: &Env,
+    actor: &Actor,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<OriginResponse, EdgeError> {
+    let config = OriginConfig::from_env(env)
+        .map_err(|e| EdgeError::Runtime(worker::Error::RustError(e.to_string())))?;
+    let bytes = match body {
+        Some(v) => serde_json::to_vec(v)?,
+        None => Vec::new(),
+    };
+    let response = OriginClient::new(config).send_as(actor, method, path, &bytes).await?;
+    match response.status {
+        200..=299 => Ok(response),
+        400..=499 => {
+            let problem: Problem = serde_json::from_slice(&response.body)
+                .map_err(|_| EdgeError::OriginFailed { status: response.status })?;
+            Err(EdgeError::Problem(problem))
+        }
+        status => Err(EdgeError::OriginFailed { status }),
+    }
+}
+
+/// The JSON body of an origin answer.
+pub fn origin_json(response: &OriginResponse) -> Result<Value, EdgeError> {
+    serde_json::from_slice(&response.body).map_err(|_| EdgeError::OriginFailed { status: response.status })
+}

@@ -1,0 +1,34 @@
+//! The KV cache of profiles: `profile:<user id>` → `{"version": n, "profile": {...}}`.
+//!
+//! KV is eventually consistent and a cache only: a cached entry is served only when its version
+//! is at least the one the user's gate has recorded (see `gate.rs`); otherwise the origin
+//! answers and the cache is refreshed. Nothing secret is ever written here (the origin's user
+//! view carries no password hash, no MFA secret).
+
+use serde::{Deserialize, Serialize};
+use worker::{Env, Result};
+
+use crate::bindings::KV_PROFILES;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CachedProfile {
+    pub version: u64,
+    pub profile: serde_json::Value,
+}
+
+fn key(user_id: &str) -> String {
+    format!("profile:{user_id}")
+}
+
+pub async fn get(env: &Env, user_id: &str) -> Result<Option<CachedProfile>> {
+    let text = env.kv(KV_PROFILES)?.get(&key(user_id)).text().await?;
+    // An entry that does not parse (an older format, say) is a miss, not an error.
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+pub async fn put(env: &Env, user_id: &str, entry: &CachedProfile) -> Result<()> {
+    // Stored as a string: KV's JSON path would store a serde_json::Value as "{}".
+    let text = serde_json::to_string(entry)?;
+    env.kv(KV_PROFILES)?.put(&key(user_id), text)?.execute().await?;
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! The account endpoints: signup, profile read and update, tier change, insights, login.
+//! Each handler authenticates, authorises, makes one origin call or cache read, and records
+//! what the origin acknowledged in the user's gate and in KV before answering.
+
+use domain::identity::{Actor, UserId};
+use domain::problem::ProblemKind;
+use serde_json::{json, Value};
+use worker::{Env, Method, Request, Response};
+
+use crate::auth::{self, Caller};
+use crate::gate::{GateClient, GateRecord};
+use crate::http::{self, forward, origin_json, JSON, MERGE_PATCH_JSON};
+use crate::problem::EdgeError;
+use crate::profile_cache::{self, CachedProfile};
+
+/// Which source answered a profile read; tests and operators read it from `x-profile-source`.
+const SOURCE_HEADER: &str = "x-profile-source";
+
+fn authorize(caller: &Caller, target: &UserId) -> Result<(), EdgeError> {
+    if caller.actor().may_act_on(target) {
+        Ok(())
+    } else {
+        Err(EdgeError::new(ProblemKind::Forbidden, "you may only act on your own account"))
+    }
+}
+
+/// The id, version and tier of a user view the origin returned.
+fn view_keys(view: &Value) -> Result<(String, u64, String), EdgeError> {
+    let id = view.get("id").and_then(Value::as_str);
+    let version = view.get("version").and_then(Value::as_u64);
+    let tier = view.get("tier").and_then(Value::as_str);
+    match (id, version, tier) {
+        (Some(id), Some(version), Some(tier)) => Ok((id.to_owned(), version, tier.to_owned())),
+        _ => Err(EdgeError::OriginFailed { status: 200 }),
+    }
+}
+
+/// Records an acknowledged state of the profile: first in the gate (strongly consistent, so
+/// the next read knows which version it must at least return), then in KV (the cache).
+async fn remember(env: &Env, view: &Value) -> Result<u64, EdgeError> {
+    let (id, version, tier) = view_keys(view)?;
+    GateClient::for_user(env, &id)?.record(&GateRecord { profile_version: version, tier }).await?;
+    profile_cache::put(env, &id, &CachedProfile { version, profile: view.clone() }).await?;
+    Ok(version)
+}
+
+pub async fn create(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
+    let actor = auth::authenticate_optional(&req, env)?.map_or(Actor::Anonymous, |c| c.actor());
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let answer = forward(env, &actor, Method::Post, "/internal/users", Some(&body)).await?;
+    let view = origin_json(&answer)?;
+    let version = remember(env, &view).await?;
+    let mut response = http::json(201, &view, Some(version))?;
+    if let Some(id) = view.get("id").and_then(Value::as_str) {
+        response.headers_mut().set("location", &format!("/api/v1/users/{id}"))?;
+    }
+    Ok(response)
+}
+
+pub async fn read(req: Request, env: &Env, id: &UserId) -> Result<Response, EdgeError> {
+    let caller = auth::authenticate(&req, env)?;
+    authorize(&caller, id)?;
+    let gate = GateClient::for_user(env, id.as_str())?.check().await?;
+    // KV is served only when the gate vouches that it is not behind an acknowledged write.
+    if let Some(required) = gate.profile_version {
+        if let Some(cached) = profile_cache::get(env, id.as_str()).await? {
+            if cached.version >= required {
+                let mut response = http::json(200, &cached.profile, Some(cached.version))?;
+                response.headers_mut().set(SOURCE_HEADER, "cache")?;
+                return Ok(response);
+            }
+        }
+    }
+    let answer = forward(env, &caller.actor(), Method::Get, &format!("/internal/users/{id}"), None).await?;
+    let view = origin_json(&answer)?;
+    let version = remember(env, &view).await?;
+    let mut response = http::json(200, &view, Some(version))?;
+    response.headers_mut().set(SOURCE_HEADER, "origin")?;
+    Ok(response)
+}
+
+pub async fn update(mut req: Request, env: &Env, id: &UserId) -> Result<Response, EdgeError> {
+    let caller = auth::authenticate(&req, env)?;
+    authorize(&caller, id)?;
+    let accepted: &[&str] = if req.method() == Method::Patch { &[MERGE_PATCH_JSON, JSON] } else { &[JSON] };
+    let if_match = http::if_match(&req)?;
+    let patch = http::read_json(&mut req, accepted).await?;
+    let body = json!({ "patch": patch, "if_match": if_match });
+    let answer =
+        forward(env, &caller.actor(), Method::Patch, &format!("/internal/users/{id}"), Some(&body)).await?;
+    let view = origin_json(&answer)?;
+    let version = remember(env, &view).await?;
+    http::json(200, &view, Some(version))
+}
+
+pub async fn upgrade(mut req: Request, env: &Env, id: &UserId) -> Result<Response, EdgeError> {
+    let caller = auth::authenticate(&req, env)?;
+    authorize(&caller, id)?;
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let path = format!("/internal/users/{id}/tier");
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
+    let view = origin_json(&answer)?;
+    let version = remember(env, &view).await?;
+    http::json(200, &view, Some(version))
+}
+
+pub async fn insights(req: Request, env: &Env, id: &UserId) -> Result<Response, EdgeError> {
+    let caller = auth::authenticate(&req, env)?;
+    authorize(&caller, id)?;
+    let path = format!("/internal/users/{id}/insights");
+    let answer = forward(env, &caller.actor(), Method::Get, &path, None).await?;
+    http::json(200, &origin_json(&answer)?, None)
+}
+
+pub async fn login(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let answer = forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/verify", Some(&body)).await?;
+    let verified = origin_json(&answer)?;
+    let field = |name: &str| verified.get(name).and_then(Value::as_str).map(str::to_owned);
+    let (Some(user_id), Some(tier), Some(role), Some(version)) =
+        (field("user_id"), field("tier"), field("role"), verified.get("version").and_then(Value::as_u64))
+    else {
+        return Err(EdgeError::OriginFailed { status: answer.status });
+    };
+    // The gate learns the tier the origin holds, so the edge enforces it from now on.
+    GateClient::for_user(env, &user_id)?
+        .record(&GateRecord { profile_version: version, tier: tier.clone() })
+        .await?;
+    let issued = auth::issue_access_token(env, &user_id, &tier, &role)?;
+    http::json(
+        200,
+        &json!({
+            "access_token": issued.token,
+            "token_type": "Bearer",
+            "expires_in": issued.expires_in,
+            "user_id": user_id,
+            "tier": tier,
+            "role": role,
+        }),
+        None,
+    )
+}
