@@ -60,6 +60,13 @@ impl SharedSecret {
     fn mac(&self) -> HmacSha256 {
         self.0.clone()
     }
+
+    /// HMAC-SHA256 of `message` under this secret, in hex.
+    pub fn hmac_hex(&self, message: &[u8]) -> String {
+        let mut mac = self.mac();
+        mac.update(message);
+        hex::encode(mac.finalize().into_bytes())
+    }
 }
 
 /// The three header values a signed request carries.

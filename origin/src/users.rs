@@ -148,13 +148,12 @@ impl Accounts {
         if !actor.is_admin() && role != Role::User {
             return Err(ApiError::client(ProblemKind::Forbidden, "only an admin can create an admin"));
         }
-        let email =
-            Email::parse(&request.email).map_err(|e| {
-                ApiError::Client(Problem::new(ProblemKind::ValidationFailed, format!("email: {e}")).with(
-                    "errors",
-                    json!([{ "field": "email", "kind": "invalid", "detail": e.to_string() }]),
-                ))
-            })?;
+        let email = Email::parse(&request.email).map_err(|e| {
+            ApiError::Client(Problem::new(ProblemKind::ValidationFailed, format!("email: {e}")).with(
+                "errors",
+                json!([{ "field": "email", "kind": "invalid", "rule": e.rule(), "detail": e.to_string() }]),
+            ))
+        })?;
         check_password(&request.password, &email).map_err(|e| {
             ApiError::Client(
                 Problem::new(ProblemKind::ValidationFailed, format!("password: {e}"))

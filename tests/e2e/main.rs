@@ -5,16 +5,21 @@
 // This crate is a test suite: a broken expectation panics, which is how a test reports.
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod accounts;
 mod foundation;
 
 use std::sync::Arc;
 
+use e2e::api::{unique_email, Api, GOOD_PASSWORD};
 use e2e::Stack;
 use libtest_mimic::{Arguments, Failed, Trial};
 
-/// What a test receives: the shared stack.
+/// What a test receives: the shared stack, its API, and an admin made by the origin's CLI.
 pub struct Ctx {
     pub stack: Stack,
+    pub api: Api,
+    pub admin_id: String,
+    pub admin_token: String,
 }
 
 type TestFn = fn(&Ctx) -> anyhow::Result<()>;
@@ -24,17 +29,26 @@ fn trial(ctx: &Arc<Ctx>, name: &'static str, test: TestFn) -> Trial {
     Trial::test(name, move || test(&ctx).map_err(|e| Failed::from(format!("{e:#}"))))
 }
 
+fn start() -> anyhow::Result<Ctx> {
+    let stack = Stack::start()?;
+    let api = Api::new(stack.edge_url());
+    let email = unique_email("admin");
+    let admin_id = stack.create_admin(&email, GOOD_PASSWORD)?;
+    let admin_token = api.login(&email, GOOD_PASSWORD)?;
+    Ok(Ctx { stack, api, admin_id, admin_token })
+}
+
 fn main() {
     let args = Arguments::from_args();
-    let stack = match Stack::start() {
-        Ok(stack) => stack,
+    let ctx = match start() {
+        Ok(ctx) => Arc::new(ctx),
         Err(e) => {
             eprintln!("could not start the stack: {e:#}");
             std::process::exit(1);
         }
     };
-    let ctx = Arc::new(Ctx { stack });
-    let tests: Vec<Trial> = foundation::TESTS.iter().map(|(name, f)| trial(&ctx, name, *f)).collect();
+    let tests: Vec<Trial> =
+        foundation::TESTS.iter().chain(accounts::TESTS).map(|(name, f)| trial(&ctx, name, *f)).collect();
     let conclusion = libtest_mimic::run(&args, tests);
     // The trials are done and dropped; dropping the last handle stops the shared stack before
     // the process exits (`exit` skips destructors).

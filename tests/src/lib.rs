@@ -203,17 +203,42 @@ impl Stack {
         self.dir.path().join("origin.db")
     }
 
-    /// Starts (or restarts) the origin on its port, with the same database and secrets.
-    pub fn start_origin(&mut self) -> Result<()> {
-        let binary = origin_binary()?;
-        let mut command = Command::new(&binary);
+    /// The origin binary with this stack's configuration in its environment.
+    fn origin_command(&self) -> Result<Command> {
+        let mut command = Command::new(origin_binary()?);
         command
-            .arg("serve")
             .env("ORIGIN_BIND", format!("127.0.0.1:{}", self.origin_port))
             .env("ORIGIN_DATABASE_URL", format!("sqlite://{}", self.database_path().display()))
             .env("ORIGIN_SHARED_SECRET", &self.secrets.shared_hex)
             .env("ORIGIN_MASTER_KEY", &self.secrets.master_key_b64)
             .env("RUST_LOG", "info,sqlx=warn");
+        Ok(command)
+    }
+
+    /// Creates an admin through the origin's CLI (`origin create-admin`), as an operator would,
+    /// and returns the new admin's id.
+    pub fn create_admin(&self, email: &str, password: &str) -> Result<String> {
+        let mut command = self.origin_command()?;
+        command
+            .args(["create-admin", "--email", email, "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().context("running origin create-admin")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            writeln!(stdin, "{password}")?;
+        }
+        let output = child.wait_with_output()?;
+        if !output.status.success() {
+            bail!("create-admin failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    /// Starts (or restarts) the origin on its port, with the same database and secrets.
+    pub fn start_origin(&mut self) -> Result<()> {
+        let mut command = self.origin_command()?;
+        command.arg("serve");
         let log = self.dir.path().join("origin.log");
         let mut service = Service::spawn("origin", command, log)?;
         let url = format!("{}/health", self.origin_url());
