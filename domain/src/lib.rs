@@ -7,6 +7,7 @@ pub mod identity;
 pub mod password;
 pub mod problem;
 pub mod profile;
+pub mod rate_limit;
 pub mod signing;
 pub mod tier;
 pub mod time;
