@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 
 use domain::identity::{Actor, Role, UserId};
 use domain::problem::ProblemKind;
+use domain::tier::Tier;
 use domain::token::{self, Keyset, SigningKey, Subject, TokenPolicy};
 use serde_json::Value;
 use worker::{Env, Request};
@@ -18,6 +19,9 @@ use crate::problem::EdgeError;
 pub struct Caller {
     pub id: UserId,
     pub role: Role,
+    /// The tier in the token: only a hint for the gate, which enforces the tier it learnt
+    /// from the origin (a token issued before an upgrade still names the old tier).
+    pub token_tier: Tier,
 }
 
 impl Caller {
@@ -73,7 +77,8 @@ fn validate(env: &Env, token: &str) -> Result<Caller, EdgeError> {
     let id: UserId =
         claims.sub.parse().map_err(|_| unauthenticated("the token's subject is not a user id"))?;
     let role: Role = claims.role.parse().map_err(|_| unauthenticated("the token's role is unknown"))?;
-    Ok(Caller { id, role })
+    let token_tier: Tier = claims.tier.parse().map_err(|_| unauthenticated("the token's tier is unknown"))?;
+    Ok(Caller { id, role, token_tier })
 }
 
 /// The caller, who must present a valid access token.

@@ -117,3 +117,65 @@ impl AuthConfig {
         Ok(Self { signing, previous, policy })
     }
 }
+
+/// The rolling window of the per-user limit: its length and how many buckets cut it.
+pub const VAR_RATE_LIMIT_WINDOW_SECS: &str = "RATE_LIMIT_WINDOW_SECS";
+pub const VAR_RATE_LIMIT_BUCKETS: &str = "RATE_LIMIT_BUCKETS";
+/// Optional JSON object overriding tier quotas (`{"premium": 300}`), for staging and tests;
+/// production leaves it unset and the quotas come from the tier templates.
+pub const VAR_RATE_LIMIT_QUOTAS: &str = "RATE_LIMIT_QUOTAS";
+/// Per-client-IP limits of the unauthenticated endpoints.
+pub const VAR_IP_LOGIN_PER_MINUTE: &str = "IP_LOGIN_PER_MINUTE";
+pub const VAR_IP_SIGNUP_PER_HOUR: &str = "IP_SIGNUP_PER_HOUR";
+
+pub const DEFAULT_IP_LOGIN_PER_MINUTE: u32 = 60;
+pub const DEFAULT_IP_SIGNUP_PER_HOUR: u32 = 20;
+
+/// How requests are limited.
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    pub window_secs: u64,
+    pub buckets: u32,
+    pub quota_overrides: std::collections::BTreeMap<String, Option<u32>>,
+    pub ip_login_per_minute: u32,
+    pub ip_signup_per_hour: u32,
+}
+
+impl RateLimitConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        fn number<T: std::str::FromStr>(env: &Env, var: &'static str, default: T) -> Result<T, ConfigError> {
+            match text(env, var) {
+                Some(t) => {
+                    t.trim().parse().map_err(|_| ConfigError::Invalid { var, reason: "not a number".into() })
+                }
+                None => Ok(default),
+            }
+        }
+        let window_secs: u64 = number(env, VAR_RATE_LIMIT_WINDOW_SECS, 3600)?;
+        let buckets: u32 = number(env, VAR_RATE_LIMIT_BUCKETS, 60)?;
+        if window_secs == 0 || buckets == 0 || buckets > 3600 {
+            return Err(ConfigError::Invalid {
+                var: VAR_RATE_LIMIT_BUCKETS,
+                reason: "the window and the bucket count must be positive (at most 3600 buckets)".into(),
+            });
+        }
+        let quota_overrides = match text(env, VAR_RATE_LIMIT_QUOTAS).filter(|t| !t.trim().is_empty()) {
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| ConfigError::Invalid { var: VAR_RATE_LIMIT_QUOTAS, reason: e.to_string() })?,
+            None => Default::default(),
+        };
+        Ok(Self {
+            window_secs,
+            buckets,
+            quota_overrides,
+            ip_login_per_minute: number(env, VAR_IP_LOGIN_PER_MINUTE, DEFAULT_IP_LOGIN_PER_MINUTE)?,
+            ip_signup_per_hour: number(env, VAR_IP_SIGNUP_PER_HOUR, DEFAULT_IP_SIGNUP_PER_HOUR)?,
+        })
+    }
+
+    /// The per-user policy of `tier`: its quota from the templates unless overridden.
+    pub fn user_policy(&self, tier: domain::tier::Tier) -> domain::rate_limit::Policy {
+        let quota = self.quota_overrides.get(tier.as_str()).copied().unwrap_or_else(|| tier.hourly_quota());
+        domain::rate_limit::Policy::rolling(self.window_secs, self.buckets, quota)
+    }
+}

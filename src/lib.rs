@@ -7,6 +7,7 @@ mod bindings;
 mod gate;
 mod health;
 mod http;
+mod limits;
 mod openapi;
 mod origin_client;
 mod problem;

