@@ -70,10 +70,19 @@ fn bearer(req: &Request) -> Result<Option<String>, EdgeError> {
     }
 }
 
-fn validate(env: &Env, token: &str) -> Result<Caller, EdgeError> {
+fn claims(env: &Env, token: &str) -> Result<token::AccessClaims, EdgeError> {
     let auth = auth(env)?;
-    let claims = token::validate_access(token, &auth.keyset, &auth.policy, now())
-        .map_err(|e| unauthenticated(e.to_string()))?;
+    token::validate_access(token, &auth.keyset, &auth.policy, now()).map_err(|e| unauthenticated(e.to_string()))
+}
+
+/// The claims of the caller's valid token, for `GET /api/v1/auth/token`.
+pub fn introspect(req: &Request, env: &Env) -> Result<Value, EdgeError> {
+    let token = bearer(req)?.ok_or_else(|| unauthenticated("an access token is required"))?;
+    Ok(serde_json::to_value(claims(env, &token)?)?)
+}
+
+fn validate(env: &Env, token: &str) -> Result<Caller, EdgeError> {
+    let claims = claims(env, token)?;
     let id: UserId =
         claims.sub.parse().map_err(|_| unauthenticated("the token's subject is not a user id"))?;
     let role: Role = claims.role.parse().map_err(|_| unauthenticated("the token's role is unknown"))?;

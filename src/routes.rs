@@ -29,6 +29,7 @@ enum Route {
     Jwks,
     OpenApi,
     Login,
+    Token,
     CreateUser,
     ReadUser(UserId),
     UpdateUser(UserId),
@@ -43,6 +44,7 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         [".well-known", "jwks.json"] => only(method, &[Method::Get]).map(|()| Route::Jwks),
         ["api", "v1", "openapi.json"] => only(method, &[Method::Get]).map(|()| Route::OpenApi),
         ["api", "v1", "auth", "login"] => only(method, &[Method::Post]).map(|()| Route::Login),
+        ["api", "v1", "auth", "token"] => only(method, &[Method::Get]).map(|()| Route::Token),
         ["api", "v1", "users"] => only(method, &[Method::Post]).map(|()| Route::CreateUser),
         ["api", "v1", "users", id] => user_id(id).and_then(|id| match method {
             Method::Get => Ok(Route::ReadUser(id)),
@@ -71,6 +73,8 @@ impl Route {
                     limits::finish(users::login(req, env).await, &limit, "ip-login", path)
                 }
             },
+            // Token introspection for its holder: validation only, no I/O at all.
+            Route::Token => http::json(200, &auth::introspect(&req, env)?, None),
             Route::CreateUser => {
                 // An admin creating accounts spends their own quota; a public signup the
                 // address's signup quota.

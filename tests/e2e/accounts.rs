@@ -209,6 +209,9 @@ fn the_product_flow_runs_over_http(ctx: &Ctx) -> Result<()> {
     assert_eq!(insights.str("tier"), "enterprise");
     assert_eq!(insights.body["account_age_days"], 0);
     assert_eq!(insights.body["limits"], after_upgrade["limits"]);
+    // API usage is the gate's exact count: signup-free reads and writes of this flow, as the
+    // user (the admin's calls count against the admin).
+    assert_eq!(insights.body["usage"], json!({"api_requests": {"used": 4, "limit": 50000, "window_secs": 3600}}));
     ensure!(insights.body["last_login_at"].is_string(), "last login recorded: {}", insights.body);
     Ok(())
 }
@@ -656,6 +659,8 @@ fn answers_match_the_openapi_document(ctx: &Ctx) -> Result<()> {
     )?;
     documented("/api/v1/users/{id}/insights", "get", 200)?;
     validate("Insights", &ctx.api.get(&format!("{}/insights", users(&id)), Some(&token))?)?;
+    documented("/api/v1/auth/token", "get", 200)?;
+    validate("AccessClaims", &ctx.api.get("/api/v1/auth/token", Some(&token))?)?;
     documented("/.well-known/jwks.json", "get", 200)?;
     validate("Jwks", &ctx.api.get("/.well-known/jwks.json", None)?)?;
     documented("/health", "get", 200)?;
