@@ -72,7 +72,8 @@ fn bearer(req: &Request) -> Result<Option<String>, EdgeError> {
 
 fn claims(env: &Env, token: &str) -> Result<token::AccessClaims, EdgeError> {
     let auth = auth(env)?;
-    token::validate_access(token, &auth.keyset, &auth.policy, now()).map_err(|e| unauthenticated(e.to_string()))
+    token::validate_access(token, &auth.keyset, &auth.policy, now())
+        .map_err(|e| unauthenticated(e.to_string()))
 }
 
 /// The claims of the caller's valid token, for `GET /api/v1/auth/token`.

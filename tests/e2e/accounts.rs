@@ -211,7 +211,10 @@ fn the_product_flow_runs_over_http(ctx: &Ctx) -> Result<()> {
     assert_eq!(insights.body["limits"], after_upgrade["limits"]);
     // API usage is the gate's exact count: signup-free reads and writes of this flow, as the
     // user (the admin's calls count against the admin).
-    assert_eq!(insights.body["usage"], json!({"api_requests": {"used": 4, "limit": 50000, "window_secs": 3600}}));
+    assert_eq!(
+        insights.body["usage"],
+        json!({"api_requests": {"used": 4, "limit": 50000, "window_secs": 3600}})
+    );
     ensure!(insights.body["last_login_at"].is_string(), "last login recorded: {}", insights.body);
     Ok(())
 }

@@ -48,7 +48,9 @@ fn measure(url: &str, token: &str, connections: usize) -> Figures {
     });
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
-    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3;
+    let pick = |q: f64| {
+        latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3
+    };
     Figures { rps: latencies.len() as f64 / elapsed, p50_ms: pick(0.50), p99_ms: pick(0.99) }
 }
 
@@ -61,7 +63,11 @@ fn main() {
     // An enterprise account: counted by its gate (unlike VIP), with room for every request.
     let email = unique_email("bench");
     let created = api
-        .post("/api/v1/users", Some(&admin), &json!({"email": email, "password": GOOD_PASSWORD, "tier": "enterprise"}))
+        .post(
+            "/api/v1/users",
+            Some(&admin),
+            &json!({"email": email, "password": GOOD_PASSWORD, "tier": "enterprise"}),
+        )
         .expect("user");
     let id = created.str("id");
     let token = api.login(&email, GOOD_PASSWORD).expect("login");
@@ -79,7 +85,9 @@ fn main() {
     let raw = std::fs::read(&wasm).map(|b| b.len()).unwrap_or(0);
     println!("edge benchmark: wrangler dev (workerd) on 127.0.0.1, {REQUESTS} requests per line");
     println!("{:<48} {:>6} {:>10} {:>9} {:>9}", "request", "conns", "req/s", "p50 ms", "p99 ms");
-    for (name, url) in [("profile read (token + gate DO + KV)", &read), ("token check only (no I/O)", &introspect)] {
+    for (name, url) in
+        [("profile read (token + gate DO + KV)", &read), ("token check only (no I/O)", &introspect)]
+    {
         for connections in [1, 16] {
             let f = measure(url, &token, connections);
             println!("{name:<48} {connections:>6} {:>10.0} {:>9.2} {:>9.2}", f.rps, f.p50_ms, f.p99_ms);
