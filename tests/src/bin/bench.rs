@@ -1,8 +1,8 @@
 //! The edge benchmark (a command, not a test): starts a local stack on free ports and prints,
-//! at 1 and 16 concurrent connections, requests per second and p50/p99 latency of
-//!   - the authenticated profile read: token check + one gate (Durable Object) call + KV read;
-//!   - token introspection: the token check alone, no I/O;
-//! and the size of the edge's wasm. Run it with `scripts/bench`.
+//! at 1 and 16 concurrent connections, requests per second and p50/p99 latency of the
+//! authenticated profile read (token check + one gate Durable Object call + KV read) and of
+//! token introspection (the token check alone, no I/O), and the size of the edge's wasm.
+//! Run it with `scripts/bench`.
 
 // A command-line tool: a failed step ends it with a message, which is what a panic gives.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
