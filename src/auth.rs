@@ -22,6 +22,8 @@ pub struct Caller {
     /// The tier in the token: only a hint for the gate, which enforces the tier it learnt
     /// from the origin (a token issued before an upgrade still names the old tier).
     pub token_tier: Tier,
+    /// The session the token belongs to, checked by the gate on every request.
+    pub sid: Option<String>,
 }
 
 impl Caller {
@@ -52,7 +54,7 @@ fn auth(env: &Env) -> Result<&'static Auth, EdgeError> {
     Ok(AUTH.get_or_init(|| built))
 }
 
-fn unauthenticated(detail: impl Into<String>) -> EdgeError {
+pub fn unauthenticated(detail: impl Into<String>) -> EdgeError {
     EdgeError::Problem(
         domain::problem::Problem::new(ProblemKind::Unauthenticated, detail)
             .with("www_authenticate", "Bearer"),
@@ -88,7 +90,7 @@ fn validate(env: &Env, token: &str) -> Result<Caller, EdgeError> {
         claims.sub.parse().map_err(|_| unauthenticated("the token's subject is not a user id"))?;
     let role: Role = claims.role.parse().map_err(|_| unauthenticated("the token's role is unknown"))?;
     let token_tier: Tier = claims.tier.parse().map_err(|_| unauthenticated("the token's tier is unknown"))?;
-    Ok(Caller { id, role, token_tier })
+    Ok(Caller { id, role, token_tier, sid: claims.sid })
 }
 
 /// The caller, who must present a valid access token.
@@ -112,12 +114,13 @@ pub fn issue_access_token(
     user_id: &str,
     tier: &str,
     role: &str,
+    session_id: Option<&str>,
 ) -> Result<IssuedToken, EdgeError> {
     let auth = auth(env)?;
     let mut jti = [0u8; 16];
     getrandom::getrandom(&mut jti)
         .map_err(|e| EdgeError::Runtime(worker::Error::RustError(e.to_string())))?;
-    let subject = Subject { user_id, tier, role, session_id: None };
+    let subject = Subject { user_id, tier, role, session_id };
     let token = token::issue_access(&auth.signing, &auth.policy, &subject, &hex::encode(jti), now())
         .map_err(|e| EdgeError::Runtime(worker::Error::RustError(e.to_string())))?;
     Ok(IssuedToken { token, expires_in: auth.policy.ttl_secs })

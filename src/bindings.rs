@@ -127,9 +127,11 @@ pub const VAR_RATE_LIMIT_QUOTAS: &str = "RATE_LIMIT_QUOTAS";
 /// Per-client-IP limits of the unauthenticated endpoints.
 pub const VAR_IP_LOGIN_PER_MINUTE: &str = "IP_LOGIN_PER_MINUTE";
 pub const VAR_IP_SIGNUP_PER_HOUR: &str = "IP_SIGNUP_PER_HOUR";
+pub const VAR_IP_REFRESH_PER_MINUTE: &str = "IP_REFRESH_PER_MINUTE";
 
 pub const DEFAULT_IP_LOGIN_PER_MINUTE: u32 = 60;
 pub const DEFAULT_IP_SIGNUP_PER_HOUR: u32 = 20;
+pub const DEFAULT_IP_REFRESH_PER_MINUTE: u32 = 120;
 
 /// How requests are limited.
 #[derive(Debug, Clone)]
@@ -139,6 +141,7 @@ pub struct RateLimitConfig {
     pub quota_overrides: std::collections::BTreeMap<String, Option<u32>>,
     pub ip_login_per_minute: u32,
     pub ip_signup_per_hour: u32,
+    pub ip_refresh_per_minute: u32,
 }
 
 impl RateLimitConfig {
@@ -170,6 +173,7 @@ impl RateLimitConfig {
             quota_overrides,
             ip_login_per_minute: number(env, VAR_IP_LOGIN_PER_MINUTE, DEFAULT_IP_LOGIN_PER_MINUTE)?,
             ip_signup_per_hour: number(env, VAR_IP_SIGNUP_PER_HOUR, DEFAULT_IP_SIGNUP_PER_HOUR)?,
+            ip_refresh_per_minute: number(env, VAR_IP_REFRESH_PER_MINUTE, DEFAULT_IP_REFRESH_PER_MINUTE)?,
         })
     }
 
@@ -178,4 +182,13 @@ impl RateLimitConfig {
         let quota = self.quota_overrides.get(tier.as_str()).copied().unwrap_or_else(|| tier.hourly_quota());
         domain::rate_limit::Policy::rolling(self.window_secs, self.buckets, quota)
     }
+}
+
+/// How long a rotated refresh token still answers with the pair that replaced it (seconds).
+pub const VAR_REFRESH_REUSE_GRACE_SECS: &str = "REFRESH_REUSE_GRACE_SECS";
+
+pub fn refresh_grace_ms(env: &Env) -> u64 {
+    text(env, VAR_REFRESH_REUSE_GRACE_SECS)
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .map_or(domain::session::DEFAULT_REUSE_GRACE_MS, |s| s.saturating_mul(1000))
 }

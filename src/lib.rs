@@ -13,6 +13,7 @@ mod origin_client;
 mod problem;
 mod profile_cache;
 mod routes;
+mod sessions;
 mod users;
 
 use worker::{event, Context, Env, Request, Response, Result};

@@ -26,7 +26,12 @@ pub async fn admit_user(
     count: bool,
 ) -> Result<Admission<(Caller, GateAnswer)>, EdgeError> {
     let caller = auth::authenticate(req, env)?;
-    let gate = GateClient::for_user(env, caller.id.as_str())?.check(caller.token_tier, count).await?;
+    let gate = GateClient::for_user(env, caller.id.as_str())?
+        .check(caller.token_tier, count, caller.sid.as_deref())
+        .await?;
+    if let Some(reason) = &gate.session_refused {
+        return Err(auth::unauthenticated(reason.clone()));
+    }
     if gate.limit.admitted {
         Ok(Admission::Admitted((caller, gate)))
     } else {
@@ -45,6 +50,7 @@ pub async fn admit_user(
 pub enum IpClass {
     Login,
     Signup,
+    Refresh,
 }
 
 impl IpClass {
@@ -52,6 +58,7 @@ impl IpClass {
         match self {
             IpClass::Login => "ip-login",
             IpClass::Signup => "ip-signup",
+            IpClass::Refresh => "ip-refresh",
         }
     }
 }
@@ -67,6 +74,7 @@ pub async fn admit_ip(req: &Request, env: &Env, class: IpClass) -> Result<Admiss
     let (window_secs, quota) = match class {
         IpClass::Login => (60, config.ip_login_per_minute),
         IpClass::Signup => (3600, config.ip_signup_per_hour),
+        IpClass::Refresh => (60, config.ip_refresh_per_minute),
     };
     let limit = GateClient::for_ip(env, &client_ip(req))?.throttle(class.name(), window_secs, quota).await?;
     if limit.admitted {

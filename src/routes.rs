@@ -10,7 +10,7 @@ use worker::{Env, Method, Request, Response, Result};
 
 use crate::limits::{self, Admission, IpClass};
 use crate::problem::EdgeError;
-use crate::{auth, health, http, openapi, users};
+use crate::{auth, health, http, openapi, sessions, users};
 
 pub async fn dispatch(req: Request, env: Env) -> Result<Response> {
     let path = req.path();
@@ -29,8 +29,13 @@ enum Route {
     Jwks,
     OpenApi,
     Login,
+    Refresh,
+    Logout,
     Token,
     CreateUser,
+    Sessions(UserId),
+    DeleteSession(UserId, String),
+    ChangePassword(UserId),
     ReadUser(UserId),
     UpdateUser(UserId),
     Upgrade(UserId),
@@ -45,6 +50,17 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         ["api", "v1", "openapi.json"] => only(method, &[Method::Get]).map(|()| Route::OpenApi),
         ["api", "v1", "auth", "login"] => only(method, &[Method::Post]).map(|()| Route::Login),
         ["api", "v1", "auth", "token"] => only(method, &[Method::Get]).map(|()| Route::Token),
+        ["api", "v1", "auth", "refresh"] => only(method, &[Method::Post]).map(|()| Route::Refresh),
+        ["api", "v1", "auth", "logout"] => only(method, &[Method::Post]).map(|()| Route::Logout),
+        ["api", "v1", "users", id, "sessions"] => {
+            only(method, &[Method::Get]).and_then(|()| user_id(id)).map(Route::Sessions)
+        }
+        ["api", "v1", "users", id, "sessions", sid] => only(method, &[Method::Delete])
+            .and_then(|()| user_id(id))
+            .map(|id| Route::DeleteSession(id, (*sid).to_owned())),
+        ["api", "v1", "users", id, "password"] => {
+            only(method, &[Method::Put]).and_then(|()| user_id(id)).map(Route::ChangePassword)
+        }
         ["api", "v1", "users"] => only(method, &[Method::Post]).map(|()| Route::CreateUser),
         ["api", "v1", "users", id] => user_id(id).and_then(|id| match method {
             Method::Get => Ok(Route::ReadUser(id)),
@@ -70,11 +86,32 @@ impl Route {
             Route::Login => match limits::admit_ip(&req, env, IpClass::Login).await? {
                 Admission::Refused(r) => Ok(r),
                 Admission::Admitted(limit) => {
-                    limits::finish(users::login(req, env).await, &limit, "ip-login", path)
+                    limits::finish(sessions::login(req, env).await, &limit, "ip-login", path)
                 }
             },
             // Token introspection for its holder: validation only, no I/O at all.
-            Route::Token => http::json(200, &auth::introspect(&req, env)?, None),
+            Route::Token => sessions::introspect(&req, env),
+            Route::Refresh => match limits::admit_ip(&req, env, IpClass::Refresh).await? {
+                Admission::Refused(r) => Ok(r),
+                Admission::Admitted(limit) => {
+                    limits::finish(sessions::refresh(req, env).await, &limit, "ip-refresh", path)
+                }
+            },
+            Route::Logout => {
+                user_route(req, env, path, true, |_, caller, _| sessions::logout(env, caller)).await
+            }
+            Route::Sessions(id) => {
+                user_route(req, env, path, true, |_, caller, _| sessions::list(env, caller, id)).await
+            }
+            Route::DeleteSession(id, sid) => {
+                user_route(req, env, path, true, |_, caller, _| sessions::delete(env, caller, id, sid)).await
+            }
+            Route::ChangePassword(id) => {
+                user_route(req, env, path, true, |req, caller, _| {
+                    sessions::change_password(req, env, caller, id)
+                })
+                .await
+            }
             Route::CreateUser => {
                 // An admin creating accounts spends their own quota; a public signup the
                 // address's signup quota.

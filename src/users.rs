@@ -9,7 +9,7 @@ use worker::{Env, Method, Request, Response};
 
 use domain::tier::Tier;
 
-use crate::auth::{self, Caller};
+use crate::auth::Caller;
 use crate::gate::{GateAnswer, GateClient, GateRecord};
 use crate::http::{self, forward, origin_json, JSON, MERGE_PATCH_JSON};
 use crate::problem::EdgeError;
@@ -73,7 +73,7 @@ pub async fn read(
     let required = if caller.id == *id {
         gate.profile_version
     } else {
-        GateClient::for_user(env, id.as_str())?.check(gate.tier, false).await?.profile_version
+        GateClient::for_user(env, id.as_str())?.peek().await?.profile_version
     };
     // KV is served only when the gate vouches that it is not behind an acknowledged write.
     if let Some(required) = required {
@@ -135,7 +135,7 @@ pub async fn insights(
     let limit = if caller.id == *id {
         gate.limit
     } else {
-        GateClient::for_user(env, id.as_str())?.check(gate.tier, false).await?.limit
+        GateClient::for_user(env, id.as_str())?.peek().await?.limit
     };
     if let Some(object) = insights.as_object_mut() {
         object.insert(
@@ -148,34 +148,4 @@ pub async fn insights(
         );
     }
     http::json(200, &insights, None)
-}
-
-pub async fn login(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
-    let answer = forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/verify", Some(&body)).await?;
-    let verified = origin_json(&answer)?;
-    let field = |name: &str| verified.get(name).and_then(Value::as_str).map(str::to_owned);
-    let (Some(user_id), Some(tier), Some(role), Some(version)) =
-        (field("user_id"), field("tier"), field("role"), verified.get("version").and_then(Value::as_u64))
-    else {
-        return Err(EdgeError::OriginFailed { status: answer.status });
-    };
-    // The gate learns the tier the origin holds, so the edge enforces it from now on.
-    let gate_tier = tier.parse().map_err(|_| EdgeError::OriginFailed { status: answer.status })?;
-    GateClient::for_user(env, &user_id)?
-        .record(&GateRecord { profile_version: version, tier: gate_tier })
-        .await?;
-    let issued = auth::issue_access_token(env, &user_id, &tier, &role)?;
-    http::json(
-        200,
-        &json!({
-            "access_token": issued.token,
-            "token_type": "Bearer",
-            "expires_in": issued.expires_in,
-            "user_id": user_id,
-            "tier": tier,
-            "role": role,
-        }),
-        None,
-    )
 }

@@ -8,6 +8,7 @@ pub mod password;
 pub mod problem;
 pub mod profile;
 pub mod rate_limit;
+pub mod session;
 pub mod signing;
 pub mod tier;
 pub mod time;

@@ -11,7 +11,7 @@ use domain::tier::Tier;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::users::{CreateUser, Credentials};
+use crate::users::{ChangePassword, CreateUser, Credentials};
 use axum::{Json, Router};
 use domain::problem::{Problem, ProblemKind};
 use serde_json::json;
@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{id}", get(read_user).patch(update_user))
         .route("/users/{id}/tier", post(change_tier))
         .route("/users/{id}/insights", get(insights))
+        .route("/users/{id}/password", post(change_password))
         .route("/auth/verify", post(verify))
         .route("/{*rest}", any(not_found))
         .layer(middleware::from_fn_with_state(state.clone(), require_edge_signature));
@@ -138,4 +139,15 @@ async fn insights(
 async fn verify(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
     let credentials: Credentials = parse(&body)?;
     Ok(Json(state.accounts.verify(credentials, state.clock.now()).await?))
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let request: ChangePassword = parse(&body)?;
+    state.accounts.change_password(&actor, &user_id(&id)?, request, state.clock.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -41,6 +41,14 @@ pub struct CreateUser {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    #[serde(default)]
+    pub current_password: Option<String>,
+    pub new_password: String,
+}
+
+#[derive(Debug, Deserialize)]
 pub struct Credentials {
     pub email: String,
     pub password: String,
@@ -311,9 +319,69 @@ impl Accounts {
         match row {
             Some(row) if matches && row.disabled_at.is_none() && row.password_hash.is_some() => {
                 self.store.record_login(&row.id, now).await?;
-                Ok(json!({ "user_id": row.id, "tier": row.tier, "role": row.role, "version": row.version }))
+                let account = self.unseal(row)?;
+                Ok(json!({
+                    "user_id": account.row.id,
+                    "tier": account.row.tier,
+                    "role": account.row.role,
+                    "version": account.row.version,
+                    "session_timeout_minutes": account.profile.security_settings.session_timeout_minutes,
+                }))
             }
             _ => Err(ApiError::client(ProblemKind::Unauthenticated, "the email or the password is wrong")),
+        }
+    }
+
+    /// Changes a password. The owner must give the current one (the recent authentication
+    /// such a change requires); an admin resetting someone else's need not.
+    pub async fn change_password(
+        &self,
+        actor: &Actor,
+        id: &UserId,
+        request: ChangePassword,
+        now: UnixMillis,
+    ) -> Result<(), ApiError> {
+        authorize(actor, id)?;
+        let account = self.load(id).await?;
+        let email = Email::parse(&account.email).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let acting_on_self = actor.user_id() == Some(id);
+        if acting_on_self || !actor.is_admin() {
+            let given = normalize_password(request.current_password.as_deref().unwrap_or_default());
+            let stored = account.row.password_hash.clone().unwrap_or_else(|| self.dummy_hash.clone());
+            let matches = tokio::task::spawn_blocking(move || passwords::verify(&given, &stored))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            if !matches {
+                return Err(ApiError::client(ProblemKind::Unauthenticated, "the current password is wrong"));
+            }
+        }
+        check_password(&request.new_password, &email).map_err(|e| {
+            ApiError::Client(
+                Problem::new(ProblemKind::ValidationFailed, format!("new_password: {e}")).with(
+                    "errors",
+                    json!([{ "field": "new_password", "kind": "invalid", "rule": e.rule(), "detail": e.to_string() }]),
+                ),
+            )
+        })?;
+        let normalised = normalize_password(&request.new_password);
+        let hash = tokio::task::spawn_blocking(move || passwords::hash(&normalised))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let mut row = account.row.clone();
+        row.password_hash = Some(hash);
+        row.updated_at = now;
+        let audit = AuditEntry {
+            user_id: id.to_string(),
+            actor: actor.to_string(),
+            action: "password_change".into(),
+            old_value: None,
+            new_value: None,
+            at: now,
+        };
+        match self.store.update_user(&row, account.row.version, &[audit]).await? {
+            UpdateOutcome::Updated => Ok(()),
+            UpdateOutcome::VersionMismatch(current) => Err(stale(account.row.version, current)),
+            UpdateOutcome::NotFound => Err(not_found(id.as_str())),
         }
     }
 

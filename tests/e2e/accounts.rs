@@ -232,7 +232,11 @@ fn bad_tokens_get_401(ctx: &Ctx) -> Result<()> {
     let (id, _, token) = new_user(ctx, Value::Null)?;
     let path = users(&id);
     let key = SigningKey::from_seed_b64(&ctx.stack.secrets.jwt_kid, &ctx.stack.secrets.jwt_seed_b64)?;
-    let subject = Subject { user_id: &id, tier: "free", role: "user", session_id: None };
+    // Tokens minted here belong to the user's real session, so only the property under test
+    // differs from a good token.
+    let claims = ctx.api.get("/api/v1/auth/token", Some(&token))?;
+    let sid = claims.str("sid");
+    let subject = Subject { user_id: &id, tier: "free", role: "user", session_id: Some(&sid) };
     let mint =
         |key: &SigningKey, at: UnixMillis| issue_access(key, &token_policy(), &subject, "t", at).unwrap();
 

@@ -22,6 +22,10 @@ use worker::{
 
 use crate::bindings::RateLimitConfig;
 
+pub mod sessions;
+
+use sessions::{NewSession, RefreshFailure, SessionView, Sessions, TokenPair};
+
 /// A rate-limit decision as the edge uses it for its answer's header fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitAnswer {
@@ -55,6 +59,8 @@ pub struct GateAnswer {
     /// The tier the edge enforces.
     pub tier: Tier,
     pub limit: LimitAnswer,
+    /// Why the request's session cannot be used (revoked, timed out); `None` when it can.
+    pub session_refused: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,6 +70,8 @@ struct RequestCheck {
     /// Whether this request counts against the quota (a tier change does not: a user who hit
     /// the free quota must still be able to upgrade).
     count: bool,
+    /// The session of the request's token, checked (and its activity marked) first.
+    sid: Option<String>,
 }
 
 /// What the edge tells the gate after the origin acknowledged a write.
@@ -90,8 +98,29 @@ struct GateRow {
 
 #[durable_object(fetch)]
 pub struct Gate {
-    state: State,
     env: Env,
+    sql_storage: worker::SqlStorage,
+    /// Whether this instance has made sure of its tables (once per instance, not per request).
+    schema_ready: std::cell::Cell<bool>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RefreshRequest {
+    user_id: String,
+    token: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RevokeRequest {
+    /// One session, or all of them (but `except`) when `None`.
+    sid: Option<String>,
+    except: Option<String>,
+    reason: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RevokeAnswer {
+    ended: usize,
 }
 
 fn now() -> UnixMillis {
@@ -99,8 +128,8 @@ fn now() -> UnixMillis {
 }
 
 impl Gate {
-    fn sql(&self) -> worker::SqlStorage {
-        self.state.storage().sql()
+    fn sql(&self) -> &worker::SqlStorage {
+        &self.sql_storage
     }
 
     fn ensure_schema(&self) -> Result<()> {
@@ -118,6 +147,10 @@ impl Gate {
             "CREATE TABLE IF NOT EXISTS throttles (class TEXT PRIMARY KEY, window TEXT NOT NULL)",
             None,
         )?;
+        for statement in sessions::SCHEMA {
+            self.sql().exec(statement, None)?;
+        }
+        self.schema_ready.set(true);
         Ok(())
     }
 
@@ -134,12 +167,30 @@ impl Gate {
         raw.and_then(|w| serde_json::from_str(w).ok()).unwrap_or_default()
     }
 
+    fn sessions(&self) -> Sessions<'_> {
+        Sessions { sql: &self.sql_storage, env: &self.env, now: now() }
+    }
+
     fn check(&self, check: &RequestCheck) -> Result<GateAnswer> {
         let config =
             RateLimitConfig::from_env(&self.env).map_err(|e| worker::Error::RustError(e.to_string()))?;
         let row = self.load()?;
         let tier = row.tier.as_deref().and_then(|t| t.parse().ok()).unwrap_or(check.tier_hint);
         let policy = config.user_policy(tier);
+        // A revoked or timed-out session is refused before anything is counted.
+        let session_refused = match &check.sid {
+            Some(sid) => self.sessions().check(sid)?.reason(),
+            None => Some("the token belongs to no session".to_owned()),
+        };
+        if session_refused.is_some() {
+            let decision = Self::limiter(row.window.as_deref()).peek(now(), &policy);
+            return Ok(GateAnswer {
+                profile_version: None,
+                tier,
+                limit: LimitAnswer::from_decision(decision, &policy),
+                session_refused,
+            });
+        }
         let mut limiter = Self::limiter(row.window.as_deref());
         let decision =
             if check.count { limiter.decide(now(), &policy) } else { limiter.peek(now(), &policy) };
@@ -154,6 +205,22 @@ impl Gate {
             profile_version: row.profile_version.and_then(|v| u64::try_from(v).ok()),
             tier,
             limit: LimitAnswer::from_decision(decision, &policy),
+            session_refused: None,
+        })
+    }
+
+    fn peek(&self) -> Result<GateAnswer> {
+        let config =
+            RateLimitConfig::from_env(&self.env).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        let row = self.load()?;
+        let tier = row.tier.as_deref().and_then(|t| t.parse().ok()).unwrap_or(Tier::Free);
+        let policy = config.user_policy(tier);
+        let decision = Self::limiter(row.window.as_deref()).peek(now(), &policy);
+        Ok(GateAnswer {
+            profile_version: row.profile_version.and_then(|v| u64::try_from(v).ok()),
+            tier,
+            limit: LimitAnswer::from_decision(decision, &policy),
+            session_refused: None,
         })
     }
 
@@ -196,18 +263,48 @@ impl Gate {
 
 impl DurableObject for Gate {
     fn new(state: State, env: Env) -> Self {
-        Self { state, env }
+        let sql_storage = state.storage().sql();
+        Self { env, sql_storage, schema_ready: std::cell::Cell::new(false) }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        self.ensure_schema()?;
+        if !self.schema_ready.get() {
+            self.ensure_schema()?;
+        }
         match (req.method(), req.path().as_str()) {
             (Method::Post, "/check") => Response::from_json(&self.check(&req.json().await?)?),
             (Method::Post, "/record") => {
                 self.record(&req.json().await?)?;
                 Response::empty()
             }
+            (Method::Post, "/peek") => Response::from_json(&self.peek()?),
             (Method::Post, "/throttle") => Response::from_json(&self.throttle(&req.json().await?)?),
+            (Method::Post, "/session/create") => {
+                let new: NewSession = req.json().await?;
+                // The session's tier is the one the gate enforces once it has learnt one.
+                let tier = self.load()?.tier.and_then(|t| t.parse().ok()).unwrap_or(new.tier);
+                Response::from_json(&self.sessions().create(&NewSession { tier, ..new })?)
+            }
+            (Method::Post, "/session/refresh") => {
+                let request: RefreshRequest = req.json().await?;
+                let tier = self.load()?.tier.and_then(|t| t.parse().ok()).unwrap_or(Tier::Free);
+                let grace_ms = crate::bindings::refresh_grace_ms(&self.env);
+                let outcome: std::result::Result<TokenPair, RefreshFailure> =
+                    self.sessions().refresh(&request.user_id, &request.token, tier, grace_ms)?;
+                Response::from_json(&outcome)
+            }
+            (Method::Post, "/session/revoke") => {
+                let request: RevokeRequest = req.json().await?;
+                let ended = match &request.sid {
+                    Some(sid) => usize::from(self.sessions().revoke(sid, &request.reason)?),
+                    None => self.sessions().revoke_all(request.except.as_deref(), &request.reason)?,
+                };
+                Response::from_json(&RevokeAnswer { ended })
+            }
+            (Method::Post, "/session/list") => {
+                let list: Vec<SessionView> = self.sessions().list()?;
+                Response::from_json(&list)
+            }
             _ => Response::error("no such gate operation", 404),
         }
     }
@@ -238,9 +335,46 @@ impl GateClient {
         Ok(res)
     }
 
-    /// The one call per authenticated request: limit, tier, acknowledged version.
-    pub async fn check(&self, tier_hint: Tier, count: bool) -> Result<GateAnswer> {
-        self.call("/check", &RequestCheck { tier_hint, count }).await?.json().await
+    /// The one call per authenticated request: session, limit, tier, acknowledged version.
+    pub async fn check(&self, tier_hint: Tier, count: bool, sid: Option<&str>) -> Result<GateAnswer> {
+        self.call("/check", &RequestCheck { tier_hint, count, sid: sid.map(str::to_owned) })
+            .await?
+            .json()
+            .await
+    }
+
+    /// An admin's look at another user's gate: their limit and version, counting nothing and
+    /// checking no session (the admin's own was checked by their own gate).
+    pub async fn peek(&self) -> Result<GateAnswer> {
+        self.call("/peek", &serde_json::json!({})).await?.json().await
+    }
+
+    pub async fn create_session(&self, new: &NewSession) -> Result<TokenPair> {
+        self.call("/session/create", new).await?.json().await
+    }
+
+    pub async fn refresh(
+        &self,
+        user_id: &str,
+        token: &str,
+    ) -> Result<std::result::Result<TokenPair, RefreshFailure>> {
+        let request = RefreshRequest { user_id: user_id.to_owned(), token: token.to_owned() };
+        self.call("/session/refresh", &request).await?.json().await
+    }
+
+    /// Revokes one session (`sid`) or all but `except`; how many ended.
+    pub async fn revoke(&self, sid: Option<&str>, except: Option<&str>, reason: &str) -> Result<usize> {
+        let request = RevokeRequest {
+            sid: sid.map(str::to_owned),
+            except: except.map(str::to_owned),
+            reason: reason.to_owned(),
+        };
+        let answer: RevokeAnswer = self.call("/session/revoke", &request).await?.json().await?;
+        Ok(answer.ended)
+    }
+
+    pub async fn sessions(&self) -> Result<Vec<SessionView>> {
+        self.call("/session/list", &serde_json::json!({})).await?.json().await
     }
 
     pub async fn record(&self, record: &GateRecord) -> Result<()> {

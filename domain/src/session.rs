@@ -1,0 +1,227 @@
+//! Sessions and refresh-token rotation, as pure decisions over a session's record.
+//!
+//! A session is created at login and holds the hash of its one current refresh token. A
+//! refresh presents that token and rotates it: a new refresh token and a new access token
+//! replace it. Two refreshes racing with the same token (a client retrying, two tabs) must not
+//! log the user out, so for a short grace period after a rotation the token just rotated
+//! answers with the *same* new pair. Presenting a rotated token after the grace period means
+//! the token was copied: the whole session (the token family) is revoked.
+//!
+//! Sessions end when revoked (logout, deletion, password change, reuse), after
+//! `idle_timeout_ms` without a request, or at their absolute expiry.
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::UnixMillis;
+
+/// How long a session may live at most, whatever its activity.
+pub const ABSOLUTE_LIFETIME_MS: u64 = 30 * 24 * 3600 * 1000;
+/// How long a rotated refresh token still answers with the pair that replaced it.
+pub const DEFAULT_REUSE_GRACE_MS: u64 = 10_000;
+
+/// A session as the gate stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub sid: String,
+    pub created_at: UnixMillis,
+    pub last_seen: UnixMillis,
+    pub idle_timeout_ms: u64,
+    pub absolute_expiry: UnixMillis,
+    /// SHA-256 (hex) of the current refresh token.
+    pub current_hash: String,
+    /// The token rotated last, while it may still answer within the grace period.
+    pub previous: Option<Rotated>,
+    pub revoked: Option<Revocation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotated {
+    pub hash: String,
+    pub grace_until: UnixMillis,
+    /// The answer the rotation gave (the new pair), served again to racing refreshes.
+    pub answer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub at: UnixMillis,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionStatus {
+    Active,
+    Revoked(String),
+    IdleExpired,
+    Expired,
+}
+
+impl SessionStatus {
+    /// Why a request with this session is refused, for the 401's detail.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            SessionStatus::Active => None,
+            SessionStatus::Revoked(why) => Some(format!("the session was ended ({why})")),
+            SessionStatus::IdleExpired => Some("the session timed out after inactivity".to_owned()),
+            SessionStatus::Expired => Some("the session reached its maximum lifetime".to_owned()),
+        }
+    }
+}
+
+impl SessionRecord {
+    pub fn new(sid: &str, refresh_hash: &str, idle_timeout_ms: u64, now: UnixMillis) -> Self {
+        Self {
+            sid: sid.to_owned(),
+            created_at: now,
+            last_seen: now,
+            idle_timeout_ms,
+            absolute_expiry: now.saturating_add_ms(ABSOLUTE_LIFETIME_MS),
+            current_hash: refresh_hash.to_owned(),
+            previous: None,
+            revoked: None,
+        }
+    }
+
+    pub fn status(&self, now: UnixMillis) -> SessionStatus {
+        if let Some(r) = &self.revoked {
+            SessionStatus::Revoked(r.reason.clone())
+        } else if now >= self.absolute_expiry {
+            SessionStatus::Expired
+        } else if now.0.saturating_sub(self.last_seen.0) > self.idle_timeout_ms {
+            SessionStatus::IdleExpired
+        } else {
+            SessionStatus::Active
+        }
+    }
+
+    pub fn revoke(&mut self, reason: &str, now: UnixMillis) {
+        if self.revoked.is_none() {
+            self.revoked = Some(Revocation { at: now, reason: reason.to_owned() });
+        }
+    }
+
+    /// Marks activity (a request, or a refresh).
+    pub fn touch(&mut self, now: UnixMillis) {
+        self.last_seen = self.last_seen.max(now);
+    }
+}
+
+/// What to do with a presented refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshDecision {
+    /// The current token: rotate to a new pair, then [`SessionRecord::rotated`].
+    Rotate,
+    /// A racing refresh within the grace period: answer the pair already given.
+    Replay(String),
+    /// A rotated token after the grace period, or one used before: revoke the family.
+    Reuse,
+    /// The session cannot be refreshed.
+    Inactive(SessionStatus),
+    /// Not a token of this session.
+    Unknown,
+}
+
+/// Decides a refresh. `used_before` says whether the hash is among the session's earlier,
+/// already rotated tokens (the caller keeps that list).
+pub fn decide_refresh(
+    session: &SessionRecord,
+    presented_hash: &str,
+    used_before: bool,
+    now: UnixMillis,
+) -> RefreshDecision {
+    let status = session.status(now);
+    if status != SessionStatus::Active {
+        return RefreshDecision::Inactive(status);
+    }
+    if constant_time_eq(presented_hash, &session.current_hash) {
+        return RefreshDecision::Rotate;
+    }
+    if let Some(previous) = &session.previous {
+        if constant_time_eq(presented_hash, &previous.hash) {
+            return if now < previous.grace_until {
+                RefreshDecision::Replay(previous.answer.clone())
+            } else {
+                RefreshDecision::Reuse
+            };
+        }
+    }
+    if used_before {
+        RefreshDecision::Reuse
+    } else {
+        RefreshDecision::Unknown
+    }
+}
+
+impl SessionRecord {
+    /// The record after a rotation from the current token to `new_hash`, whose `answer` racing
+    /// refreshes of the old token receive until `now + grace_ms`.
+    pub fn rotated(&self, new_hash: &str, answer: String, grace_ms: u64, now: UnixMillis) -> Self {
+        let mut next = self.clone();
+        next.previous = Some(Rotated {
+            hash: self.current_hash.clone(),
+            grace_until: now.saturating_add_ms(grace_ms),
+            answer,
+        });
+        next.current_hash = new_hash.to_owned();
+        next.touch(now);
+        next
+    }
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: UnixMillis = UnixMillis(1_700_000_000_000);
+
+    fn session() -> SessionRecord {
+        SessionRecord::new("s1", "h1", 60_000, T0)
+    }
+
+    #[test]
+    fn the_current_token_rotates_and_racers_get_the_same_pair() {
+        let s = session();
+        assert_eq!(decide_refresh(&s, "h1", false, T0), RefreshDecision::Rotate);
+        let s = s.rotated("h2", "pair-2".into(), 10_000, T0);
+        for dt in [0, 5_000, 9_999] {
+            assert_eq!(
+                decide_refresh(&s, "h1", true, T0.saturating_add_ms(dt)),
+                RefreshDecision::Replay("pair-2".into())
+            );
+        }
+        assert_eq!(decide_refresh(&s, "h2", false, T0), RefreshDecision::Rotate);
+    }
+
+    #[test]
+    fn reuse_after_the_grace_period_is_detected() {
+        let s = session().rotated("h2", "pair-2".into(), 10_000, T0);
+        assert_eq!(decide_refresh(&s, "h1", true, T0.saturating_add_ms(10_000)), RefreshDecision::Reuse);
+        assert_eq!(decide_refresh(&s, "h1", true, T0.saturating_add_ms(30_000)), RefreshDecision::Reuse);
+        // An older token, rotated two steps ago.
+        let s = s.rotated("h3", "pair-3".into(), 10_000, T0.saturating_add_ms(1_000));
+        assert_eq!(decide_refresh(&s, "h1", true, T0.saturating_add_ms(2_000)), RefreshDecision::Reuse);
+        assert_eq!(decide_refresh(&s, "zz", false, T0.saturating_add_ms(2_000)), RefreshDecision::Unknown);
+    }
+
+    #[test]
+    fn sessions_end_by_revocation_inactivity_or_age() {
+        let mut s = session();
+        assert_eq!(s.status(T0.saturating_add_ms(60_000)), SessionStatus::Active);
+        assert_eq!(s.status(T0.saturating_add_ms(60_001)), SessionStatus::IdleExpired);
+        s.touch(T0.saturating_add_ms(50_000));
+        assert_eq!(s.status(T0.saturating_add_ms(100_000)), SessionStatus::Active);
+        let long = SessionRecord::new("s", "h", u64::MAX, T0);
+        assert_eq!(long.status(T0.saturating_add_ms(ABSOLUTE_LIFETIME_MS)), SessionStatus::Expired);
+        s.revoke("logout", T0);
+        s.revoke("later reason", T0);
+        assert_eq!(s.status(T0), SessionStatus::Revoked("logout".into()));
+        assert_eq!(
+            decide_refresh(&s, "h1", false, T0),
+            RefreshDecision::Inactive(SessionStatus::Revoked("logout".into()))
+        );
+    }
+}

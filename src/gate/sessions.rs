@@ -1,0 +1,277 @@
+//! Sessions in the user's gate: created at login, checked on every request in the same gate
+//! call as the rate limit, rotated on refresh (serialised here, since a Durable Object handles
+//! one request at a time and its SQLite calls are synchronous), and revoked at once.
+//!
+//! A refresh token is `rt.<user id>.<session id>.<32 random bytes, base64url>`; the gate keeps
+//! only its SHA-256. The decisions are `domain::session`'s; this module loads and stores.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use domain::session::{decide_refresh, RefreshDecision, SessionRecord, SessionStatus};
+use domain::tier::Tier;
+use domain::time::UnixMillis;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use worker::{Env, Result, SqlStorage};
+
+use crate::auth;
+
+pub const SCHEMA: [&str; 2] = [
+    "CREATE TABLE IF NOT EXISTS sessions (
+        sid TEXT PRIMARY KEY,
+        record TEXT NOT NULL,
+        role TEXT NOT NULL,
+        device_id TEXT,
+        user_agent TEXT,
+        ip TEXT
+    )",
+    "CREATE TABLE IF NOT EXISTS used_refresh (hash TEXT PRIMARY KEY, sid TEXT NOT NULL, used_at INTEGER NOT NULL)",
+];
+
+/// What the edge knows of a new session at login.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewSession {
+    pub user_id: String,
+    pub role: String,
+    pub tier: Tier,
+    pub idle_timeout_minutes: u32,
+    pub device_id: Option<String>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// The tokens a login or a refresh answers with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+    pub session_id: String,
+}
+
+/// A session as `GET /api/v1/users/{id}/sessions` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionView {
+    pub id: String,
+    pub device_id: Option<String>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub created_at: u64,
+    pub last_seen: u64,
+    pub idle_timeout_minutes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Row {
+    sid: String,
+    record: String,
+    role: String,
+    device_id: Option<String>,
+    user_agent: Option<String>,
+    ip: Option<String>,
+}
+
+/// Why a refresh failed, for the 401's detail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefreshFailure {
+    Unknown,
+    Reused,
+    Inactive(String),
+}
+
+pub fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn random_b64(n: usize) -> Result<String> {
+    let mut bytes = vec![0u8; n];
+    getrandom::getrandom(&mut bytes).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    Ok(URL_SAFE_NO_PAD.encode(&bytes))
+}
+
+/// The user id a refresh token names (to find its gate), if it is shaped like one.
+pub fn user_of(refresh_token: &str) -> Option<(&str, &str)> {
+    let mut parts = refresh_token.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("rt"), Some(user), Some(sid), Some(secret), None) if !secret.is_empty() => Some((user, sid)),
+        _ => None,
+    }
+}
+
+pub struct Sessions<'a> {
+    pub sql: &'a SqlStorage,
+    pub env: &'a Env,
+    pub now: UnixMillis,
+}
+
+impl Sessions<'_> {
+    fn load(&self, sid: &str) -> Result<Option<(SessionRecord, Row)>> {
+        let rows: Vec<Row> = self
+            .sql
+            .exec(
+                "SELECT sid, record, role, device_id, user_agent, ip FROM sessions WHERE sid = ?",
+                vec![sid.into()],
+            )?
+            .to_array()?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|row| serde_json::from_str(&row.record).ok().map(|rec| (rec, row))))
+    }
+
+    fn save(&self, record: &SessionRecord) -> Result<()> {
+        self.sql.exec(
+            "UPDATE sessions SET record = ? WHERE sid = ?",
+            vec![serde_json::to_string(record)?.into(), record.sid.as_str().into()],
+        )?;
+        Ok(())
+    }
+
+    fn pair(&self, user_id: &str, sid: &str, role: &str, tier: Tier) -> Result<(TokenPair, String)> {
+        let refresh_token = format!("rt.{user_id}.{sid}.{}", random_b64(32)?);
+        let issued = auth::issue_access_token(self.env, user_id, tier.as_str(), role, Some(sid))
+            .map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
+        let refresh_hash = hash(&refresh_token);
+        Ok((
+            TokenPair {
+                access_token: issued.token,
+                refresh_token,
+                token_type: "Bearer".into(),
+                expires_in: issued.expires_in,
+                session_id: sid.to_owned(),
+            },
+            refresh_hash,
+        ))
+    }
+
+    pub fn create(&self, new: &NewSession) -> Result<TokenPair> {
+        let sid = format!("ses_{}", random_b64(18)?);
+        let (pair, refresh_hash) = self.pair(&new.user_id, &sid, &new.role, new.tier)?;
+        let idle = u64::from(new.idle_timeout_minutes).saturating_mul(60_000);
+        let record = SessionRecord::new(&sid, &refresh_hash, idle, self.now);
+        self.sql.exec(
+            "INSERT INTO sessions (sid, record, role, device_id, user_agent, ip) VALUES (?, ?, ?, ?, ?, ?)",
+            vec![
+                sid.as_str().into(),
+                serde_json::to_string(&record)?.into(),
+                new.role.as_str().into(),
+                new.device_id.clone().into(),
+                new.user_agent.clone().into(),
+                new.ip.clone().into(),
+            ],
+        )?;
+        Ok(pair)
+    }
+
+    /// The status of `sid` for a request, marking the activity when active.
+    pub fn check(&self, sid: &str) -> Result<SessionStatus> {
+        let Some((mut record, _)) = self.load(sid)? else {
+            return Ok(SessionStatus::Revoked("unknown session".into()));
+        };
+        let status = record.status(self.now);
+        if status == SessionStatus::Active {
+            record.touch(self.now);
+            self.save(&record)?;
+        }
+        Ok(status)
+    }
+
+    pub fn refresh(
+        &self,
+        user_id: &str,
+        token: &str,
+        tier: Tier,
+        grace_ms: u64,
+    ) -> Result<std::result::Result<TokenPair, RefreshFailure>> {
+        let Some((_, sid)) = user_of(token) else { return Ok(Err(RefreshFailure::Unknown)) };
+        let Some((record, row)) = self.load(sid)? else { return Ok(Err(RefreshFailure::Unknown)) };
+        let presented = hash(token);
+        let used: Vec<serde_json::Value> = self
+            .sql
+            .exec("SELECT sid FROM used_refresh WHERE hash = ?", vec![presented.as_str().into()])?
+            .to_array()?;
+        match decide_refresh(&record, &presented, !used.is_empty(), self.now) {
+            RefreshDecision::Rotate => {
+                let (pair, new_hash) = self.pair(user_id, sid, &row.role, tier)?;
+                let next = record.rotated(&new_hash, serde_json::to_string(&pair)?, grace_ms, self.now);
+                self.save(&next)?;
+                self.sql.exec(
+                    "INSERT OR IGNORE INTO used_refresh (hash, sid, used_at) VALUES (?, ?, ?)",
+                    vec![presented.as_str().into(), sid.into(), (self.now.0 as f64).into()],
+                )?;
+                Ok(Ok(pair))
+            }
+            RefreshDecision::Replay(answer) => Ok(Ok(serde_json::from_str(&answer)?)),
+            RefreshDecision::Reuse => {
+                // A rotated token came back after its grace period: it was copied. End the
+                // whole family, so neither the thief's nor the owner's tokens work any more.
+                let mut revoked = record;
+                revoked.revoke("refresh token reuse", self.now);
+                self.save(&revoked)?;
+                Ok(Err(RefreshFailure::Reused))
+            }
+            RefreshDecision::Inactive(status) => {
+                Ok(Err(RefreshFailure::Inactive(status.reason().unwrap_or_default())))
+            }
+            RefreshDecision::Unknown => Ok(Err(RefreshFailure::Unknown)),
+        }
+    }
+
+    /// Revokes `sid`; false when there is no such session.
+    pub fn revoke(&self, sid: &str, reason: &str) -> Result<bool> {
+        let Some((mut record, _)) = self.load(sid)? else { return Ok(false) };
+        record.revoke(reason, self.now);
+        self.save(&record)?;
+        Ok(true)
+    }
+
+    /// Revokes every session but `except`; returns how many were active.
+    pub fn revoke_all(&self, except: Option<&str>, reason: &str) -> Result<usize> {
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT sid, record, role, device_id, user_agent, ip FROM sessions", None)?
+            .to_array()?;
+        let mut ended = 0;
+        for row in rows {
+            if Some(row.sid.as_str()) == except {
+                continue;
+            }
+            if let Ok(mut record) = serde_json::from_str::<SessionRecord>(&row.record) {
+                if record.status(self.now) == SessionStatus::Active {
+                    ended += 1;
+                }
+                record.revoke(reason, self.now);
+                self.save(&record)?;
+            }
+        }
+        Ok(ended)
+    }
+
+    pub fn list(&self) -> Result<Vec<SessionView>> {
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT sid, record, role, device_id, user_agent, ip FROM sessions", None)?
+            .to_array()?;
+        let mut views: Vec<SessionView> = rows
+            .into_iter()
+            .filter_map(|row| {
+                let record: SessionRecord = serde_json::from_str(&row.record).ok()?;
+                if record.status(self.now) != SessionStatus::Active {
+                    return None;
+                }
+                Some(SessionView {
+                    id: row.sid,
+                    device_id: row.device_id,
+                    user_agent: row.user_agent,
+                    ip: row.ip,
+                    created_at: record.created_at.0,
+                    last_seen: record.last_seen.0,
+                    idle_timeout_minutes: record.idle_timeout_ms / 60_000,
+                })
+            })
+            .collect();
+        views.sort_by_key(|v| v.created_at);
+        Ok(views)
+    }
+}

@@ -1,0 +1,142 @@
+//! Login, refresh, logout, the session list, and password change: everything that creates or
+//! ends a session. Sessions live in the user's gate (see `gate::sessions`); the origin verifies
+//! passwords and owns them.
+
+use domain::identity::{Actor, UserId};
+use domain::problem::ProblemKind;
+use domain::tier::Tier;
+use serde_json::{json, Value};
+use worker::{Env, Method, Request, Response};
+
+use crate::auth::{self, Caller};
+use crate::gate::sessions::{user_of, NewSession, RefreshFailure};
+use crate::gate::{GateClient, GateRecord};
+use crate::http::{self, forward, origin_json, JSON};
+use crate::limits::client_ip;
+use crate::problem::EdgeError;
+
+/// The longest device id kept for a session.
+const MAX_DEVICE_ID: usize = 128;
+
+fn authorize(caller: &Caller, target: &UserId) -> Result<(), EdgeError> {
+    if caller.actor().may_act_on(target) {
+        Ok(())
+    } else {
+        Err(EdgeError::new(ProblemKind::Forbidden, "you may only act on your own account"))
+    }
+}
+
+pub async fn login(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let answer = forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/verify", Some(&body)).await?;
+    let verified = origin_json(&answer)?;
+    let text = |name: &str| verified.get(name).and_then(Value::as_str).map(str::to_owned);
+    let (Some(user_id), Some(tier), Some(role), Some(version)) = (
+        text("user_id"),
+        text("tier").and_then(|t| t.parse::<Tier>().ok()),
+        text("role"),
+        verified.get("version").and_then(Value::as_u64),
+    ) else {
+        return Err(EdgeError::OriginFailed { status: answer.status });
+    };
+    let timeout = verified.get("session_timeout_minutes").and_then(Value::as_u64).unwrap_or(1440);
+    let gate = GateClient::for_user(env, &user_id)?;
+    // The gate learns the tier the origin holds, so the edge enforces it from now on.
+    gate.record(&GateRecord { profile_version: version, tier }).await?;
+    let device_id = body
+        .get("device_id")
+        .and_then(Value::as_str)
+        .map(|d| d.chars().take(MAX_DEVICE_ID).collect::<String>());
+    let pair = gate
+        .create_session(&NewSession {
+            user_id: user_id.clone(),
+            role: role.clone(),
+            tier,
+            idle_timeout_minutes: u32::try_from(timeout).unwrap_or(u32::MAX),
+            device_id,
+            user_agent: req.headers().get("user-agent")?,
+            ip: Some(client_ip(&req)),
+        })
+        .await?;
+    let mut answer = serde_json::to_value(&pair)?;
+    if let Some(o) = answer.as_object_mut() {
+        o.insert("user_id".into(), json!(user_id));
+        o.insert("tier".into(), json!(tier));
+        o.insert("role".into(), json!(role));
+    }
+    http::json(200, &answer, None)
+}
+
+pub async fn refresh(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let token = body.get("refresh_token").and_then(Value::as_str).unwrap_or_default();
+    let refused = |detail: &str| EdgeError::new(ProblemKind::Unauthenticated, detail.to_owned());
+    let Some((user_id, _)) = user_of(token) else {
+        return Err(refused("the refresh token is malformed"));
+    };
+    let user_id: UserId = user_id.parse().map_err(|_| refused("the refresh token is malformed"))?;
+    match GateClient::for_user(env, user_id.as_str())?.refresh(user_id.as_str(), token).await? {
+        Ok(pair) => http::json(200, &serde_json::to_value(&pair)?, None),
+        Err(RefreshFailure::Unknown) => Err(refused("the refresh token is not valid")),
+        Err(RefreshFailure::Reused) => Err(refused(
+            "the refresh token was already used; the session has been ended to protect the account",
+        )),
+        Err(RefreshFailure::Inactive(reason)) => Err(refused(&reason)),
+    }
+}
+
+pub async fn logout(env: &Env, caller: Caller) -> Result<Response, EdgeError> {
+    if let Some(sid) = &caller.sid {
+        GateClient::for_user(env, caller.id.as_str())?.revoke(Some(sid), None, "logout").await?;
+    }
+    Ok(Response::empty()?.with_status(204))
+}
+
+pub async fn list(env: &Env, caller: Caller, id: UserId) -> Result<Response, EdgeError> {
+    authorize(&caller, &id)?;
+    let sessions = GateClient::for_user(env, id.as_str())?.sessions().await?;
+    let current = caller.sid.clone();
+    let listed: Vec<Value> = sessions
+        .into_iter()
+        .map(|s| {
+            let mut v = serde_json::to_value(&s).unwrap_or(Value::Null);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("current".into(), json!(current.as_deref() == Some(s.id.as_str())));
+            }
+            v
+        })
+        .collect();
+    http::json(200, &json!({ "sessions": listed }), None)
+}
+
+pub async fn delete(env: &Env, caller: Caller, id: UserId, sid: String) -> Result<Response, EdgeError> {
+    authorize(&caller, &id)?;
+    if GateClient::for_user(env, id.as_str())?.revoke(Some(&sid), None, "deleted").await? == 0 {
+        return Err(EdgeError::new(ProblemKind::NotFound, format!("no active session {sid}")));
+    }
+    Ok(Response::empty()?.with_status(204))
+}
+
+/// Changes the password (the current one is the recent authentication it requires), then
+/// ends every other session of the account at once.
+pub async fn change_password(
+    mut req: Request,
+    env: &Env,
+    caller: Caller,
+    id: UserId,
+) -> Result<Response, EdgeError> {
+    authorize(&caller, &id)?;
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let path = format!("/internal/users/{id}/password");
+    forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
+    // The caller's own session survives only when they change their own password.
+    let keep = if caller.id == id { caller.sid.as_deref() } else { None };
+    let ended = GateClient::for_user(env, id.as_str())?.revoke(None, keep, "password changed").await?;
+    http::json(200, &json!({ "sessions_ended": ended }), None)
+}
+
+/// The access token's claims for its holder (`auth::introspect`), kept here with the other
+/// token endpoints' helpers for discoverability.
+pub fn introspect(req: &Request, env: &Env) -> Result<Response, EdgeError> {
+    http::json(200, &auth::introspect(req, env)?, None)
+}
