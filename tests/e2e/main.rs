@@ -8,6 +8,7 @@
 mod accounts;
 mod foundation;
 mod limits;
+mod sessions;
 
 use std::sync::Arc;
 
@@ -33,7 +34,11 @@ fn trial(ctx: &Arc<Ctx>, name: &'static str, test: TestFn) -> Trial {
 fn start() -> anyhow::Result<Ctx> {
     // The shared stack keeps the production quotas per user; only the per-address limits of
     // signup and login are raised, since every test signs up and logs in from 127.0.0.1.
-    let stack = Stack::start_with(&[("IP_SIGNUP_PER_HOUR", "1000000"), ("IP_LOGIN_PER_MINUTE", "1000000")])?;
+    let stack = Stack::start_with(&[
+        ("IP_SIGNUP_PER_HOUR", "1000000"),
+        ("IP_LOGIN_PER_MINUTE", "1000000"),
+        ("REFRESH_REUSE_GRACE_SECS", "2"),
+    ])?;
     let api = Api::new(stack.edge_url());
     let email = unique_email("admin");
     let admin_id = stack.create_admin(&email, GOOD_PASSWORD)?;
@@ -54,6 +59,7 @@ fn main() {
         .iter()
         .chain(accounts::TESTS)
         .chain(limits::TESTS)
+        .chain(sessions::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let conclusion = libtest_mimic::run(&args, tests);
