@@ -1,0 +1,110 @@
+//! Softlock, not lockout: failed logins slow further attempts progressively instead of locking
+//! the account, so an attacker cannot lock the owner out.
+//!
+//! Each counter (the origin keeps one per account, one per account and network, and one per
+//! account and known device) allows three failures freely; the fourth consecutive failure asks
+//! for a 2 s pause, and each further one doubles it up to 15 minutes. An attempt made while a
+//! pause runs is itself a failure (it is refused without checking the password), so hammering
+//! only lengthens the pause. At most 100 failures a day are counted per counter (NIST SP
+//! 800-63B); past that the counter refuses until the day is over. A success resets the counter.
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::UnixMillis;
+
+pub const FREE_FAILURES: u32 = 3;
+pub const MAX_DELAY_SECS: u64 = 15 * 60;
+pub const MAX_FAILURES_PER_DAY: u32 = 100;
+const DAY_MS: u64 = 86_400_000;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureCounter {
+    pub consecutive: u32,
+    pub last_failure: Option<UnixMillis>,
+    pub day_started: Option<UnixMillis>,
+    pub today: u32,
+}
+
+/// The pause after `consecutive` failures, in seconds.
+pub fn delay_secs(consecutive: u32) -> u64 {
+    if consecutive <= FREE_FAILURES {
+        return 0;
+    }
+    let doublings = (consecutive - FREE_FAILURES - 1).min(20);
+    (2u64 << doublings).min(MAX_DELAY_SECS)
+}
+
+impl FailureCounter {
+    fn day_over(&self, now: UnixMillis) -> bool {
+        self.day_started.is_none_or(|start| now.0.saturating_sub(start.0) >= DAY_MS)
+    }
+
+    /// `Err(seconds)` while an attempt must wait.
+    pub fn check(&self, now: UnixMillis) -> Result<(), u64> {
+        if !self.day_over(now) && self.today >= MAX_FAILURES_PER_DAY {
+            let ends = self.day_started.map_or(0, |s| s.0 + DAY_MS);
+            return Err(ends.saturating_sub(now.0).div_ceil(1000).max(1));
+        }
+        let Some(last) = self.last_failure else { return Ok(()) };
+        let until = last.0.saturating_add(delay_secs(self.consecutive) * 1000);
+        if now.0 < until {
+            Err((until - now.0).div_ceil(1000).max(1))
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn record_failure(&mut self, now: UnixMillis) {
+        if self.day_over(now) {
+            self.day_started = Some(now);
+            self.today = 0;
+        }
+        self.consecutive = self.consecutive.saturating_add(1);
+        self.today = self.today.saturating_add(1);
+        self.last_failure = Some(now);
+    }
+
+    pub fn record_success(&mut self) {
+        *self = Self::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: UnixMillis = UnixMillis(1_700_000_000_000);
+
+    #[test]
+    fn the_ladder_grows_from_seconds_to_minutes() {
+        let delays: Vec<u64> = (1..=14).map(delay_secs).collect();
+        assert_eq!(delays, vec![0, 0, 0, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900]);
+    }
+
+    #[test]
+    fn attempts_wait_out_the_pause_and_a_success_resets() {
+        let mut c = FailureCounter::default();
+        for _ in 0..3 {
+            assert_eq!(c.check(T0), Ok(()));
+            c.record_failure(T0);
+        }
+        assert_eq!(c.check(T0), Ok(()));
+        c.record_failure(T0);
+        assert_eq!(c.check(T0), Err(2));
+        assert_eq!(c.check(T0.saturating_add_ms(1_500)), Err(1));
+        assert_eq!(c.check(T0.saturating_add_ms(2_000)), Ok(()));
+        c.record_success();
+        assert_eq!(c, FailureCounter::default());
+    }
+
+    #[test]
+    fn a_hundred_failures_a_day_at_most() {
+        let mut c = FailureCounter::default();
+        for i in 0..100 {
+            c.record_failure(T0.saturating_add_ms(i));
+        }
+        let later = T0.saturating_add_ms(3_600_000);
+        assert_eq!(c.check(later), Err(82_800));
+        assert_eq!(c.check(T0.saturating_add_ms(DAY_MS)), Ok(()));
+    }
+}
