@@ -25,7 +25,19 @@ impl EdgeError {
     }
 
     pub fn into_response(self, path: &str) -> Result<Response> {
-        let problem = match self {
+        let problem = self.into_problem(path);
+        let mut response = respond(&problem)?;
+        // A 429 passed through from the origin (softlock) says its wait in `retry_after`.
+        if problem.status == 429 {
+            if let Some(secs) = problem.extensions.get("retry_after").and_then(serde_json::Value::as_u64) {
+                response.headers_mut().set("retry-after", &secs.to_string())?;
+            }
+        }
+        Ok(response)
+    }
+
+    fn into_problem(self, path: &str) -> Problem {
+        match self {
             EdgeError::Problem(p) => p,
             EdgeError::Origin(e) => {
                 console_error!("{path}: {e}");
@@ -39,8 +51,7 @@ impl EdgeError {
                 console_error!("{path}: {e}");
                 Problem::new(ProblemKind::Internal, "the edge could not complete the request")
             }
-        };
-        respond(&problem)
+        }
     }
 }
 

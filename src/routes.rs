@@ -10,6 +10,7 @@ use worker::{Env, Method, Request, Response, Result};
 
 use crate::limits::{self, Admission, IpClass};
 use crate::problem::EdgeError;
+use crate::sessions::SecurityOp;
 use crate::{auth, health, http, openapi, sessions, users};
 
 pub async fn dispatch(req: Request, env: Env) -> Result<Response> {
@@ -29,6 +30,9 @@ enum Route {
     Jwks,
     OpenApi,
     Login,
+    Mfa,
+    MfaSend,
+    Security(UserId, SecurityOp),
     Refresh,
     Logout,
     Token,
@@ -51,6 +55,19 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         ["api", "v1", "auth", "login"] => only(method, &[Method::Post]).map(|()| Route::Login),
         ["api", "v1", "auth", "token"] => only(method, &[Method::Get]).map(|()| Route::Token),
         ["api", "v1", "auth", "refresh"] => only(method, &[Method::Post]).map(|()| Route::Refresh),
+        ["api", "v1", "auth", "mfa"] => only(method, &[Method::Post]).map(|()| Route::Mfa),
+        ["api", "v1", "auth", "mfa", "send"] => only(method, &[Method::Post]).map(|()| Route::MfaSend),
+        ["api", "v1", "users", id, "mfa", "totp"] => user_id(id).and_then(|id| match method {
+            Method::Post => Ok(Route::Security(id, SecurityOp::EnrolTotp)),
+            Method::Delete => Ok(Route::Security(id, SecurityOp::RemoveTotp)),
+            _ => Err(not_allowed(&[Method::Post, Method::Delete])),
+        }),
+        ["api", "v1", "users", id, "mfa", "totp", "confirm"] => only(method, &[Method::Post])
+            .and_then(|()| user_id(id))
+            .map(|id| Route::Security(id, SecurityOp::ConfirmTotp)),
+        ["api", "v1", "users", id, "security-events"] => only(method, &[Method::Get])
+            .and_then(|()| user_id(id))
+            .map(|id| Route::Security(id, SecurityOp::Events)),
         ["api", "v1", "auth", "logout"] => only(method, &[Method::Post]).map(|()| Route::Logout),
         ["api", "v1", "users", id, "sessions"] => {
             only(method, &[Method::Get]).and_then(|()| user_id(id)).map(Route::Sessions)
@@ -91,6 +108,25 @@ impl Route {
             },
             // Token introspection for its holder: validation only, no I/O at all.
             Route::Token => sessions::introspect(&req, env),
+            // The second step of a login counts against the same per-address login quota.
+            Route::Mfa => match limits::admit_ip(&req, env, IpClass::Login).await? {
+                Admission::Refused(r) => Ok(r),
+                Admission::Admitted(limit) => {
+                    limits::finish(sessions::complete_mfa(req, env).await, &limit, "ip-login", path)
+                }
+            },
+            Route::MfaSend => match limits::admit_ip(&req, env, IpClass::Login).await? {
+                Admission::Refused(r) => Ok(r),
+                Admission::Admitted(limit) => {
+                    limits::finish(sessions::send_code(req, env).await, &limit, "ip-login", path)
+                }
+            },
+            Route::Security(id, op) => {
+                user_route(req, env, path, true, |req, caller, _| {
+                    sessions::account_security(req, env, caller, id, op)
+                })
+                .await
+            }
             Route::Refresh => match limits::admit_ip(&req, env, IpClass::Refresh).await? {
                 Admission::Refused(r) => Ok(r),
                 Admission::Admitted(limit) => {

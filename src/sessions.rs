@@ -26,10 +26,36 @@ fn authorize(caller: &Caller, target: &UserId) -> Result<(), EdgeError> {
     }
 }
 
-pub async fn login(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
-    let answer = forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/verify", Some(&body)).await?;
-    let verified = origin_json(&answer)?;
+/// What the edge saw of a login request: who, from where.
+struct ClientContext {
+    device_id: Option<String>,
+    user_agent: Option<String>,
+    ip: String,
+    country: Option<String>,
+}
+
+impl ClientContext {
+    fn of(req: &Request, body: &Value) -> Result<Self, EdgeError> {
+        Ok(Self {
+            device_id: body
+                .get("device_id")
+                .and_then(Value::as_str)
+                .map(|d| d.chars().take(MAX_DEVICE_ID).collect::<String>()),
+            user_agent: req.headers().get("user-agent")?,
+            ip: client_ip(req),
+            country: req.cf().and_then(|cf| cf.country()),
+        })
+    }
+}
+
+/// Opens a session for a login the origin accepted (its answer: id, tier, role, version,
+/// session timeout) and answers the token pair.
+async fn open_session(
+    env: &Env,
+    client: &ClientContext,
+    verified: &Value,
+    status: u16,
+) -> Result<Response, EdgeError> {
     let text = |name: &str| verified.get(name).and_then(Value::as_str).map(str::to_owned);
     let (Some(user_id), Some(tier), Some(role), Some(version)) = (
         text("user_id"),
@@ -37,25 +63,21 @@ pub async fn login(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
         text("role"),
         verified.get("version").and_then(Value::as_u64),
     ) else {
-        return Err(EdgeError::OriginFailed { status: answer.status });
+        return Err(EdgeError::OriginFailed { status });
     };
     let timeout = verified.get("session_timeout_minutes").and_then(Value::as_u64).unwrap_or(1440);
     let gate = GateClient::for_user(env, &user_id)?;
     // The gate learns the tier the origin holds, so the edge enforces it from now on.
     gate.record(&GateRecord { profile_version: version, tier }).await?;
-    let device_id = body
-        .get("device_id")
-        .and_then(Value::as_str)
-        .map(|d| d.chars().take(MAX_DEVICE_ID).collect::<String>());
     let pair = gate
         .create_session(&NewSession {
             user_id: user_id.clone(),
             role: role.clone(),
             tier,
             idle_timeout_minutes: u32::try_from(timeout).unwrap_or(u32::MAX),
-            device_id,
-            user_agent: req.headers().get("user-agent")?,
-            ip: Some(client_ip(&req)),
+            device_id: client.device_id.clone(),
+            user_agent: client.user_agent.clone(),
+            ip: Some(client.ip.clone()),
         })
         .await?;
     let mut answer = serde_json::to_value(&pair)?;
@@ -63,8 +85,72 @@ pub async fn login(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
         o.insert("user_id".into(), json!(user_id));
         o.insert("tier".into(), json!(tier));
         o.insert("role".into(), json!(role));
+        if let Some(risk) = verified.get("risk") {
+            o.insert("risk".into(), risk.clone());
+        }
     }
     http::json(200, &answer, None)
+}
+
+pub async fn login(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let client = ClientContext::of(&req, &body)?;
+    let forwarded = json!({
+        "email": body.get("email").cloned().unwrap_or(Value::Null),
+        "password": body.get("password").cloned().unwrap_or(Value::Null),
+        "device_id": client.device_id,
+        "context": { "ip": client.ip, "country": client.country, "user_agent": client.user_agent },
+    });
+    let answer =
+        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/verify", Some(&forwarded)).await?;
+    open_session(env, &client, &origin_json(&answer)?, answer.status).await
+}
+
+/// Completes an MFA challenge (`{challenge_id, method, code}`) and opens the session.
+pub async fn complete_mfa(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let client = ClientContext::of(&req, &body)?;
+    let answer = forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/mfa", Some(&body)).await?;
+    open_session(env, &client, &origin_json(&answer)?, answer.status).await
+}
+
+/// Asks for a one-time code by email for a challenge.
+pub async fn send_code(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let answer =
+        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/mfa/send", Some(&body)).await?;
+    http::json(202, &origin_json(&answer)?, None)
+}
+
+/// TOTP enrolment, confirmation and removal, and the security events: forwarded as the caller.
+pub async fn account_security(
+    mut req: Request,
+    env: &Env,
+    caller: Caller,
+    id: UserId,
+    op: SecurityOp,
+) -> Result<Response, EdgeError> {
+    authorize(&caller, &id)?;
+    let (method, path, status) = match op {
+        SecurityOp::EnrolTotp => (Method::Post, format!("/internal/users/{id}/mfa/totp"), 201),
+        SecurityOp::ConfirmTotp => (Method::Post, format!("/internal/users/{id}/mfa/totp/confirm"), 200),
+        SecurityOp::RemoveTotp => (Method::Delete, format!("/internal/users/{id}/mfa/totp"), 204),
+        SecurityOp::Events => (Method::Get, format!("/internal/users/{id}/security-events"), 200),
+    };
+    let body = if method == Method::Get { None } else { Some(http::read_json(&mut req, &[JSON]).await?) };
+    let answer = forward(env, &caller.actor(), method, &path, body.as_ref()).await?;
+    if status == 204 {
+        return Ok(Response::empty()?.with_status(204));
+    }
+    http::json(status, &origin_json(&answer)?, None)
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum SecurityOp {
+    EnrolTotp,
+    ConfirmTotp,
+    RemoveTotp,
+    Events,
 }
 
 pub async fn refresh(mut req: Request, env: &Env) -> Result<Response, EdgeError> {

@@ -24,6 +24,8 @@ pub enum ProblemKind {
     UnsupportedMediaType,
     PayloadTooLarge,
     RateLimited,
+    MfaRequired,
+    LoginRefused,
     Internal,
     OriginUnavailable,
     BadGateway,
@@ -43,6 +45,8 @@ impl ProblemKind {
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::PayloadTooLarge => "payload-too-large",
             Self::RateLimited => "rate-limited",
+            Self::MfaRequired => "mfa-required",
+            Self::LoginRefused => "login-refused",
             Self::Internal => "internal",
             Self::OriginUnavailable => "origin-unavailable",
             Self::BadGateway => "bad-gateway",
@@ -52,7 +56,7 @@ impl ProblemKind {
     pub fn status(self) -> u16 {
         match self {
             Self::BadRequest | Self::ValidationFailed => 400,
-            Self::Unauthenticated => 401,
+            Self::Unauthenticated | Self::MfaRequired | Self::LoginRefused => 401,
             Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
@@ -80,6 +84,8 @@ impl ProblemKind {
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::PayloadTooLarge => "The request body is too large",
             Self::RateLimited => "Too many requests",
+            Self::MfaRequired => "A second factor is required",
+            Self::LoginRefused => "The login was refused as too risky",
             Self::Internal => "Internal error",
             Self::OriginUnavailable => "The origin service is unavailable",
             Self::BadGateway => "The origin service answered badly",
@@ -101,7 +107,7 @@ impl ProblemKind {
 /// Every problem `type` starts with this.
 pub const TYPE_PREFIX: &str = "urn:problem-type:user-management:";
 
-const ALL: [ProblemKind; 14] = [
+const ALL: [ProblemKind; 16] = [
     ProblemKind::BadRequest,
     ProblemKind::ValidationFailed,
     ProblemKind::Unauthenticated,
@@ -113,6 +119,8 @@ const ALL: [ProblemKind; 14] = [
     ProblemKind::UnsupportedMediaType,
     ProblemKind::PayloadTooLarge,
     ProblemKind::RateLimited,
+    ProblemKind::MfaRequired,
+    ProblemKind::LoginRefused,
     ProblemKind::Internal,
     ProblemKind::OriginUnavailable,
     ProblemKind::BadGateway,

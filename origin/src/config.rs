@@ -16,10 +16,13 @@ pub const VAR_SHARED_SECRET: &str = "ORIGIN_SHARED_SECRET";
 pub const VAR_MASTER_KEY: &str = "ORIGIN_MASTER_KEY";
 /// The master key's id, stored beside everything it wraps so that the key can rotate.
 pub const VAR_MASTER_KEY_ID: &str = "ORIGIN_MASTER_KEY_ID";
+/// Where the local sender appends the messages (one-time codes) it sends, as JSON lines.
+pub const VAR_OUTBOX: &str = "ORIGIN_OUTBOX";
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8788";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/origin.db";
 pub const DEFAULT_MASTER_KEY_ID: &str = "k1";
+pub const DEFAULT_OUTBOX: &str = "data/outbox.jsonl";
 
 #[derive(Clone)]
 pub struct Config {
@@ -27,6 +30,7 @@ pub struct Config {
     pub database_url: String,
     pub shared_secret: SharedSecret,
     pub master_key: MasterKey,
+    pub outbox_path: std::path::PathBuf,
 }
 
 /// The data-encryption master key and its id. Never printed.
@@ -107,7 +111,8 @@ impl Config {
             });
         }
 
-        Ok(Self { bind, database_url, shared_secret, master_key: MasterKey { id, bytes } })
+        let outbox_path = lookup(VAR_OUTBOX).unwrap_or_else(|| DEFAULT_OUTBOX.to_owned()).into();
+        Ok(Self { bind, database_url, shared_secret, master_key: MasterKey { id, bytes }, outbox_path })
     }
 }
 

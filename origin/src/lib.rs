@@ -5,7 +5,9 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod errors;
+pub mod outbox;
 pub mod passwords;
+pub mod protection;
 pub mod routes;
 pub mod signed;
 pub mod store;
@@ -33,7 +35,8 @@ pub struct AppState {
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let store = store::open(&config.database_url).await?;
     let keyring = Keyring::new(&config.master_key);
-    let accounts = Accounts::new(Arc::clone(&store), keyring)?;
+    let outbox = outbox::Outbox::new(config.outbox_path.clone());
+    let accounts = Accounts::new(Arc::clone(&store), keyring, outbox)?;
     Ok(AppState { config: Arc::new(config), store, accounts: Arc::new(accounts), clock: Clock::System })
 }
 

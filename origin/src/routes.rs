@@ -11,7 +11,8 @@ use domain::tier::Tier;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::users::{ChangePassword, CreateUser, Credentials};
+use crate::protection::{LoginRequest, MfaAnswer, MfaSend};
+use crate::users::{ChangePassword, CreateUser};
 use axum::{Json, Router};
 use domain::problem::{Problem, ProblemKind};
 use serde_json::json;
@@ -32,6 +33,11 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{id}/insights", get(insights))
         .route("/users/{id}/password", post(change_password))
         .route("/auth/verify", post(verify))
+        .route("/auth/mfa", post(complete_mfa))
+        .route("/auth/mfa/send", post(send_code))
+        .route("/users/{id}/mfa/totp", post(enrol_totp).delete(remove_totp))
+        .route("/users/{id}/mfa/totp/confirm", post(confirm_totp))
+        .route("/users/{id}/security-events", get(security_events))
         .route("/{*rest}", any(not_found))
         .layer(middleware::from_fn_with_state(state.clone(), require_edge_signature));
 
@@ -137,8 +143,81 @@ async fn insights(
 }
 
 async fn verify(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
-    let credentials: Credentials = parse(&body)?;
-    Ok(Json(state.accounts.verify(credentials, state.clock.now()).await?))
+    let request: LoginRequest = parse(&body)?;
+    Ok(Json(state.accounts.login(request, state.clock.now()).await?))
+}
+
+async fn complete_mfa(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let answer: MfaAnswer = parse(&body)?;
+    Ok(Json(state.accounts.complete_mfa(answer, state.clock.now()).await?))
+}
+
+async fn send_code(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request: MfaSend = parse(&body)?;
+    Ok((StatusCode::ACCEPTED, Json(state.accounts.send_code(request, state.clock.now()).await?)))
+}
+
+#[derive(Deserialize, Default)]
+struct PasswordProof {
+    #[serde(default)]
+    current_password: Option<String>,
+}
+
+async fn enrol_totp(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let proof: PasswordProof = if body.is_empty() { PasswordProof::default() } else { parse(&body)? };
+    let answer = state
+        .accounts
+        .enrol_totp(&actor, &user_id(&id)?, proof.current_password.as_deref(), state.clock.now())
+        .await?;
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+#[derive(Deserialize)]
+struct TotpCode {
+    code: String,
+}
+
+async fn confirm_totp(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: TotpCode = parse(&body)?;
+    Ok(Json(state.accounts.confirm_totp(&actor, &user_id(&id)?, &request.code, state.clock.now()).await?))
+}
+
+async fn remove_totp(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let proof: PasswordProof = if body.is_empty() { PasswordProof::default() } else { parse(&body)? };
+    state
+        .accounts
+        .remove_totp(&actor, &user_id(&id)?, proof.current_password.as_deref(), state.clock.now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn security_events(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.accounts.security_events(&actor, &user_id(&id)?).await?))
 }
 
 async fn change_password(

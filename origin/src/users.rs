@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::crypto::{random_16, DataKey, Keyring, WrappedKey};
 use crate::errors::ApiError;
+use crate::outbox::Outbox;
 use crate::passwords;
 use crate::store::{AuditEntry, Store, UpdateOutcome, UserRow};
 
@@ -24,7 +25,8 @@ use crate::store::{AuditEntry, Store, UpdateOutcome, UserRow};
 pub struct Accounts {
     pub store: Arc<dyn Store>,
     pub keyring: Keyring,
-    dummy_hash: String,
+    pub(crate) dummy_hash: String,
+    pub(crate) outbox: Outbox,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,21 +50,15 @@ pub struct ChangePassword {
     pub new_password: String,
 }
 
-#[derive(Debug, Deserialize)]
-pub struct Credentials {
-    pub email: String,
-    pub password: String,
-}
-
 /// A user with their personal data unsealed.
-struct Account {
-    row: UserRow,
-    email: String,
-    profile: Profile,
-    data_key: DataKey,
+pub(crate) struct Account {
+    pub(crate) row: UserRow,
+    pub(crate) email: String,
+    pub(crate) profile: Profile,
+    pub(crate) data_key: DataKey,
 }
 
-fn rfc3339(t: UnixMillis) -> String {
+pub(crate) fn rfc3339(t: UnixMillis) -> String {
     let nanos = i128::from(t.0) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
@@ -92,8 +88,8 @@ fn not_found(id: &str) -> ApiError {
 }
 
 impl Accounts {
-    pub fn new(store: Arc<dyn Store>, keyring: Keyring) -> Result<Self, ApiError> {
-        Ok(Self { store, keyring, dummy_hash: passwords::dummy_hash()? })
+    pub fn new(store: Arc<dyn Store>, keyring: Keyring, outbox: Outbox) -> Result<Self, ApiError> {
+        Ok(Self { store, keyring, dummy_hash: passwords::dummy_hash()?, outbox })
     }
 
     /// The user view the API answers with. Never includes secrets.
@@ -117,7 +113,7 @@ impl Accounts {
         Ok(view)
     }
 
-    fn unseal(&self, row: UserRow) -> Result<Account, ApiError> {
+    pub(crate) fn unseal(&self, row: UserRow) -> Result<Account, ApiError> {
         let wrapped =
             WrappedKey { master_key_id: row.data_key_master_id.clone(), sealed: row.data_key_sealed.clone() };
         let data_key = self.keyring.unwrap(&wrapped, &row.id)?;
@@ -134,7 +130,7 @@ impl Accounts {
         Ok(account.data_key.seal(&json, &format!("{}/profile", account.row.id)))
     }
 
-    async fn load(&self, id: &UserId) -> Result<Account, ApiError> {
+    pub(crate) async fn load(&self, id: &UserId) -> Result<Account, ApiError> {
         let row = self.store.user_by_id(id.as_str()).await?.ok_or_else(|| not_found(id.as_str()))?;
         self.unseal(row)
     }
@@ -303,35 +299,6 @@ impl Accounts {
         }
     }
 
-    /// Checks an email and password. An unknown email, a wrong password and a disabled
-    /// account all get the same answer after the same work (one argon2 verification).
-    pub async fn verify(&self, credentials: Credentials, now: UnixMillis) -> Result<Value, ApiError> {
-        let row = match Email::parse(&credentials.email) {
-            Ok(email) => self.store.user_by_email_index(&self.keyring.email_index(email.as_str())).await?,
-            Err(_) => None,
-        };
-        let hash =
-            row.as_ref().and_then(|r| r.password_hash.clone()).unwrap_or_else(|| self.dummy_hash.clone());
-        let normalised = normalize_password(&credentials.password);
-        let matches = tokio::task::spawn_blocking(move || passwords::verify(&normalised, &hash))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        match row {
-            Some(row) if matches && row.disabled_at.is_none() && row.password_hash.is_some() => {
-                self.store.record_login(&row.id, now).await?;
-                let account = self.unseal(row)?;
-                Ok(json!({
-                    "user_id": account.row.id,
-                    "tier": account.row.tier,
-                    "role": account.row.role,
-                    "version": account.row.version,
-                    "session_timeout_minutes": account.profile.security_settings.session_timeout_minutes,
-                }))
-            }
-            _ => Err(ApiError::client(ProblemKind::Unauthenticated, "the email or the password is wrong")),
-        }
-    }
-
     /// Changes a password. The owner must give the current one (the recent authentication
     /// such a change requires); an admin resetting someone else's need not.
     pub async fn change_password(
@@ -401,7 +368,7 @@ impl Accounts {
     }
 }
 
-fn authorize(actor: &Actor, id: &UserId) -> Result<(), ApiError> {
+pub(crate) fn authorize(actor: &Actor, id: &UserId) -> Result<(), ApiError> {
     if actor.may_act_on(id) {
         Ok(())
     } else {

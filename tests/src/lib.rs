@@ -207,6 +207,21 @@ impl Stack {
         format!("http://127.0.0.1:{}", self.edge_port)
     }
 
+    /// Where the origin's local sender writes the one-time codes it sends.
+    pub fn outbox_path(&self) -> PathBuf {
+        self.dir.path().join("outbox.jsonl")
+    }
+
+    /// The last code sent to `to`, read from the outbox as a user would read their mail.
+    pub fn last_code_for(&self, to: &str) -> Option<String> {
+        let text = fs::read_to_string(self.outbox_path()).ok()?;
+        text.lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|m| m["to"] == to)
+            .and_then(|m| m["code"].as_str().map(str::to_owned))
+    }
+
     pub fn database_path(&self) -> PathBuf {
         self.dir.path().join("origin.db")
     }
@@ -219,6 +234,7 @@ impl Stack {
             .env("ORIGIN_DATABASE_URL", format!("sqlite://{}", self.database_path().display()))
             .env("ORIGIN_SHARED_SECRET", &self.secrets.shared_hex)
             .env("ORIGIN_MASTER_KEY", &self.secrets.master_key_b64)
+            .env("ORIGIN_OUTBOX", self.outbox_path())
             .env("RUST_LOG", "info,sqlx=warn");
         Ok(command)
     }

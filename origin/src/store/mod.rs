@@ -72,7 +72,7 @@ pub enum UpdateOutcome {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: ProtectionStore + Send + Sync {
     /// Answers when the database is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -105,6 +105,67 @@ pub trait Store: Send + Sync {
     async fn record_login(&self, id: &str, at: UnixMillis) -> Result<(), StoreError>;
 
     async fn audit_entries(&self, user_id: &str) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// A user's TOTP factor as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpRow {
+    pub secret_sealed: Vec<u8>,
+    pub confirmed_at: Option<UnixMillis>,
+    pub last_step: Option<u64>,
+}
+
+/// A security event as stored (`detail` is JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityEvent {
+    pub kind: String,
+    pub detail: String,
+    pub at: UnixMillis,
+}
+
+/// What account protection stores: login history, short-lived auth state, security events,
+/// TOTP factors and recovery codes.
+#[async_trait]
+pub trait ProtectionStore: Send + Sync {
+    async fn append_login(&self, user_id: &str, context: &str, at: UnixMillis) -> Result<(), StoreError>;
+    /// The `limit` most recent successful logins' contexts, oldest first.
+    async fn recent_logins(&self, user_id: &str, limit: u32)
+        -> Result<Vec<(String, UnixMillis)>, StoreError>;
+
+    async fn state_get(&self, key: &str, now: UnixMillis) -> Result<Option<String>, StoreError>;
+    async fn state_put(&self, key: &str, value: &str, expires_at: UnixMillis) -> Result<(), StoreError>;
+    async fn state_delete(&self, key: &str) -> Result<(), StoreError>;
+
+    async fn add_security_event(
+        &self,
+        user_id: &str,
+        kind: &str,
+        detail: &str,
+        at: UnixMillis,
+    ) -> Result<(), StoreError>;
+    async fn security_events(&self, user_id: &str, limit: u32) -> Result<Vec<SecurityEvent>, StoreError>;
+
+    async fn totp(&self, user_id: &str) -> Result<Option<TotpRow>, StoreError>;
+    /// Stores a new, unconfirmed secret (replacing an unconfirmed one).
+    async fn put_pending_totp(&self, user_id: &str, secret_sealed: &[u8]) -> Result<(), StoreError>;
+    async fn confirm_totp(
+        &self,
+        user_id: &str,
+        at: UnixMillis,
+        step: u64,
+        recovery_hashes: &[String],
+    ) -> Result<(), StoreError>;
+    /// Records `step` as used if it is later than the last one used; false if it is not.
+    async fn use_totp_step(&self, user_id: &str, step: u64) -> Result<bool, StoreError>;
+    async fn delete_totp(&self, user_id: &str) -> Result<(), StoreError>;
+    /// Marks a recovery code used; false if there is no such unused code.
+    async fn use_recovery_code(
+        &self,
+        user_id: &str,
+        code_hash: &str,
+        at: UnixMillis,
+    ) -> Result<bool, StoreError>;
+    async fn recovery_codes_left(&self, user_id: &str) -> Result<u32, StoreError>;
 }
 
 /// Opens the store a database URL names, applying pending migrations.

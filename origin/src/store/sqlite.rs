@@ -240,3 +240,212 @@ impl Store for SqliteStore {
             .map_err(StoreError::from)
     }
 }
+
+fn step_i64(step: u64) -> i64 {
+    i64::try_from(step).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl super::ProtectionStore for SqliteStore {
+    async fn append_login(&self, user_id: &str, context: &str, at: UnixMillis) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO login_history (user_id, context, at) VALUES (?, ?, ?)")
+            .bind(user_id)
+            .bind(context)
+            .bind(millis(at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn recent_logins(
+        &self,
+        user_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, UnixMillis)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT context, at FROM login_history WHERE user_id = ? ORDER BY id DESC LIMIT ?")
+                .bind(user_id)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<String, _>("context")?, unix(r.try_get("at")?))))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn state_get(&self, key: &str, now: UnixMillis) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT value FROM auth_state WHERE key = ? AND expires_at > ?")
+            .bind(key)
+            .bind(millis(now))
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn state_put(&self, key: &str, value: &str, expires_at: UnixMillis) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO auth_state (key, value, expires_at) VALUES (?, ?, ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(millis(expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn state_delete(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM auth_state WHERE key = ?").bind(key).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn add_security_event(
+        &self,
+        user_id: &str,
+        kind: &str,
+        detail: &str,
+        at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO security_events (user_id, kind, detail, at) VALUES (?, ?, ?, ?)")
+            .bind(user_id)
+            .bind(kind)
+            .bind(detail)
+            .bind(millis(at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn security_events(
+        &self,
+        user_id: &str,
+        limit: u32,
+    ) -> Result<Vec<super::SecurityEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, detail, at FROM security_events WHERE user_id = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(user_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok(super::SecurityEvent {
+                    kind: r.try_get("kind")?,
+                    detail: r.try_get("detail")?,
+                    at: unix(r.try_get("at")?),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    async fn totp(&self, user_id: &str) -> Result<Option<super::TotpRow>, StoreError> {
+        let row =
+            sqlx::query("SELECT secret_sealed, confirmed_at, last_step FROM mfa_totp WHERE user_id = ?")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row
+            .map(|r| -> Result<super::TotpRow, sqlx::Error> {
+                Ok(super::TotpRow {
+                    secret_sealed: r.try_get("secret_sealed")?,
+                    confirmed_at: r.try_get::<Option<i64>, _>("confirmed_at")?.map(unix),
+                    last_step: r.try_get::<Option<i64>, _>("last_step")?.and_then(|s| u64::try_from(s).ok()),
+                })
+            })
+            .transpose()?)
+    }
+
+    async fn put_pending_totp(&self, user_id: &str, secret_sealed: &[u8]) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO mfa_totp (user_id, secret_sealed) VALUES (?, ?) \
+             ON CONFLICT (user_id) DO UPDATE SET secret_sealed = excluded.secret_sealed, confirmed_at = NULL, last_step = NULL \
+             WHERE mfa_totp.confirmed_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(secret_sealed)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn confirm_totp(
+        &self,
+        user_id: &str,
+        at: UnixMillis,
+        step: u64,
+        recovery_hashes: &[String],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE mfa_totp SET confirmed_at = ?, last_step = ? WHERE user_id = ?")
+            .bind(millis(at))
+            .bind(step_i64(step))
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM recovery_codes WHERE user_id = ?").bind(user_id).execute(&mut *tx).await?;
+        for hash in recovery_hashes {
+            sqlx::query("INSERT INTO recovery_codes (user_id, code_hash) VALUES (?, ?)")
+                .bind(user_id)
+                .bind(hash)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn use_totp_step(&self, user_id: &str, step: u64) -> Result<bool, StoreError> {
+        // One statement, so two requests with the same code cannot both pass.
+        let updated = sqlx::query(
+            "UPDATE mfa_totp SET last_step = ? WHERE user_id = ? AND confirmed_at IS NOT NULL \
+             AND (last_step IS NULL OR last_step < ?)",
+        )
+        .bind(step_i64(step))
+        .bind(user_id)
+        .bind(step_i64(step))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    async fn delete_totp(&self, user_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM mfa_totp WHERE user_id = ?").bind(user_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM recovery_codes WHERE user_id = ?").bind(user_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn use_recovery_code(
+        &self,
+        user_id: &str,
+        code_hash: &str,
+        at: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE recovery_codes SET used_at = ? WHERE user_id = ? AND code_hash = ? AND used_at IS NULL",
+        )
+        .bind(millis(at))
+        .bind(user_id)
+        .bind(code_hash)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    async fn recovery_codes_left(&self, user_id: &str) -> Result<u32, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM recovery_codes WHERE user_id = ? AND used_at IS NULL")
+                .bind(user_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u32::try_from(n).unwrap_or(0))
+    }
+}

@@ -1,0 +1,48 @@
+//! Messages to users (one-time codes by email or SMS) go through a sender. The one here is the
+//! local outbox: each message is appended as a JSON line to a file, flushed to disk, which is
+//! what development and the tests read. A deployment plugs a provider in behind the same call.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use domain::time::UnixMillis;
+use serde_json::json;
+
+use crate::errors::ApiError;
+
+pub struct Outbox {
+    path: PathBuf,
+    // Appends from concurrent requests must not interleave within a line.
+    lock: Mutex<()>,
+}
+
+impl Outbox {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path, lock: Mutex::new(()) }
+    }
+
+    /// Sends `text` to `to` on `channel`; `code` is recorded apart so tools can read it.
+    pub fn send(
+        &self,
+        channel: &str,
+        to: &str,
+        text: &str,
+        code: &str,
+        now: UnixMillis,
+    ) -> Result<(), ApiError> {
+        let line =
+            json!({ "channel": channel, "to": to, "text": text, "code": code, "at": now.0 }).to_string();
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| ApiError::Internal(format!("outbox {}: {e}", self.path.display())))?;
+        writeln!(file, "{line}")
+            .and_then(|()| file.sync_data())
+            .map_err(|e| ApiError::Internal(format!("outbox: {e}")))?;
+        Ok(())
+    }
+}
