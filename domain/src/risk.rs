@@ -8,7 +8,7 @@
 //! | `new_device` | 0.30 | the device id never logged in successfully for this user |
 //! | `new_network` | 0.20 | the address's network (IPv4 /24, IPv6 /48) was never used |
 //! | `new_country` | 0.15 | the country (from the request's `cf` object) was never used |
-//! | `user_agent_changed` | 0.10 | the user agent differs from the last successful login's |
+//! | `user_agent_changed` | 0.10 | the user agent differs from this device's last login's (or the account's last, for a new device) |
 //! | `recent_failures` | 0.05 each, at most 0.25 | failed attempts on the account in the last 24 h |
 //! | `unusual_hour` | 0.10 | with 10+ past logins, none within an hour of this one's UTC hour |
 //! | `impossible_travel` | 0.40 | the last successful login, under 2 h ago, was from another country |
@@ -120,9 +120,16 @@ pub fn assess(
                 format!("country {} never used", context.country.clone().unwrap_or_default()),
             );
         }
+        // The agent is compared with this device's last login when the device is known (a
+        // phone and a laptop legitimately differ), else with the account's last login.
+        let reference = history
+            .iter()
+            .rev()
+            .find(|h| context.device_id.is_some() && h.context.device_id == context.device_id)
+            .unwrap_or(last);
         if context.user_agent.is_some()
-            && last.context.user_agent.is_some()
-            && context.user_agent != last.context.user_agent
+            && reference.context.user_agent.is_some()
+            && context.user_agent != reference.context.user_agent
         {
             fire(
                 "user_agent_changed",
@@ -191,6 +198,11 @@ mod tests {
         assert_eq!(a.score, 0.75);
         let known = assess(&ctx("d1", "10.0.0.0/24", "ua-1"), &history, 0, NOW);
         assert_eq!(known.score, 0.0);
+        // After a login from another device with another agent, the first device's own agent
+        // is still the reference for it.
+        let mut two = history.to_vec();
+        two.push(PastLogin { context: ctx("d2", "10.0.0.0/24", "ua-2"), at: NOW.saturating_sub_ms(1000) });
+        assert_eq!(assess(&ctx("d1", "10.0.0.0/24", "ua-1"), &two, 0, NOW).score, 0.0);
     }
 
     #[test]

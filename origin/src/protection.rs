@@ -216,13 +216,16 @@ impl Accounts {
                     self.save_counter(key, counter, now).await?;
                 }
                 if let Some(r) = other {
-                    self.event(
-                        &r.id,
-                        "login_failure",
-                        json!({ "network": context.network, "device_known": known_device }),
-                        now,
-                    )
-                    .await?;
+                    // Written after the answer: an unknown email has no account to record it
+                    // on, and the extra write would otherwise tell the two apart by timing.
+                    let store = std::sync::Arc::clone(&self.store);
+                    let detail =
+                        json!({ "network": context.network, "device_known": known_device }).to_string();
+                    tokio::spawn(async move {
+                        if let Err(e) = store.add_security_event(&r.id, "login_failure", &detail, now).await {
+                            tracing::error!(error = %e, "recording a login failure");
+                        }
+                    });
                 }
                 return Err(wrong_credentials());
             }

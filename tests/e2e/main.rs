@@ -8,6 +8,7 @@
 mod accounts;
 mod foundation;
 mod limits;
+mod protection;
 mod sessions;
 
 use std::sync::Arc;
@@ -60,6 +61,7 @@ fn main() {
         .chain(accounts::TESTS)
         .chain(limits::TESTS)
         .chain(sessions::TESTS)
+        .chain(protection::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let conclusion = libtest_mimic::run(&args, tests);

@@ -1,0 +1,256 @@
+//! Account protection: TOTP, risk-based step-up, softlock, and answers that do not tell an
+//! unknown email from a wrong password.
+
+use std::time::Instant;
+
+use anyhow::{ensure, Result};
+use domain::time::UnixMillis;
+use domain::totp;
+use e2e::api::{send, unique_email, Answer, GOOD_PASSWORD};
+use e2e::http::{client, now};
+use serde_json::{json, Value};
+
+use crate::accounts::{expect, expect_problem, users};
+use crate::{Ctx, TestFn};
+
+pub const TESTS: &[(&str, TestFn)] = &[
+    (
+        "protection::totp_enrolment_and_login_with_a_code_used_once",
+        totp_enrolment_and_login_with_a_code_used_once,
+    ),
+    (
+        "protection::a_risky_login_steps_up_and_a_known_device_does_not",
+        a_risky_login_steps_up_and_a_known_device_does_not,
+    ),
+    (
+        "protection::bad_passwords_are_slowed_but_the_owner_gets_in",
+        bad_passwords_are_slowed_but_the_owner_gets_in,
+    ),
+    (
+        "protection::unknown_email_and_wrong_password_take_the_same_time",
+        unknown_email_and_wrong_password_take_the_same_time,
+    ),
+];
+
+fn login(
+    ctx: &Ctx,
+    email: &str,
+    password: &str,
+    device: Option<&str>,
+    ip: &str,
+    agent: &str,
+) -> Result<Answer> {
+    let mut body = json!({ "email": email, "password": password });
+    if let Some(d) = device {
+        body["device_id"] = json!(d);
+    }
+    send(
+        client()
+            .post(ctx.api.url("/api/v1/auth/login"))
+            .header("cf-connecting-ip", ip)
+            .header("user-agent", agent)
+            .json(&body),
+    )
+}
+
+fn mfa(ctx: &Ctx, challenge: &str, method: &str, code: &str) -> Result<Answer> {
+    ctx.api.post(
+        "/api/v1/auth/mfa",
+        None,
+        &json!({ "challenge_id": challenge, "method": method, "code": code }),
+    )
+}
+
+/// A premium user (whose defaults offer email codes) and their first login: (id, email, token).
+fn premium(ctx: &Ctx, device: &str, ip: &str) -> Result<(String, String, String)> {
+    let email = unique_email("protect");
+    let created = ctx.api.post(
+        "/api/v1/users",
+        Some(&ctx.admin_token),
+        &json!({"email": email, "password": GOOD_PASSWORD, "tier": "premium"}),
+    )?;
+    expect(&created, 201)?;
+    let first = login(ctx, &email, GOOD_PASSWORD, Some(device), ip, "app/1.0")?;
+    expect(&first, 200)?;
+    Ok((created.str("id"), email, first.str("access_token")))
+}
+
+fn totp_enrolment_and_login_with_a_code_used_once(ctx: &Ctx) -> Result<()> {
+    let (id, email, token) = premium(ctx, "phone", "198.51.100.10")?;
+    let path = format!("{}/mfa/totp", users(&id));
+    // Enrolment needs a recent authentication: the current password.
+    let refused = ctx.api.post(&path, Some(&token), &json!({"current_password": "wrong password!!"}))?;
+    expect_problem(&refused, 401, "unauthenticated")?;
+    let enrol = ctx.api.post(&path, Some(&token), &json!({ "current_password": GOOD_PASSWORD }))?;
+    expect(&enrol, 201)?;
+    ensure!(enrol.str("otpauth_uri").starts_with("otpauth://totp/Music%20AI:"), "{}", enrol.body);
+    let secret = data_encoding::BASE32_NOPAD.decode(enrol.str("secret").as_bytes())?;
+    let confirmed = ctx.api.post(
+        &format!("{path}/confirm"),
+        Some(&token),
+        &json!({ "code": totp::code_at(&secret, now()) }),
+    )?;
+    expect(&confirmed, 200)?;
+    let recovery: Vec<String> = confirmed.body["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(recovery.len(), 10);
+
+    // The account now asks for the second factor at every login.
+    let patch = json!({"security_settings": {"require_mfa": true, "mfa_methods": ["authenticator"]}});
+    expect(&ctx.api.put(&users(&id), &token, &patch, None)?, 200)?;
+    let challenge = login(ctx, &email, GOOD_PASSWORD, Some("phone"), "198.51.100.10", "app/1.0")?;
+    expect_problem(&challenge, 401, "mfa-required")?;
+    assert_eq!(challenge.body["mfa_required"], true);
+    assert_eq!(challenge.body["methods"], json!(["totp", "recovery_code"]));
+    let challenge_id = challenge.str("challenge_id");
+    // The confirmation used the current step; the next step's code is the first one valid.
+    let step = totp::step_of(now()) + 1;
+    let code = totp::code_at_step(&secret, step, totp::DIGITS);
+    let done = mfa(ctx, &challenge_id, "totp", &code)?;
+    expect(&done, 200)?;
+    ensure!(done.str("access_token").len() > 20 && done.str("refresh_token").starts_with("rt."));
+
+    // The same code again, on a new login, is refused: a code is accepted once.
+    let again = login(ctx, &email, GOOD_PASSWORD, Some("phone"), "198.51.100.10", "app/1.0")?;
+    expect_problem(&again, 401, "mfa-required")?;
+    let replay = mfa(ctx, &again.str("challenge_id"), "totp", &code)?;
+    expect_problem(&replay, 401, "unauthenticated")?;
+    // A recovery code works, once.
+    expect(&mfa(ctx, &again.str("challenge_id"), "recovery_code", &recovery[0])?, 200)?;
+    let third = login(ctx, &email, GOOD_PASSWORD, Some("phone"), "198.51.100.10", "app/1.0")?;
+    expect_problem(
+        &mfa(ctx, &third.str("challenge_id"), "recovery_code", &recovery[0])?,
+        401,
+        "unauthenticated",
+    )?;
+
+    let events = ctx.api.get(&format!("{}/security-events", users(&id)), Some(&done.str("access_token")))?;
+    expect(&events, 200)?;
+    let kinds: Vec<&str> =
+        events.body["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    for kind in ["mfa_enrolled", "mfa_challenge", "mfa_success", "mfa_failure", "login_success"] {
+        ensure!(kinds.contains(&kind), "no {kind} event in {kinds:?}");
+    }
+    let _ = UnixMillis(0);
+    Ok(())
+}
+
+fn a_risky_login_steps_up_and_a_known_device_does_not(ctx: &Ctx) -> Result<()> {
+    let (id, email, _) = premium(ctx, "laptop-a", "198.51.100.20")?;
+    for _ in 0..3 {
+        expect_problem(
+            &login(ctx, &email, "not the password!!", None, "203.0.113.50", "evil/1.0")?,
+            401,
+            "unauthenticated",
+        )?;
+    }
+    let risky = login(ctx, &email, GOOD_PASSWORD, Some("unknown-b"), "203.0.113.50", "evil/1.0")?;
+    expect_problem(&risky, 401, "mfa-required")?;
+    let score = risky.body["risk"]["score"].as_f64().unwrap();
+    ensure!(score >= 0.7, "score {score}");
+    let signals: Vec<&str> = risky.body["risk"]["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["signal"].as_str().unwrap())
+        .collect();
+    assert_eq!(signals, vec!["recent_failures", "new_device", "new_network", "user_agent_changed"]);
+    assert_eq!(risky.body["methods"], json!(["email"]));
+
+    // The code goes out by email (the local outbox), and completes the login.
+    let challenge = risky.str("challenge_id");
+    let sent = ctx.api.post(
+        "/api/v1/auth/mfa/send",
+        None,
+        &json!({"challenge_id": challenge, "method": "email"}),
+    )?;
+    expect(&sent, 202)?;
+    let code = ctx.stack.last_code_for(&email).expect("a code in the outbox");
+    expect_problem(&mfa(ctx, &challenge, "email", "000000")?, 401, "unauthenticated")?;
+    let done = mfa(ctx, &challenge, "email", &code)?;
+    expect(&done, 200)?;
+    let token = done.str("access_token");
+
+    // The known device on its usual network logs in directly.
+    let known = login(ctx, &email, GOOD_PASSWORD, Some("laptop-a"), "198.51.100.20", "app/1.0")?;
+    expect(&known, 200)?;
+    assert_eq!(known.body["risk"]["score"], 0.0);
+
+    let events = ctx.api.get(&format!("{}/security-events", users(&id)), Some(&token))?;
+    let assessed = events.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "risk_assessed" && e["detail"]["score"].as_f64().unwrap_or(0.0) >= 0.7)
+        .cloned()
+        .unwrap_or(Value::Null);
+    ensure!(
+        assessed["detail"]["signals"].as_array().is_some_and(|s| s.len() == 4),
+        "stored event names the reasons: {assessed}"
+    );
+    Ok(())
+}
+
+fn bad_passwords_are_slowed_but_the_owner_gets_in(ctx: &Ctx) -> Result<()> {
+    let (_, email, _) = premium(ctx, "owner-device", "198.51.100.30")?;
+    let mut statuses = Vec::new();
+    let mut waits = Vec::new();
+    for _ in 0..20 {
+        let a = login(ctx, &email, "guess guess guess", None, "203.0.113.66", "bot/1.0")?;
+        statuses.push(a.status);
+        if a.status == 429 {
+            expect_problem(&a, 429, "rate-limited")?;
+            waits.push(a.header("retry-after").unwrap().parse::<u64>()?);
+        }
+    }
+    assert_eq!(&statuses[..4], &[401, 401, 401, 401], "three free failures, the fourth starts the pause");
+    ensure!(statuses[4..].iter().all(|&s| s == 429), "then every attempt is slowed: {statuses:?}");
+    ensure!(
+        waits.windows(2).all(|w| w[1] >= w[0]) && waits.last() > waits.first(),
+        "growing Retry-After: {waits:?}"
+    );
+    ensure!(*waits.last().unwrap() >= 60, "towards minutes: {waits:?}");
+    // The owner's known device is not held back by failures from elsewhere.
+    expect(&login(ctx, &email, GOOD_PASSWORD, Some("owner-device"), "198.51.100.30", "app/1.0")?, 200)?;
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn unknown_email_and_wrong_password_take_the_same_time(ctx: &Ctx) -> Result<()> {
+    // Distinct accounts, so that no softlock pause changes the path taken.
+    let mut known = Vec::new();
+    for i in 0..50 {
+        let email = unique_email(&format!("timing{i}"));
+        expect(&ctx.api.signup(&email, GOOD_PASSWORD, Value::Null)?, 201)?;
+        known.push(email);
+    }
+    let time = |email: &str| -> Result<(f64, Answer)> {
+        let started = Instant::now();
+        let a = login(ctx, email, "a wrong password here", None, "192.0.2.77", "probe/1.0")?;
+        Ok((started.elapsed().as_secs_f64() * 1000.0, a))
+    };
+    let mut wrong = Vec::new();
+    let mut unknown = Vec::new();
+    let mut bodies = Vec::new();
+    for email in &known {
+        let (ms, a) = time(email)?;
+        wrong.push(ms);
+        bodies.push((a.status, a.body));
+        let (ms, a) = time(&unique_email("nobody"))?;
+        unknown.push(ms);
+        bodies.push((a.status, a.body));
+    }
+    ensure!(bodies.windows(2).all(|w| w[0] == w[1]), "every answer is the same");
+    let (w, u) = (median(wrong), median(unknown));
+    eprintln!("login timing: median wrong password {w:.1} ms, median unknown email {u:.1} ms (50 each)");
+    ensure!((w - u).abs() / w.max(u) < 0.10, "medians differ by 10% or more: {w:.1} vs {u:.1} ms");
+    Ok(())
+}
