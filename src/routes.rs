@@ -33,6 +33,7 @@ enum Route {
     Mfa,
     MfaSend,
     Security(UserId, SecurityOp),
+    SetDisabled(UserId, bool),
     Refresh,
     Logout,
     Token,
@@ -65,6 +66,12 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         ["api", "v1", "users", id, "mfa", "totp", "confirm"] => only(method, &[Method::Post])
             .and_then(|()| user_id(id))
             .map(|id| Route::Security(id, SecurityOp::ConfirmTotp)),
+        ["api", "v1", "users", id, "disable"] => {
+            only(method, &[Method::Post]).and_then(|()| user_id(id)).map(|id| Route::SetDisabled(id, true))
+        }
+        ["api", "v1", "users", id, "enable"] => {
+            only(method, &[Method::Post]).and_then(|()| user_id(id)).map(|id| Route::SetDisabled(id, false))
+        }
         ["api", "v1", "users", id, "security-events"] => only(method, &[Method::Get])
             .and_then(|()| user_id(id))
             .map(|id| Route::Security(id, SecurityOp::Events)),
@@ -121,6 +128,12 @@ impl Route {
                     limits::finish(sessions::send_code(req, env).await, &limit, "ip-login", path)
                 }
             },
+            Route::SetDisabled(id, disabled) => {
+                user_route(req, env, path, true, |_, caller, _| {
+                    sessions::set_disabled(env, caller, id, disabled)
+                })
+                .await
+            }
             Route::Security(id, op) => {
                 user_route(req, env, path, true, |req, caller, _| {
                     sessions::account_security(req, env, caller, id, op)

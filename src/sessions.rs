@@ -226,3 +226,27 @@ pub async fn change_password(
 pub fn introspect(req: &Request, env: &Env) -> Result<Response, EdgeError> {
     http::json(200, &auth::introspect(req, env)?, None)
 }
+
+/// Disables (or re-enables) an account, admins only: the origin refuses its logins from now
+/// on, and every session of it ends at once.
+pub async fn set_disabled(
+    env: &Env,
+    caller: Caller,
+    id: UserId,
+    disabled: bool,
+) -> Result<Response, EdgeError> {
+    if !caller.actor().is_admin() {
+        return Err(EdgeError::new(ProblemKind::Forbidden, "only an admin can disable or enable an account"));
+    }
+    let path = format!("/internal/users/{id}/status");
+    let answer =
+        forward(env, &caller.actor(), Method::Post, &path, Some(&json!({ "disabled": disabled }))).await?;
+    let mut body = origin_json(&answer)?;
+    if disabled {
+        let ended = GateClient::for_user(env, id.as_str())?.revoke(None, None, "account disabled").await?;
+        if let Some(o) = body.as_object_mut() {
+            o.insert("sessions_ended".into(), json!(ended));
+        }
+    }
+    http::json(200, &body, None)
+}

@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{id}/tier", post(change_tier))
         .route("/users/{id}/insights", get(insights))
         .route("/users/{id}/password", post(change_password))
+        .route("/users/{id}/status", post(set_status))
         .route("/auth/verify", post(verify))
         .route("/auth/mfa", post(complete_mfa))
         .route("/auth/mfa/send", post(send_code))
@@ -229,4 +230,20 @@ async fn change_password(
     let request: ChangePassword = parse(&body)?;
     state.accounts.change_password(&actor, &user_id(&id)?, request, state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountStatus {
+    disabled: bool,
+}
+
+async fn set_status(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: AccountStatus = parse(&body)?;
+    Ok(Json(state.accounts.set_disabled(&actor, &user_id(&id)?, request.disabled, state.clock.now()).await?))
 }

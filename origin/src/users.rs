@@ -352,6 +352,40 @@ impl Accounts {
         }
     }
 
+    /// Disables or re-enables an account (admins only). A disabled account cannot log in; the
+    /// edge ends its sessions when this answers.
+    pub async fn set_disabled(
+        &self,
+        actor: &Actor,
+        id: &UserId,
+        disabled: bool,
+        now: UnixMillis,
+    ) -> Result<Value, ApiError> {
+        if !actor.is_admin() {
+            return Err(ApiError::client(
+                ProblemKind::Forbidden,
+                "only an admin can disable or enable an account",
+            ));
+        }
+        let account = self.load(id).await?;
+        let mut row = account.row.clone();
+        row.disabled_at = if disabled { Some(now) } else { None };
+        row.updated_at = now;
+        let audit = AuditEntry {
+            user_id: id.to_string(),
+            actor: actor.to_string(),
+            action: if disabled { "disable" } else { "enable" }.into(),
+            old_value: Some(account.row.disabled_at.is_some().to_string()),
+            new_value: Some(disabled.to_string()),
+            at: now,
+        };
+        match self.store.update_user(&row, account.row.version, &[audit]).await? {
+            UpdateOutcome::Updated => Ok(json!({ "id": id, "disabled": disabled })),
+            UpdateOutcome::VersionMismatch(current) => Err(stale(account.row.version, current)),
+            UpdateOutcome::NotFound => Err(not_found(id.as_str())),
+        }
+    }
+
     pub async fn insights(&self, actor: &Actor, id: &UserId, now: UnixMillis) -> Result<Value, ApiError> {
         authorize(actor, id)?;
         let account = self.load(id).await?;

@@ -16,6 +16,10 @@ pub const TESTS: &[(&str, TestFn)] = &[
     ("sessions::logout_takes_effect_on_the_next_request", logout_takes_effect_on_the_next_request),
     ("sessions::deleting_a_session_ends_it_at_once", deleting_a_session_ends_it_at_once),
     ("sessions::a_password_change_ends_every_other_session", a_password_change_ends_every_other_session),
+    (
+        "sessions::disabling_an_account_ends_its_sessions_at_once",
+        disabling_an_account_ends_its_sessions_at_once,
+    ),
 ];
 
 fn login_with(ctx: &Ctx, email: &str, password: &str, device: &str) -> Result<Answer> {
@@ -165,5 +169,24 @@ fn a_password_change_ends_every_other_session(ctx: &Ctx) -> Result<()> {
         ctx.api.post("/api/v1/auth/login", None, &json!({"email": email, "password": GOOD_PASSWORD}))?;
     expect_problem(&old, 401, "unauthenticated")?;
     login_with(ctx, &email, "a brand new passphrase", "laptop")?;
+    Ok(())
+}
+
+fn disabling_an_account_ends_its_sessions_at_once(ctx: &Ctx) -> Result<()> {
+    let (id, email, login) = user(ctx)?;
+    let token = login.str("access_token");
+    let path = |op: &str| format!("{}/{op}", users(&id));
+    expect_problem(&ctx.api.post(&path("disable"), Some(&token), &json!({}))?, 403, "forbidden")?;
+    let disabled = ctx.api.post(&path("disable"), Some(&ctx.admin_token), &json!({}))?;
+    expect(&disabled, 200)?;
+    assert_eq!(disabled.body["sessions_ended"], 1);
+    let after = ctx.api.get(&users(&id), Some(&token))?;
+    expect_problem(&after, 401, "unauthenticated")?;
+    assert_eq!(after.str("detail"), "the session was ended (account disabled)");
+    let refused =
+        ctx.api.post("/api/v1/auth/login", None, &json!({"email": email, "password": GOOD_PASSWORD}))?;
+    expect_problem(&refused, 401, "unauthenticated")?;
+    expect(&ctx.api.post(&path("enable"), Some(&ctx.admin_token), &json!({}))?, 200)?;
+    login_with(ctx, &email, GOOD_PASSWORD, "laptop")?;
     Ok(())
 }
