@@ -666,6 +666,16 @@ fn answers_match_the_openapi_document(ctx: &Ctx) -> Result<()> {
     )?;
     documented("/api/v1/users/{id}/insights", "get", 200)?;
     validate("Insights", &ctx.api.get(&format!("{}/insights", users(&id)), Some(&token))?)?;
+    documented("/api/v1/users/{id}/sessions", "get", 200)?;
+    let sessions = ctx.api.get(&format!("{}/sessions", users(&id)), Some(&token))?;
+    for session in sessions.body["sessions"].as_array().unwrap() {
+        validate("Session", &Answer { body: session.clone(), ..sessions.clone() })?;
+    }
+    documented("/api/v1/auth/refresh", "post", 200)?;
+    validate(
+        "RefreshResponse",
+        &ctx.api.post("/api/v1/auth/refresh", None, &json!({"refresh_token": login.str("refresh_token")}))?,
+    )?;
     documented("/api/v1/auth/token", "get", 200)?;
     validate("AccessClaims", &ctx.api.get("/api/v1/auth/token", Some(&token))?)?;
     documented("/.well-known/jwks.json", "get", 200)?;
