@@ -12,6 +12,8 @@ pub const SECRET_ORIGIN_SHARED: &str = "ORIGIN_SHARED_SECRET";
 
 /// KV namespace: cached profile JSON with its version (a cache; the origin is the truth).
 pub const KV_PROFILES: &str = "PROFILES";
+/// Workers Queue: behavioural events on their way to the origin (see `events.rs`).
+pub const QUEUE_EVENTS: &str = "EVENTS";
 /// Durable Object namespace: one gate per user (see `gate.rs`).
 pub const DO_GATE: &str = "GATE";
 

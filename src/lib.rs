@@ -4,6 +4,7 @@
 
 mod auth;
 mod bindings;
+mod events;
 mod gate;
 mod health;
 mod http;
@@ -16,9 +17,15 @@ mod routes;
 mod sessions;
 mod users;
 
-use worker::{event, Context, Env, Request, Response, Result};
+use worker::{event, Context, Env, MessageBatch, Request, Response, Result};
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    routes::dispatch(req, env).await
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    routes::dispatch(req, env, ctx).await
+}
+
+#[event(queue)]
+async fn queue(batch: MessageBatch<events::Event>, env: Env, _ctx: Context) -> Result<()> {
+    events::consume(batch, &env).await;
+    Ok(())
 }

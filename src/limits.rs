@@ -24,7 +24,7 @@ pub async fn admit_user(
     req: &Request,
     env: &Env,
     count: bool,
-) -> Result<Admission<(Caller, GateAnswer)>, EdgeError> {
+) -> Result<(Caller, Admission<GateAnswer>), EdgeError> {
     let caller = auth::authenticate(req, env)?;
     let gate = GateClient::for_user(env, caller.id.as_str())?
         .check(caller.token_tier, count, caller.sid.as_deref())
@@ -33,7 +33,7 @@ pub async fn admit_user(
         return Err(auth::unauthenticated(reason.clone()));
     }
     if gate.limit.admitted {
-        Ok(Admission::Admitted((caller, gate)))
+        Ok((caller, Admission::Admitted(gate)))
     } else {
         let detail = format!(
             "the {} tier allows {} requests per rolling {} s",
@@ -41,7 +41,8 @@ pub async fn admit_user(
             gate.limit.limit.unwrap_or(0),
             gate.limit.window_secs
         );
-        Ok(Admission::Refused(refusal(&gate.limit, gate.tier.as_str(), detail)?))
+        let refused = refusal(&gate.limit, gate.tier.as_str(), detail)?;
+        Ok((caller, Admission::Refused(refused)))
     }
 }
 

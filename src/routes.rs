@@ -6,23 +6,30 @@
 
 use domain::identity::UserId;
 use domain::problem::{Problem, ProblemKind};
-use worker::{Env, Method, Request, Response, Result};
+use serde_json::json;
+use worker::{Context, Env, Method, Request, Response, Result};
+
+use crate::events::Events;
 
 use crate::limits::{self, Admission, IpClass};
 use crate::problem::EdgeError;
 use crate::sessions::SecurityOp;
 use crate::{auth, health, http, openapi, sessions, users};
 
-pub async fn dispatch(req: Request, env: Env) -> Result<Response> {
+pub async fn dispatch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let path = req.path();
+    let events = Events::default();
     let outcome = match route(&req.method(), &path) {
-        Ok(route) => route.handle(req, &env, &path).await,
+        Ok(route) => route.handle(req, &env, &path, &events).await,
         Err(e) => Err(e),
     };
-    match outcome {
+    let response = match outcome {
         Ok(response) => Ok(response),
         Err(e) => e.into_response(&path),
-    }
+    };
+    // After the answer is built, and without delaying it.
+    events.ship(&env, &ctx);
+    response
 }
 
 enum Route {
@@ -102,7 +109,28 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
 }
 
 impl Route {
-    async fn handle(self, req: Request, env: &Env, path: &str) -> std::result::Result<Response, EdgeError> {
+    /// The endpoint class recorded with API-request events.
+    fn class(&self) -> &'static str {
+        match self {
+            Route::ReadUser(_) => "profile_read",
+            Route::UpdateUser(_) => "profile_write",
+            Route::Upgrade(_) => "tier_change",
+            Route::Insights(_) => "insights",
+            Route::Sessions(_) | Route::DeleteSession(..) | Route::Logout => "sessions",
+            Route::ChangePassword(_) | Route::Security(..) => "security",
+            Route::SetDisabled(..) | Route::CreateUser => "admin",
+            _ => "other",
+        }
+    }
+
+    async fn handle(
+        self,
+        req: Request,
+        env: &Env,
+        path: &str,
+        events: &Events,
+    ) -> std::result::Result<Response, EdgeError> {
+        let class = self.class();
         match self {
             Route::Health => Ok(health::handle(env).await?),
             Route::Jwks => http::json(200, &auth::jwks(env)?, None),
@@ -110,7 +138,7 @@ impl Route {
             Route::Login => match limits::admit_ip(&req, env, IpClass::Login).await? {
                 Admission::Refused(r) => Ok(r),
                 Admission::Admitted(limit) => {
-                    limits::finish(sessions::login(req, env).await, &limit, "ip-login", path)
+                    limits::finish(sessions::login(req, env, events).await, &limit, "ip-login", path)
                 }
             },
             // Token introspection for its holder: validation only, no I/O at all.
@@ -119,7 +147,7 @@ impl Route {
             Route::Mfa => match limits::admit_ip(&req, env, IpClass::Login).await? {
                 Admission::Refused(r) => Ok(r),
                 Admission::Admitted(limit) => {
-                    limits::finish(sessions::complete_mfa(req, env).await, &limit, "ip-login", path)
+                    limits::finish(sessions::complete_mfa(req, env, events).await, &limit, "ip-login", path)
                 }
             },
             Route::MfaSend => match limits::admit_ip(&req, env, IpClass::Login).await? {
@@ -129,13 +157,13 @@ impl Route {
                 }
             },
             Route::SetDisabled(id, disabled) => {
-                user_route(req, env, path, true, |_, caller, _| {
+                user_route(req, env, path, true, events, class, |_, caller, _| {
                     sessions::set_disabled(env, caller, id, disabled)
                 })
                 .await
             }
             Route::Security(id, op) => {
-                user_route(req, env, path, true, |req, caller, _| {
+                user_route(req, env, path, true, events, class, |req, caller, _| {
                     sessions::account_security(req, env, caller, id, op)
                 })
                 .await
@@ -147,16 +175,23 @@ impl Route {
                 }
             },
             Route::Logout => {
-                user_route(req, env, path, true, |_, caller, _| sessions::logout(env, caller)).await
+                user_route(req, env, path, true, events, class, |_, caller, _| sessions::logout(env, caller))
+                    .await
             }
             Route::Sessions(id) => {
-                user_route(req, env, path, true, |_, caller, _| sessions::list(env, caller, id)).await
+                user_route(req, env, path, true, events, class, |_, caller, _| {
+                    sessions::list(env, caller, id)
+                })
+                .await
             }
             Route::DeleteSession(id, sid) => {
-                user_route(req, env, path, true, |_, caller, _| sessions::delete(env, caller, id, sid)).await
+                user_route(req, env, path, true, events, class, |_, caller, _| {
+                    sessions::delete(env, caller, id, sid)
+                })
+                .await
             }
             Route::ChangePassword(id) => {
-                user_route(req, env, path, true, |req, caller, _| {
+                user_route(req, env, path, true, events, class, |req, caller, _| {
                     sessions::change_password(req, env, caller, id)
                 })
                 .await
@@ -165,8 +200,10 @@ impl Route {
                 // An admin creating accounts spends their own quota; a public signup the
                 // address's signup quota.
                 if auth::authenticate_optional(&req, env)?.is_some() {
-                    user_route(req, env, path, true, |req, caller, _| users::create(req, env, Some(caller)))
-                        .await
+                    user_route(req, env, path, true, events, class, |req, caller, _| {
+                        users::create(req, env, Some(caller))
+                    })
+                    .await
                 } else {
                     match limits::admit_ip(&req, env, IpClass::Signup).await? {
                         Admission::Refused(r) => Ok(r),
@@ -177,20 +214,30 @@ impl Route {
                 }
             }
             Route::ReadUser(id) => {
-                user_route(req, env, path, true, |req, caller, gate| users::read(req, env, caller, gate, id))
-                    .await
+                user_route(req, env, path, true, events, class, |req, caller, gate| {
+                    users::read(req, env, caller, gate, id)
+                })
+                .await
             }
             Route::UpdateUser(id) => {
-                user_route(req, env, path, true, |req, caller, _| users::update(req, env, caller, id)).await
+                user_route(req, env, path, true, events, class, |req, caller, _| {
+                    users::update(req, env, caller, id)
+                })
+                .await
             }
             // A tier change is checked but not counted: a user who has used up the free quota
             // must still be able to upgrade.
             Route::Upgrade(id) => {
-                user_route(req, env, path, false, |req, caller, _| users::upgrade(req, env, caller, id)).await
+                user_route(req, env, path, false, events, class, |req, caller, _| {
+                    users::upgrade(req, env, caller, id, events)
+                })
+                .await
             }
             Route::Insights(id) => {
-                user_route(req, env, path, true, |_, caller, gate| users::insights(env, caller, gate, id))
-                    .await
+                user_route(req, env, path, true, events, class, |_, caller, gate| {
+                    users::insights(env, caller, gate, id)
+                })
+                .await
             }
         }
     }
@@ -203,18 +250,37 @@ async fn user_route<F, Fut>(
     env: &Env,
     path: &str,
     count: bool,
+    events: &Events,
+    class: &str,
     handler: F,
 ) -> std::result::Result<Response, EdgeError>
 where
     F: FnOnce(Request, auth::Caller, crate::gate::GateAnswer) -> Fut,
     Fut: std::future::Future<Output = std::result::Result<Response, EdgeError>>,
 {
-    match limits::admit_user(&req, env, count).await? {
-        Admission::Refused(response) => Ok(response),
-        Admission::Admitted((caller, gate)) => {
+    let (caller, admission) = limits::admit_user(&req, env, count).await?;
+    match admission {
+        Admission::Refused(response) => {
+            events.push(
+                "rate_limited",
+                Some(caller.id.as_str()),
+                Some(class),
+                json!({ "tier": caller.token_tier }),
+            );
+            Ok(response)
+        }
+        Admission::Admitted(gate) => {
             let limit = gate.limit;
             let policy = gate.tier.as_str();
-            limits::finish(handler(req, caller, gate.clone()).await, &limit, policy, path)
+            let user = caller.id.to_string();
+            let answer = limits::finish(handler(req, caller, gate.clone()).await, &limit, policy, path)?;
+            events.push(
+                "api_request",
+                Some(&user),
+                Some(class),
+                json!({ "status": answer.status_code(), "tier": gate.tier }),
+            );
+            Ok(answer)
         }
     }
 }

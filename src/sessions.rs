@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 
 use crate::auth::{self, Caller};
+use crate::events::Events;
 use crate::gate::sessions::{user_of, NewSession, RefreshFailure};
 use crate::gate::{GateClient, GateRecord};
 use crate::http::{self, forward, origin_json, JSON};
@@ -55,6 +56,8 @@ async fn open_session(
     client: &ClientContext,
     verified: &Value,
     status: u16,
+    events: &Events,
+    kind: &str,
 ) -> Result<Response, EdgeError> {
     let text = |name: &str| verified.get(name).and_then(Value::as_str).map(str::to_owned);
     let (Some(user_id), Some(tier), Some(role), Some(version)) = (
@@ -80,6 +83,8 @@ async fn open_session(
             ip: Some(client.ip.clone()),
         })
         .await?;
+    let risk = verified.get("risk").and_then(|r| r.get("score")).cloned().unwrap_or(Value::Null);
+    events.push(kind, Some(&user_id), None, json!({ "risk_score": risk, "tier": tier }));
     let mut answer = serde_json::to_value(&pair)?;
     if let Some(o) = answer.as_object_mut() {
         o.insert("user_id".into(), json!(user_id));
@@ -92,7 +97,7 @@ async fn open_session(
     http::json(200, &answer, None)
 }
 
-pub async fn login(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
+pub async fn login(mut req: Request, env: &Env, events: &Events) -> Result<Response, EdgeError> {
     let body = http::read_json(&mut req, &[JSON]).await?;
     let client = ClientContext::of(&req, &body)?;
     let forwarded = json!({
@@ -101,17 +106,48 @@ pub async fn login(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
         "device_id": client.device_id,
         "context": { "ip": client.ip, "country": client.country, "user_agent": client.user_agent },
     });
-    let answer =
-        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/verify", Some(&forwarded)).await?;
-    open_session(env, &client, &origin_json(&answer)?, answer.status).await
+    let answer = match forward(
+        env,
+        &Actor::Anonymous,
+        Method::Post,
+        "/internal/auth/verify",
+        Some(&forwarded),
+    )
+    .await
+    {
+        Ok(answer) => answer,
+        Err(EdgeError::Problem(problem)) => {
+            // Refusals carry no user id: the origin keeps per-account failures in its own
+            // security events; this counts them for the business.
+            let kind = if problem.extensions.contains_key("challenge_id") {
+                "login_mfa_required"
+            } else {
+                "login_failure"
+            };
+            let risk =
+                problem.extensions.get("risk").and_then(|r| r.get("score")).cloned().unwrap_or(Value::Null);
+            events.push(kind, None, None, json!({ "status": problem.status, "risk_score": risk }));
+            return Err(EdgeError::Problem(problem));
+        }
+        Err(e) => return Err(e),
+    };
+    open_session(env, &client, &origin_json(&answer)?, answer.status, events, "login_success").await
 }
 
 /// Completes an MFA challenge (`{challenge_id, method, code}`) and opens the session.
-pub async fn complete_mfa(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
+pub async fn complete_mfa(mut req: Request, env: &Env, events: &Events) -> Result<Response, EdgeError> {
     let body = http::read_json(&mut req, &[JSON]).await?;
     let client = ClientContext::of(&req, &body)?;
-    let answer = forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/mfa", Some(&body)).await?;
-    open_session(env, &client, &origin_json(&answer)?, answer.status).await
+    let method = body.get("method").cloned().unwrap_or(Value::Null);
+    let answer = match forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/mfa", Some(&body)).await
+    {
+        Ok(answer) => answer,
+        Err(e) => {
+            events.push("mfa_failure", None, None, json!({ "method": method }));
+            return Err(e);
+        }
+    };
+    open_session(env, &client, &origin_json(&answer)?, answer.status, events, "mfa_success").await
 }
 
 /// Asks for a one-time code by email for a challenge.

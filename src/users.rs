@@ -10,6 +10,7 @@ use worker::{Env, Method, Request, Response};
 use domain::tier::Tier;
 
 use crate::auth::Caller;
+use crate::events::Events;
 use crate::gate::{GateAnswer, GateClient, GateRecord};
 use crate::http::{self, forward, origin_json, JSON, MERGE_PATCH_JSON};
 use crate::problem::EdgeError;
@@ -107,7 +108,13 @@ pub async fn update(mut req: Request, env: &Env, caller: Caller, id: UserId) -> 
     http::json(200, &view, Some(version))
 }
 
-pub async fn upgrade(mut req: Request, env: &Env, caller: Caller, id: UserId) -> Result<Response, EdgeError> {
+pub async fn upgrade(
+    mut req: Request,
+    env: &Env,
+    caller: Caller,
+    id: UserId,
+    events: &Events,
+) -> Result<Response, EdgeError> {
     let id = &id;
     authorize(&caller, id)?;
     let body = http::read_json(&mut req, &[JSON]).await?;
@@ -115,6 +122,12 @@ pub async fn upgrade(mut req: Request, env: &Env, caller: Caller, id: UserId) ->
     let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
     let view = origin_json(&answer)?;
     let version = remember(env, &view).await?;
+    events.push(
+        "tier_change",
+        Some(id.as_str()),
+        None,
+        json!({ "tier": view.get("tier"), "by": caller.actor().to_string() }),
+    );
     http::json(200, &view, Some(version))
 }
 

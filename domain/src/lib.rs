@@ -2,6 +2,7 @@
 //! random source: time and randomness come in as arguments, so every rule here is tested
 //! natively and deterministically, and the same code runs inside the Worker on wasm32.
 
+pub mod analytics;
 pub mod email;
 pub mod identity;
 pub mod password;

@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{id}/password", post(change_password))
         .route("/users/{id}/status", post(set_status))
         .route("/auth/verify", post(verify))
+        .route("/events", post(store_events))
         .route("/auth/mfa", post(complete_mfa))
         .route("/auth/mfa/send", post(send_code))
         .route("/users/{id}/mfa/totp", post(enrol_totp).delete(remove_totp))
@@ -246,4 +247,23 @@ async fn set_status(
 ) -> Result<Json<Value>, ApiError> {
     let request: AccountStatus = parse(&body)?;
     Ok(Json(state.accounts.set_disabled(&actor, &user_id(&id)?, request.disabled, state.clock.now()).await?))
+}
+
+#[derive(Deserialize)]
+struct EventBatch {
+    events: Vec<crate::store::EventRow>,
+}
+
+/// Events from the edge's queue consumer. Only the system actor sends them.
+async fn store_events(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    if actor != Actor::System {
+        return Err(ApiError::client(ProblemKind::Forbidden, "events come from the edge's queue consumer"));
+    }
+    let batch: EventBatch = parse(&body)?;
+    let (stored, duplicates) = state.store.store_events(&batch.events, state.clock.now()).await?;
+    Ok(Json(serde_json::json!({ "stored": stored, "duplicates": duplicates })))
 }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use domain::analytics;
 use domain::email::Email;
 use domain::identity::{Actor, Role, UserId};
 use domain::password::{check_password, normalize_password};
@@ -391,6 +392,46 @@ impl Accounts {
         let account = self.load(id).await?;
         let tier = tier_of(&account.row)?;
         let age_days = now.0.saturating_sub(account.row.created_at.0) / 86_400_000;
+        let events = self
+            .store
+            .user_events(id.as_str(), now.saturating_sub_ms(30 * 86_400_000), now.saturating_add_ms(1))
+            .await?;
+        let activity: Vec<analytics::Activity> = events
+            .iter()
+            .map(|e| analytics::Activity {
+                kind: e.kind.clone(),
+                class: e.class.clone(),
+                at: UnixMillis(e.at),
+            })
+            .collect();
+        let engagement = analytics::engagement(&activity, now);
+        let recommendation = analytics::recommend_tier(tier, &activity, age_days, now);
+        let mut by_kind: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        for e in &events {
+            *by_kind.entry(e.kind.as_str()).or_default() += 1;
+        }
+        let churn = match self.store.model("churn").await? {
+            Some(model) if age_days >= 7 => {
+                let model: analytics::ChurnModel =
+                    serde_json::from_str(&model).map_err(|e| ApiError::Internal(e.to_string()))?;
+                let features = engagement.components.features(age_days);
+                json!({
+                    "available": true,
+                    "probability": (model.probability(&features) * 1000.0).round() / 1000.0,
+                    "factors": model.factors(&features).into_iter()
+                        .map(|(name, contribution)| json!({ "factor": name, "contribution": contribution,
+                            "effect": if contribution >= 0.0 { "raises" } else { "lowers" } }))
+                        .collect::<Vec<_>>(),
+                    "model_auc": model.auc,
+                })
+            }
+            Some(_) => {
+                json!({ "available": false, "reason": "under 7 days of history: too little to predict" })
+            }
+            None => {
+                json!({ "available": false, "reason": "no churn model trained yet (origin generate-analytics)" })
+            }
+        };
         Ok(json!({
             "user_id": account.row.id,
             "tier": account.row.tier,
@@ -398,6 +439,12 @@ impl Accounts {
             "created_at": rfc3339(account.row.created_at),
             "last_login_at": account.row.last_login_at.map(rfc3339),
             "limits": serde_json::to_value(tier.limits()).unwrap_or(Value::Null),
+            "engagement": engagement,
+            "segment": analytics::segment(&engagement, age_days),
+            "cohort": analytics::cohort(account.row.created_at),
+            "churn": churn,
+            "tier_recommendation": recommendation,
+            "activity_30d": by_kind,
         }))
     }
 }

@@ -6,6 +6,7 @@
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod accounts;
+mod analytics;
 mod foundation;
 mod limits;
 mod protection;
@@ -62,6 +63,7 @@ fn main() {
         .chain(limits::TESTS)
         .chain(sessions::TESTS)
         .chain(protection::TESTS)
+        .chain(analytics::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let conclusion = libtest_mimic::run(&args, tests);

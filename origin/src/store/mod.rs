@@ -72,7 +72,7 @@ pub enum UpdateOutcome {
 }
 
 #[async_trait]
-pub trait Store: ProtectionStore + Send + Sync {
+pub trait Store: ProtectionStore + EventStore + Send + Sync {
     /// Answers when the database is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -166,6 +166,38 @@ pub trait ProtectionStore: Send + Sync {
         at: UnixMillis,
     ) -> Result<bool, StoreError>;
     async fn recovery_codes_left(&self, user_id: &str) -> Result<u32, StoreError>;
+}
+
+/// A behavioural event as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventRow {
+    pub id: String,
+    pub kind: String,
+    pub user_id: Option<String>,
+    pub class: Option<String>,
+    pub at: u64,
+    pub data: serde_json::Value,
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Stores the events whose ids are new; answers (stored, duplicates).
+    async fn store_events(
+        &self,
+        events: &[EventRow],
+        received_at: UnixMillis,
+    ) -> Result<(u64, u64), StoreError>;
+    /// A user's events in `[from, to)`, oldest first.
+    async fn user_events(
+        &self,
+        user_id: &str,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<EventRow>, StoreError>;
+    async fn count_events(&self) -> Result<u64, StoreError>;
+    /// A trained model's JSON by name.
+    async fn model(&self, name: &str) -> Result<Option<String>, StoreError>;
+    async fn put_model(&self, name: &str, model: &str, trained_at: UnixMillis) -> Result<(), StoreError>;
 }
 
 /// Opens the store a database URL names, applying pending migrations.

@@ -449,3 +449,91 @@ impl super::ProtectionStore for SqliteStore {
         Ok(u32::try_from(n).unwrap_or(0))
     }
 }
+
+#[async_trait]
+impl super::EventStore for SqliteStore {
+    async fn store_events(
+        &self,
+        events: &[super::EventRow],
+        received_at: UnixMillis,
+    ) -> Result<(u64, u64), StoreError> {
+        // One transaction per batch: a batch is stored whole or not at all, and a retried
+        // batch finds its already-stored events and skips them.
+        let mut tx = self.pool.begin().await?;
+        let mut stored = 0;
+        for e in events {
+            stored += sqlx::query(
+                "INSERT INTO events (id, user_id, kind, class, at, data, received_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&e.id)
+            .bind(&e.user_id)
+            .bind(&e.kind)
+            .bind(&e.class)
+            .bind(i64::try_from(e.at).unwrap_or(i64::MAX))
+            .bind(e.data.to_string())
+            .bind(millis(received_at))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        let total = u64::try_from(events.len()).unwrap_or(u64::MAX);
+        Ok((stored, total.saturating_sub(stored)))
+    }
+
+    async fn user_events(
+        &self,
+        user_id: &str,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<super::EventRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, kind, class, at, data FROM events WHERE user_id = ? AND at >= ? AND at < ? ORDER BY at, id",
+        )
+        .bind(user_id)
+        .bind(millis(from))
+        .bind(millis(to))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok(super::EventRow {
+                    id: r.try_get("id")?,
+                    kind: r.try_get("kind")?,
+                    user_id: r.try_get("user_id")?,
+                    class: r.try_get("class")?,
+                    at: u64::try_from(r.try_get::<i64, _>("at")?).unwrap_or(0),
+                    data: serde_json::from_str(&r.try_get::<String, _>("data")?)
+                        .unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    async fn count_events(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&self.pool).await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn model(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT model FROM models WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn put_model(&self, name: &str, model: &str, trained_at: UnixMillis) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO models (name, trained_at, model) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET trained_at = excluded.trained_at, model = excluded.model",
+        )
+        .bind(name)
+        .bind(millis(trained_at))
+        .bind(model)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,115 @@
+//! Behavioural events, shipped to the origin without delaying any answer and without loss.
+//!
+//! A request collects its events in an [`Events`] sink; when the answer is ready they are sent
+//! to the `EVENTS` Workers Queue inside `ctx.wait_until`. The queue's consumer (in this same
+//! Worker) forwards each batch to the origin as one signed call; if the origin is unreachable
+//! or fails, the whole batch is retried later, so an outage means delay, not loss. Every event
+//! carries a random id and the origin stores each id once: delivery is at-least-once, storage
+//! exactly-once.
+
+use std::cell::RefCell;
+
+use domain::identity::Actor;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use worker::{
+    console_error, BatchMessageBuilder, Context, Env, MessageBatch, Method, QueueRetryOptionsBuilder,
+};
+
+use crate::bindings::QUEUE_EVENTS;
+use crate::http::forward;
+use crate::origin_client::now;
+
+/// One thing that happened.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub id: String,
+    pub kind: String,
+    pub user_id: Option<String>,
+    /// The endpoint class of an API request (`profile_read`, `profile_write`, ...).
+    pub class: Option<String>,
+    pub at: u64,
+    pub data: Value,
+}
+
+/// The events of one request.
+#[derive(Default)]
+pub struct Events(RefCell<Vec<Event>>);
+
+impl Events {
+    pub fn push(&self, kind: &str, user_id: Option<&str>, class: Option<&str>, data: Value) {
+        let mut id = [0u8; 16];
+        if getrandom::getrandom(&mut id).is_err() {
+            console_error!("no randomness for an event id; event {kind} dropped");
+            return;
+        }
+        self.0.borrow_mut().push(Event {
+            id: hex::encode(id),
+            kind: kind.to_owned(),
+            user_id: user_id.map(str::to_owned),
+            class: class.map(str::to_owned),
+            at: now().0,
+            data,
+        });
+    }
+
+    /// Sends the request's events to the queue after the answer, without delaying it.
+    pub fn ship(self, env: &Env, ctx: &Context) {
+        let events = self.0.into_inner();
+        if events.is_empty() {
+            return;
+        }
+        let queue = match env.queue(QUEUE_EVENTS) {
+            Ok(q) => q,
+            Err(e) => {
+                console_error!("no events queue: {e}");
+                return;
+            }
+        };
+        ctx.wait_until(async move {
+            if let Err(e) = queue.send_batch(events).await {
+                console_error!("queueing events failed: {e}");
+            }
+        });
+    }
+}
+
+/// Seconds before a failed batch is offered again.
+const RETRY_DELAY_SECS: u32 = 2;
+
+/// Puts a batch the origin could not take back on the queue as new messages (delayed), then
+/// acknowledges it; if even that fails, the queue retries the batch itself. A queue's own
+/// retries are capped (100), re-queueing is not: however long the origin is away, nothing is
+/// dropped.
+async fn requeue(batch: &MessageBatch<Event>, events: Vec<Event>, env: &Env) {
+    let again = BatchMessageBuilder::new().messages(events).delay_seconds(RETRY_DELAY_SECS).build();
+    match env.queue(QUEUE_EVENTS) {
+        Ok(queue) if queue.send_batch(again).await.is_ok() => batch.ack_all(),
+        _ => batch.retry_all_with_options(
+            &QueueRetryOptionsBuilder::new().with_delay_seconds(RETRY_DELAY_SECS).build(),
+        ),
+    }
+}
+
+/// The queue consumer: one signed call per batch; the batch is acknowledged only when the
+/// origin has stored it (or it is safely back on the queue).
+pub async fn consume(batch: MessageBatch<Event>, env: &Env) {
+    let events: Vec<Event> = match batch.messages() {
+        Ok(messages) => messages.into_iter().map(|m| m.into_body()).collect(),
+        Err(e) => {
+            console_error!("unreadable event batch, retrying: {e}");
+            batch.retry_all_with_options(
+                &QueueRetryOptionsBuilder::new().with_delay_seconds(RETRY_DELAY_SECS).build(),
+            );
+            return;
+        }
+    };
+    let body = json!({ "events": events });
+    match forward(env, &Actor::System, Method::Post, "/internal/events", Some(&body)).await {
+        Ok(_) => batch.ack_all(),
+        Err(e) => {
+            console_error!("the origin did not store {} events; retrying: {e:?}", events.len());
+            requeue(&batch, events, env).await;
+        }
+    }
+}
