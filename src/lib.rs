@@ -14,10 +14,11 @@ mod origin_client;
 mod problem;
 mod profile_cache;
 mod routes;
+mod schedule;
 mod sessions;
 mod users;
 
-use worker::{event, Context, Env, MessageBatch, Request, Response, Result};
+use worker::{event, Context, Env, MessageBatch, Request, Response, Result, ScheduleContext, ScheduledEvent};
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
@@ -28,4 +29,9 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
 async fn queue(batch: MessageBatch<events::Event>, env: Env, _ctx: Context) -> Result<()> {
     events::consume(batch, &env).await;
     Ok(())
+}
+
+#[event(scheduled)]
+async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    schedule::run(&event.cron(), &env).await;
 }

@@ -39,6 +39,7 @@ enum Route {
     Login,
     Mfa,
     MfaSend,
+    Activate,
     Security(UserId, SecurityOp),
     SetDisabled(UserId, bool),
     Refresh,
@@ -64,6 +65,7 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         ["api", "v1", "auth", "token"] => only(method, &[Method::Get]).map(|()| Route::Token),
         ["api", "v1", "auth", "refresh"] => only(method, &[Method::Post]).map(|()| Route::Refresh),
         ["api", "v1", "auth", "mfa"] => only(method, &[Method::Post]).map(|()| Route::Mfa),
+        ["api", "v1", "auth", "activate"] => only(method, &[Method::Post]).map(|()| Route::Activate),
         ["api", "v1", "auth", "mfa", "send"] => only(method, &[Method::Post]).map(|()| Route::MfaSend),
         ["api", "v1", "users", id, "mfa", "totp"] => user_id(id).and_then(|id| match method {
             Method::Post => Ok(Route::Security(id, SecurityOp::EnrolTotp)),
@@ -148,6 +150,13 @@ impl Route {
                 Admission::Refused(r) => Ok(r),
                 Admission::Admitted(limit) => {
                     limits::finish(sessions::complete_mfa(req, env, events).await, &limit, "ip-login", path)
+                }
+            },
+            // Activation sets a password: limited like the signups it stands for.
+            Route::Activate => match limits::admit_ip(&req, env, IpClass::Signup).await? {
+                Admission::Refused(r) => Ok(r),
+                Admission::Admitted(limit) => {
+                    limits::finish(sessions::activate(req, env).await, &limit, "ip-signup", path)
                 }
             },
             Route::MfaSend => match limits::admit_ip(&req, env, IpClass::Login).await? {

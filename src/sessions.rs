@@ -286,3 +286,11 @@ pub async fn set_disabled(
     }
     http::json(200, &body, None)
 }
+
+/// Activates a provisioned account: its activation token and a first password.
+pub async fn activate(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let answer =
+        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/activate", Some(&body)).await?;
+    http::json(200, &origin_json(&answer)?, None)
+}

@@ -18,11 +18,20 @@ pub const VAR_MASTER_KEY: &str = "ORIGIN_MASTER_KEY";
 pub const VAR_MASTER_KEY_ID: &str = "ORIGIN_MASTER_KEY_ID";
 /// Where the local sender appends the messages (one-time codes) it sends, as JSON lines.
 pub const VAR_OUTBOX: &str = "ORIGIN_OUTBOX";
+/// Where the analytics and tier jobs write their reports.
+pub const VAR_REPORTS_DIR: &str = "ORIGIN_REPORTS_DIR";
+/// Where the scheduled provisioning picks up CSV/JSON files.
+pub const VAR_INBOX_DIR: &str = "ORIGIN_INBOX_DIR";
+/// How many days events are kept before the cleanup job removes them.
+pub const VAR_EVENT_RETENTION_DAYS: &str = "ORIGIN_EVENT_RETENTION_DAYS";
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8788";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/origin.db";
 pub const DEFAULT_MASTER_KEY_ID: &str = "k1";
 pub const DEFAULT_OUTBOX: &str = "data/outbox.jsonl";
+pub const DEFAULT_REPORTS_DIR: &str = "data/reports";
+pub const DEFAULT_INBOX_DIR: &str = "data/inbox";
+pub const DEFAULT_EVENT_RETENTION_DAYS: u64 = 365;
 
 #[derive(Clone)]
 pub struct Config {
@@ -31,6 +40,9 @@ pub struct Config {
     pub shared_secret: SharedSecret,
     pub master_key: MasterKey,
     pub outbox_path: std::path::PathBuf,
+    pub reports_dir: std::path::PathBuf,
+    pub inbox_dir: std::path::PathBuf,
+    pub event_retention_days: u64,
 }
 
 /// The data-encryption master key and its id. Never printed.
@@ -112,7 +124,25 @@ impl Config {
         }
 
         let outbox_path = lookup(VAR_OUTBOX).unwrap_or_else(|| DEFAULT_OUTBOX.to_owned()).into();
-        Ok(Self { bind, database_url, shared_secret, master_key: MasterKey { id, bytes }, outbox_path })
+        let reports_dir = lookup(VAR_REPORTS_DIR).unwrap_or_else(|| DEFAULT_REPORTS_DIR.to_owned()).into();
+        let inbox_dir = lookup(VAR_INBOX_DIR).unwrap_or_else(|| DEFAULT_INBOX_DIR.to_owned()).into();
+        let event_retention_days = match lookup(VAR_EVENT_RETENTION_DAYS) {
+            Some(v) => v.trim().parse().ok().filter(|d| *d > 0).ok_or(ConfigError::Invalid {
+                var: VAR_EVENT_RETENTION_DAYS,
+                reason: "must be a positive number of days".to_owned(),
+            })?,
+            None => DEFAULT_EVENT_RETENTION_DAYS,
+        };
+        Ok(Self {
+            bind,
+            database_url,
+            shared_secret,
+            master_key: MasterKey { id, bytes },
+            outbox_path,
+            reports_dir,
+            inbox_dir,
+            event_retention_days,
+        })
     }
 }
 

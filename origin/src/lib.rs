@@ -5,6 +5,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod errors;
+pub mod jobs;
 pub mod outbox;
 pub mod passwords;
 pub mod protection;

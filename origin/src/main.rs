@@ -1,8 +1,12 @@
 //! The origin's binary: `origin serve` runs the service; further subcommands run the jobs.
 
+use std::path::PathBuf;
+use std::time::Instant;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use origin::config::Config;
+use origin::jobs::{JobOptions, Trigger};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -28,6 +32,32 @@ enum Command {
         #[arg(long, default_value = "enterprise")]
         tier: String,
     },
+    /// Bulk onboarding from a CSV or JSON file (else every file in the inbox); users get
+    /// activation tokens, written beside the file.
+    ProvisionUsers {
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Users whose usage fits another tier better, the tier distribution, and migrations.
+    AnalyzeTiers,
+    /// Trains the churn model (prints its held-out AUC), segments, cohorts; writes reports.
+    GenerateAnalytics,
+    /// Removes expired state, unactivated accounts past their deadline, and old events.
+    Cleanup,
+    /// The four jobs, in order.
+    RunAll {
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Generates a realistic demo population (users and months of events).
+    DemoData {
+        #[arg(long, default_value_t = 2000)]
+        users: usize,
+        #[arg(long, default_value_t = 120)]
+        days: u64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
 }
 
 #[tokio::main]
@@ -43,6 +73,12 @@ async fn main() -> anyhow::Result<()> {
         Command::CreateAdmin { email, password_stdin, tier } => {
             create_admin(email, password_stdin, tier).await
         }
+        Command::ProvisionUsers { file } => job("provision-users", file).await,
+        Command::AnalyzeTiers => job("analyze-tiers", None).await,
+        Command::GenerateAnalytics => job("generate-analytics", None).await,
+        Command::Cleanup => job("cleanup", None).await,
+        Command::RunAll { file } => job("run-all", file).await,
+        Command::DemoData { users, days, seed } => demo(users, days, seed).await,
     }
 }
 
@@ -106,5 +142,44 @@ async fn create_admin(email: String, password_stdin: bool, tier: String) -> anyh
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{}", view.get("id").and_then(|v| v.as_str()).unwrap_or_default());
+    Ok(())
+}
+
+fn job_options(config: &Config) -> JobOptions {
+    JobOptions {
+        reports: config.reports_dir.clone(),
+        inbox: config.inbox_dir.clone(),
+        retention_days: config.event_retention_days,
+        interactive: true,
+    }
+}
+
+/// Runs a job from the command line: progress on stderr, the JSON summary on stdout, a
+/// one-line summary and the time on stderr; exit code 1 on failure, 2 when some rows failed.
+async fn job(name: &str, file: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let options = job_options(&config);
+    let state = origin::build_state(config).await.context("opening the database")?;
+    let started = Instant::now();
+    let summary = origin::jobs::run(&state, name, file, &options, Trigger::Cli, state.clock.now()).await?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    eprintln!("{name}: done in {:.2} s", started.elapsed().as_secs_f64());
+    let failed_rows = summary.get("failed").and_then(|v| v.as_u64()).unwrap_or(0)
+        + summary.pointer("/provision-users/failed").and_then(|v| v.as_u64()).unwrap_or(0);
+    if failed_rows > 0 {
+        eprintln!("{name}: {failed_rows} rows failed (listed above with their row numbers)");
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+async fn demo(users: usize, days: u64, seed: u64) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let options = job_options(&config);
+    let state = origin::build_state(config).await.context("opening the database")?;
+    let started = Instant::now();
+    let summary = origin::jobs::demo::run(&state, users, days, seed, &options, state.clock.now()).await?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    eprintln!("demo-data: done in {:.2} s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -35,7 +35,10 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{id}/status", post(set_status))
         .route("/auth/verify", post(verify))
         .route("/events", post(store_events))
+        .route("/jobs/runs", get(job_runs))
+        .route("/jobs/{name}", post(start_job))
         .route("/auth/mfa", post(complete_mfa))
+        .route("/auth/activate", post(activate))
         .route("/auth/mfa/send", post(send_code))
         .route("/users/{id}/mfa/totp", post(enrol_totp).delete(remove_totp))
         .route("/users/{id}/mfa/totp/confirm", post(confirm_totp))
@@ -266,4 +269,48 @@ async fn store_events(
     let batch: EventBatch = parse(&body)?;
     let (stored, duplicates) = state.store.store_events(&batch.events, state.clock.now()).await?;
     Ok(Json(serde_json::json!({ "stored": stored, "duplicates": duplicates })))
+}
+
+/// Starts a job in the background (the edge's cron triggers call this); 202 at once.
+async fn start_job(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if actor != Actor::System {
+        return Err(ApiError::client(ProblemKind::Forbidden, "jobs are started by the system"));
+    }
+    if !crate::jobs::JOBS.contains(&name.as_str()) {
+        return Err(ApiError::client(ProblemKind::NotFound, format!("no job {name}")));
+    }
+    let options = crate::jobs::JobOptions {
+        reports: state.config.reports_dir.clone(),
+        inbox: state.config.inbox_dir.clone(),
+        retention_days: state.config.event_retention_days,
+        interactive: false,
+    };
+    let job = name.clone();
+    let background = state.clone();
+    tokio::spawn(async move {
+        let now = background.clock.now();
+        match crate::jobs::run(&background, &job, None, &options, crate::jobs::Trigger::Schedule, now).await {
+            Ok(summary) => tracing::info!(job = %job, %summary, "job finished"),
+            Err(e) => tracing::error!(job = %job, error = %e, "job failed"),
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "job": name, "started": true }))))
+}
+
+async fn job_runs(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(serde_json::json!({ "runs": state.store.job_runs(50).await? })))
+}
+
+async fn activate(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+    #[derive(Deserialize)]
+    struct Activation {
+        token: String,
+        password: String,
+    }
+    let request: Activation = parse(&body)?;
+    Ok(Json(state.accounts.activate(&request.token, &request.password, state.clock.now()).await?))
 }

@@ -173,10 +173,35 @@ impl Accounts {
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
 
+        let account = self.new_account(&email, tier, role, profile, Some(hash), now)?;
+        let row = account.row.clone();
+        let audit = AuditEntry {
+            user_id: row.id.clone(),
+            actor: actor.to_string(),
+            action: "create".into(),
+            old_value: None,
+            new_value: Some(format!("tier={tier} role={role}")),
+            at: now,
+        };
+        self.store.insert_user(&row, &audit).await?;
+        self.view(&account)
+    }
+
+    /// A new account, its personal data sealed under a fresh data key. `password_hash` is
+    /// `None` for accounts provisioned with an activation token.
+    pub(crate) fn new_account(
+        &self,
+        email: &Email,
+        tier: Tier,
+        role: Role,
+        profile: Profile,
+        password_hash: Option<String>,
+        now: UnixMillis,
+    ) -> Result<Account, ApiError> {
         let id = UserId::from_random(random_16());
         let data_key = DataKey::generate();
         let wrapped = self.keyring.wrap(&data_key, id.as_str());
-        let account = Account {
+        let mut account = Account {
             row: UserRow {
                 id: id.to_string(),
                 email_index: self.keyring.email_index(email.as_str()),
@@ -186,7 +211,7 @@ impl Accounts {
                 role: role.as_str().to_owned(),
                 tier: tier.to_string(),
                 email_verified: false,
-                password_hash: Some(hash),
+                password_hash,
                 profile_sealed: Vec::new(),
                 version: 1,
                 created_at: now,
@@ -198,18 +223,33 @@ impl Accounts {
             profile,
             data_key,
         };
-        let mut row = account.row.clone();
-        row.profile_sealed = self.seal_profile(&account)?;
-        let audit = AuditEntry {
-            user_id: row.id.clone(),
-            actor: actor.to_string(),
-            action: "create".into(),
-            old_value: None,
-            new_value: Some(format!("tier={tier} role={role}")),
-            at: now,
-        };
-        self.store.insert_user(&row, &audit).await?;
-        self.view(&Account { row, ..account })
+        account.row.profile_sealed = self.seal_profile(&account)?;
+        Ok(account)
+    }
+
+    /// Activates a provisioned account with its token, setting its first password.
+    pub async fn activate(&self, token: &str, password: &str, now: UnixMillis) -> Result<Value, ApiError> {
+        let token_hash = crate::jobs::provision::token_hash(token);
+        let refused =
+            || ApiError::client(ProblemKind::Unauthenticated, "the activation token is unknown or expired");
+        // The password is checked against the account's email before anything is stored.
+        let row = self.store.activation_user(&token_hash, now).await?.ok_or_else(refused)?;
+        let account = self.unseal(row)?;
+        let email = Email::parse(&account.email).map_err(|e| ApiError::Internal(e.to_string()))?;
+        check_password(password, &email).map_err(|e| {
+            ApiError::Client(
+                Problem::new(ProblemKind::ValidationFailed, format!("password: {e}")).with(
+                    "errors",
+                    json!([{ "field": "password", "kind": "invalid", "rule": e.rule(), "detail": e.to_string() }]),
+                ),
+            )
+        })?;
+        let normalised = normalize_password(password);
+        let hash = tokio::task::spawn_blocking(move || passwords::hash(&normalised))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let id = self.store.activate(&token_hash, &hash, now).await?.ok_or_else(refused)?;
+        Ok(json!({ "user_id": id, "activated": true }))
     }
 
     pub async fn read(&self, actor: &Actor, id: &UserId) -> Result<Value, ApiError> {

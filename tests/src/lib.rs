@@ -303,7 +303,15 @@ impl Stack {
         let mut command = Command::new(&wrangler);
         command
             .current_dir(&root)
-            .args(["dev", "--ip", "127.0.0.1", "--show-interactive-dev-session=false", "--log-level", "info"])
+            .args([
+                "dev",
+                "--ip",
+                "127.0.0.1",
+                "--show-interactive-dev-session=false",
+                "--log-level",
+                "info",
+                "--test-scheduled",
+            ])
             .arg("--port")
             .arg(self.edge_port.to_string())
             .arg("--inspector-port")

@@ -72,7 +72,7 @@ pub enum UpdateOutcome {
 }
 
 #[async_trait]
-pub trait Store: ProtectionStore + EventStore + Send + Sync {
+pub trait Store: ProtectionStore + EventStore + JobStore + Send + Sync {
     /// Answers when the database is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -198,6 +198,56 @@ pub trait EventStore: Send + Sync {
     /// A trained model's JSON by name.
     async fn model(&self, name: &str) -> Result<Option<String>, StoreError>;
     async fn put_model(&self, name: &str, model: &str, trained_at: UnixMillis) -> Result<(), StoreError>;
+}
+
+/// What the automation jobs need: bulk writes and whole-table reads.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Inserts users whose email index is new, each with its activation; answers the ids
+    /// inserted (the others already existed).
+    async fn insert_provisioned(
+        &self,
+        users: &[(UserRow, String, UnixMillis)],
+        actor: &str,
+        at: UnixMillis,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Events in bulk (the demo generator).
+    async fn insert_events(&self, events: &[EventRow], received_at: UnixMillis) -> Result<u64, StoreError>;
+    /// Every user's id, tier and creation time.
+    async fn all_users(&self) -> Result<Vec<(String, String, UnixMillis)>, StoreError>;
+    /// Every event's (user id, kind, class, at) in `[from, to)`, by user then time.
+    async fn activity(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<(String, String, Option<String>, u64)>, StoreError>;
+    /// Tier changes from the audit log: (user id, old, new, at).
+    async fn tier_changes(
+        &self,
+    ) -> Result<Vec<(String, Option<String>, Option<String>, UnixMillis)>, StoreError>;
+    /// Removes expired short-lived state and nonces older than `nonces_before`: (state, nonces).
+    async fn purge_auth_state(
+        &self,
+        now: UnixMillis,
+        nonces_before: UnixMillis,
+    ) -> Result<(u64, u64), StoreError>;
+    /// Removes accounts never activated whose deadline passed.
+    async fn purge_unactivated(&self, now: UnixMillis) -> Result<u64, StoreError>;
+    async fn purge_events_before(&self, before: UnixMillis) -> Result<u64, StoreError>;
+    /// Activates an account: sets its password hash if the token is valid; the user's id.
+    async fn activate(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        now: UnixMillis,
+    ) -> Result<Option<String>, StoreError>;
+    /// The user an unexpired activation token belongs to.
+    async fn activation_user(&self, token_hash: &str, now: UnixMillis)
+        -> Result<Option<UserRow>, StoreError>;
+    async fn start_job(&self, job: &str, trigger: &str, at: UnixMillis) -> Result<i64, StoreError>;
+    async fn finish_job(&self, id: i64, ok: bool, summary: &str, at: UnixMillis) -> Result<(), StoreError>;
+    /// The latest runs: (job, trigger, started, finished, ok, summary), newest first.
+    async fn job_runs(&self, limit: u32) -> Result<Vec<serde_json::Value>, StoreError>;
 }
 
 /// Opens the store a database URL names, applying pending migrations.

@@ -537,3 +537,264 @@ impl super::EventStore for SqliteStore {
         Ok(())
     }
 }
+
+#[async_trait]
+impl super::JobStore for SqliteStore {
+    async fn insert_provisioned(
+        &self,
+        users: &[(UserRow, String, UnixMillis)],
+        actor: &str,
+        at: UnixMillis,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = Vec::new();
+        for (row, token_hash, expires_at) in users {
+            let done = sqlx::query(&format!(
+                "INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (email_index) DO NOTHING"
+            ))
+            .bind(&row.id)
+            .bind(&row.email_index)
+            .bind(&row.email_sealed)
+            .bind(&row.data_key_sealed)
+            .bind(&row.data_key_master_id)
+            .bind(&row.role)
+            .bind(&row.tier)
+            .bind(i64::from(row.email_verified))
+            .bind(&row.password_hash)
+            .bind(&row.profile_sealed)
+            .bind(row.version)
+            .bind(millis(row.created_at))
+            .bind(millis(row.updated_at))
+            .bind(row.last_login_at.map(millis))
+            .bind(row.disabled_at.map(millis))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done == 1 {
+                inserted.push(row.id.clone());
+                sqlx::query("INSERT INTO activations (user_id, token_hash, expires_at) VALUES (?, ?, ?)")
+                    .bind(&row.id)
+                    .bind(token_hash)
+                    .bind(millis(*expires_at))
+                    .execute(&mut *tx)
+                    .await?;
+                insert_audit(
+                    &mut tx,
+                    &AuditEntry {
+                        user_id: row.id.clone(),
+                        actor: actor.to_owned(),
+                        action: "provision".into(),
+                        old_value: None,
+                        new_value: Some(format!("tier={}", row.tier)),
+                        at,
+                    },
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn insert_events(
+        &self,
+        events: &[super::EventRow],
+        received_at: UnixMillis,
+    ) -> Result<u64, StoreError> {
+        Ok(super::EventStore::store_events(self, events, received_at).await?.0)
+    }
+
+    async fn all_users(&self) -> Result<Vec<(String, String, UnixMillis)>, StoreError> {
+        let rows = sqlx::query("SELECT id, tier, created_at FROM users ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("tier")?, unix(r.try_get("created_at")?))))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    async fn activity(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<(String, String, Option<String>, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, kind, class, at FROM events WHERE user_id IS NOT NULL AND at >= ? AND at < ? ORDER BY user_id, at",
+        )
+        .bind(millis(from))
+        .bind(millis(to))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("user_id")?,
+                    r.try_get("kind")?,
+                    r.try_get("class")?,
+                    u64::try_from(r.try_get::<i64, _>("at")?).unwrap_or(0),
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    async fn tier_changes(
+        &self,
+    ) -> Result<Vec<(String, Option<String>, Option<String>, UnixMillis)>, StoreError> {
+        let rows = sqlx::query("SELECT user_id, old_value, new_value, at FROM audit_log WHERE action = 'tier_change' ORDER BY at")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("user_id")?,
+                    r.try_get("old_value")?,
+                    r.try_get("new_value")?,
+                    unix(r.try_get("at")?),
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    async fn purge_auth_state(
+        &self,
+        now: UnixMillis,
+        nonces_before: UnixMillis,
+    ) -> Result<(u64, u64), StoreError> {
+        let state = sqlx::query("DELETE FROM auth_state WHERE expires_at <= ?")
+            .bind(millis(now))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let nonces = sqlx::query("DELETE FROM edge_nonces WHERE seen_at < ?")
+            .bind(millis(nonces_before))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok((state, nonces))
+    }
+
+    async fn purge_unactivated(&self, now: UnixMillis) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT a.user_id FROM activations a JOIN users u ON u.id = a.user_id \
+             WHERE a.expires_at <= ? AND u.password_hash IS NULL",
+        )
+        .bind(millis(now))
+        .fetch_all(&mut *tx)
+        .await?;
+        for id in &ids {
+            for table in
+                ["activations", "audit_log", "security_events", "login_history", "mfa_totp", "recovery_codes"]
+            {
+                sqlx::query(&format!("DELETE FROM {table} WHERE user_id = ?"))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("DELETE FROM users WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(u64::try_from(ids.len()).unwrap_or(u64::MAX))
+    }
+
+    async fn purge_events_before(&self, before: UnixMillis) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM events WHERE at < ?")
+            .bind(millis(before))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn activate(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        now: UnixMillis,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let user: Option<String> =
+            sqlx::query_scalar("SELECT user_id FROM activations WHERE token_hash = ? AND expires_at > ?")
+                .bind(token_hash)
+                .bind(millis(now))
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(id) = &user {
+            sqlx::query(
+                "UPDATE users SET password_hash = ?, email_verified = 1, updated_at = ? WHERE id = ?",
+            )
+            .bind(password_hash)
+            .bind(millis(now))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM activations WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn activation_user(
+        &self,
+        token_hash: &str,
+        now: UnixMillis,
+    ) -> Result<Option<UserRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id = (SELECT user_id FROM activations WHERE token_hash = ? AND expires_at > ?)"
+        ))
+        .bind(token_hash)
+        .bind(millis(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn start_job(&self, job: &str, trigger: &str, at: UnixMillis) -> Result<i64, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO job_runs (job, trigger, started_at) VALUES (?, ?, ?) RETURNING id",
+        )
+        .bind(job)
+        .bind(trigger)
+        .bind(millis(at))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    async fn finish_job(&self, id: i64, ok: bool, summary: &str, at: UnixMillis) -> Result<(), StoreError> {
+        sqlx::query("UPDATE job_runs SET finished_at = ?, ok = ?, summary = ? WHERE id = ?")
+            .bind(millis(at))
+            .bind(i64::from(ok))
+            .bind(summary)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn job_runs(&self, limit: u32) -> Result<Vec<serde_json::Value>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT job, trigger, started_at, finished_at, ok, summary FROM job_runs ORDER BY id DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok(serde_json::json!({
+                    "job": r.try_get::<String, _>("job")?,
+                    "trigger": r.try_get::<String, _>("trigger")?,
+                    "started_at": r.try_get::<i64, _>("started_at")?,
+                    "finished_at": r.try_get::<Option<i64>, _>("finished_at")?,
+                    "ok": r.try_get::<Option<i64>, _>("ok")?.map(|v| v != 0),
+                    "summary": r.try_get::<Option<String>, _>("summary")?
+                        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()),
+                }))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+}

@@ -1,0 +1,204 @@
+//! `generate-analytics`: trains the churn model and writes the reports.
+//!
+//! Churn is learnt without looking ahead: the observation point is 14 days ago; each user
+//! with at least 7 days of tenure then is described by the engagement components computed
+//! from the events before it (and their tenure), and labelled churned when they have no event
+//! since. One user in five (by a hash of the id, so the split is the same every run) is held
+//! out, and the model's AUC on them is reported. The same data gives the same model.
+//!
+//! Reports (in the reports folder): `analytics.json`, `segments.csv`, `cohorts.csv` and
+//! `report.html` with the charts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use domain::analytics::{self, Activity, ChurnModel};
+use domain::time::UnixMillis;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::tiers::activity_by_user;
+use super::JobOptions;
+use crate::AppState;
+
+/// A member of a JSON object, or null.
+fn field<'a>(value: &'a Value, key: &str) -> &'a Value {
+    value.get(key).unwrap_or(&Value::Null)
+}
+
+const DAY_MS: u64 = 86_400_000;
+const HORIZON_DAYS: u64 = 14;
+const MIN_TRAINING: usize = 50;
+
+fn held_out(id: &str) -> bool {
+    Sha256::digest(id.as_bytes()).first().is_some_and(|b| b % 5 == 0)
+}
+
+pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> anyhow::Result<Value> {
+    let users = state.store.all_users().await?;
+    let activity = activity_by_user(state, UnixMillis(0), now).await?;
+    let observed = now.saturating_sub_ms(HORIZON_DAYS * DAY_MS);
+    let progress = options.progress(users.len() as u64, "analytics");
+
+    let mut train = Vec::new();
+    let mut test = Vec::new();
+    let mut segments: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut segment_rows = String::from("user_id,tier,segment,engagement\n");
+    for (id, tier, created) in &users {
+        let events: &[Activity] = activity.get(id).map(Vec::as_slice).unwrap_or(&[]);
+        let engagement = analytics::engagement(events, now);
+        let tenure_now = now.0.saturating_sub(created.0) / DAY_MS;
+        let segment = analytics::segment(&engagement, tenure_now);
+        *segments.entry(segment).or_default() += 1;
+        let _ = writeln!(segment_rows, "{id},{tier},{segment},{}", engagement.score);
+        if created.0 + 7 * DAY_MS <= observed.0 {
+            let before: Vec<Activity> = events.iter().filter(|e| e.at < observed).cloned().collect();
+            let churned = !events.iter().any(|e| e.at >= observed);
+            let tenure = observed.0.saturating_sub(created.0) / DAY_MS;
+            let features = analytics::engagement(&before, observed).components.features(tenure);
+            if held_out(id) {
+                test.push((features, churned));
+            } else {
+                train.push((features, churned));
+            }
+        }
+        progress.inc(1);
+    }
+    progress.finish();
+
+    let churners = train.iter().filter(|s| s.1).count();
+    let model: Option<ChurnModel> = if train.len() >= MIN_TRAINING && churners > 0 && churners < train.len() {
+        let mut model = analytics::train_churn(&train, 600, 1.0);
+        let scored: Vec<(f64, bool)> = test.iter().map(|(x, y)| (model.probability(x), *y)).collect();
+        model.auc = (analytics::auc(&scored) * 1000.0).round() / 1000.0;
+        state.store.put_model("churn", &serde_json::to_string(&model)?, now).await?;
+        Some(model)
+    } else {
+        None
+    };
+
+    let cohorts = cohort_retention(&users, &activity, now);
+    std::fs::create_dir_all(&options.reports)?;
+    let mut cohort_csv = String::from("cohort,users,month,retention\n");
+    for (cohort, (size, retention)) in &cohorts {
+        for (month, r) in retention.iter().enumerate() {
+            let _ = writeln!(cohort_csv, "{cohort},{size},{month},{r:.3}");
+        }
+    }
+    let report = json!({
+        "generated_at": now.0,
+        "users": users.len(),
+        "churn_model": model.as_ref().map(|m| json!({
+            "trained_on": m.trained_on, "held_out": test.len(), "auc": m.auc,
+            "weights": analytics::FEATURE_NAMES.iter().zip(m.weights).map(|(n, w)| json!({ "feature": n, "weight": (w * 1000.0).round() / 1000.0 })).collect::<Vec<_>>(),
+        })),
+        "churn_training": { "samples": train.len() + test.len(), "churned": churners + test.iter().filter(|s| s.1).count() },
+        "segments": segments,
+        "cohorts": cohorts.iter().map(|(c, (size, r))| json!({ "cohort": c, "users": size, "retention": r })).collect::<Vec<_>>(),
+    });
+    let dir = &options.reports;
+    std::fs::write(dir.join("analytics.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(dir.join("segments.csv"), segment_rows)?;
+    std::fs::write(dir.join("cohorts.csv"), cohort_csv)?;
+    std::fs::write(dir.join("report.html"), html(&report))?;
+    Ok(json!({
+        "users": users.len(),
+        "auc": model.as_ref().map(|m| m.auc),
+        "trained_on": model.as_ref().map(|m| m.trained_on),
+        "held_out": test.len(),
+        "model": if model.is_some() { "churn model trained and stored" } else { "too little data to train a churn model" },
+        "segments": field(&report, "segments"),
+        "reports": dir.display().to_string(),
+    }))
+}
+
+/// Per signup month: its size and, for each 30-day period since signup that has fully
+/// passed, the share of its users active in it.
+fn cohort_retention(
+    users: &[(String, String, UnixMillis)],
+    activity: &BTreeMap<String, Vec<Activity>>,
+    now: UnixMillis,
+) -> BTreeMap<String, (usize, Vec<f64>)> {
+    let mut groups: BTreeMap<String, Vec<(&String, UnixMillis)>> = BTreeMap::new();
+    for (id, _, created) in users {
+        groups.entry(analytics::cohort(*created)).or_default().push((id, *created));
+    }
+    groups
+        .into_iter()
+        .map(|(cohort, members)| {
+            let mut retention = Vec::new();
+            for month in 0u64.. {
+                let eligible: Vec<&(&String, UnixMillis)> =
+                    members.iter().filter(|(_, c)| c.0 + (month + 1) * 30 * DAY_MS <= now.0).collect();
+                if eligible.is_empty() || month > 24 {
+                    break;
+                }
+                let active = eligible
+                    .iter()
+                    .filter(|(id, c)| {
+                        let (from, to) = (c.0 + month * 30 * DAY_MS, c.0 + (month + 1) * 30 * DAY_MS);
+                        activity.get(*id).is_some_and(|ev| ev.iter().any(|e| e.at.0 >= from && e.at.0 < to))
+                    })
+                    .count();
+                retention.push((active as f64 / eligible.len() as f64 * 1000.0).round() / 1000.0);
+            }
+            (cohort, (members.len(), retention))
+        })
+        .collect()
+}
+
+fn html(report: &Value) -> String {
+    let mut bars = String::new();
+    let segments = field(report, "segments").as_object().cloned().unwrap_or_default();
+    let max = segments.values().filter_map(Value::as_u64).max().unwrap_or(1).max(1);
+    for (i, (name, count)) in segments.iter().enumerate() {
+        let n = count.as_u64().unwrap_or(0);
+        let width = n * 400 / max;
+        let y = i * 30;
+        let _ = write!(
+            bars,
+            r##"<text x="0" y="{}" font-size="13">{name}</text><rect x="110" y="{}" width="{width}" height="20" fill="#4c78a8"/><text x="{}" y="{}" font-size="12">{n}</text>"##,
+            y + 15,
+            y,
+            width + 115,
+            y + 15
+        );
+    }
+    let mut cohort_rows = String::new();
+    for c in field(report, "cohorts").as_array().cloned().unwrap_or_default() {
+        let cells: String = field(&c, "retention")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                let v = r.as_f64().unwrap_or(0.0);
+                let shade = 255 - (v * 155.0) as u8;
+                format!(r#"<td style="background:rgb({shade},{shade},255)">{:.0}%</td>"#, v * 100.0)
+            })
+            .collect();
+        let _ = write!(
+            cohort_rows,
+            "<tr><th>{}</th><td>{}</td>{cells}</tr>",
+            field(&c, "cohort").as_str().unwrap_or(""),
+            field(&c, "users")
+        );
+    }
+    let model = field(report, "churn_model");
+    let model_text = if model.is_null() {
+        "No churn model: too little history to learn from.".to_owned()
+    } else {
+        format!("Churn model trained on {} users, held-out AUC {}.", model["trained_on"], model["auc"])
+    };
+    format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>User analytics</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 8px;text-align:right}}</style></head><body>
+<h1>User analytics</h1><p>{} users. {model_text}</p>
+<h2>Segments</h2><svg width="600" height="{}">{bars}</svg>
+<h2>Cohort retention (share active in each 30-day period after signup)</h2>
+<table><tr><th>cohort</th><th>users</th><th colspan="25">periods</th></tr>{cohort_rows}</table>
+</body></html>"#,
+        field(report, "users"),
+        segments.len() * 30 + 10
+    )
+}

@@ -1,0 +1,26 @@
+//! `cleanup`: removes what has expired: short-lived auth state (softlock counters, MFA
+//! challenges), old request nonces, accounts never activated past their deadline, and events
+//! past the retention period. Prints what it removed. Sessions live in the edge's Durable
+//! Objects, which end them by their own timeouts.
+
+use domain::signing::NONCE_RETENTION_MS;
+use domain::time::UnixMillis;
+use serde_json::{json, Value};
+
+use super::JobOptions;
+use crate::AppState;
+
+pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> anyhow::Result<Value> {
+    let (auth_state, nonces) =
+        state.store.purge_auth_state(now, now.saturating_sub_ms(NONCE_RETENTION_MS)).await?;
+    let unactivated = state.store.purge_unactivated(now).await?;
+    let cutoff = now.saturating_sub_ms(options.retention_days.saturating_mul(86_400_000));
+    let events = state.store.purge_events_before(cutoff).await?;
+    Ok(json!({
+        "expired_auth_state": auth_state,
+        "expired_nonces": nonces,
+        "unactivated_accounts": unactivated,
+        "events_past_retention": events,
+        "retention_days": options.retention_days,
+    }))
+}

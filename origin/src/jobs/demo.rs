@@ -1,0 +1,149 @@
+//! `demo-data`: a realistic population for insights and reports: thousands of users who
+//! signed up over months, of four kinds (power users, regulars, casual users, and churners
+//! whose activity fades then stops), with their API requests and, for busy free users, the
+//! days they hit the quota. A seeded generator makes the same population every time; running
+//! it twice with one seed adds nothing the second time.
+
+use domain::email::Email;
+use domain::identity::Role;
+use domain::profile;
+use domain::tier::Tier;
+use domain::time::UnixMillis;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use super::provision::token_hash;
+use super::JobOptions;
+use crate::store::EventRow;
+use crate::AppState;
+
+const DAY_MS: u64 = 86_400_000;
+const CLASSES: [&str; 5] = ["profile_read", "profile_read", "profile_write", "insights", "sessions"];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Power,
+    Regular,
+    Casual,
+    Churner,
+}
+
+pub async fn run(
+    state: &AppState,
+    users: usize,
+    days: u64,
+    seed: u64,
+    options: &JobOptions,
+    now: UnixMillis,
+) -> anyhow::Result<Value> {
+    let first = Email::parse(&format!("demo-{seed}-0@example.com")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if state.store.user_by_email_index(&state.accounts.keyring.email_index(first.as_str())).await?.is_some() {
+        return Ok(
+            json!({ "users": 0, "events": 0, "note": format!("the demo population of seed {seed} exists already") }),
+        );
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let progress = options.progress(users as u64, "demo users");
+    let today = now.0 / DAY_MS;
+    let mut batch = Vec::new();
+    let mut events = Vec::new();
+    let (mut created, mut stored) = (0u64, 0u64);
+    let mut kinds = [0u64; 4];
+    for i in 0..users {
+        let email =
+            Email::parse(&format!("demo-{seed}-{i}@example.com")).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let tier = match rng.gen_range(0..100) {
+            0..=69 => Tier::Free,
+            70..=91 => Tier::Premium,
+            92..=97 => Tier::Enterprise,
+            _ => Tier::Vip,
+        };
+        let kind = match rng.gen_range(0..100) {
+            0..=14 => Kind::Power,
+            15..=49 => Kind::Regular,
+            50..=74 => Kind::Casual,
+            _ => Kind::Churner,
+        };
+        if let Some(k) = kinds.get_mut(kind as usize) {
+            *k += 1;
+        }
+        let signup_day = today - rng.gen_range(1..=days);
+        let signup = UnixMillis(signup_day * DAY_MS + rng.gen_range(0..DAY_MS));
+        let profile = profile::defaults(tier).map_err(|e| anyhow::anyhow!("{}", e.summary()))?;
+        let account = state
+            .accounts
+            .new_account(&email, tier, Role::User, profile, None, signup)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let id = account.row.id.clone();
+        let token = format!("demo-{seed}-{i}-{}", rng.gen::<u64>());
+        batch.push((account.row, token_hash(&token), now.saturating_add_ms(365 * DAY_MS)));
+
+        let churn_day =
+            if kind == Kind::Churner { signup_day + rng.gen_range(7..=days.max(8)) } else { u64::MAX };
+        for day in signup_day..=today {
+            let mut p = match kind {
+                Kind::Power => 0.9,
+                Kind::Regular => 0.5,
+                Kind::Casual => 0.15,
+                Kind::Churner => 0.55,
+            };
+            if day >= churn_day {
+                break;
+            }
+            if kind == Kind::Churner && churn_day - day <= 14 {
+                p *= 0.4; // fading before leaving
+            }
+            if !rng.gen_bool(p) {
+                continue;
+            }
+            let n = match kind {
+                Kind::Power => rng.gen_range(8..=20),
+                Kind::Regular => rng.gen_range(2..=8),
+                Kind::Casual => rng.gen_range(1..=3),
+                Kind::Churner => rng.gen_range(1..=6),
+            };
+            for _ in 0..n {
+                let class = *CLASSES.choose(&mut rng).unwrap_or(&"profile_read");
+                events.push(EventRow {
+                    id: format!("demo-{seed}-{:016x}", rng.gen::<u64>()),
+                    kind: "api_request".into(),
+                    user_id: Some(id.clone()),
+                    class: Some(class.into()),
+                    at: day * DAY_MS + rng.gen_range(0..DAY_MS),
+                    data: json!({ "status": 200, "demo": true }),
+                });
+            }
+            if kind == Kind::Power && tier == Tier::Free && rng.gen_bool(0.4) {
+                events.push(EventRow {
+                    id: format!("demo-{seed}-{:016x}", rng.gen::<u64>()),
+                    kind: "rate_limited".into(),
+                    user_id: Some(id.clone()),
+                    class: Some("profile_read".into()),
+                    at: day * DAY_MS + rng.gen_range(0..DAY_MS),
+                    data: json!({ "tier": "free", "demo": true }),
+                });
+            }
+        }
+        if batch.len() >= 500 {
+            // Users first: events refer to them.
+            created += state.store.insert_provisioned(&batch, "system:demo-data", now).await?.len() as u64;
+            stored += state.store.insert_events(&events, now).await?;
+            progress.inc(batch.len() as u64);
+            batch.clear();
+            events.clear();
+        }
+    }
+    created += state.store.insert_provisioned(&batch, "system:demo-data", now).await?.len() as u64;
+    stored += state.store.insert_events(&events, now).await?;
+    progress.inc(batch.len() as u64);
+    progress.finish();
+    Ok(json!({
+        "users": created,
+        "events": stored,
+        "seed": seed,
+        "days": days,
+        "kinds": { "power_users": kinds.first(), "regulars": kinds.get(1), "casual": kinds.get(2), "churners": kinds.get(3) },
+    }))
+}

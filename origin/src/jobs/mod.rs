@@ -1,0 +1,128 @@
+//! The automation jobs: provisioning, tier analysis, analytics, cleanup, and the demo
+//! population. Each job is a function of the state and `now` that answers a JSON summary; the
+//! CLI runs them with progress bars, the signed `/internal/jobs/{name}` endpoint (and through
+//! it the edge's cron triggers) in the background. Every run is recorded in `job_runs`.
+
+pub mod analytics;
+pub mod cleanup;
+pub mod demo;
+pub mod provision;
+pub mod tiers;
+
+use std::path::PathBuf;
+
+use domain::time::UnixMillis;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+use crate::AppState;
+
+/// Where a job's progress goes: a bar on a terminal, nowhere in the service.
+pub struct Progress(Option<ProgressBar>);
+
+impl Progress {
+    pub fn bar(len: u64, what: &str) -> Self {
+        let bar = ProgressBar::new(len);
+        if let Ok(style) =
+            ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.to_owned());
+        Self(Some(bar))
+    }
+
+    pub fn hidden() -> Self {
+        Self(None)
+    }
+
+    pub fn inc(&self, n: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(n);
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// How a job was started, recorded with its run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Cli,
+    Schedule,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Cli => "cli",
+            Trigger::Schedule => "schedule",
+        }
+    }
+}
+
+/// Settings the jobs share.
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    /// Where reports are written.
+    pub reports: PathBuf,
+    /// Where files to provision are picked up when no file is named.
+    pub inbox: PathBuf,
+    /// How long events are kept.
+    pub retention_days: u64,
+    pub interactive: bool,
+}
+
+impl JobOptions {
+    pub fn progress(&self, len: u64, what: &str) -> Progress {
+        if self.interactive {
+            Progress::bar(len, what)
+        } else {
+            Progress::hidden()
+        }
+    }
+}
+
+pub const JOBS: [&str; 5] = ["provision-users", "analyze-tiers", "generate-analytics", "cleanup", "run-all"];
+
+/// Runs job `name` and records the run. `file` names a file to provision (else the inbox).
+pub async fn run(
+    state: &AppState,
+    name: &str,
+    file: Option<PathBuf>,
+    options: &JobOptions,
+    trigger: Trigger,
+    now: UnixMillis,
+) -> anyhow::Result<Value> {
+    let id = state.store.start_job(name, trigger.as_str(), now).await?;
+    let outcome = match name {
+        "provision-users" => provision::run(state, file, options, now).await,
+        "analyze-tiers" => tiers::run(state, options, now).await,
+        "generate-analytics" => analytics::run(state, options, now).await,
+        "cleanup" => cleanup::run(state, options, now).await,
+        "run-all" => {
+            let mut all = serde_json::Map::new();
+            all.insert("provision-users".into(), provision::run(state, file, options, now).await?);
+            all.insert("analyze-tiers".into(), tiers::run(state, options, now).await?);
+            all.insert("generate-analytics".into(), analytics::run(state, options, now).await?);
+            all.insert("cleanup".into(), cleanup::run(state, options, now).await?);
+            Ok(Value::Object(all))
+        }
+        other => Err(anyhow::anyhow!("no job {other:?} (jobs: {})", JOBS.join(", "))),
+    };
+    let finished = state.clock.now();
+    match &outcome {
+        Ok(summary) => state.store.finish_job(id, true, &summary.to_string(), finished).await?,
+        Err(e) => {
+            state
+                .store
+                .finish_job(id, false, &serde_json::json!({ "error": e.to_string() }).to_string(), finished)
+                .await?
+        }
+    }
+    outcome
+}

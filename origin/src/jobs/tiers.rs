@@ -1,0 +1,84 @@
+//! `analyze-tiers`: which users' usage fits another tier better (upgrade and downgrade
+//! candidates, each with its evidence, from `domain::analytics::recommend_tier` over the last
+//! 14 days of events), the tier distribution, and tier migrations per month from the audit log.
+
+use std::collections::BTreeMap;
+
+use domain::analytics::{self, Activity};
+use domain::tier::Tier;
+use domain::time::UnixMillis;
+use serde_json::{json, Value};
+
+use super::JobOptions;
+use crate::AppState;
+
+/// A member of a JSON object, or null.
+fn field<'a>(value: &'a Value, key: &str) -> &'a Value {
+    value.get(key).unwrap_or(&Value::Null)
+}
+
+const DAY_MS: u64 = 86_400_000;
+
+/// Every user's events in `[from, now)`, grouped.
+pub(crate) async fn activity_by_user(
+    state: &AppState,
+    from: UnixMillis,
+    now: UnixMillis,
+) -> anyhow::Result<BTreeMap<String, Vec<Activity>>> {
+    let mut by_user: BTreeMap<String, Vec<Activity>> = BTreeMap::new();
+    for (user, kind, class, at) in state.store.activity(from, now.saturating_add_ms(1)).await? {
+        by_user.entry(user).or_default().push(Activity { kind, class, at: UnixMillis(at) });
+    }
+    Ok(by_user)
+}
+
+pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> anyhow::Result<Value> {
+    let users = state.store.all_users().await?;
+    let activity = activity_by_user(state, now.saturating_sub_ms(14 * DAY_MS), now).await?;
+    let progress = options.progress(users.len() as u64, "tiers");
+    let mut distribution: BTreeMap<String, u64> = BTreeMap::new();
+    let mut upgrades = Vec::new();
+    let mut downgrades = Vec::new();
+    for (id, tier, created) in &users {
+        *distribution.entry(tier.clone()).or_default() += 1;
+        let Ok(tier) = tier.parse::<Tier>() else { continue };
+        let events = activity.get(id).map(Vec::as_slice).unwrap_or(&[]);
+        let tenure = now.0.saturating_sub(created.0) / DAY_MS;
+        let r = analytics::recommend_tier(tier, events, tenure, now);
+        if let Some(to) = r.tier {
+            let entry = json!({ "user_id": id, "from": tier, "to": to, "evidence": r.reason });
+            if to > tier {
+                upgrades.push(entry);
+            } else {
+                downgrades.push(entry);
+            }
+        }
+        progress.inc(1);
+    }
+    progress.finish();
+    let mut migrations: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for (_, old, new, at) in state.store.tier_changes().await? {
+        let month = analytics::cohort(at);
+        let path = format!("{}->{}", old.unwrap_or_default(), new.unwrap_or_default());
+        *migrations.entry(month).or_default().entry(path).or_default() += 1;
+    }
+    let report = json!({
+        "users": users.len(),
+        "distribution": distribution,
+        "upgrade_candidates": upgrades.len(),
+        "downgrade_candidates": downgrades.len(),
+        "upgrades": upgrades,
+        "downgrades": downgrades,
+        "migrations_by_month": migrations,
+    });
+    std::fs::create_dir_all(&options.reports)?;
+    let path = options.reports.join("tiers.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    Ok(json!({
+        "users": users.len(),
+        "distribution": field(&report, "distribution"),
+        "upgrade_candidates": field(&report, "upgrade_candidates"),
+        "downgrade_candidates": field(&report, "downgrade_candidates"),
+        "report": path.display().to_string(),
+    }))
+}

@@ -1,0 +1,28 @@
+//! Cron triggers: each schedule in `wrangler.toml` asks the origin to run its job (the origin
+//! runs it in the background and records the run). Provisioning every 6 hours, analytics daily
+//! at 02:00, cleanup weekly on Sunday.
+
+use domain::identity::Actor;
+use worker::{console_error, console_log, Env, Method};
+
+use crate::http::forward;
+
+/// The job each cron expression of `wrangler.toml` starts.
+pub const SCHEDULES: [(&str, &str); 3] =
+    [("0 */6 * * *", "provision-users"), ("0 2 * * *", "generate-analytics"), ("0 3 * * 0", "cleanup")];
+
+pub fn job_for(cron: &str) -> Option<&'static str> {
+    SCHEDULES.iter().find(|(c, _)| *c == cron).map(|(_, job)| *job)
+}
+
+pub async fn run(cron: &str, env: &Env) {
+    let Some(job) = job_for(cron) else {
+        console_error!("no job is scheduled for cron {cron:?}");
+        return;
+    };
+    match forward(env, &Actor::System, Method::Post, &format!("/internal/jobs/{job}"), None).await {
+        Ok(_) => console_log!("cron {cron}: the origin started {job}"),
+        // The next trigger tries again; a missed run of these jobs loses no data.
+        Err(e) => console_error!("cron {cron}: the origin did not start {job}: {e:?}"),
+    }
+}
