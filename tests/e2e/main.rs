@@ -8,6 +8,7 @@
 mod accounts;
 mod analytics;
 mod foundation;
+mod jobs;
 mod limits;
 mod protection;
 mod sessions;
@@ -64,6 +65,7 @@ fn main() {
         .chain(sessions::TESTS)
         .chain(protection::TESTS)
         .chain(analytics::TESTS)
+        .chain(jobs::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let conclusion = libtest_mimic::run(&args, tests);

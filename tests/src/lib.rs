@@ -235,6 +235,8 @@ impl Stack {
             .env("ORIGIN_SHARED_SECRET", &self.secrets.shared_hex)
             .env("ORIGIN_MASTER_KEY", &self.secrets.master_key_b64)
             .env("ORIGIN_OUTBOX", self.outbox_path())
+            .env("ORIGIN_REPORTS_DIR", self.dir.path().join("reports"))
+            .env("ORIGIN_INBOX_DIR", self.dir.path().join("inbox"))
             .env("RUST_LOG", "info,sqlx=warn");
         Ok(command)
     }
@@ -257,6 +259,19 @@ impl Stack {
             bail!("create-admin failed: {}", String::from_utf8_lossy(&output.stderr));
         }
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    /// Runs the origin's CLI with `args` against this stack's database, as an operator would:
+    /// (exit code, standard output, standard error).
+    pub fn origin_cli(&self, args: &[&str]) -> Result<(i32, String, String)> {
+        let mut command = self.origin_command()?;
+        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let output = command.output().context("running the origin CLI")?;
+        Ok((
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ))
     }
 
     /// Starts (or restarts) the origin on its port, with the same database and secrets.

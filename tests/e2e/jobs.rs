@@ -1,0 +1,148 @@
+//! The automation jobs: the CLI on the stack's database, and the cron triggers.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Result};
+use e2e::api::{unique_email, Api, GOOD_PASSWORD};
+use e2e::http::{client, SignedCall};
+use e2e::Stack;
+use serde_json::{json, Value};
+
+use crate::accounts::{expect, users};
+use crate::{Ctx, TestFn};
+
+pub const TESTS: &[(&str, TestFn)] = &[
+    ("jobs::a_cron_trigger_starts_its_job_at_the_origin", a_cron_trigger_starts_its_job_at_the_origin),
+    (
+        "jobs::provisioning_reports_bad_rows_and_is_idempotent",
+        provisioning_reports_bad_rows_and_is_idempotent,
+    ),
+    ("jobs::demo_data_trains_a_churn_model_that_predicts", demo_data_trains_a_churn_model_that_predicts),
+];
+
+fn job_runs(stack: &Stack) -> Result<Vec<Value>> {
+    let secret = stack.secrets.shared_secret()?;
+    let answer = SignedCall::new("GET", "/internal/jobs/runs", b"").send(&stack.origin_url(), &secret)?;
+    let body: Value = answer.json()?;
+    Ok(body["runs"].as_array().cloned().unwrap_or_default())
+}
+
+fn a_cron_trigger_starts_its_job_at_the_origin(ctx: &Ctx) -> Result<()> {
+    let fired = client().get(format!("{}/__scheduled?cron=0+2+*+*+*", ctx.stack.edge_url())).send()?;
+    ensure!(fired.status().is_success(), "the scheduled handler ran: {}", fired.status());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let runs = job_runs(&ctx.stack)?;
+        if let Some(run) =
+            runs.iter().find(|r| r["job"] == "generate-analytics" && r["trigger"] == "schedule")
+        {
+            if run["ok"] == true {
+                ensure!(run["summary"]["users"].as_u64().is_some(), "a summary was recorded: {run}");
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no finished scheduled generate-analytics run: {runs:?}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn provisioning_reports_bad_rows_and_is_idempotent(ctx: &Ctx) -> Result<()> {
+    let stack = &ctx.stack;
+    let good = [unique_email("prov"), unique_email("prov")];
+    let file = stack.dir.path().join(format!("users-{}.csv", &good[0][5..17]));
+    std::fs::write(
+        &file,
+        format!(
+            "email,tier,display_name,language,timezone\n{},premium,Ana,pt-BR,America/Sao_Paulo\nnot-an-email,free,,,\n{},free,Bo,sv,Europe/Stockholm\nx@example.com,gold,,,\ny@example.com,free,,english!,\n",
+            good[0], good[1]
+        ),
+    )?;
+    let path = file.display().to_string();
+    let (code, out, err) = stack.origin_cli(&["provision-users", "--file", &path])?;
+    assert_eq!(code, 2, "bad rows make a non-zero exit: {err}");
+    let summary: Value = serde_json::from_str(&out)?;
+    assert_eq!(summary["rows"], 5);
+    assert_eq!(summary["created"], 2);
+    assert_eq!(summary["failed"], 3);
+    let rows: Vec<u64> =
+        summary["errors"].as_array().unwrap().iter().map(|e| e["row"].as_u64().unwrap()).collect();
+    assert_eq!(rows, vec![2, 4, 5], "each bad row by number");
+    assert_eq!(
+        summary["errors"][1]["error"],
+        "tier: \"gold\" is not a tier (free, premium, enterprise or vip)"
+    );
+
+    // Again: nothing new.
+    let (_, out, _) = stack.origin_cli(&["provision-users", "--file", &path])?;
+    let again: Value = serde_json::from_str(&out)?;
+    assert_eq!(again["created"], 0);
+    assert_eq!(again["existing"], 2);
+
+    // A provisioned user activates with the token and logs in.
+    let tokens = std::fs::read_to_string(format!("{path}.activations.csv"))?;
+    let line = tokens.lines().find(|l| l.starts_with(&good[0])).expect("a token for the first user");
+    let token = line.split(',').nth(1).unwrap();
+    let activated =
+        ctx.api.post("/api/v1/auth/activate", None, &json!({"token": token, "password": GOOD_PASSWORD}))?;
+    expect(&activated, 200)?;
+    let reuse =
+        ctx.api.post("/api/v1/auth/activate", None, &json!({"token": token, "password": GOOD_PASSWORD}))?;
+    expect(&reuse, 401)?;
+    let access = ctx.api.login(&good[0], GOOD_PASSWORD)?;
+    let me = ctx.api.get(&users(&activated.str("user_id")), Some(&access))?;
+    expect(&me, 200)?;
+    assert_eq!(me.str("tier"), "premium");
+    assert_eq!(me.str("language"), "pt-BR");
+    assert_eq!(me.body["email_verified"], true);
+    Ok(())
+}
+
+fn demo_data_trains_a_churn_model_that_predicts(_: &Ctx) -> Result<()> {
+    let stack = Stack::start()?;
+    let (code, out, err) =
+        stack.origin_cli(&["demo-data", "--users", "500", "--days", "90", "--seed", "11"])?;
+    ensure!(code == 0, "demo-data failed: {err}");
+    let demo: Value = serde_json::from_str(&out)?;
+    assert_eq!(demo["users"], 500);
+    let (code, out, err) = stack.origin_cli(&["generate-analytics"])?;
+    ensure!(code == 0, "generate-analytics failed: {err}");
+    let first: Value = serde_json::from_str(&out)?;
+    let auc = first["auc"].as_f64().unwrap_or(0.0);
+    eprintln!("churn model: held-out AUC {auc} on {} users", first["held_out"]);
+    ensure!(auc > 0.75, "held-out AUC {auc} is not above 0.75");
+    for report in ["analytics.json", "segments.csv", "cohorts.csv", "report.html"] {
+        ensure!(stack.dir.path().join("reports").join(report).exists(), "no {report}");
+    }
+    // The same data gives the same numbers.
+    let (_, out, _) = stack.origin_cli(&["generate-analytics"])?;
+    let second: Value = serde_json::from_str(&out)?;
+    assert_eq!(first, second);
+
+    // A demo user's insights name the factors of their churn probability.
+    let segments = std::fs::read_to_string(stack.dir.path().join("reports/segments.csv"))?;
+    let id = segments
+        .lines()
+        .skip(1)
+        .find(|l| !l.contains(",new,"))
+        .and_then(|l| l.split(',').next())
+        .unwrap()
+        .to_owned();
+    let api = Api::new(stack.edge_url());
+    let admin_email = unique_email("demo-admin");
+    stack.create_admin(&admin_email, GOOD_PASSWORD)?;
+    let admin = api.login(&admin_email, GOOD_PASSWORD)?;
+    let insights = api.get(&format!("{}/insights", users(&id)), Some(&admin))?;
+    expect(&insights, 200)?;
+    let churn = &insights.body["churn"];
+    assert_eq!(churn["available"], true, "{churn}");
+    let p = churn["probability"].as_f64().unwrap();
+    ensure!((0.0..=1.0).contains(&p));
+    let factors = churn["factors"].as_array().unwrap();
+    assert_eq!(factors.len(), 5);
+    ensure!(factors.iter().all(|f| f["effect"] == "raises" || f["effect"] == "lowers"));
+    let again = api.get(&format!("{}/insights", users(&id)), Some(&admin))?;
+    assert_eq!(again.body["churn"], insights.body["churn"]);
+    Ok(())
+}
