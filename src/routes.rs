@@ -230,7 +230,7 @@ impl Route {
             }
             Route::UpdateUser(id) => {
                 user_route(req, env, path, true, events, class, |req, caller, _| {
-                    users::update(req, env, caller, id)
+                    users::update(req, env, caller, id, events)
                 })
                 .await
             }

@@ -94,7 +94,13 @@ pub async fn read(
     Ok(response)
 }
 
-pub async fn update(mut req: Request, env: &Env, caller: Caller, id: UserId) -> Result<Response, EdgeError> {
+pub async fn update(
+    mut req: Request,
+    env: &Env,
+    caller: Caller,
+    id: UserId,
+    events: &Events,
+) -> Result<Response, EdgeError> {
     let id = &id;
     authorize(&caller, id)?;
     let accepted: &[&str] = if req.method() == Method::Patch { &[MERGE_PATCH_JSON, JSON] } else { &[JSON] };
@@ -105,6 +111,9 @@ pub async fn update(mut req: Request, env: &Env, caller: Caller, id: UserId) -> 
         forward(env, &caller.actor(), Method::Patch, &format!("/internal/users/{id}"), Some(&body)).await?;
     let view = origin_json(&answer)?;
     let version = remember(env, &view).await?;
+    // Which fields changed, never their values: events carry no personal data.
+    let fields: Vec<&String> = patch.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+    events.push("profile_change", Some(id.as_str()), None, json!({ "version": version, "fields": fields }));
     http::json(200, &view, Some(version))
 }
 
