@@ -68,6 +68,12 @@ pub struct Decision {
     pub retry_after_secs: Option<u64>,
 }
 
+impl Decision {
+    /// The answer for an unlimited policy: admitted, nothing counted.
+    pub const UNLIMITED: Decision =
+        Decision { admitted: true, limit: None, remaining: u32::MAX, reset_secs: 0, retry_after_secs: None };
+}
+
 /// One user's counts: the `N + 1` most recent buckets, oldest first, and the index of the
 /// newest. Serialises compactly, for a Durable Object to persist after each decision.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -126,30 +132,14 @@ impl Limiter {
 
     /// The figures at `now` without counting a request.
     pub fn peek(&mut self, now: UnixMillis, policy: &Policy) -> Decision {
-        let Some(quota) = policy.quota else {
-            return Decision {
-                admitted: true,
-                limit: None,
-                remaining: u32::MAX,
-                reset_secs: 0,
-                retry_after_secs: None,
-            };
-        };
+        let Some(quota) = policy.quota else { return Decision::UNLIMITED };
         self.advance(now, policy);
         self.figures(now, policy, quota, true)
     }
 
     /// Decides a request at `now`, counting it when admitted.
     pub fn decide(&mut self, now: UnixMillis, policy: &Policy) -> Decision {
-        let Some(quota) = policy.quota else {
-            return Decision {
-                admitted: true,
-                limit: None,
-                remaining: u32::MAX,
-                reset_secs: 0,
-                retry_after_secs: None,
-            };
-        };
+        let Some(quota) = policy.quota else { return Decision::UNLIMITED };
         self.advance(now, policy);
         let admitted = self.total() < u64::from(quota);
         if admitted {

@@ -44,6 +44,18 @@ pub fn dummy_hash() -> Result<String, HashError> {
     hash(salt.as_str())
 }
 
+/// Normalises (NFKC) and hashes `raw` on the blocking pool.
+pub async fn hash_blocking(raw: &str) -> Result<String, HashError> {
+    let normalised = domain::password::normalize_password(raw);
+    tokio::task::spawn_blocking(move || hash(&normalised)).await.map_err(|e| HashError(e.to_string()))?
+}
+
+/// Normalises (NFKC) `raw` and checks it against `phc` on the blocking pool.
+pub async fn verify_blocking(raw: &str, phc: String) -> bool {
+    let normalised = domain::password::normalize_password(raw);
+    tokio::task::spawn_blocking(move || verify(&normalised, &phc)).await.unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

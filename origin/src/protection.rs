@@ -6,7 +6,6 @@
 
 use domain::email::Email;
 use domain::identity::{Actor, UserId};
-use domain::password::normalize_password;
 use domain::problem::{Problem, ProblemKind};
 use domain::profile::MfaMethod;
 use domain::risk::{self, Assessment, LoginContext, PastLogin};
@@ -19,7 +18,6 @@ use sha2::{Digest, Sha256};
 
 use crate::crypto::random_16;
 use crate::errors::ApiError;
-use crate::passwords;
 use crate::users::Accounts;
 
 /// How long an MFA challenge stays open.
@@ -202,12 +200,7 @@ impl Accounts {
             ));
         }
 
-        let stored =
-            row.as_ref().and_then(|r| r.password_hash.clone()).unwrap_or_else(|| self.dummy_hash.clone());
-        let given = normalize_password(&request.password);
-        let matches = tokio::task::spawn_blocking(move || passwords::verify(&given, &stored))
-            .await
-            .map_err(internal)?;
+        let matches = self.password_matches(row.as_ref(), &request.password).await;
         let row = match row {
             Some(r) if matches && r.disabled_at.is_none() && r.password_hash.is_some() => r,
             other => {
@@ -436,12 +429,7 @@ impl Accounts {
     async fn recent_auth(&self, actor: &Actor, id: &UserId, password: Option<&str>) -> Result<(), ApiError> {
         crate::users::authorize(actor, id)?;
         let account = self.load(id).await?;
-        let given = normalize_password(password.unwrap_or_default());
-        let stored = account.row.password_hash.clone().unwrap_or_else(|| self.dummy_hash.clone());
-        let ok = tokio::task::spawn_blocking(move || passwords::verify(&given, &stored))
-            .await
-            .map_err(internal)?;
-        if ok {
+        if self.password_matches(Some(&account.row), password.unwrap_or_default()).await {
             Ok(())
         } else {
             Err(ApiError::client(ProblemKind::Unauthenticated, "this change needs your current password"))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use domain::analytics;
 use domain::email::Email;
 use domain::identity::{Actor, Role, UserId};
-use domain::password::{check_password, normalize_password};
+use domain::password::check_password;
 use domain::problem::{Problem, ProblemKind};
 use domain::profile::{self, Profile, ProfileErrors};
 use domain::tier::Tier;
@@ -73,6 +73,14 @@ fn tier_of(row: &UserRow) -> Result<Tier, ApiError> {
         .map_err(|_| ApiError::Internal(format!("user {} has an unknown tier {:?}", row.id, row.tier)))
 }
 
+/// A 400 naming one field and the rule it broke, in the same shape as profile errors.
+fn invalid_field(field: &str, rule: &str, detail: String) -> ApiError {
+    ApiError::Client(
+        Problem::new(ProblemKind::ValidationFailed, format!("{field}: {detail}"))
+            .with("errors", json!([{ "field": field, "kind": "invalid", "rule": rule, "detail": detail }])),
+    )
+}
+
 fn profile_problem(errors: &ProfileErrors) -> ApiError {
     // A field the caller may not touch, or a feature their tier lacks, is a 403; anything
     // else (unknown field, bad value) a 400. Every error found is listed either way.
@@ -91,6 +99,13 @@ fn not_found(id: &str) -> ApiError {
 impl Accounts {
     pub fn new(store: Arc<dyn Store>, keyring: Keyring, outbox: Outbox) -> Result<Self, ApiError> {
         Ok(Self { store, keyring, dummy_hash: passwords::dummy_hash()?, outbox })
+    }
+
+    /// Whether `raw` is the account's password. With no account, or none set yet, it checks a
+    /// dummy hash instead, so that every answer costs one argon2 verification.
+    pub(crate) async fn password_matches(&self, row: Option<&UserRow>, raw: &str) -> bool {
+        let stored = row.and_then(|r| r.password_hash.clone()).unwrap_or_else(|| self.dummy_hash.clone());
+        passwords::verify_blocking(raw, stored).await
     }
 
     /// The user view the API answers with. Never includes secrets.
@@ -153,25 +168,14 @@ impl Accounts {
         if !actor.is_admin() && role != Role::User {
             return Err(ApiError::client(ProblemKind::Forbidden, "only an admin can create an admin"));
         }
-        let email = Email::parse(&request.email).map_err(|e| {
-            ApiError::Client(Problem::new(ProblemKind::ValidationFailed, format!("email: {e}")).with(
-                "errors",
-                json!([{ "field": "email", "kind": "invalid", "rule": e.rule(), "detail": e.to_string() }]),
-            ))
-        })?;
-        check_password(&request.password, &email).map_err(|e| {
-            ApiError::Client(
-                Problem::new(ProblemKind::ValidationFailed, format!("password: {e}"))
-                    .with("errors", json!([{ "field": "password", "kind": "invalid", "rule": e.rule(), "detail": e.to_string() }])),
-            )
-        })?;
+        let email =
+            Email::parse(&request.email).map_err(|e| invalid_field("email", e.rule(), e.to_string()))?;
+        check_password(&request.password, &email)
+            .map_err(|e| invalid_field("password", e.rule(), e.to_string()))?;
         let profile = profile::new_profile(tier, request.profile.as_ref().unwrap_or(&Value::Null))
             .map_err(|e| profile_problem(&e))?;
 
-        let normalised = normalize_password(&request.password);
-        let hash = tokio::task::spawn_blocking(move || passwords::hash(&normalised))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let hash = passwords::hash_blocking(&request.password).await?;
 
         let account = self.new_account(&email, tier, role, profile, Some(hash), now)?;
         let row = account.row.clone();
@@ -236,18 +240,8 @@ impl Accounts {
         let row = self.store.activation_user(&token_hash, now).await?.ok_or_else(refused)?;
         let account = self.unseal(row)?;
         let email = Email::parse(&account.email).map_err(|e| ApiError::Internal(e.to_string()))?;
-        check_password(password, &email).map_err(|e| {
-            ApiError::Client(
-                Problem::new(ProblemKind::ValidationFailed, format!("password: {e}")).with(
-                    "errors",
-                    json!([{ "field": "password", "kind": "invalid", "rule": e.rule(), "detail": e.to_string() }]),
-                ),
-            )
-        })?;
-        let normalised = normalize_password(password);
-        let hash = tokio::task::spawn_blocking(move || passwords::hash(&normalised))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        check_password(password, &email).map_err(|e| invalid_field("password", e.rule(), e.to_string()))?;
+        let hash = passwords::hash_blocking(password).await?;
         let id = self.store.activate(&token_hash, &hash, now).await?.ok_or_else(refused)?;
         Ok(json!({ "user_id": id, "activated": true }))
     }
@@ -354,27 +348,14 @@ impl Accounts {
         let email = Email::parse(&account.email).map_err(|e| ApiError::Internal(e.to_string()))?;
         let acting_on_self = actor.user_id() == Some(id);
         if acting_on_self || !actor.is_admin() {
-            let given = normalize_password(request.current_password.as_deref().unwrap_or_default());
-            let stored = account.row.password_hash.clone().unwrap_or_else(|| self.dummy_hash.clone());
-            let matches = tokio::task::spawn_blocking(move || passwords::verify(&given, &stored))
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            if !matches {
+            let given = request.current_password.as_deref().unwrap_or_default();
+            if !self.password_matches(Some(&account.row), given).await {
                 return Err(ApiError::client(ProblemKind::Unauthenticated, "the current password is wrong"));
             }
         }
-        check_password(&request.new_password, &email).map_err(|e| {
-            ApiError::Client(
-                Problem::new(ProblemKind::ValidationFailed, format!("new_password: {e}")).with(
-                    "errors",
-                    json!([{ "field": "new_password", "kind": "invalid", "rule": e.rule(), "detail": e.to_string() }]),
-                ),
-            )
-        })?;
-        let normalised = normalize_password(&request.new_password);
-        let hash = tokio::task::spawn_blocking(move || passwords::hash(&normalised))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        check_password(&request.new_password, &email)
+            .map_err(|e| invalid_field("new_password", e.rule(), e.to_string()))?;
+        let hash = passwords::hash_blocking(&request.new_password).await?;
         let mut row = account.row.clone();
         row.password_hash = Some(hash);
         row.updated_at = now;

@@ -47,6 +47,31 @@ fn unix(ms: i64) -> UnixMillis {
 const USER_COLUMNS: &str = "id, email_index, email_sealed, data_key_sealed, data_key_master_id, role, tier, \
      email_verified, password_hash, profile_sealed, version, created_at, updated_at, last_login_at, disabled_at";
 
+const USER_PLACEHOLDERS: &str = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
+
+/// Binds a user's columns, in `USER_COLUMNS` order.
+fn bind_user<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    row: &'q UserRow,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    query
+        .bind(&row.id)
+        .bind(&row.email_index)
+        .bind(&row.email_sealed)
+        .bind(&row.data_key_sealed)
+        .bind(&row.data_key_master_id)
+        .bind(&row.role)
+        .bind(&row.tier)
+        .bind(i64::from(row.email_verified))
+        .bind(&row.password_hash)
+        .bind(&row.profile_sealed)
+        .bind(row.version)
+        .bind(millis(row.created_at))
+        .bind(millis(row.updated_at))
+        .bind(row.last_login_at.map(millis))
+        .bind(row.disabled_at.map(millis))
+}
+
 fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<UserRow, sqlx::Error> {
     Ok(UserRow {
         id: r.try_get("id")?,
@@ -117,26 +142,8 @@ impl Store for SqliteStore {
 
     async fn insert_user(&self, row: &UserRow, audit: &AuditEntry) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let result = sqlx::query(&format!(
-            "INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(&row.id)
-        .bind(&row.email_index)
-        .bind(&row.email_sealed)
-        .bind(&row.data_key_sealed)
-        .bind(&row.data_key_master_id)
-        .bind(&row.role)
-        .bind(&row.tier)
-        .bind(i64::from(row.email_verified))
-        .bind(&row.password_hash)
-        .bind(&row.profile_sealed)
-        .bind(row.version)
-        .bind(millis(row.created_at))
-        .bind(millis(row.updated_at))
-        .bind(row.last_login_at.map(millis))
-        .bind(row.disabled_at.map(millis))
-        .execute(&mut *tx)
-        .await;
+        let sql = format!("INSERT INTO users ({USER_COLUMNS}) VALUES ({USER_PLACEHOLDERS})");
+        let result = bind_user(sqlx::query(&sql), row).execute(&mut *tx).await;
         match result {
             Ok(_) => {}
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -546,31 +553,11 @@ impl super::JobStore for SqliteStore {
         actor: &str,
         at: UnixMillis,
     ) -> Result<Vec<String>, StoreError> {
+        let sql = format!("INSERT INTO users ({USER_COLUMNS}) VALUES ({USER_PLACEHOLDERS}) ON CONFLICT (email_index) DO NOTHING");
         let mut tx = self.pool.begin().await?;
         let mut inserted = Vec::new();
         for (row, token_hash, expires_at) in users {
-            let done = sqlx::query(&format!(
-                "INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (email_index) DO NOTHING"
-            ))
-            .bind(&row.id)
-            .bind(&row.email_index)
-            .bind(&row.email_sealed)
-            .bind(&row.data_key_sealed)
-            .bind(&row.data_key_master_id)
-            .bind(&row.role)
-            .bind(&row.tier)
-            .bind(i64::from(row.email_verified))
-            .bind(&row.password_hash)
-            .bind(&row.profile_sealed)
-            .bind(row.version)
-            .bind(millis(row.created_at))
-            .bind(millis(row.updated_at))
-            .bind(row.last_login_at.map(millis))
-            .bind(row.disabled_at.map(millis))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let done = bind_user(sqlx::query(&sql), row).execute(&mut *tx).await?.rows_affected();
             if done == 1 {
                 inserted.push(row.id.clone());
                 sqlx::query("INSERT INTO activations (user_id, token_hash, expires_at) VALUES (?, ?, ?)")
