@@ -112,6 +112,21 @@ impl Accounts {
         Ok(())
     }
 
+    async fn record_failure(
+        &self,
+        counters: &[(String, FailureCounter)],
+        event: Option<(&str, &str, &str)>,
+        now: UnixMillis,
+    ) -> Result<(), ApiError> {
+        let expires = now.saturating_add_ms(LOCK_TTL_MS);
+        let states = counters
+            .iter()
+            .map(|(k, c)| Ok((k.clone(), serde_json::to_string(c).map_err(internal)?, expires)))
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        self.store.record_failure(&states, event, now).await?;
+        Ok(())
+    }
+
     async fn event(&self, user_id: &str, kind: &str, detail: Value, now: UnixMillis) -> Result<(), ApiError> {
         self.store.add_security_event(user_id, kind, &detail.to_string(), now).await?;
         Ok(())
@@ -142,10 +157,9 @@ impl Accounts {
             user_agent: request.context.user_agent.clone(),
         };
         let row = self.store.user_by_email_index(&self.keyring.email_index(&normalised_email)).await?;
-        let history = match &row {
-            Some(r) => self.history(&r.id).await?,
-            None => Vec::new(),
-        };
+        // The history is read for unknown emails too (it is empty), so that both cases do the
+        // same queries.
+        let history = self.history(row.as_ref().map_or("usr_unknown", |r| r.id.as_str())).await?;
         let known_device = context
             .device_id
             .as_ref()
@@ -177,20 +191,17 @@ impl Accounts {
             let mut wait = 0;
             for (key, counter) in &mut counters {
                 counter.record_failure(now);
-                self.save_counter(key, counter, now).await?;
                 if checked.contains(&*key) {
                     wait = wait.max(counter.check(now).err().unwrap_or(0));
                 }
             }
-            if let Some(r) = &row {
-                self.event(
-                    &r.id,
-                    "login_throttled",
-                    json!({ "retry_after": wait, "network": context.network }),
-                    now,
-                )
-                .await?;
-            }
+            let detail = json!({ "retry_after": wait, "network": context.network }).to_string();
+            self.record_failure(
+                &counters,
+                row.as_ref().map(|r| (r.id.as_str(), "login_throttled", detail.as_str())),
+                now,
+            )
+            .await?;
             return Err(ApiError::Client(
                 Problem::new(
                     ProblemKind::RateLimited,
@@ -204,22 +215,18 @@ impl Accounts {
         let row = match row {
             Some(r) if matches && r.disabled_at.is_none() && r.password_hash.is_some() => r,
             other => {
-                for (key, counter) in &mut counters {
+                for (_, counter) in &mut counters {
                     counter.record_failure(now);
-                    self.save_counter(key, counter, now).await?;
                 }
-                if let Some(r) = other {
-                    // Written after the answer: an unknown email has no account to record it
-                    // on, and the extra write would otherwise tell the two apart by timing.
-                    let store = std::sync::Arc::clone(&self.store);
-                    let detail =
-                        json!({ "network": context.network, "device_known": known_device }).to_string();
-                    tokio::spawn(async move {
-                        if let Err(e) = store.add_security_event(&r.id, "login_failure", &detail, now).await {
-                            tracing::error!(error = %e, "recording a login failure");
-                        }
-                    });
-                }
+                // One transaction either way (counters, plus the event for a real account), so
+                // that the two cases cost the same.
+                let detail = json!({ "network": context.network, "device_known": known_device }).to_string();
+                self.record_failure(
+                    &counters,
+                    other.as_ref().map(|r| (r.id.as_str(), "login_failure", detail.as_str())),
+                    now,
+                )
+                .await?;
                 return Err(wrong_credentials());
             }
         };

@@ -135,6 +135,14 @@ pub trait ProtectionStore: Send + Sync {
     async fn state_get(&self, key: &str, now: UnixMillis) -> Result<Option<String>, StoreError>;
     async fn state_put(&self, key: &str, value: &str, expires_at: UnixMillis) -> Result<(), StoreError>;
     async fn state_delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Stores several states and, for a known account, a security event, in one transaction:
+    /// a failed login costs one commit whether or not the account exists.
+    async fn record_failure(
+        &self,
+        states: &[(String, String, UnixMillis)],
+        event: Option<(&str, &str, &str)>,
+        at: UnixMillis,
+    ) -> Result<(), StoreError>;
 
     async fn add_security_event(
         &self,

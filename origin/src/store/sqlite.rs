@@ -304,6 +304,37 @@ impl super::ProtectionStore for SqliteStore {
         Ok(())
     }
 
+    async fn record_failure(
+        &self,
+        states: &[(String, String, UnixMillis)],
+        event: Option<(&str, &str, &str)>,
+        at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (key, value, expires_at) in states {
+            sqlx::query(
+                "INSERT INTO auth_state (key, value, expires_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+            )
+            .bind(key)
+            .bind(value)
+            .bind(millis(*expires_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some((user_id, kind, detail)) = event {
+            sqlx::query("INSERT INTO security_events (user_id, kind, detail, at) VALUES (?, ?, ?, ?)")
+                .bind(user_id)
+                .bind(kind)
+                .bind(detail)
+                .bind(millis(at))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn state_delete(&self, key: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM auth_state WHERE key = ?").bind(key).execute(&self.pool).await?;
         Ok(())
