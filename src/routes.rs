@@ -49,6 +49,8 @@ enum Route {
     Sessions(UserId),
     DeleteSession(UserId, String),
     ChangePassword(UserId),
+    StartEmailChange(UserId),
+    ConfirmEmailChange(UserId),
     ReadUser(UserId),
     UpdateUser(UserId),
     Upgrade(UserId),
@@ -94,6 +96,12 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         ["api", "v1", "users", id, "password"] => {
             only(method, &[Method::Put]).and_then(|()| user_id(id)).map(Route::ChangePassword)
         }
+        ["api", "v1", "users", id, "email"] => {
+            only(method, &[Method::Post]).and_then(|()| user_id(id)).map(Route::StartEmailChange)
+        }
+        ["api", "v1", "users", id, "email", "confirm"] => {
+            only(method, &[Method::Post]).and_then(|()| user_id(id)).map(Route::ConfirmEmailChange)
+        }
         ["api", "v1", "users"] => only(method, &[Method::Post]).map(|()| Route::CreateUser),
         ["api", "v1", "users", id] => user_id(id).and_then(|id| match method {
             Method::Get => Ok(Route::ReadUser(id)),
@@ -119,7 +127,10 @@ impl Route {
             Route::Upgrade(_) => "tier_change",
             Route::Insights(_) => "insights",
             Route::Sessions(_) | Route::DeleteSession(..) | Route::Logout => "sessions",
-            Route::ChangePassword(_) | Route::Security(..) => "security",
+            Route::ChangePassword(_)
+            | Route::Security(..)
+            | Route::StartEmailChange(_)
+            | Route::ConfirmEmailChange(_) => "security",
             Route::SetDisabled(..) | Route::CreateUser => "admin",
             _ => "other",
         }
@@ -202,6 +213,18 @@ impl Route {
             Route::ChangePassword(id) => {
                 user_route(req, env, path, true, events, class, |req, caller, _| {
                     sessions::change_password(req, env, caller, id)
+                })
+                .await
+            }
+            Route::StartEmailChange(id) => {
+                user_route(req, env, path, true, events, class, |req, caller, _| {
+                    users::start_email_change(req, env, caller, id)
+                })
+                .await
+            }
+            Route::ConfirmEmailChange(id) => {
+                user_route(req, env, path, true, events, class, |req, caller, _| {
+                    users::confirm_email_change(req, env, caller, id, events)
                 })
                 .await
             }

@@ -140,6 +140,45 @@ pub async fn upgrade(
     http::json(200, &view, Some(version))
 }
 
+/// Starts an email change. The origin checks the current password and the new address and
+/// sends a code there; nothing changes until the code comes back.
+pub async fn start_email_change(
+    mut req: Request,
+    env: &Env,
+    caller: Caller,
+    id: UserId,
+) -> Result<Response, EdgeError> {
+    authorize(&caller, &id)?;
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let path = format!("/internal/users/{id}/email");
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
+    http::json(202, &origin_json(&answer)?, None)
+}
+
+/// Completes an email change with the code; the new view is recorded like any other write.
+pub async fn confirm_email_change(
+    mut req: Request,
+    env: &Env,
+    caller: Caller,
+    id: UserId,
+    events: &Events,
+) -> Result<Response, EdgeError> {
+    let id = &id;
+    authorize(&caller, id)?;
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let path = format!("/internal/users/{id}/email/confirm");
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
+    let view = origin_json(&answer)?;
+    let version = remember(env, &view).await?;
+    events.push(
+        "profile_change",
+        Some(id.as_str()),
+        None,
+        json!({ "version": version, "fields": ["email"] }),
+    );
+    http::json(200, &view, Some(version))
+}
+
 pub async fn insights(
     env: &Env,
     caller: Caller,

@@ -179,7 +179,12 @@ pub fn apply_merge_patch(current: &Profile, patch: &Value, tier: Tier) -> Result
                 key,
                 ErrorKind::Forbidden,
                 "read_only",
-                format!("{key} cannot be changed here"),
+                if key == "email" {
+                    "email is changed through POST /api/v1/users/{id}/email, which confirms the new address"
+                        .to_owned()
+                } else {
+                    format!("{key} cannot be changed here")
+                },
             ));
         } else if !TOP_FIELDS.contains(&key.as_str()) {
             errors.push(FieldError::new(

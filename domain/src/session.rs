@@ -18,6 +18,9 @@ use crate::time::UnixMillis;
 pub const ABSOLUTE_LIFETIME_MS: u64 = 30 * 24 * 3600 * 1000;
 /// How long a rotated refresh token still answers with the pair that replaced it.
 pub const DEFAULT_REUSE_GRACE_MS: u64 = 10_000;
+/// How long an ended session is kept (so a request with its token is told why it ended)
+/// before the gate forgets it. Its tokens stay refused after that: unknown sessions are.
+pub const ENDED_RETENTION_MS: u64 = 24 * 3600 * 1000;
 
 /// A session as the gate stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +95,26 @@ impl SessionRecord {
         } else {
             SessionStatus::Active
         }
+    }
+
+    /// When the session ended, if it has: revoked, expired, or idle past its timeout.
+    pub fn ended_at(&self, now: UnixMillis) -> Option<UnixMillis> {
+        let idle_end = self.last_seen.saturating_add_ms(self.idle_timeout_ms);
+        let natural = self.absolute_expiry.min(idle_end);
+        match &self.revoked {
+            Some(r) => Some(r.at.min(natural)),
+            None if now >= self.absolute_expiry
+                || now.0.saturating_sub(self.last_seen.0) > self.idle_timeout_ms =>
+            {
+                Some(natural)
+            }
+            None => None,
+        }
+    }
+
+    /// Whether the record may be deleted: ended more than [`ENDED_RETENTION_MS`] ago.
+    pub fn may_be_forgotten(&self, now: UnixMillis) -> bool {
+        self.ended_at(now).is_some_and(|end| now.0.saturating_sub(end.0) > ENDED_RETENTION_MS)
     }
 
     pub fn revoke(&mut self, reason: &str, now: UnixMillis) {
@@ -194,6 +217,31 @@ mod tests {
             );
         }
         assert_eq!(decide_refresh(&s, "h2", false, T0), RefreshDecision::Rotate);
+    }
+
+    #[test]
+    fn ended_sessions_are_forgotten_a_day_after_they_end() {
+        let mut s = session();
+        let day = ENDED_RETENTION_MS;
+        assert_eq!(s.ended_at(T0), None);
+        assert!(!s.may_be_forgotten(T0));
+        // Idle: ended when the timeout ran out, forgotten a day later.
+        let idle_end = T0.saturating_add_ms(60_000);
+        assert_eq!(s.ended_at(T0.saturating_add_ms(60_001)), Some(idle_end));
+        assert!(!s.may_be_forgotten(idle_end.saturating_add_ms(day)));
+        assert!(s.may_be_forgotten(idle_end.saturating_add_ms(day + 1)));
+        // Revoked: ended at the revocation.
+        s.touch(T0.saturating_add_ms(30_000));
+        s.revoke("logout", T0.saturating_add_ms(40_000));
+        assert_eq!(s.ended_at(T0.saturating_add_ms(40_000)), Some(T0.saturating_add_ms(40_000)));
+        assert!(s.may_be_forgotten(T0.saturating_add_ms(40_001 + day)));
+        // A long-lived active session is kept until its absolute expiry, plus a day.
+        let mut long = SessionRecord::new("s2", "h", ABSOLUTE_LIFETIME_MS, T0);
+        let expiry = T0.saturating_add_ms(ABSOLUTE_LIFETIME_MS);
+        long.touch(expiry.saturating_add_ms(0));
+        assert_eq!(long.ended_at(expiry), Some(expiry));
+        assert!(!long.may_be_forgotten(expiry.saturating_add_ms(day)));
+        assert!(long.may_be_forgotten(expiry.saturating_add_ms(day + 1)));
     }
 
     #[test]

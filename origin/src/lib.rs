@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod email_change;
 pub mod errors;
 pub mod jobs;
 pub mod outbox;

@@ -23,13 +23,14 @@ impl Outbox {
         Self { path, lock: Mutex::new(()) }
     }
 
-    /// Sends `text` to `to` on `channel`; `code` is recorded apart so tools can read it.
+    /// Sends `text` to `to` on `channel`; a one-time `code` in it is also recorded apart, so
+    /// tools can read it.
     pub fn send(
         &self,
         channel: &str,
         to: &str,
         text: &str,
-        code: &str,
+        code: Option<&str>,
         now: UnixMillis,
     ) -> Result<(), ApiError> {
         let line =

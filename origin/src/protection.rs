@@ -246,7 +246,10 @@ impl Accounts {
         if totp_ready {
             methods.push("totp".to_owned());
         }
-        if security.mfa_methods.contains(&MfaMethod::Email) {
+        // A code by email is offered when the user chose it, and also when the account
+        // requires a second factor but none is enrolled: the address is always there, and
+        // `require_mfa` must never mean a login without one.
+        if security.mfa_methods.contains(&MfaMethod::Email) || (security.require_mfa && !totp_ready) {
             methods.push("email".to_owned());
         }
         if totp_ready && self.store.recovery_codes_left(&account.row.id).await? > 0 {
@@ -372,7 +375,7 @@ impl Accounts {
             "email",
             &account.email,
             &format!("Your sign-in code is {code}. It expires in 10 minutes."),
-            &code,
+            Some(&code),
             now,
         )?;
         self.event(&challenge.user_id, "mfa_code_sent", json!({ "method": "email" }), now).await?;

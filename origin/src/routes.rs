@@ -11,6 +11,7 @@ use domain::tier::Tier;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::email_change::{ConfirmEmailChange, StartEmailChange};
 use crate::protection::{LoginRequest, MfaAnswer, MfaSend};
 use crate::users::{ChangePassword, CreateUser};
 use axum::{Json, Router};
@@ -32,6 +33,8 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{id}/tier", post(change_tier))
         .route("/users/{id}/insights", get(insights))
         .route("/users/{id}/password", post(change_password))
+        .route("/users/{id}/email", post(start_email_change))
+        .route("/users/{id}/email/confirm", post(confirm_email_change))
         .route("/users/{id}/status", post(set_status))
         .route("/auth/verify", post(verify))
         .route("/events", post(store_events))
@@ -223,6 +226,28 @@ async fn security_events(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(state.accounts.security_events(&actor, &user_id(&id)?).await?))
+}
+
+async fn start_email_change(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request: StartEmailChange = parse(&body)?;
+    let answer =
+        state.accounts.start_email_change(&actor, &user_id(&id)?, request, state.clock.now()).await?;
+    Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+async fn confirm_email_change(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: ConfirmEmailChange = parse(&body)?;
+    Ok(Json(state.accounts.confirm_email_change(&actor, &user_id(&id)?, request, state.clock.now()).await?))
 }
 
 async fn change_password(

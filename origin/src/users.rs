@@ -74,7 +74,7 @@ fn tier_of(row: &UserRow) -> Result<Tier, ApiError> {
 }
 
 /// A 400 naming one field and the rule it broke, in the same shape as profile errors.
-fn invalid_field(field: &str, rule: &str, detail: String) -> ApiError {
+pub(crate) fn invalid_field(field: &str, rule: &str, detail: String) -> ApiError {
     ApiError::Client(
         Problem::new(ProblemKind::ValidationFailed, format!("{field}: {detail}"))
             .with("errors", json!([{ "field": field, "kind": "invalid", "rule": rule, "detail": detail }])),
@@ -92,7 +92,7 @@ fn profile_problem(errors: &ProfileErrors) -> ApiError {
     )
 }
 
-fn not_found(id: &str) -> ApiError {
+pub(crate) fn not_found(id: &str) -> ApiError {
     ApiError::client(ProblemKind::NotFound, format!("no user {id}"))
 }
 
@@ -478,7 +478,7 @@ pub(crate) fn authorize(actor: &Actor, id: &UserId) -> Result<(), ApiError> {
     }
 }
 
-fn stale(wanted: i64, current: i64) -> ApiError {
+pub(crate) fn stale(wanted: i64, current: i64) -> ApiError {
     ApiError::Client(
         Problem::new(
             ProblemKind::PreconditionFailed,

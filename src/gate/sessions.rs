@@ -16,7 +16,7 @@ use worker::{Env, Result, SqlStorage};
 
 use crate::auth;
 
-pub const SCHEMA: [&str; 2] = [
+pub const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS sessions (
         sid TEXT PRIMARY KEY,
         record TEXT NOT NULL,
@@ -26,6 +26,7 @@ pub const SCHEMA: [&str; 2] = [
         ip TEXT
     )",
     "CREATE TABLE IF NOT EXISTS used_refresh (hash TEXT PRIMARY KEY, sid TEXT NOT NULL, used_at INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS used_refresh_by_session ON used_refresh (sid)",
 ];
 
 /// What the edge knows of a new session at login.
@@ -146,6 +147,9 @@ impl Sessions<'_> {
     }
 
     pub fn create(&self, new: &NewSession) -> Result<TokenPair> {
+        // A login is when the table grows, so it is when ended sessions are swept: the table
+        // holds the active sessions and those ended within the last day, whatever the history.
+        self.forget_ended()?;
         let sid = format!("ses_{}", random_b64(18)?);
         let (pair, refresh_hash) = self.pair(&new.user_id, &sid, &new.role, new.tier)?;
         let idle = u64::from(new.idle_timeout_minutes).saturating_mul(60_000);
@@ -216,6 +220,25 @@ impl Sessions<'_> {
             }
             RefreshDecision::Unknown => Ok(Err(RefreshFailure::Unknown)),
         }
+    }
+
+    /// Deletes the sessions ended more than a day ago, with their used refresh-token hashes.
+    fn forget_ended(&self) -> Result<usize> {
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT sid, record, role, device_id, user_agent, ip FROM sessions", None)?
+            .to_array()?;
+        let mut forgotten = 0;
+        for row in rows {
+            let ended = serde_json::from_str::<SessionRecord>(&row.record)
+                .map_or(true, |record| record.may_be_forgotten(self.now));
+            if ended {
+                self.sql.exec("DELETE FROM used_refresh WHERE sid = ?", vec![row.sid.as_str().into()])?;
+                self.sql.exec("DELETE FROM sessions WHERE sid = ?", vec![row.sid.as_str().into()])?;
+                forgotten += 1;
+            }
+        }
+        Ok(forgotten)
     }
 
     /// Revokes `sid`; false when there is no such session.

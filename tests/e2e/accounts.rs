@@ -562,6 +562,12 @@ fn the_database_holds_no_email_or_name_in_clear(ctx: &Ctx) -> Result<()> {
     let email = unique_email("secret");
     let name = format!("Zyxwvuts {}", &email[7..15]);
     expect(&ctx.api.signup(&email, GOOD_PASSWORD, json!({"display_name": name}))?, 201)?;
+    let local = email.split('@').next().unwrap().to_owned();
+    assert_not_stored_in_clear(ctx, &[&email, &local, &name])
+}
+
+/// Fails when the origin's database files hold any of `needles` as plain bytes.
+pub fn assert_not_stored_in_clear(ctx: &Ctx, needles: &[&str]) -> Result<()> {
     let db = ctx.stack.database_path();
     let mut files = vec![db.clone()];
     for suffix in ["-wal", "-shm"] {
@@ -571,7 +577,7 @@ fn the_database_holds_no_email_or_name_in_clear(ctx: &Ctx) -> Result<()> {
     for file in files {
         let Ok(bytes) = std::fs::read(&file) else { continue };
         read += bytes.len();
-        for needle in [email.as_bytes(), email.split('@').next().unwrap().as_bytes(), name.as_bytes()] {
+        for needle in needles.iter().map(|n| n.as_bytes()) {
             ensure!(
                 !bytes.windows(needle.len()).any(|w| w == needle),
                 "{} holds {:?} in clear",
@@ -682,11 +688,26 @@ fn answers_match_the_openapi_document(ctx: &Ctx) -> Result<()> {
     validate("Jwks", &ctx.api.get("/.well-known/jwks.json", None)?)?;
     documented("/health", "get", 200)?;
     validate("Health", &ctx.api.get("/health", None)?)?;
+    let moved = unique_email("openapi-moved");
+    let change = format!("{}/email", users(&id));
+    documented("/api/v1/users/{id}/email", "post", 202)?;
+    validate(
+        "EmailChangeStarted",
+        &ctx.api.post(&change, Some(&token), &json!({"email": moved, "current_password": GOOD_PASSWORD}))?,
+    )?;
+    let code = ctx.stack.last_code_for(&moved).expect("a code sent to the new address");
+    documented("/api/v1/users/{id}/email/confirm", "post", 200)?;
+    validate("User", &ctx.api.post(&format!("{change}/confirm"), Some(&token), &json!({ "code": code }))?)?;
     // Problems too.
     let problems = [
         ("/api/v1/users/{id}", "get", ctx.api.get(&users(&id), None)?),
         ("/api/v1/users", "post", ctx.api.signup(&email, GOOD_PASSWORD, Value::Null)?),
         ("/api/v1/users/{id}", "put", ctx.api.put(&users(&id), &token, &json!({"role": "admin"}), None)?),
+        (
+            "/api/v1/users/{id}/email/confirm",
+            "post",
+            ctx.api.post(&format!("{}/email/confirm", users(&id)), Some(&token), &json!({"code": "1"}))?,
+        ),
         ("/api/v1/users/{id}", "put", ctx.api.put(&users(&id), &token, &json!({"language": 5}), None)?),
         (
             "/api/v1/users/{id}",

@@ -10,7 +10,7 @@ use e2e::api::{send, unique_email, Answer, GOOD_PASSWORD};
 use e2e::http::{client, now};
 use serde_json::{json, Value};
 
-use crate::accounts::{expect, expect_problem, users};
+use crate::accounts::{assert_not_stored_in_clear, expect, expect_problem, users};
 use crate::{Ctx, TestFn};
 
 pub const TESTS: &[(&str, TestFn)] = &[
@@ -29,6 +29,14 @@ pub const TESTS: &[(&str, TestFn)] = &[
     (
         "protection::unknown_email_and_wrong_password_take_the_same_time",
         unknown_email_and_wrong_password_take_the_same_time,
+    ),
+    (
+        "protection::required_mfa_without_an_enrolled_factor_asks_for_an_email_code",
+        required_mfa_without_an_enrolled_factor_asks_for_an_email_code,
+    ),
+    (
+        "protection::an_email_change_needs_the_password_and_a_code_from_the_new_address",
+        an_email_change_needs_the_password_and_a_code_from_the_new_address,
     ),
 ];
 
@@ -269,4 +277,128 @@ fn unknown_email_and_wrong_password_take_the_same_time(ctx: &Ctx) -> Result<()> 
     eprintln!("login timing: median wrong password {w:.1} ms, median unknown email {u:.1} ms (50 each)");
     ensure!((w - u).abs() / w.max(u) < 0.10, "medians differ by 10% or more: {w:.1} vs {u:.1} ms");
     Ok(())
+}
+
+fn event_kinds(ctx: &Ctx, id: &str, token: &str) -> Result<Vec<String>> {
+    let events = ctx.api.get(&format!("{}/security-events", users(id)), Some(token))?;
+    expect(&events, 200)?;
+    Ok(events.body["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["kind"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default())
+}
+
+fn required_mfa_without_an_enrolled_factor_asks_for_an_email_code(ctx: &Ctx) -> Result<()> {
+    let email = unique_email("mustmfa");
+    let id = ctx.api.signup(&email, GOOD_PASSWORD, Value::Null)?.str("id");
+    let token = ctx.api.login(&email, GOOD_PASSWORD)?;
+    // Required, with only an authenticator named, and none enrolled yet.
+    let patch = json!({"security_settings": {"require_mfa": true, "mfa_methods": ["authenticator"]}});
+    expect(&ctx.api.put(&users(&id), &token, &patch, None)?, 200)?;
+
+    let challenge = login(ctx, &email, GOOD_PASSWORD, Some("laptop"), "198.51.100.20", "app/1.0")?;
+    expect_problem(&challenge, 401, "mfa-required")?;
+    assert_eq!(challenge.body["methods"], json!(["email"]), "{}", challenge.body);
+    let challenge_id = challenge.str("challenge_id");
+    let sent = ctx.api.post(
+        "/api/v1/auth/mfa/send",
+        None,
+        &json!({"challenge_id": challenge_id, "method": "email"}),
+    )?;
+    expect(&sent, 202)?;
+    let code = ctx.stack.last_code_for(&email).expect("a code in the outbox");
+    let done = mfa(ctx, &challenge_id, "email", &code)?;
+    expect(&done, 200)?;
+    ensure!(done.str("access_token").len() > 20);
+    Ok(())
+}
+
+fn an_email_change_needs_the_password_and_a_code_from_the_new_address(ctx: &Ctx) -> Result<()> {
+    let old = unique_email("mover");
+    let new = unique_email("moved");
+    let id = ctx.api.signup(&old, GOOD_PASSWORD, Value::Null)?.str("id");
+    let token = ctx.api.login(&old, GOOD_PASSWORD)?;
+    let path = format!("{}/email", users(&id));
+    let start = |body: Value, token: &str| ctx.api.post(&path, Some(token), &body);
+
+    // The profile update refuses the field and says where it is changed.
+    let patched = ctx.api.put(&users(&id), &token, &json!({"email": new}), None)?;
+    expect_problem(&patched, 403, "forbidden")?;
+    ensure!(patched.body["errors"][0]["detail"].as_str().unwrap_or_default().contains("/email"));
+
+    // The current password is the recent authentication it needs.
+    expect_problem(&start(json!({"email": new}), &token)?, 401, "unauthenticated")?;
+    expect_problem(
+        &start(json!({"email": new, "current_password": "not the password at all"}), &token)?,
+        401,
+        "unauthenticated",
+    )?;
+    let bad = start(json!({"email": "not an address", "current_password": GOOD_PASSWORD}), &token)?;
+    expect_problem(&bad, 400, "validation-failed")?;
+    assert_eq!(bad.body["errors"][0]["field"], "email");
+    let taken = unique_email("taken");
+    ctx.api.signup(&taken, GOOD_PASSWORD, Value::Null)?;
+    expect_problem(
+        &start(json!({"email": taken, "current_password": GOOD_PASSWORD}), &token)?,
+        409,
+        "conflict",
+    )?;
+    expect_problem(
+        &start(json!({"email": old, "current_password": GOOD_PASSWORD}), &token)?,
+        409,
+        "conflict",
+    )?;
+    let other = ctx.api.login(&taken, GOOD_PASSWORD)?;
+    expect_problem(
+        &start(json!({"email": new, "current_password": GOOD_PASSWORD}), &other)?,
+        403,
+        "forbidden",
+    )?;
+
+    // Started: a code to the new address, a notice (no code) to the old one.
+    let started = start(json!({"email": new.to_uppercase(), "current_password": GOOD_PASSWORD}), &token)?;
+    expect(&started, 202)?;
+    assert_eq!(started.body["pending_email"], json!(new));
+    let code = ctx.stack.last_code_for(&new).expect("a code sent to the new address");
+    let notices = ctx.stack.messages_for(&old);
+    let notice = notices.last().expect("a notice to the old address");
+    ensure!(notice.1.is_none() && notice.0.contains("was requested"), "{notice:?}");
+    ensure!(!notice.0.contains(&new), "the notice names the new address in full: {}", notice.0);
+
+    // Nothing changed yet: the old address still logs in, the new one does not.
+    let before = ctx.api.get(&users(&id), Some(&token))?;
+    assert_eq!(before.body["email"], json!(old));
+    let version = before.body["version"].as_u64().unwrap();
+    expect_problem(
+        &ctx.api.post("/api/v1/auth/login", None, &json!({"email": new, "password": GOOD_PASSWORD}))?,
+        401,
+        "unauthenticated",
+    )?;
+
+    let confirm =
+        |code: &str| ctx.api.post(&format!("{path}/confirm"), Some(&token), &json!({ "code": code }));
+    let wrong = if code == "000000" { "000001" } else { "000000" };
+    let refused = confirm(wrong)?;
+    expect_problem(&refused, 400, "validation-failed")?;
+    ensure!(refused.body["detail"].as_str().unwrap_or_default().contains("4 tries left"), "{}", refused.body);
+    let done = confirm(&code)?;
+    expect(&done, 200)?;
+    assert_eq!(done.body["email"], json!(new));
+    assert_eq!(done.body["email_verified"], json!(true));
+    assert_eq!(done.body["version"], json!(version + 1));
+    assert_eq!(done.etag, Some(format!("\"{}\"", version + 1)));
+    // Read-your-writes, the code works once, and only the new address logs in.
+    assert_eq!(ctx.api.get(&users(&id), Some(&token))?.body["email"], json!(new));
+    expect_problem(&confirm(&code)?, 409, "conflict")?;
+    expect_problem(
+        &ctx.api.post("/api/v1/auth/login", None, &json!({"email": old, "password": GOOD_PASSWORD}))?,
+        401,
+        "unauthenticated",
+    )?;
+    let token = ctx.api.login(&new, GOOD_PASSWORD)?;
+    let kinds = event_kinds(ctx, &id, &token)?;
+    for kind in ["email_change_requested", "email_change_failure", "email_changed"] {
+        ensure!(kinds.iter().any(|k| k == kind), "no {kind} event in {kinds:?}");
+    }
+    assert_not_stored_in_clear(ctx, &[&old, &new])
 }

@@ -218,8 +218,20 @@ impl Stack {
         text.lines()
             .rev()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|m| m["to"] == to)
-            .and_then(|m| m["code"].as_str().map(str::to_owned))
+            .filter(|m| m["to"] == to)
+            .find_map(|m| m["code"].as_str().map(str::to_owned))
+    }
+
+    /// Every message sent to `to`, oldest first, as (text, code).
+    pub fn messages_for(&self, to: &str) -> Vec<(String, Option<String>)> {
+        let text = fs::read_to_string(self.outbox_path()).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["to"] == to)
+            .map(|m| {
+                (m["text"].as_str().unwrap_or_default().to_owned(), m["code"].as_str().map(str::to_owned))
+            })
+            .collect()
     }
 
     pub fn database_path(&self) -> PathBuf {

@@ -94,7 +94,8 @@ pub trait Store: ProtectionStore + EventStore + JobStore + Send + Sync {
     async fn user_by_email_index(&self, index: &[u8]) -> Result<Option<UserRow>, StoreError>;
 
     /// Replaces the mutable columns of `row` if the stored version is `expected_version`,
-    /// appending `audit` entries in the same transaction.
+    /// appending `audit` entries in the same transaction. [`StoreError::DuplicateEmail`] when
+    /// the row's new email index is another user's.
     async fn update_user(
         &self,
         row: &UserRow,

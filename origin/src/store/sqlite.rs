@@ -199,7 +199,11 @@ impl Store for SqliteStore {
         .bind(&row.id)
         .bind(expected_version)
         .execute(&mut *tx)
-        .await?
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::DuplicateEmail,
+            e => e.into(),
+        })?
         .rows_affected();
         if updated == 0 {
             let current: Option<i64> = sqlx::query_scalar("SELECT version FROM users WHERE id = ?")
