@@ -71,7 +71,8 @@ async fn open_session(
     let timeout = verified.get("session_timeout_minutes").and_then(Value::as_u64).unwrap_or(1440);
     let gate = GateClient::for_user(env, &user_id)?;
     // The gate learns the tier the origin holds, so the edge enforces it from now on.
-    gate.record(&GateRecord { profile_version: version, tier }).await?;
+    let idle_timeout_minutes = Some(u32::try_from(timeout).unwrap_or(u32::MAX));
+    gate.record(&GateRecord { profile_version: version, tier, idle_timeout_minutes }).await?;
     let pair = gate
         .create_session(&NewSession {
             user_id: user_id.clone(),

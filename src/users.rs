@@ -42,7 +42,12 @@ fn view_keys(view: &Value) -> Result<(String, u64, Tier), EdgeError> {
 /// the next read knows which version it must at least return), then in KV (the cache).
 async fn remember(env: &Env, view: &Value) -> Result<u64, EdgeError> {
     let (id, version, tier) = view_keys(view)?;
-    GateClient::for_user(env, &id)?.record(&GateRecord { profile_version: version, tier }).await?;
+    let idle_timeout_minutes = view
+        .pointer("/security_settings/session_timeout_minutes")
+        .and_then(Value::as_u64)
+        .and_then(|m| u32::try_from(m).ok());
+    let record = GateRecord { profile_version: version, tier, idle_timeout_minutes };
+    GateClient::for_user(env, &id)?.record(&record).await?;
     profile_cache::put(env, &id, &CachedProfile { version, profile: view.clone() }).await?;
     Ok(version)
 }

@@ -79,6 +79,9 @@ struct RequestCheck {
 pub struct GateRecord {
     pub profile_version: u64,
     pub tier: Tier,
+    /// The user's `session_timeout_minutes` in that version: open sessions follow it at once.
+    #[serde(default)]
+    pub idle_timeout_minutes: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -226,8 +229,12 @@ impl Gate {
 
     fn record(&self, record: &GateRecord) -> Result<()> {
         // Versions only move forward: two writes acknowledged out of order must not make the
-        // gate forget the newer one, nor take the older one's tier.
+        // gate forget the newer one, nor take the older one's tier (or its session timeout).
         let version = i64::try_from(record.profile_version).unwrap_or(i64::MAX);
+        let newest = self.load()?.profile_version.is_none_or(|known| version >= known);
+        if let (true, Some(minutes)) = (newest, record.idle_timeout_minutes) {
+            self.sessions().set_idle_timeout(u64::from(minutes).saturating_mul(60_000))?;
+        }
         self.sql().exec(
             "INSERT INTO gate (id, profile_version, tier) VALUES (1, ?, ?)
              ON CONFLICT (id) DO UPDATE SET

@@ -241,6 +241,23 @@ impl Sessions<'_> {
         Ok(forgotten)
     }
 
+    /// Applies a new idle timeout to the open sessions. One that has already timed out stays
+    /// ended: a longer timeout does not bring it back.
+    pub fn set_idle_timeout(&self, idle_timeout_ms: u64) -> Result<()> {
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT sid, record, role, device_id, user_agent, ip FROM sessions", None)?
+            .to_array()?;
+        for row in rows {
+            let Ok(mut record) = serde_json::from_str::<SessionRecord>(&row.record) else { continue };
+            if record.status(self.now) == SessionStatus::Active && record.idle_timeout_ms != idle_timeout_ms {
+                record.idle_timeout_ms = idle_timeout_ms;
+                self.save(&record)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Revokes `sid`; false when there is no such session.
     pub fn revoke(&self, sid: &str, reason: &str) -> Result<bool> {
         let Some((mut record, _)) = self.load(sid)? else { return Ok(false) };

@@ -20,6 +20,10 @@ pub const TESTS: &[(&str, TestFn)] = &[
         "sessions::disabling_an_account_ends_its_sessions_at_once",
         disabling_an_account_ends_its_sessions_at_once,
     ),
+    (
+        "sessions::open_sessions_follow_a_changed_session_timeout",
+        open_sessions_follow_a_changed_session_timeout,
+    ),
 ];
 
 fn login_with(ctx: &Ctx, email: &str, password: &str, device: &str) -> Result<Answer> {
@@ -188,5 +192,28 @@ fn disabling_an_account_ends_its_sessions_at_once(ctx: &Ctx) -> Result<()> {
     expect_problem(&refused, 401, "unauthenticated")?;
     expect(&ctx.api.post(&path("enable"), Some(&ctx.admin_token), &json!({}))?, 200)?;
     login_with(ctx, &email, GOOD_PASSWORD, "laptop")?;
+    Ok(())
+}
+
+fn open_sessions_follow_a_changed_session_timeout(ctx: &Ctx) -> Result<()> {
+    let (id, email, laptop) = user(ctx)?;
+    let phone = login_with(ctx, &email, GOOD_PASSWORD, "phone")?;
+    let access = laptop.str("access_token");
+    let timeouts = |token: &str| -> Result<Vec<Value>> {
+        let listed = ctx.api.get(&format!("{}/sessions", users(&id)), Some(token))?;
+        expect(&listed, 200)?;
+        Ok(listed.body["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["idle_timeout_minutes"].clone())
+            .collect())
+    };
+    assert_eq!(timeouts(&access)?, vec![json!(1440), json!(1440)]);
+    // Both open sessions take the new timeout at once, not only the next login's.
+    let patch = json!({"security_settings": {"session_timeout_minutes": 30}});
+    expect(&ctx.api.patch(&users(&id), &access, &patch)?, 200)?;
+    assert_eq!(timeouts(&access)?, vec![json!(30), json!(30)]);
+    assert_eq!(timeouts(&phone.str("access_token"))?, vec![json!(30), json!(30)]);
     Ok(())
 }
