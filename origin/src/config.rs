@@ -16,6 +16,9 @@ pub const VAR_SHARED_SECRET: &str = "ORIGIN_SHARED_SECRET";
 pub const VAR_MASTER_KEY: &str = "ORIGIN_MASTER_KEY";
 /// The master key's id, stored beside everything it wraps so that the key can rotate.
 pub const VAR_MASTER_KEY_ID: &str = "ORIGIN_MASTER_KEY_ID";
+/// Master keys retired by a rotation, still needed to read what they wrapped until
+/// `origin rewrap-keys` has re-wrapped it: `id:base64[,id:base64...]`.
+pub const VAR_PREVIOUS_MASTER_KEYS: &str = "ORIGIN_PREVIOUS_MASTER_KEYS";
 /// Where the local sender appends the messages (one-time codes) it sends, as JSON lines.
 pub const VAR_OUTBOX: &str = "ORIGIN_OUTBOX";
 /// Where the analytics and tier jobs write their reports.
@@ -39,6 +42,8 @@ pub struct Config {
     pub database_url: String,
     pub shared_secret: SharedSecret,
     pub master_key: MasterKey,
+    /// Retired master keys, readable only (see [`VAR_PREVIOUS_MASTER_KEYS`]).
+    pub previous_master_keys: Vec<MasterKey>,
     pub outbox_path: std::path::PathBuf,
     pub reports_dir: std::path::PathBuf,
     pub inbox_dir: std::path::PathBuf,
@@ -105,22 +110,27 @@ impl Config {
             .map_err(|e| ConfigError::Invalid { var: VAR_SHARED_SECRET, reason: e.to_string() })?;
 
         let key_b64 = lookup(VAR_MASTER_KEY).ok_or(ConfigError::Missing(VAR_MASTER_KEY))?;
-        let key_vec = base64::engine::general_purpose::STANDARD
-            .decode(key_b64.trim())
-            .map_err(|e| ConfigError::Invalid { var: VAR_MASTER_KEY, reason: format!("not base64 ({e})") })?;
-        let bytes: [u8; 32] = key_vec.try_into().map_err(|v: Vec<u8>| ConfigError::Invalid {
-            var: VAR_MASTER_KEY,
-            reason: format!("must decode to 32 bytes, got {}", v.len()),
-        })?;
+        let bytes = key_bytes(VAR_MASTER_KEY, &key_b64)?;
         let id = lookup(VAR_MASTER_KEY_ID).unwrap_or_else(|| DEFAULT_MASTER_KEY_ID.to_owned());
-        if id.is_empty()
-            || id.len() > 32
-            || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(ConfigError::Invalid {
-                var: VAR_MASTER_KEY_ID,
-                reason: "must be 1 to 32 characters of [A-Za-z0-9_-]".to_owned(),
-            });
+        check_key_id(VAR_MASTER_KEY_ID, &id)?;
+        let mut previous_master_keys: Vec<MasterKey> = Vec::new();
+        for entry in lookup(VAR_PREVIOUS_MASTER_KEYS).unwrap_or_default().split(',').map(str::trim) {
+            if entry.is_empty() {
+                continue;
+            }
+            let (old_id, old_b64) = entry.split_once(':').ok_or_else(|| ConfigError::Invalid {
+                var: VAR_PREVIOUS_MASTER_KEYS,
+                reason: "each entry must be id:base64".to_owned(),
+            })?;
+            check_key_id(VAR_PREVIOUS_MASTER_KEYS, old_id)?;
+            if old_id == id || previous_master_keys.iter().any(|k| k.id == old_id) {
+                return Err(ConfigError::Invalid {
+                    var: VAR_PREVIOUS_MASTER_KEYS,
+                    reason: format!("key id {old_id:?} appears twice (a retired key needs its own id)"),
+                });
+            }
+            let old_bytes = key_bytes(VAR_PREVIOUS_MASTER_KEYS, old_b64)?;
+            previous_master_keys.push(MasterKey { id: old_id.to_owned(), bytes: old_bytes });
         }
 
         let outbox_path = lookup(VAR_OUTBOX).unwrap_or_else(|| DEFAULT_OUTBOX.to_owned()).into();
@@ -138,12 +148,37 @@ impl Config {
             database_url,
             shared_secret,
             master_key: MasterKey { id, bytes },
+            previous_master_keys,
             outbox_path,
             reports_dir,
             inbox_dir,
             event_retention_days,
         })
     }
+}
+
+/// A master key: 32 bytes in standard base64.
+fn key_bytes(var: &'static str, b64: &str) -> Result<[u8; 32], ConfigError> {
+    let key_vec = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|e| ConfigError::Invalid { var, reason: format!("not base64 ({e})") })?;
+    key_vec.try_into().map_err(|v: Vec<u8>| ConfigError::Invalid {
+        var,
+        reason: format!("must decode to 32 bytes, got {}", v.len()),
+    })
+}
+
+fn check_key_id(var: &'static str, id: &str) -> Result<(), ConfigError> {
+    if id.is_empty()
+        || id.len() > 32
+        || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ConfigError::Invalid {
+            var,
+            reason: "a key id must be 1 to 32 characters of [A-Za-z0-9_-]".to_owned(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -188,5 +223,34 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().starts_with("ORIGIN_BIND is invalid: \"localhost\""), "{err}");
+    }
+
+    #[test]
+    fn retired_master_keys_are_read_with_their_ids() {
+        const OLD: &str = "HyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4=";
+        let base = [(VAR_SHARED_SECRET, SECRET), (VAR_MASTER_KEY, KEY), (VAR_MASTER_KEY_ID, "k2")];
+        let with = |previous: &str| {
+            let mut pairs = base.to_vec();
+            pairs.push((VAR_PREVIOUS_MASTER_KEYS, previous));
+            Config::from_lookup(env(&pairs))
+        };
+        let c = with(&format!("k1:{OLD}, k0:{KEY}")).unwrap();
+        let ids: Vec<&str> = c.previous_master_keys.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(ids, ["k1", "k0"]);
+        assert_eq!(c.previous_master_keys[0].bytes[0], 0x1f);
+        assert!(Config::from_lookup(env(&base)).unwrap().previous_master_keys.is_empty());
+        for (bad, reason) in [
+            (format!("k2:{OLD}"), "appears twice"),
+            (format!("k1:{OLD},k1:{KEY}"), "appears twice"),
+            (OLD.to_owned(), "id:base64"),
+            ("k1:AAEC".to_owned(), "32 bytes"),
+            (format!("k 1:{OLD}"), "key id"),
+        ] {
+            let err = with(&bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with("ORIGIN_PREVIOUS_MASTER_KEYS is invalid") && err.contains(reason),
+                "{err}"
+            );
+        }
     }
 }

@@ -86,15 +86,15 @@ pub struct WrappedKey {
     pub sealed: Vec<u8>,
 }
 
-/// The master key in use, and the blind-index key derived from it.
-pub struct Keyring {
-    master_id: String,
-    master: Aes256Gcm,
+/// One master key: the AEAD that wraps data keys, and the blind-index key derived from it.
+struct MasterEntry {
+    id: String,
+    aead: Aes256Gcm,
     blind_index: Hmac<Sha256>,
 }
 
-impl Keyring {
-    pub fn new(master: &MasterKey) -> Self {
+impl MasterEntry {
+    fn new(master: &MasterKey) -> Self {
         let hk = Hkdf::<Sha256>::new(Some(b"user-management/origin"), &master.bytes);
         let mut index_key = [0u8; 32];
         // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so `expand` cannot fail here.
@@ -103,35 +103,77 @@ impl Keyring {
             <Hmac<Sha256> as Mac>::new_from_slice(&index_key).unwrap_or_else(|_| unreachable_hmac());
         index_key.zeroize();
         Self {
-            master_id: master.id.clone(),
-            master: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&master.bytes)),
+            id: master.id.clone(),
+            aead: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&master.bytes)),
             blind_index,
         }
     }
 
+    fn index(&self, normalised_email: &str) -> Vec<u8> {
+        let mut mac = self.blind_index.clone();
+        mac.update(normalised_email.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+}
+
+/// The master key in use, and the retired ones a rotation still needs to read what they
+/// wrapped (and to find emails indexed under them) until `rewrap-keys` has moved it all.
+pub struct Keyring {
+    current: MasterEntry,
+    retired: Vec<MasterEntry>,
+}
+
+impl Keyring {
+    pub fn new(master: &MasterKey) -> Self {
+        Self::with_retired(master, &[])
+    }
+
+    pub fn with_retired(current: &MasterKey, retired: &[MasterKey]) -> Self {
+        Self { current: MasterEntry::new(current), retired: retired.iter().map(MasterEntry::new).collect() }
+    }
+
+    /// The id of the master key new wraps use.
+    pub fn current_id(&self) -> &str {
+        &self.current.id
+    }
+
+    /// Whether `id` is the current master key's or a retired one's.
+    pub fn knows(&self, id: &str) -> bool {
+        self.current.id == id || self.retired.iter().any(|e| e.id == id)
+    }
+
+    /// Whether retired keys are configured (a rotation may be under way).
+    pub fn has_retired(&self) -> bool {
+        !self.retired.is_empty()
+    }
+
     pub fn wrap(&self, key: &DataKey, user_id: &str) -> WrappedKey {
         WrappedKey {
-            master_key_id: self.master_id.clone(),
-            sealed: seal_with(&self.master, &key.0, &format!("{user_id}/data-key")),
+            master_key_id: self.current.id.clone(),
+            sealed: seal_with(&self.current.aead, &key.0, &format!("{user_id}/data-key")),
         }
     }
 
     pub fn unwrap(&self, wrapped: &WrappedKey, user_id: &str) -> Result<DataKey, CryptoError> {
-        if wrapped.master_key_id != self.master_id {
-            return Err(CryptoError::UnknownMasterKey(wrapped.master_key_id.clone()));
-        }
-        let mut bytes = open_with(&self.master, &wrapped.sealed, &format!("{user_id}/data-key"))?;
+        let entry = std::iter::once(&self.current)
+            .chain(&self.retired)
+            .find(|e| e.id == wrapped.master_key_id)
+            .ok_or_else(|| CryptoError::UnknownMasterKey(wrapped.master_key_id.clone()))?;
+        let mut bytes = open_with(&entry.aead, &wrapped.sealed, &format!("{user_id}/data-key"))?;
         let key: Result<[u8; 32], _> = bytes.as_slice().try_into();
         bytes.zeroize();
         key.map(DataKey).map_err(|_| CryptoError::Truncated)
     }
 
-    /// The blind index of a normalised email: equal emails give equal indexes, and the index
-    /// reveals nothing without the master key.
+    /// The blind index of a normalised email under the current key: equal emails give equal
+    /// indexes, and the index reveals nothing without the master key.
     pub fn email_index(&self, normalised_email: &str) -> Vec<u8> {
-        let mut mac = self.blind_index.clone();
-        mac.update(normalised_email.as_bytes());
-        mac.finalize().into_bytes().to_vec()
+        self.current.index(normalised_email)
+    }
+
+    /// The email's index under each retired key, for lookups while a rotation is under way.
+    pub fn retired_email_indexes(&self, normalised_email: &str) -> Vec<Vec<u8>> {
+        self.retired.iter().map(|e| e.index(normalised_email)).collect()
     }
 }
 
@@ -180,6 +222,32 @@ mod tests {
             matches!(keyring("k2", 1).unwrap(&wrapped, "usr_1"), Err(CryptoError::UnknownMasterKey(id)) if id == "k1")
         );
         assert!(matches!(keyring("k1", 2).unwrap(&wrapped, "usr_1"), Err(CryptoError::Authentication)));
+    }
+
+    #[test]
+    fn retired_keys_still_unwrap_and_index_while_new_wraps_use_the_current_one() {
+        let old = MasterKey { id: "k1".into(), bytes: [1; 32] };
+        let new = MasterKey { id: "k2".into(), bytes: [2; 32] };
+        let before = Keyring::new(&old);
+        let key = DataKey::generate();
+        let wrapped_before = before.wrap(&key, "usr_1");
+        let during = Keyring::with_retired(&new, std::slice::from_ref(&old));
+        assert_eq!(during.current_id(), "k2");
+        assert!(during.has_retired());
+        assert_eq!(during.unwrap(&wrapped_before, "usr_1").unwrap().0, key.0);
+        let rewrapped = during.wrap(&key, "usr_1");
+        assert_eq!(rewrapped.master_key_id, "k2");
+        assert_eq!(
+            during.retired_email_indexes("user@example.com"),
+            vec![before.email_index("user@example.com")]
+        );
+        assert_ne!(during.email_index("user@example.com"), before.email_index("user@example.com"));
+        let after = Keyring::new(&new);
+        assert!(!after.has_retired());
+        assert_eq!(after.unwrap(&rewrapped, "usr_1").unwrap().0, key.0);
+        assert!(
+            matches!(after.unwrap(&wrapped_before, "usr_1"), Err(CryptoError::UnknownMasterKey(id)) if id == "k1")
+        );
     }
 
     #[test]

@@ -98,7 +98,7 @@ impl Accounts {
         if email.as_str() == account.email {
             return Err(ApiError::client(ProblemKind::Conflict, "this is already the account's email"));
         }
-        if self.store.user_by_email_index(&self.keyring.email_index(email.as_str())).await?.is_some() {
+        if self.find_by_email(email.as_str()).await?.is_some() {
             return Err(crate::store::StoreError::DuplicateEmail.into());
         }
 
@@ -181,6 +181,11 @@ impl Accounts {
         let sealed = hex::decode(&pending.email_sealed).map_err(internal)?;
         let new_email =
             String::from_utf8(account.data_key.open(&sealed, &sealed_context(id))?).map_err(internal)?;
+        // Taken since the code was sent? The unique index catches it under the current key;
+        // this, under a retired one during a rotation.
+        if self.find_by_email(&new_email).await?.is_some_and(|other| other.id != id.as_str()) {
+            return Err(crate::store::StoreError::DuplicateEmail.into());
+        }
         let mut row = account.row.clone();
         row.email_index = self.keyring.email_index(&new_email);
         row.email_sealed = account.data_key.seal(new_email.as_bytes(), &format!("{id}/email"));

@@ -36,7 +36,23 @@ pub struct AppState {
 /// services over it.
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let store = store::open(&config.database_url).await?;
-    let keyring = Keyring::new(&config.master_key);
+    let keyring = Keyring::with_retired(&config.master_key, &config.previous_master_keys);
+    // Refuse to start rather than fail every login of the users a missing key wrapped.
+    let unknown: Vec<String> = store
+        .master_key_counts()
+        .await?
+        .into_iter()
+        .filter(|(id, _)| !keyring.knows(id))
+        .map(|(id, n)| format!("{n} under {id:?}"))
+        .collect();
+    if !unknown.is_empty() {
+        anyhow::bail!(
+            "users' data keys are wrapped by master keys this configuration lacks ({}): keep a retired key \
+             in {} until `origin rewrap-keys` reports nothing remaining",
+            unknown.join(", "),
+            config::VAR_PREVIOUS_MASTER_KEYS
+        );
+    }
     let outbox = outbox::Outbox::new(config.outbox_path.clone());
     let accounts = Accounts::new(Arc::clone(&store), keyring, outbox)?;
     Ok(AppState { config: Arc::new(config), store, accounts: Arc::new(accounts), clock: Clock::System })

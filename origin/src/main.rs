@@ -44,6 +44,9 @@ enum Command {
     GenerateAnalytics,
     /// Removes expired state, unactivated accounts past their deadline, and old events.
     Cleanup,
+    /// Completes a master-key rotation: re-wraps every data key still wrapped by a retired
+    /// key (ORIGIN_PREVIOUS_MASTER_KEYS) with the current one, and recomputes email indexes.
+    RewrapKeys,
     /// The four jobs, in order.
     RunAll {
         #[arg(long)]
@@ -77,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
         Command::AnalyzeTiers => job("analyze-tiers", None).await,
         Command::GenerateAnalytics => job("generate-analytics", None).await,
         Command::Cleanup => job("cleanup", None).await,
+        Command::RewrapKeys => job("rewrap-keys", None).await,
         Command::RunAll { file } => job("run-all", file).await,
         Command::DemoData { users, days, seed } => demo(users, days, seed).await,
     }

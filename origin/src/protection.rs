@@ -156,7 +156,7 @@ impl Accounts {
             country: request.context.country.clone(),
             user_agent: request.context.user_agent.clone(),
         };
-        let row = self.store.user_by_email_index(&self.keyring.email_index(&normalised_email)).await?;
+        let row = self.find_by_email(&normalised_email).await?;
         // The history is read for unknown emails too (it is empty), so that both cases do the
         // same queries.
         let history = self.history(row.as_ref().map_or("usr_unknown", |r| r.id.as_str())).await?;

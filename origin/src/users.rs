@@ -19,7 +19,7 @@ use crate::crypto::{random_16, DataKey, Keyring, WrappedKey};
 use crate::errors::ApiError;
 use crate::outbox::Outbox;
 use crate::passwords;
-use crate::store::{AuditEntry, Store, UpdateOutcome, UserRow};
+use crate::store::{AuditEntry, Store, StoreError, UpdateOutcome, UserRow};
 
 /// What the account service needs: the store, the keys, and the dummy hash that makes an
 /// unknown email cost as much as a wrong password.
@@ -146,6 +146,21 @@ impl Accounts {
         Ok(account.data_key.seal(&json, &format!("{}/profile", account.row.id)))
     }
 
+    /// The account with this normalised email: found through the current key's blind index,
+    /// or, while a master-key rotation is under way, through a retired key's.
+    pub(crate) async fn find_by_email(&self, normalised_email: &str) -> Result<Option<UserRow>, ApiError> {
+        if let Some(row) = self.store.user_by_email_index(&self.keyring.email_index(normalised_email)).await?
+        {
+            return Ok(Some(row));
+        }
+        for index in self.keyring.retired_email_indexes(normalised_email) {
+            if let Some(row) = self.store.user_by_email_index(&index).await? {
+                return Ok(Some(row));
+            }
+        }
+        Ok(None)
+    }
+
     pub(crate) async fn load(&self, id: &UserId) -> Result<Account, ApiError> {
         let row = self.store.user_by_id(id.as_str()).await?.ok_or_else(|| not_found(id.as_str()))?;
         self.unseal(row)
@@ -175,6 +190,11 @@ impl Accounts {
         let profile = profile::new_profile(tier, request.profile.as_ref().unwrap_or(&Value::Null))
             .map_err(|e| profile_problem(&e))?;
 
+        // The unique index sees the current key's blind index only; during a rotation the
+        // address may still be indexed under a retired key.
+        if self.keyring.has_retired() && self.find_by_email(email.as_str()).await?.is_some() {
+            return Err(StoreError::DuplicateEmail.into());
+        }
         let hash = passwords::hash_blocking(&request.password).await?;
 
         let account = self.new_account(&email, tier, role, profile, Some(hash), now)?;

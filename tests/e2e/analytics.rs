@@ -68,7 +68,7 @@ fn an_origin_outage_loses_no_event(_: &Ctx) -> Result<()> {
     let api = Api::new(stack.edge_url());
     let admin_email = unique_email("outage-admin");
     stack.create_admin(&admin_email, GOOD_PASSWORD)?;
-    let admin = api.login(&admin_email, GOOD_PASSWORD)?;
+    let admin = stack.login_with_email_code(&api, &admin_email, GOOD_PASSWORD)?;
     let email = unique_email("outage");
     let created = api.post(
         "/api/v1/users",

@@ -45,7 +45,7 @@ fn start() -> anyhow::Result<Ctx> {
     let api = Api::new(stack.edge_url());
     let email = unique_email("admin");
     let admin_id = stack.create_admin(&email, GOOD_PASSWORD)?;
-    let admin_token = api.login(&email, GOOD_PASSWORD)?;
+    let admin_token = stack.login_with_email_code(&api, &email, GOOD_PASSWORD)?;
     Ok(Ctx { stack, api, admin_id, admin_token })
 }
 

@@ -142,6 +142,10 @@ fn wait_until_group_gone(pgid: i32, limit: Duration) {
 pub struct Secrets {
     pub shared_hex: String,
     pub master_key_b64: String,
+    /// The master key's id (`ORIGIN_MASTER_KEY_ID`).
+    pub master_key_id: String,
+    /// Retired master keys, `id:base64,...` (`ORIGIN_PREVIOUS_MASTER_KEYS`), for rotations.
+    pub previous_master_keys: String,
     /// The edge's Ed25519 signing key: a 32-byte seed in base64, and its key id.
     pub jwt_seed_b64: String,
     pub jwt_kid: String,
@@ -152,6 +156,8 @@ impl Secrets {
         Ok(Self {
             shared_hex: hex::encode(random_bytes(32)?),
             master_key_b64: base64::engine::general_purpose::STANDARD.encode(random_bytes(32)?),
+            master_key_id: "k1".to_owned(),
+            previous_master_keys: String::new(),
             jwt_seed_b64: base64::engine::general_purpose::STANDARD.encode(random_bytes(32)?),
             jwt_kid: format!("test-{}", hex::encode(random_bytes(4)?)),
         })
@@ -222,6 +228,35 @@ impl Stack {
             .find_map(|m| m["code"].as_str().map(str::to_owned))
     }
 
+    /// Logs in and answers the access token. An account that requires a second factor and has
+    /// no authenticator (an admin made at the enterprise tier, whose template requires MFA)
+    /// is asked for an email code: it is read from the outbox, as the user reads their mail.
+    pub fn login_with_email_code(&self, api: &api::Api, email: &str, password: &str) -> Result<String> {
+        let first = api.post(
+            "/api/v1/auth/login",
+            None,
+            &serde_json::json!({ "email": email, "password": password }),
+        )?;
+        if first.status == 200 {
+            return Ok(first.str("access_token"));
+        }
+        anyhow::ensure!(
+            first.status == 401 && first.body["methods"] == serde_json::json!(["email"]),
+            "login of {email} answered {}: {}",
+            first.status,
+            first.body
+        );
+        let challenge = first.str("challenge_id");
+        let send = serde_json::json!({ "challenge_id": challenge, "method": "email" });
+        let sent = api.post("/api/v1/auth/mfa/send", None, &send)?;
+        anyhow::ensure!(sent.status == 202, "sending the code answered {}: {}", sent.status, sent.body);
+        let code = self.last_code_for(email).context("no code in the outbox")?;
+        let answer = serde_json::json!({ "challenge_id": challenge, "method": "email", "code": code });
+        let done = api.post("/api/v1/auth/mfa", None, &answer)?;
+        anyhow::ensure!(done.status == 200, "the email code answered {}: {}", done.status, done.body);
+        Ok(done.str("access_token"))
+    }
+
     /// Every message sent to `to`, oldest first, as (text, code).
     pub fn messages_for(&self, to: &str) -> Vec<(String, Option<String>)> {
         let text = fs::read_to_string(self.outbox_path()).unwrap_or_default();
@@ -246,6 +281,8 @@ impl Stack {
             .env("ORIGIN_DATABASE_URL", format!("sqlite://{}", self.database_path().display()))
             .env("ORIGIN_SHARED_SECRET", &self.secrets.shared_hex)
             .env("ORIGIN_MASTER_KEY", &self.secrets.master_key_b64)
+            .env("ORIGIN_MASTER_KEY_ID", &self.secrets.master_key_id)
+            .env("ORIGIN_PREVIOUS_MASTER_KEYS", &self.secrets.previous_master_keys)
             .env("ORIGIN_OUTBOX", self.outbox_path())
             .env("ORIGIN_REPORTS_DIR", self.dir.path().join("reports"))
             .env("ORIGIN_INBOX_DIR", self.dir.path().join("inbox"))

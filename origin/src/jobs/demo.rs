@@ -39,7 +39,7 @@ pub async fn run(
     now: UnixMillis,
 ) -> anyhow::Result<Value> {
     let first = Email::parse(&format!("demo-{seed}-0@example.com")).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if state.store.user_by_email_index(&state.accounts.keyring.email_index(first.as_str())).await?.is_some() {
+    if state.accounts.find_by_email(first.as_str()).await?.is_some() {
         return Ok(
             json!({ "users": 0, "events": 0, "note": format!("the demo population of seed {seed} exists already") }),
         );

@@ -6,6 +6,7 @@
 pub mod analytics;
 pub mod cleanup;
 pub mod demo;
+pub mod keys;
 pub mod provision;
 pub mod tiers;
 
@@ -87,7 +88,8 @@ impl JobOptions {
     }
 }
 
-pub const JOBS: [&str; 5] = ["provision-users", "analyze-tiers", "generate-analytics", "cleanup", "run-all"];
+pub const JOBS: [&str; 6] =
+    ["provision-users", "analyze-tiers", "generate-analytics", "cleanup", "rewrap-keys", "run-all"];
 
 /// Runs job `name` and records the run. `file` names a file to provision (else the inbox).
 pub async fn run(
@@ -104,6 +106,7 @@ pub async fn run(
         "analyze-tiers" => tiers::run(state, options, now).await,
         "generate-analytics" => analytics::run(state, options, now).await,
         "cleanup" => cleanup::run(state, options, now).await,
+        "rewrap-keys" => keys::run(state, options, now).await,
         "run-all" => {
             let mut all = serde_json::Map::new();
             all.insert("provision-users".into(), provision::run(state, file, options, now).await?);

@@ -121,6 +121,14 @@ async fn provision_file(
     for (number, row) in rows {
         match row.and_then(|r| check(state, r, now)) {
             Ok((user, hash, line)) => {
+                // During a master-key rotation an existing user may be indexed under a retired
+                // key, which the insert's conflict check does not see: counted as existing.
+                let email = line.split(',').next().unwrap_or_default();
+                if state.accounts.keyring.has_retired()
+                    && state.accounts.find_by_email(email).await?.is_some()
+                {
+                    continue;
+                }
                 chunk_lines.push(line);
                 chunk.push((user, hash, expires));
             }

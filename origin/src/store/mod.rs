@@ -105,6 +105,18 @@ pub trait Store: ProtectionStore + EventStore + JobStore + Send + Sync {
 
     async fn record_login(&self, id: &str, at: UnixMillis) -> Result<(), StoreError>;
 
+    /// How many users' data keys each master key id wraps.
+    async fn master_key_counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Up to `limit` users whose data key is wrapped by another master key than `current`,
+    /// with ids after `after`, in id order.
+    async fn users_wrapped_by_others(
+        &self,
+        current: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<UserRow>, StoreError>;
+
     async fn audit_entries(&self, user_id: &str) -> Result<Vec<AuditEntry>, StoreError>;
 }
 

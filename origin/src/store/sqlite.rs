@@ -229,6 +229,32 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn master_key_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT data_key_master_id, COUNT(*) FROM users GROUP BY data_key_master_id ORDER BY data_key_master_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id, n)| (id, u64::try_from(n).unwrap_or(0))).collect())
+    }
+
+    async fn users_wrapped_by_others(
+        &self,
+        current: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<UserRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE data_key_master_id != ? AND id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(current)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+    }
+
     async fn audit_entries(&self, user_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query(
             "SELECT user_id, actor, action, old_value, new_value, at FROM audit_log WHERE user_id = ? ORDER BY id",

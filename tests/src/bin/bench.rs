@@ -59,7 +59,7 @@ fn main() {
     let api = Api::new(stack.edge_url());
     let admin_email = unique_email("bench-admin");
     stack.create_admin(&admin_email, GOOD_PASSWORD).expect("admin");
-    let admin = api.login(&admin_email, GOOD_PASSWORD).expect("admin login");
+    let admin = stack.login_with_email_code(&api, &admin_email, GOOD_PASSWORD).expect("admin login");
     // An enterprise account: counted by its gate (unlike VIP), with room for every request.
     let email = unique_email("bench");
     let created = api
@@ -70,7 +70,7 @@ fn main() {
         )
         .expect("user");
     let id = created.str("id");
-    let token = api.login(&email, GOOD_PASSWORD).expect("login");
+    let token = stack.login_with_email_code(&api, &email, GOOD_PASSWORD).expect("login");
 
     let read = api.url(&format!("/api/v1/users/{id}"));
     let introspect = api.url("/api/v1/auth/token");
