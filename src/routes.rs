@@ -83,6 +83,9 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         ["api", "v1", "users", id, "enable"] => {
             only(method, &[Method::Post]).and_then(|()| user_id(id)).map(|id| Route::SetDisabled(id, false))
         }
+        ["api", "v1", "users", id, "audit"] => only(method, &[Method::Get])
+            .and_then(|()| user_id(id))
+            .map(|id| Route::Security(id, SecurityOp::Audit)),
         ["api", "v1", "users", id, "security-events"] => only(method, &[Method::Get])
             .and_then(|()| user_id(id))
             .map(|id| Route::Security(id, SecurityOp::Events)),

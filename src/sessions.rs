@@ -173,6 +173,7 @@ pub async fn account_security(
         SecurityOp::ConfirmTotp => (Method::Post, format!("/internal/users/{id}/mfa/totp/confirm"), 200),
         SecurityOp::RemoveTotp => (Method::Delete, format!("/internal/users/{id}/mfa/totp"), 204),
         SecurityOp::Events => (Method::Get, format!("/internal/users/{id}/security-events"), 200),
+        SecurityOp::Audit => (Method::Get, format!("/internal/users/{id}/audit"), 200),
     };
     let body = if method == Method::Get { None } else { Some(http::read_json(&mut req, &[JSON]).await?) };
     let answer = forward(env, &caller.actor(), method, &path, body.as_ref()).await?;
@@ -188,6 +189,7 @@ pub enum SecurityOp {
     ConfirmTotp,
     RemoveTotp,
     Events,
+    Audit,
 }
 
 pub async fn refresh(mut req: Request, env: &Env) -> Result<Response, EdgeError> {

@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{id}/mfa/totp", post(enrol_totp).delete(remove_totp))
         .route("/users/{id}/mfa/totp/confirm", post(confirm_totp))
         .route("/users/{id}/security-events", get(security_events))
+        .route("/users/{id}/audit", get(audit))
         .route("/{*rest}", any(not_found))
         .layer(middleware::from_fn_with_state(state.clone(), require_edge_signature));
 
@@ -248,6 +249,14 @@ async fn confirm_email_change(
 ) -> Result<Json<Value>, ApiError> {
     let request: ConfirmEmailChange = parse(&body)?;
     Ok(Json(state.accounts.confirm_email_change(&actor, &user_id(&id)?, request, state.clock.now()).await?))
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.accounts.audit(&actor, &user_id(&id)?).await?))
 }
 
 async fn change_password(

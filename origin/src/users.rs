@@ -428,6 +428,31 @@ impl Accounts {
         }
     }
 
+    /// The account's audit trail, oldest first: who changed what, from what to what, and when.
+    /// Entries name changes, never personal data (the log is not encrypted).
+    pub async fn audit(&self, actor: &Actor, id: &UserId) -> Result<Value, ApiError> {
+        authorize(actor, id)?;
+        if self.store.user_by_id(id.as_str()).await?.is_none() {
+            return Err(not_found(id.as_str()));
+        }
+        let entries: Vec<Value> = self
+            .store
+            .audit_entries(id.as_str())
+            .await?
+            .into_iter()
+            .map(|e| {
+                json!({
+                    "action": e.action,
+                    "actor": e.actor,
+                    "old": e.old_value,
+                    "new": e.new_value,
+                    "at": rfc3339(e.at),
+                })
+            })
+            .collect();
+        Ok(json!({ "entries": entries }))
+    }
+
     pub async fn insights(&self, actor: &Actor, id: &UserId, now: UnixMillis) -> Result<Value, ApiError> {
         authorize(actor, id)?;
         let account = self.load(id).await?;

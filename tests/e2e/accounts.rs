@@ -32,6 +32,7 @@ pub const TESTS: &[(&str, TestFn)] = &[
     ("accounts::repeated_reads_are_served_from_kv", repeated_reads_are_served_from_kv),
     ("accounts::jwks_publishes_the_signing_key", jwks_publishes_the_signing_key),
     ("accounts::answers_match_the_openapi_document", answers_match_the_openapi_document),
+    ("accounts::every_change_is_in_the_audit_log", every_change_is_in_the_audit_log),
 ];
 
 pub fn expect(answer: &Answer, status: u16) -> Result<()> {
@@ -728,5 +729,66 @@ fn answers_match_the_openapi_document(ctx: &Ctx) -> Result<()> {
         documented(path, method, answer.status)?;
         validate("Problem", &answer)?;
     }
+    Ok(())
+}
+
+fn every_change_is_in_the_audit_log(ctx: &Ctx) -> Result<()> {
+    let email = unique_email("audited");
+    let created = ctx.api.post(
+        "/api/v1/users",
+        Some(&ctx.admin_token),
+        &json!({"email": email, "password": GOOD_PASSWORD, "tier": "premium"}),
+    )?;
+    expect(&created, 201)?;
+    let id = created.str("id");
+    let token = ctx.api.login(&email, GOOD_PASSWORD)?;
+    expect(&ctx.api.put(&users(&id), &token, &json!({"display_name": "Audit Me"}), None)?, 200)?;
+    let upgrade = |tier: &str, token: &str| {
+        ctx.api.post(&format!("{}/upgrade", users(&id)), Some(token), &json!({ "tier": tier }))
+    };
+    expect(&upgrade("free", &token)?, 200)?;
+    expect(&upgrade("enterprise", &ctx.admin_token)?, 200)?;
+
+    let path = format!("{}/audit", users(&id));
+    let audit = ctx.api.get(&path, Some(&token))?;
+    expect(&audit, 200)?;
+    let entries = audit.body["entries"].as_array().cloned().unwrap_or_default();
+    let summary: Vec<(String, String, Value, Value)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or("").to_owned(),
+                e["actor"].as_str().unwrap_or("").to_owned(),
+                e["old"].clone(),
+                e["new"].clone(),
+            )
+        })
+        .collect();
+    let admin = format!("user:{}:admin", ctx.admin_id);
+    let me = format!("user:{id}:user");
+    assert_eq!(
+        summary,
+        vec![
+            ("create".to_owned(), admin.clone(), Value::Null, json!("tier=premium role=user")),
+            ("profile_update".to_owned(), me.clone(), json!("version=1"), json!("version=2")),
+            ("tier_change".to_owned(), me.clone(), json!("premium"), json!("free")),
+            ("tier_change".to_owned(), admin.clone(), json!("free"), json!("enterprise")),
+        ],
+        "{}",
+        audit.body
+    );
+    let doc = ctx.api.get("/api/v1/openapi.json", None)?.body;
+    ensure!(doc["paths"]["/api/v1/users/{id}/audit"]["get"]["responses"]["200"].is_object());
+    let root = json!({ "$ref": "#/components/schemas/AuditEntry", "components": doc["components"] });
+    let validator = jsonschema::draft202012::new(&root).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for entry in &entries {
+        ensure!(validator.is_valid(entry), "{entry} does not match the documented AuditEntry");
+        ensure!(entry["at"].as_str().is_some_and(|t| t.ends_with('Z')), "{entry}");
+    }
+    ensure!(!audit.body.to_string().contains(&email), "the audit log names no personal data");
+    // An admin reads it too; another user may not.
+    expect(&ctx.api.get(&path, Some(&ctx.admin_token))?, 200)?;
+    let (_, other) = new_premium_user(ctx)?;
+    expect_problem(&ctx.api.get(&path, Some(&other))?, 403, "forbidden")?;
     Ok(())
 }
