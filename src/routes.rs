@@ -77,6 +77,14 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         ["api", "v1", "users", id, "mfa", "totp", "confirm"] => only(method, &[Method::Post])
             .and_then(|()| user_id(id))
             .map(|id| Route::Security(id, SecurityOp::ConfirmTotp)),
+        ["api", "v1", "users", id, "mfa", "sms"] => user_id(id).and_then(|id| match method {
+            Method::Post => Ok(Route::Security(id, SecurityOp::EnrolSms)),
+            Method::Delete => Ok(Route::Security(id, SecurityOp::RemoveSms)),
+            _ => Err(not_allowed(&[Method::Post, Method::Delete])),
+        }),
+        ["api", "v1", "users", id, "mfa", "sms", "confirm"] => only(method, &[Method::Post])
+            .and_then(|()| user_id(id))
+            .map(|id| Route::Security(id, SecurityOp::ConfirmSms)),
         ["api", "v1", "users", id, "disable"] => {
             only(method, &[Method::Post]).and_then(|()| user_id(id)).map(|id| Route::SetDisabled(id, true))
         }

@@ -172,6 +172,9 @@ pub async fn account_security(
         SecurityOp::EnrolTotp => (Method::Post, format!("/internal/users/{id}/mfa/totp"), 201),
         SecurityOp::ConfirmTotp => (Method::Post, format!("/internal/users/{id}/mfa/totp/confirm"), 200),
         SecurityOp::RemoveTotp => (Method::Delete, format!("/internal/users/{id}/mfa/totp"), 204),
+        SecurityOp::EnrolSms => (Method::Post, format!("/internal/users/{id}/mfa/sms"), 202),
+        SecurityOp::ConfirmSms => (Method::Post, format!("/internal/users/{id}/mfa/sms/confirm"), 200),
+        SecurityOp::RemoveSms => (Method::Delete, format!("/internal/users/{id}/mfa/sms"), 204),
         SecurityOp::Events => (Method::Get, format!("/internal/users/{id}/security-events"), 200),
         SecurityOp::Audit => (Method::Get, format!("/internal/users/{id}/audit"), 200),
     };
@@ -188,6 +191,9 @@ pub enum SecurityOp {
     EnrolTotp,
     ConfirmTotp,
     RemoveTotp,
+    EnrolSms,
+    ConfirmSms,
+    RemoveSms,
     Events,
     Audit,
 }

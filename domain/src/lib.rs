@@ -6,6 +6,7 @@ pub mod analytics;
 pub mod email;
 pub mod identity;
 pub mod password;
+pub mod phone;
 pub mod problem;
 pub mod profile;
 pub mod rate_limit;

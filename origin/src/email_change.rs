@@ -3,25 +3,22 @@
 //! notice to the old one. The change lands only when the code comes back, which proves the new
 //! address is the user's and has no typo: an account is never moved to an address nobody reads.
 //!
-//! The pending address is personal data, so it waits sealed under the user's data key, and the
-//! code only as its hash.
+//! The pending address waits as `pending.rs` keeps such values: sealed, with the code's hash.
 
 use domain::email::Email;
 use domain::identity::{Actor, UserId};
 use domain::problem::ProblemKind;
 use domain::time::UnixMillis;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use crate::crypto::random_16;
 use crate::errors::ApiError;
+use crate::pending;
 use crate::store::{AuditEntry, UpdateOutcome};
 use crate::users::{authorize, invalid_field, not_found, stale, Accounts};
 
-/// A pending change lasts as long as any one-time code, and allows as many tries.
-const PENDING_TTL_MS: u64 = 10 * 60 * 1000;
-const MAX_TRIES: u32 = 5;
+/// The `auth_state` purpose an email change waits under.
+const PURPOSE: &str = "email_change";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,27 +34,6 @@ pub struct ConfirmEmailChange {
     pub code: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Pending {
-    /// The new address, sealed under the user's data key (hex).
-    email_sealed: String,
-    code_hash: String,
-    tries: u32,
-    expires_at: UnixMillis,
-}
-
-fn state_key(id: &UserId) -> String {
-    format!("email_change:{id}")
-}
-
-fn sealed_context(id: &UserId) -> String {
-    format!("{id}/pending_email")
-}
-
-fn code_hash(id: &UserId, code: &str) -> String {
-    hex::encode(Sha256::digest(format!("{id}:{}", code.trim()).as_bytes()))
-}
-
 /// `jane@example.com` → `j***@example.com`: enough for the owner to recognise, little for
 /// anyone else reading the old mailbox.
 fn masked(email: &str) -> String {
@@ -65,10 +41,6 @@ fn masked(email: &str) -> String {
         Some((local, domain)) => format!("{}***@{domain}", local.chars().next().unwrap_or('*')),
         None => "***".to_owned(),
     }
-}
-
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::Internal(e.to_string())
 }
 
 impl Accounts {
@@ -102,16 +74,7 @@ impl Accounts {
             return Err(crate::store::StoreError::DuplicateEmail.into());
         }
 
-        let r = random_16();
-        let code = format!("{:06}", u32::from_be_bytes([r[0], r[1], r[2], r[3]]) % 1_000_000);
-        let pending = Pending {
-            email_sealed: hex::encode(account.data_key.seal(email.as_str().as_bytes(), &sealed_context(id))),
-            code_hash: code_hash(id, &code),
-            tries: 0,
-            expires_at: now.saturating_add_ms(PENDING_TTL_MS),
-        };
-        let value = serde_json::to_string(&pending).map_err(internal)?;
-        self.store.state_put(&state_key(id), &value, pending.expires_at).await?;
+        let code = self.start_pending(PURPOSE, id, &account.data_key, email.as_str(), now).await?;
         self.outbox.send(
             "email",
             email.as_str(),
@@ -139,7 +102,7 @@ impl Accounts {
                 now,
             )
             .await?;
-        Ok(json!({ "pending_email": email.as_str(), "expires_in": PENDING_TTL_MS / 1000 }))
+        Ok(json!({ "pending_email": email.as_str(), "expires_in": pending::TTL_MS / 1000 }))
     }
 
     /// Completes a change with the code sent to the new address. The address is checked again:
@@ -152,35 +115,8 @@ impl Accounts {
         now: UnixMillis,
     ) -> Result<Value, ApiError> {
         authorize(actor, id)?;
-        let key = state_key(id);
-        let mut pending: Pending = self
-            .store
-            .state_get(&key, now)
-            .await?
-            .and_then(|v| serde_json::from_str(&v).ok())
-            .filter(|p: &Pending| now < p.expires_at && p.tries < MAX_TRIES)
-            .ok_or_else(|| {
-                ApiError::client(ProblemKind::Conflict, "no email change is pending; start again")
-            })?;
-        if pending.code_hash != code_hash(id, &request.code) {
-            pending.tries += 1;
-            if pending.tries >= MAX_TRIES {
-                self.store.state_delete(&key).await?;
-            } else {
-                let value = serde_json::to_string(&pending).map_err(internal)?;
-                self.store.state_put(&key, &value, pending.expires_at).await?;
-            }
-            self.store.add_security_event(id.as_str(), "email_change_failure", "{}", now).await?;
-            return Err(ApiError::client(
-                ProblemKind::ValidationFailed,
-                format!("the code does not match; {} tries left", MAX_TRIES.saturating_sub(pending.tries)),
-            ));
-        }
-
         let account = self.load(id).await?;
-        let sealed = hex::decode(&pending.email_sealed).map_err(internal)?;
-        let new_email =
-            String::from_utf8(account.data_key.open(&sealed, &sealed_context(id))?).map_err(internal)?;
+        let new_email = self.finish_pending(PURPOSE, id, &account.data_key, &request.code, now).await?;
         // Taken since the code was sent? The unique index catches it under the current key;
         // this, under a retired one during a rotation.
         if self.find_by_email(&new_email).await?.is_some_and(|other| other.id != id.as_str()) {
@@ -207,7 +143,7 @@ impl Accounts {
             UpdateOutcome::VersionMismatch(current) => return Err(stale(account.row.version, current)),
             UpdateOutcome::NotFound => return Err(not_found(id.as_str())),
         }
-        self.store.state_delete(&key).await?;
+        self.clear_pending(PURPOSE, id).await?;
         self.store
             .add_security_event(
                 id.as_str(),

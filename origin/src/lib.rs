@@ -9,9 +9,11 @@ pub mod errors;
 pub mod jobs;
 pub mod outbox;
 pub mod passwords;
+pub mod pending;
 pub mod protection;
 pub mod routes;
 pub mod signed;
+pub mod sms;
 pub mod store;
 pub mod users;
 

@@ -55,12 +55,16 @@ struct Challenge {
     methods: Vec<String>,
     context: LoginContext,
     risk: Assessment,
-    email_code: Option<OneTimeCode>,
+    #[serde(alias = "email_code")]
+    one_time_code: Option<OneTimeCode>,
     failures: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct OneTimeCode {
+    /// `email` or `sms`: a code is accepted only for the method it was sent by.
+    #[serde(default = "email_channel")]
+    channel: String,
     hash: String,
     expires_at: UnixMillis,
     tries: u32,
@@ -77,6 +81,10 @@ pub struct MfaAnswer {
 pub struct MfaSend {
     pub challenge_id: String,
     pub method: String,
+}
+
+fn email_channel() -> String {
+    "email".to_owned()
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -242,14 +250,19 @@ impl Accounts {
         let account = self.unseal(row)?;
         let security = &account.profile.security_settings;
         let totp_ready = self.store.totp(&account.row.id).await?.is_some_and(|t| t.confirmed_at.is_some());
+        let sms_ready = self.store.sms_phone(&account.row.id).await?.is_some();
         let mut methods = Vec::new();
         if totp_ready {
             methods.push("totp".to_owned());
         }
+        if sms_ready {
+            methods.push("sms".to_owned());
+        }
         // A code by email is offered when the user chose it, and also when the account
         // requires a second factor but none is enrolled: the address is always there, and
         // `require_mfa` must never mean a login without one.
-        if security.mfa_methods.contains(&MfaMethod::Email) || (security.require_mfa && !totp_ready) {
+        let enrolled = totp_ready || sms_ready;
+        if security.mfa_methods.contains(&MfaMethod::Email) || (security.require_mfa && !enrolled) {
             methods.push("email".to_owned());
         }
         if totp_ready && self.store.recovery_codes_left(&account.row.id).await? > 0 {
@@ -281,7 +294,7 @@ impl Accounts {
                 methods: methods.clone(),
                 context,
                 risk: assessment.clone(),
-                email_code: None,
+                one_time_code: None,
                 failures: 0,
             };
             let value = serde_json::to_string(&challenge).map_err(internal)?;
@@ -344,21 +357,29 @@ impl Accounts {
             })
     }
 
-    /// Sends a one-time code for a challenge by email, through the outbox.
+    /// Sends a one-time code for a challenge by email or SMS, through the outbox.
     pub async fn send_code(&self, request: MfaSend, now: UnixMillis) -> Result<Value, ApiError> {
         let mut challenge = self.challenge(&request.challenge_id, now).await?;
-        if request.method != "email" || !challenge.methods.iter().any(|m| m == "email") {
+        let offered = challenge.methods.contains(&request.method);
+        if !offered || !matches!(request.method.as_str(), "email" | "sms") {
             return Err(ApiError::client(
                 ProblemKind::BadRequest,
-                "codes are sent by email only, when the account allows it",
+                "codes are sent by email or SMS, when the login offers that method",
             ));
         }
         let id: UserId = challenge.user_id.parse().map_err(internal)?;
-        let account = self.load(&id).await?;
+        let to = if request.method == "sms" {
+            self.sms_number(&id).await?.ok_or_else(|| {
+                ApiError::client(ProblemKind::Conflict, "the phone number was removed; log in again")
+            })?
+        } else {
+            self.load(&id).await?.email
+        };
         let r = random_16();
         let n = u32::from_be_bytes([r[0], r[1], r[2], r[3]]) % 1_000_000;
         let code = format!("{n:06}");
-        challenge.email_code = Some(OneTimeCode {
+        challenge.one_time_code = Some(OneTimeCode {
+            channel: request.method.clone(),
             hash: sha256_hex(&code),
             expires_at: now.saturating_add_ms(OTP_TTL_MS),
             tries: 0,
@@ -372,14 +393,14 @@ impl Accounts {
             )
             .await?;
         self.outbox.send(
-            "email",
-            &account.email,
+            &request.method,
+            &to,
             &format!("Your sign-in code is {code}. It expires in 10 minutes."),
             Some(&code),
             now,
         )?;
-        self.event(&challenge.user_id, "mfa_code_sent", json!({ "method": "email" }), now).await?;
-        Ok(json!({ "sent": "email", "expires_in": OTP_TTL_MS / 1000 }))
+        self.event(&challenge.user_id, "mfa_code_sent", json!({ "method": request.method }), now).await?;
+        Ok(json!({ "sent": request.method, "expires_in": OTP_TTL_MS / 1000 }))
     }
 
     /// Completes a challenge with a second factor.
@@ -399,8 +420,12 @@ impl Accounts {
                 let normalised = answer.code.trim().to_uppercase().replace([' ', '-'], "");
                 self.store.use_recovery_code(id.as_str(), &sha256_hex(&normalised), now).await?
             }
-            "email" => match &mut challenge.email_code {
-                Some(code) if now < code.expires_at && code.tries < OTP_MAX_TRIES => {
+            "email" | "sms" => match &mut challenge.one_time_code {
+                Some(code)
+                    if code.channel == answer.method
+                        && now < code.expires_at
+                        && code.tries < OTP_MAX_TRIES =>
+                {
                     code.tries += 1;
                     code.hash == sha256_hex(answer.code.trim())
                 }
@@ -436,7 +461,12 @@ impl Accounts {
         Ok(self.store.use_totp_step(id.as_str(), step).await?)
     }
 
-    async fn recent_auth(&self, actor: &Actor, id: &UserId, password: Option<&str>) -> Result<(), ApiError> {
+    pub(crate) async fn recent_auth(
+        &self,
+        actor: &Actor,
+        id: &UserId,
+        password: Option<&str>,
+    ) -> Result<(), ApiError> {
         crate::users::authorize(actor, id)?;
         let account = self.load(id).await?;
         if self.password_matches(Some(&account.row), password.unwrap_or_default()).await {

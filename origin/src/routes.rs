@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::email_change::{ConfirmEmailChange, StartEmailChange};
 use crate::protection::{LoginRequest, MfaAnswer, MfaSend};
+use crate::sms::EnrolSms;
 use crate::users::{ChangePassword, CreateUser};
 use axum::{Json, Router};
 use domain::problem::{Problem, ProblemKind};
@@ -45,6 +46,8 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/mfa/send", post(send_code))
         .route("/users/{id}/mfa/totp", post(enrol_totp).delete(remove_totp))
         .route("/users/{id}/mfa/totp/confirm", post(confirm_totp))
+        .route("/users/{id}/mfa/sms", post(enrol_sms).delete(remove_sms))
+        .route("/users/{id}/mfa/sms/confirm", post(confirm_sms))
         .route("/users/{id}/security-events", get(security_events))
         .route("/users/{id}/audit", get(audit))
         .route("/{*rest}", any(not_found))
@@ -192,6 +195,7 @@ async fn enrol_totp(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
+/// A one-time code confirming an enrolment (TOTP, SMS).
 #[derive(Deserialize)]
 struct TotpCode {
     code: String,
@@ -217,6 +221,41 @@ async fn remove_totp(
     state
         .accounts
         .remove_totp(&actor, &user_id(&id)?, proof.current_password.as_deref(), state.clock.now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn enrol_sms(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request: EnrolSms = parse(&body)?;
+    let answer = state.accounts.enrol_sms(&actor, &user_id(&id)?, request, state.clock.now()).await?;
+    Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+async fn confirm_sms(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: TotpCode = parse(&body)?;
+    Ok(Json(state.accounts.confirm_sms(&actor, &user_id(&id)?, &request.code, state.clock.now()).await?))
+}
+
+async fn remove_sms(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let proof: PasswordProof = if body.is_empty() { PasswordProof::default() } else { parse(&body)? };
+    state
+        .accounts
+        .remove_sms(&actor, &user_id(&id)?, proof.current_password.as_deref(), state.clock.now())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

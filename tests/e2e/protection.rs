@@ -38,6 +38,7 @@ pub const TESTS: &[(&str, TestFn)] = &[
         "protection::an_email_change_needs_the_password_and_a_code_from_the_new_address",
         an_email_change_needs_the_password_and_a_code_from_the_new_address,
     ),
+    ("protection::sms_codes_work_once_the_number_is_confirmed", sms_codes_work_once_the_number_is_confirmed),
 ];
 
 fn login(
@@ -401,4 +402,77 @@ fn an_email_change_needs_the_password_and_a_code_from_the_new_address(ctx: &Ctx)
         ensure!(kinds.iter().any(|k| k == kind), "no {kind} event in {kinds:?}");
     }
     assert_not_stored_in_clear(ctx, &[&old, &new])
+}
+
+fn sms_codes_work_once_the_number_is_confirmed(ctx: &Ctx) -> Result<()> {
+    let email = unique_email("texted");
+    let id = ctx.api.signup(&email, GOOD_PASSWORD, Value::Null)?.str("id");
+    let token = ctx.api.login(&email, GOOD_PASSWORD)?;
+    let path = format!("{}/mfa/sms", users(&id));
+    // A number unique to this test run, so the outbox holds only this test's messages for it.
+    let digits: String = id.chars().filter(char::is_ascii_digit).take(8).collect();
+    let number = format!("+336{digits:0<8}");
+    let typed = format!("{} {} {}", &number[..3], &number[3..7], &number[7..]);
+
+    // Enrolment needs the password, and a number with its country code.
+    expect_problem(
+        &ctx.api.post(&path, Some(&token), &json!({"phone_number": typed}))?,
+        401,
+        "unauthenticated",
+    )?;
+    let bad = ctx.api.post(
+        &path,
+        Some(&token),
+        &json!({"phone_number": "06 12 34 56 78", "current_password": GOOD_PASSWORD}),
+    )?;
+    expect_problem(&bad, 400, "validation-failed")?;
+    assert_eq!(bad.body["errors"][0]["field"], "phone_number");
+    assert_eq!(bad.body["errors"][0]["rule"], "country_code");
+    let started = ctx.api.post(
+        &path,
+        Some(&token),
+        &json!({"phone_number": typed, "current_password": GOOD_PASSWORD}),
+    )?;
+    expect(&started, 202)?;
+    ensure!(started.str("pending_phone").ends_with(&number[number.len() - 2..]), "{}", started.body);
+    ensure!(!started.body.to_string().contains(&number), "the answer shows the number masked");
+    let code = ctx.stack.last_code_for(&number).expect("a code texted to the number");
+    let confirm =
+        |code: &str| ctx.api.post(&format!("{path}/confirm"), Some(&token), &json!({ "code": code }));
+    let wrong = if code == "000000" { "000001" } else { "000000" };
+    expect_problem(&confirm(wrong)?, 400, "validation-failed")?;
+    let enrolled = confirm(&code)?;
+    expect(&enrolled, 200)?;
+    assert_eq!(enrolled.body["enrolled"], "sms");
+
+    // The account requires a second factor: the login offers SMS (not email: a factor is enrolled).
+    let patch = json!({"security_settings": {"require_mfa": true, "mfa_methods": ["sms"]}});
+    expect(&ctx.api.put(&users(&id), &token, &patch, None)?, 200)?;
+    let challenge = login(ctx, &email, GOOD_PASSWORD, Some("laptop"), "198.51.100.30", "app/1.0")?;
+    expect_problem(&challenge, 401, "mfa-required")?;
+    assert_eq!(challenge.body["methods"], json!(["sms"]), "{}", challenge.body);
+    let challenge_id = challenge.str("challenge_id");
+    let send = |method: &str| {
+        ctx.api.post("/api/v1/auth/mfa/send", None, &json!({"challenge_id": challenge_id, "method": method}))
+    };
+    expect_problem(&send("email")?, 400, "bad-request")?;
+    expect(&send("sms")?, 202)?;
+    let code = ctx.stack.last_code_for(&number).expect("a sign-in code texted");
+    // A code is good only for the method it was sent by.
+    expect_problem(&mfa(ctx, &challenge_id, "email", &code)?, 400, "bad-request")?;
+    let done = mfa(ctx, &challenge_id, "sms", &code)?;
+    expect(&done, 200)?;
+    let token = done.str("access_token");
+
+    // Removing the number needs the password; then the login falls back to an email code.
+    expect_problem(&ctx.api.delete_with(&path, &token, &json!({}))?, 401, "unauthenticated")?;
+    let removed = ctx.api.delete_with(&path, &token, &json!({"current_password": GOOD_PASSWORD}))?;
+    assert_eq!(removed.status, 204);
+    let after = login(ctx, &email, GOOD_PASSWORD, Some("laptop"), "198.51.100.30", "app/1.0")?;
+    assert_eq!(after.body["methods"], json!(["email"]), "{}", after.body);
+    let kinds = event_kinds(ctx, &id, &token)?;
+    for kind in ["mfa_enrolment_started", "sms_enrolment_failure", "mfa_enrolled", "mfa_removed"] {
+        ensure!(kinds.iter().any(|k| k == kind), "no {kind} event in {kinds:?}");
+    }
+    assert_not_stored_in_clear(ctx, &[&number])
 }

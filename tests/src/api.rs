@@ -95,6 +95,11 @@ impl Api {
         )
     }
 
+    /// A DELETE with a JSON body (the current password, for factor removal).
+    pub fn delete_with(&self, path: &str, token: &str, body: &Value) -> Result<Answer> {
+        send(client().delete(self.url(path)).bearer_auth(token).json(body))
+    }
+
     pub fn signup(&self, email: &str, password: &str, profile: Value) -> Result<Answer> {
         self.post("/api/v1/users", None, &json!({ "email": email, "password": password, "profile": profile }))
     }

@@ -187,6 +187,18 @@ pub trait ProtectionStore: Send + Sync {
         at: UnixMillis,
     ) -> Result<bool, StoreError>;
     async fn recovery_codes_left(&self, user_id: &str) -> Result<u32, StoreError>;
+
+    /// The sealed phone number confirmed for SMS codes, if any.
+    async fn sms_phone(&self, user_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Sets (or replaces) the confirmed phone number.
+    async fn put_sms_phone(
+        &self,
+        user_id: &str,
+        phone_sealed: &[u8],
+        at: UnixMillis,
+    ) -> Result<(), StoreError>;
+    /// Removes the phone number; false if there was none.
+    async fn delete_sms_phone(&self, user_id: &str) -> Result<bool, StoreError>;
 }
 
 /// A behavioural event as stored.

@@ -490,6 +490,37 @@ impl super::ProtectionStore for SqliteStore {
         Ok(())
     }
 
+    async fn sms_phone(&self, user_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT phone_sealed FROM mfa_sms WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn put_sms_phone(
+        &self,
+        user_id: &str,
+        phone_sealed: &[u8],
+        at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO mfa_sms (user_id, phone_sealed, confirmed_at) VALUES (?, ?, ?) \
+             ON CONFLICT (user_id) DO UPDATE SET phone_sealed = excluded.phone_sealed, confirmed_at = excluded.confirmed_at",
+        )
+        .bind(user_id)
+        .bind(phone_sealed)
+        .bind(millis(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_sms_phone(&self, user_id: &str) -> Result<bool, StoreError> {
+        let deleted =
+            sqlx::query("DELETE FROM mfa_sms WHERE user_id = ?").bind(user_id).execute(&self.pool).await?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
     async fn use_recovery_code(
         &self,
         user_id: &str,
@@ -735,9 +766,15 @@ impl super::JobStore for SqliteStore {
         .fetch_all(&mut *tx)
         .await?;
         for id in &ids {
-            for table in
-                ["activations", "audit_log", "security_events", "login_history", "mfa_totp", "recovery_codes"]
-            {
+            for table in [
+                "activations",
+                "audit_log",
+                "security_events",
+                "login_history",
+                "mfa_totp",
+                "recovery_codes",
+                "mfa_sms",
+            ] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE user_id = ?"))
                     .bind(id)
                     .execute(&mut *tx)

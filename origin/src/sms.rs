@@ -1,0 +1,107 @@
+//! SMS one-time codes as a second factor. The phone number is enrolled like an email change:
+//! the current password (recent authentication), then a code sent to the number proves it is
+//! the user's; only then does the login offer `sms`. The number is personal data: sealed under
+//! the user's data key in `mfa_sms`, and shown back masked.
+
+use domain::identity::{Actor, UserId};
+use domain::phone::Phone;
+use domain::time::UnixMillis;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::errors::ApiError;
+use crate::pending;
+use crate::users::{authorize, invalid_field, Accounts};
+
+/// The `auth_state` purpose an enrolment waits under.
+const PURPOSE: &str = "sms_enrolment";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolSms {
+    pub phone_number: String,
+    #[serde(default)]
+    pub current_password: Option<String>,
+}
+
+fn sealed_context(id: &UserId) -> String {
+    format!("{id}/sms_phone")
+}
+
+impl Accounts {
+    /// Starts enrolment: sends a code to the number.
+    pub async fn enrol_sms(
+        &self,
+        actor: &Actor,
+        id: &UserId,
+        request: EnrolSms,
+        now: UnixMillis,
+    ) -> Result<Value, ApiError> {
+        self.recent_auth(actor, id, request.current_password.as_deref()).await?;
+        let phone = Phone::parse(&request.phone_number)
+            .map_err(|e| invalid_field("phone_number", e.rule(), e.to_string()))?;
+        let account = self.load(id).await?;
+        let code = self.start_pending(PURPOSE, id, &account.data_key, phone.as_str(), now).await?;
+        self.outbox.send(
+            "sms",
+            phone.as_str(),
+            &format!("Your code to add this phone to your account is {code}. It expires in 10 minutes."),
+            Some(&code),
+            now,
+        )?;
+        self.store
+            .add_security_event(
+                id.as_str(),
+                "mfa_enrolment_started",
+                &json!({ "method": "sms" }).to_string(),
+                now,
+            )
+            .await?;
+        Ok(json!({ "pending_phone": phone.masked(), "expires_in": pending::TTL_MS / 1000 }))
+    }
+
+    /// Completes enrolment with the code the number received.
+    pub async fn confirm_sms(
+        &self,
+        actor: &Actor,
+        id: &UserId,
+        code: &str,
+        now: UnixMillis,
+    ) -> Result<Value, ApiError> {
+        authorize(actor, id)?;
+        let account = self.load(id).await?;
+        let number = self.finish_pending(PURPOSE, id, &account.data_key, code, now).await?;
+        let sealed = account.data_key.seal(number.as_bytes(), &sealed_context(id));
+        self.store.put_sms_phone(id.as_str(), &sealed, now).await?;
+        self.clear_pending(PURPOSE, id).await?;
+        self.store
+            .add_security_event(id.as_str(), "mfa_enrolled", &json!({ "method": "sms" }).to_string(), now)
+            .await?;
+        let masked = Phone::parse(&number).map(|p| p.masked()).unwrap_or_default();
+        Ok(json!({ "enrolled": "sms", "phone": masked }))
+    }
+
+    pub async fn remove_sms(
+        &self,
+        actor: &Actor,
+        id: &UserId,
+        password: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<(), ApiError> {
+        self.recent_auth(actor, id, password).await?;
+        if self.store.delete_sms_phone(id.as_str()).await? {
+            self.store
+                .add_security_event(id.as_str(), "mfa_removed", &json!({ "method": "sms" }).to_string(), now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The confirmed phone number, if the user enrolled one.
+    pub(crate) async fn sms_number(&self, id: &UserId) -> Result<Option<String>, ApiError> {
+        let Some(sealed) = self.store.sms_phone(id.as_str()).await? else { return Ok(None) };
+        let account = self.load(id).await?;
+        let number = account.data_key.open(&sealed, &sealed_context(id))?;
+        Ok(Some(String::from_utf8(number).map_err(|e| ApiError::Internal(e.to_string()))?))
+    }
+}
