@@ -52,6 +52,21 @@ async fn remember(env: &Env, view: &Value) -> Result<u64, EdgeError> {
     Ok(version)
 }
 
+/// Forwards a write (a POST with the caller's JSON body) and records the view the origin
+/// answers, as [`remember`] does.
+async fn post_write(
+    req: &mut Request,
+    env: &Env,
+    caller: &Caller,
+    path: &str,
+) -> Result<(Value, u64), EdgeError> {
+    let body = http::read_json(req, &[JSON]).await?;
+    let answer = forward(env, &caller.actor(), Method::Post, path, Some(&body)).await?;
+    let view = origin_json(&answer)?;
+    let version = remember(env, &view).await?;
+    Ok((view, version))
+}
+
 pub async fn create(mut req: Request, env: &Env, caller: Option<Caller>) -> Result<Response, EdgeError> {
     let actor = caller.map_or(Actor::Anonymous, |c| c.actor());
     let body = http::read_json(&mut req, &[JSON]).await?;
@@ -131,11 +146,7 @@ pub async fn upgrade(
 ) -> Result<Response, EdgeError> {
     let id = &id;
     authorize(&caller, id)?;
-    let body = http::read_json(&mut req, &[JSON]).await?;
-    let path = format!("/internal/users/{id}/tier");
-    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
-    let view = origin_json(&answer)?;
-    let version = remember(env, &view).await?;
+    let (view, version) = post_write(&mut req, env, &caller, &format!("/internal/users/{id}/tier")).await?;
     events.push(
         "tier_change",
         Some(id.as_str()),
@@ -170,11 +181,8 @@ pub async fn confirm_email_change(
 ) -> Result<Response, EdgeError> {
     let id = &id;
     authorize(&caller, id)?;
-    let body = http::read_json(&mut req, &[JSON]).await?;
     let path = format!("/internal/users/{id}/email/confirm");
-    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
-    let view = origin_json(&answer)?;
-    let version = remember(env, &view).await?;
+    let (view, version) = post_write(&mut req, env, &caller, &path).await?;
     events.push(
         "profile_change",
         Some(id.as_str()),

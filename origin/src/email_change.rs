@@ -94,14 +94,7 @@ impl Accounts {
             None,
             now,
         )?;
-        self.store
-            .add_security_event(
-                id.as_str(),
-                "email_change_requested",
-                &json!({ "by": actor.to_string() }).to_string(),
-                now,
-            )
-            .await?;
+        self.event(id.as_str(), "email_change_requested", json!({ "by": actor.to_string() }), now).await?;
         Ok(json!({ "pending_email": email.as_str(), "expires_in": pending::TTL_MS / 1000 }))
     }
 
@@ -144,14 +137,7 @@ impl Accounts {
             UpdateOutcome::NotFound => return Err(not_found(id.as_str())),
         }
         self.clear_pending(PURPOSE, id).await?;
-        self.store
-            .add_security_event(
-                id.as_str(),
-                "email_changed",
-                &json!({ "by": actor.to_string() }).to_string(),
-                now,
-            )
-            .await?;
+        self.event(id.as_str(), "email_changed", json!({ "by": actor.to_string() }), now).await?;
         self.read(actor, id).await
     }
 }

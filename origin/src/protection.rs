@@ -135,7 +135,14 @@ impl Accounts {
         Ok(())
     }
 
-    async fn event(&self, user_id: &str, kind: &str, detail: Value, now: UnixMillis) -> Result<(), ApiError> {
+    /// Records a security event the user can read.
+    pub(crate) async fn event(
+        &self,
+        user_id: &str,
+        kind: &str,
+        detail: Value,
+        now: UnixMillis,
+    ) -> Result<(), ApiError> {
         self.store.add_security_event(user_id, kind, &detail.to_string(), now).await?;
         Ok(())
     }

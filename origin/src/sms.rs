@@ -49,14 +49,7 @@ impl Accounts {
             Some(&code),
             now,
         )?;
-        self.store
-            .add_security_event(
-                id.as_str(),
-                "mfa_enrolment_started",
-                &json!({ "method": "sms" }).to_string(),
-                now,
-            )
-            .await?;
+        self.event(id.as_str(), "mfa_enrolment_started", json!({ "method": "sms" }), now).await?;
         Ok(json!({ "pending_phone": phone.masked(), "expires_in": pending::TTL_MS / 1000 }))
     }
 
@@ -74,9 +67,7 @@ impl Accounts {
         let sealed = account.data_key.seal(number.as_bytes(), &sealed_context(id));
         self.store.put_sms_phone(id.as_str(), &sealed, now).await?;
         self.clear_pending(PURPOSE, id).await?;
-        self.store
-            .add_security_event(id.as_str(), "mfa_enrolled", &json!({ "method": "sms" }).to_string(), now)
-            .await?;
+        self.event(id.as_str(), "mfa_enrolled", json!({ "method": "sms" }), now).await?;
         let masked = Phone::parse(&number).map(|p| p.masked()).unwrap_or_default();
         Ok(json!({ "enrolled": "sms", "phone": masked }))
     }
@@ -90,9 +81,7 @@ impl Accounts {
     ) -> Result<(), ApiError> {
         self.recent_auth(actor, id, password).await?;
         if self.store.delete_sms_phone(id.as_str()).await? {
-            self.store
-                .add_security_event(id.as_str(), "mfa_removed", &json!({ "method": "sms" }).to_string(), now)
-                .await?;
+            self.event(id.as_str(), "mfa_removed", json!({ "method": "sms" }), now).await?;
         }
         Ok(())
     }
