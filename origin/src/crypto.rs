@@ -91,6 +91,9 @@ struct MasterEntry {
     id: String,
     aead: Aes256Gcm,
     blind_index: Hmac<Sha256>,
+    /// The key of the origin's keyed hashes (`Keyring::secret_macs`): recovery codes, device
+    /// tokens. Derived from the master key with its own HKDF label.
+    secret_mac: Hmac<Sha256>,
 }
 
 impl MasterEntry {
@@ -102,11 +105,25 @@ impl MasterEntry {
         let blind_index =
             <Hmac<Sha256> as Mac>::new_from_slice(&index_key).unwrap_or_else(|_| unreachable_hmac());
         index_key.zeroize();
+        let mut mac_key = [0u8; 32];
+        let _ = hk.expand(b"secret-mac/v1", &mut mac_key);
+        let secret_mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&mac_key).unwrap_or_else(|_| unreachable_hmac());
+        mac_key.zeroize();
         Self {
             id: master.id.clone(),
             aead: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&master.bytes)),
             blind_index,
+            secret_mac,
         }
+    }
+
+    fn mac(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
+        let mut mac = self.secret_mac.clone();
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(data);
+        mac.finalize().into_bytes().into()
     }
 
     fn index(&self, normalised_email: &str) -> Vec<u8> {
@@ -169,6 +186,19 @@ impl Keyring {
     /// indexes, and the index reveals nothing without the master key.
     pub fn email_index(&self, normalised_email: &str) -> Vec<u8> {
         self.current.index(normalised_email)
+    }
+
+    /// A keyed hash (HMAC-SHA256 under a key derived from the current master key) of `data`
+    /// for `purpose` (a label such as `"recovery-code"`), for secrets too short to be stored as
+    /// plain hashes (NIST SP 800-63B asks for a keyed hash under 112 bits).
+    pub fn secret_mac(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
+        self.current.mac(purpose, data)
+    }
+
+    /// The same keyed hash under the current key first, then each retired one: what a stored
+    /// hash may equal while a master-key rotation is under way.
+    pub fn secret_macs(&self, purpose: &str, data: &[u8]) -> Vec<[u8; 32]> {
+        std::iter::once(&self.current).chain(&self.retired).map(|e| e.mac(purpose, data)).collect()
     }
 
     /// The email's index under each retired key, for lookups while a rotation is under way.
@@ -248,6 +278,18 @@ mod tests {
         assert!(
             matches!(after.unwrap(&wrapped_before, "usr_1"), Err(CryptoError::UnknownMasterKey(id)) if id == "k1")
         );
+    }
+
+    #[test]
+    fn secret_macs_are_keyed_by_purpose_and_master_key() {
+        let a = keyring("k1", 1);
+        assert_eq!(a.secret_mac("recovery-code", b"X"), a.secret_mac("recovery-code", b"X"));
+        assert_ne!(a.secret_mac("recovery-code", b"X"), a.secret_mac("device-token", b"X"));
+        assert_ne!(a.secret_mac("recovery-code", b"X"), keyring("k1", 2).secret_mac("recovery-code", b"X"));
+        let old = MasterKey { id: "k1".into(), bytes: [1; 32] };
+        let during = Keyring::with_retired(&MasterKey { id: "k2".into(), bytes: [2; 32] }, &[old]);
+        let macs = during.secret_macs("recovery-code", b"X");
+        assert_eq!(macs, vec![during.secret_mac("recovery-code", b"X"), a.secret_mac("recovery-code", b"X")]);
     }
 
     #[test]
