@@ -99,6 +99,13 @@ pub async fn forward(
                 .map_err(|_| EdgeError::OriginFailed { status: response.status })?;
             Err(EdgeError::Problem(problem))
         }
+        // The origin at capacity says when to retry: that is the client's answer too.
+        503 => match serde_json::from_slice::<Problem>(&response.body) {
+            Ok(problem) if problem.type_uri == ProblemKind::Overloaded.type_uri() => {
+                Err(EdgeError::Problem(problem))
+            }
+            _ => Err(EdgeError::OriginFailed { status: 503 }),
+        },
         status => Err(EdgeError::OriginFailed { status }),
     }
 }

@@ -27,8 +27,9 @@ impl EdgeError {
     pub fn into_response(self, path: &str) -> Result<Response> {
         let problem = self.into_problem(path);
         let mut response = respond(&problem)?;
-        // A 429 passed through from the origin (softlock) says its wait in `retry_after`.
-        if problem.status == 429 {
+        // A 429 (softlock) or 503 (saturation) passed through from the origin says its wait in
+        // `retry_after`.
+        if matches!(problem.status, 429 | 503) {
             if let Some(secs) = problem.extensions.get("retry_after").and_then(serde_json::Value::as_u64) {
                 response.headers_mut().set("retry-after", &secs.to_string())?;
             }

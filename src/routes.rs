@@ -43,6 +43,7 @@ enum Route {
     Security(UserId, SecurityOp),
     SetDisabled(UserId, bool),
     Refresh,
+    StepUp,
     Logout,
     Token,
     CreateUser,
@@ -66,6 +67,7 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         ["api", "v1", "auth", "login"] => only(method, &[Method::Post]).map(|()| Route::Login),
         ["api", "v1", "auth", "token"] => only(method, &[Method::Get]).map(|()| Route::Token),
         ["api", "v1", "auth", "refresh"] => only(method, &[Method::Post]).map(|()| Route::Refresh),
+        ["api", "v1", "auth", "step-up"] => only(method, &[Method::Post]).map(|()| Route::StepUp),
         ["api", "v1", "auth", "mfa"] => only(method, &[Method::Post]).map(|()| Route::Mfa),
         ["api", "v1", "auth", "activate"] => only(method, &[Method::Post]).map(|()| Route::Activate),
         ["api", "v1", "auth", "mfa", "send"] => only(method, &[Method::Post]).map(|()| Route::MfaSend),
@@ -139,6 +141,7 @@ impl Route {
             Route::Insights(_) => "insights",
             Route::Sessions(_) | Route::DeleteSession(..) | Route::Logout => "sessions",
             Route::ChangePassword(_)
+            | Route::StepUp
             | Route::Security(..)
             | Route::StartEmailChange(_)
             | Route::ConfirmEmailChange(_) => "security",
@@ -194,8 +197,14 @@ impl Route {
                 .await
             }
             Route::Security(id, op) => {
+                user_route(req, env, path, true, events, class, |req, caller, gate| {
+                    sessions::account_security(req, env, caller, id, op, gate.stepped_up_at)
+                })
+                .await
+            }
+            Route::StepUp => {
                 user_route(req, env, path, true, events, class, |req, caller, _| {
-                    sessions::account_security(req, env, caller, id, op)
+                    sessions::step_up(req, env, caller)
                 })
                 .await
             }
@@ -263,8 +272,8 @@ impl Route {
                 .await
             }
             Route::UpdateUser(id) => {
-                user_route(req, env, path, true, events, class, |req, caller, _| {
-                    users::update(req, env, caller, id, events)
+                user_route(req, env, path, true, events, class, |req, caller, gate| {
+                    users::update(req, env, caller, id, gate.stepped_up_at, events)
                 })
                 .await
             }

@@ -16,8 +16,8 @@ use crate::http::{self, forward, origin_json, JSON};
 use crate::limits::client_ip;
 use crate::problem::EdgeError;
 
-/// The longest device id kept for a session.
-const MAX_DEVICE_ID: usize = 128;
+/// The longest device token the edge forwards (the origin's are 101 characters).
+const MAX_DEVICE_TOKEN: usize = 256;
 
 fn authorize(caller: &Caller, target: &UserId) -> Result<(), EdgeError> {
     if caller.actor().may_act_on(target) {
@@ -27,9 +27,10 @@ fn authorize(caller: &Caller, target: &UserId) -> Result<(), EdgeError> {
     }
 }
 
-/// What the edge saw of a login request: who, from where.
+/// What the edge saw of a login request: who, from where. The device is known only through
+/// a device token the origin issued at an earlier login (a client-chosen id proves nothing).
 struct ClientContext {
-    device_id: Option<String>,
+    device_token: Option<String>,
     user_agent: Option<String>,
     ip: String,
     country: Option<String>,
@@ -38,10 +39,11 @@ struct ClientContext {
 impl ClientContext {
     fn of(req: &Request, body: &Value) -> Result<Self, EdgeError> {
         Ok(Self {
-            device_id: body
-                .get("device_id")
+            device_token: body
+                .get("device_token")
                 .and_then(Value::as_str)
-                .map(|d| d.chars().take(MAX_DEVICE_ID).collect::<String>()),
+                .filter(|d| d.len() <= MAX_DEVICE_TOKEN)
+                .map(str::to_owned),
             user_agent: req.headers().get("user-agent")?,
             ip: client_ip(req),
             country: req.cf().and_then(|cf| cf.country()),
@@ -69,28 +71,45 @@ async fn open_session(
         return Err(EdgeError::OriginFailed { status });
     };
     let timeout = verified.get("session_timeout_minutes").and_then(Value::as_u64).unwrap_or(1440);
+    let absolute_ms = verified.get("session_absolute_ms").and_then(Value::as_u64);
+    let device_token = text("device_token");
+    // The session lists the device by the id inside its token (`dt1.<id>.<mac>`).
+    let device_id = device_token.as_deref().and_then(|t| t.split('.').nth(1)).map(str::to_owned);
     let gate = GateClient::for_user(env, &user_id)?;
     // The gate learns the tier the origin holds, so the edge enforces it from now on.
     let idle_timeout_minutes = Some(u32::try_from(timeout).unwrap_or(u32::MAX));
     gate.record(&GateRecord { profile_version: version, tier, idle_timeout_minutes }).await?;
-    let pair = gate
+    let created = gate
         .create_session(&NewSession {
             user_id: user_id.clone(),
             role: role.clone(),
             tier,
             idle_timeout_minutes: u32::try_from(timeout).unwrap_or(u32::MAX),
-            device_id: client.device_id.clone(),
+            absolute_ms,
+            device_id,
             user_agent: client.user_agent.clone(),
             ip: Some(client.ip.clone()),
         })
         .await?;
     let risk = verified.get("risk").and_then(|r| r.get("score")).cloned().unwrap_or(Value::Null);
     events.push(kind, Some(&user_id), None, json!({ "risk_score": risk, "tier": tier }));
-    let mut answer = serde_json::to_value(&pair)?;
+    // The origin records each as a security event the user can read.
+    for sid in &created.evicted {
+        events.push(
+            "session_evicted",
+            Some(&user_id),
+            None,
+            json!({ "session_id": sid, "reason": "session limit" }),
+        );
+    }
+    let mut answer = serde_json::to_value(&created.pair)?;
     if let Some(o) = answer.as_object_mut() {
         o.insert("user_id".into(), json!(user_id));
         o.insert("tier".into(), json!(tier));
         o.insert("role".into(), json!(role));
+        if let Some(token) = device_token {
+            o.insert("device_token".into(), json!(token));
+        }
         if let Some(risk) = verified.get("risk") {
             o.insert("risk".into(), risk.clone());
         }
@@ -104,7 +123,7 @@ pub async fn login(mut req: Request, env: &Env, events: &Events) -> Result<Respo
     let forwarded = json!({
         "email": body.get("email").cloned().unwrap_or(Value::Null),
         "password": body.get("password").cloned().unwrap_or(Value::Null),
-        "device_id": client.device_id,
+        "device_token": client.device_token,
         "context": { "ip": client.ip, "country": client.country, "user_agent": client.user_agent },
     });
     let answer = match forward(
@@ -125,9 +144,7 @@ pub async fn login(mut req: Request, env: &Env, events: &Events) -> Result<Respo
             } else {
                 "login_failure"
             };
-            let risk =
-                problem.extensions.get("risk").and_then(|r| r.get("score")).cloned().unwrap_or(Value::Null);
-            events.push(kind, None, None, json!({ "status": problem.status, "risk_score": risk }));
+            events.push(kind, None, None, json!({ "status": problem.status }));
             return Err(EdgeError::Problem(problem));
         }
         Err(e) => return Err(e),
@@ -166,6 +183,7 @@ pub async fn account_security(
     caller: Caller,
     id: UserId,
     op: SecurityOp,
+    stepped_up_at: Option<u64>,
 ) -> Result<Response, EdgeError> {
     authorize(&caller, &id)?;
     let (method, path, status) = match op {
@@ -178,7 +196,13 @@ pub async fn account_security(
         SecurityOp::Events => (Method::Get, format!("/internal/users/{id}/security-events"), 200),
         SecurityOp::Audit => (Method::Get, format!("/internal/users/{id}/audit"), 200),
     };
-    let body = if method == Method::Get { None } else { Some(http::read_json(&mut req, &[JSON]).await?) };
+    let mut body = if method == Method::Get { None } else { Some(http::read_json(&mut req, &[JSON]).await?) };
+    // Removing a factor accepts the session's recent step-up as its proof.
+    if matches!(op, SecurityOp::RemoveTotp | SecurityOp::RemoveSms) {
+        if let (Some(Value::Object(o)), Some(at)) = (body.as_mut(), stepped_up_at) {
+            o.insert("step_up_at".into(), json!(at));
+        }
+    }
     let answer = forward(env, &caller.actor(), method, &path, body.as_ref()).await?;
     if status == 204 {
         return Ok(Response::empty()?.with_status(204));
@@ -196,6 +220,26 @@ pub enum SecurityOp {
     RemoveSms,
     Events,
     Audit,
+}
+
+/// A step-up: the caller proves again who they are (current password, and a code from their
+/// second factor when one is enrolled); the session may then make sensitive changes for five
+/// minutes. With `method: "sms"` and no code, the origin texts one first (202).
+pub async fn step_up(mut req: Request, env: &Env, caller: Caller) -> Result<Response, EdgeError> {
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let Some(sid) = caller.sid.clone() else {
+        return Err(EdgeError::new(ProblemKind::Unauthenticated, "a step-up needs a session"));
+    };
+    let path = format!("/internal/users/{}/step-up", caller.id);
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
+    if answer.status == 202 {
+        return http::json(202, &origin_json(&answer)?, None);
+    }
+    if !GateClient::for_user(env, caller.id.as_str())?.step_up(&sid).await? {
+        return Err(EdgeError::new(ProblemKind::Unauthenticated, "the session ended"));
+    }
+    let valid_for = domain::security::STEP_UP_MAX_AGE_MS / 1000;
+    http::json(200, &json!({ "stepped_up": true, "valid_for_secs": valid_for }), None)
 }
 
 pub async fn refresh(mut req: Request, env: &Env) -> Result<Response, EdgeError> {

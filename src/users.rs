@@ -119,6 +119,7 @@ pub async fn update(
     env: &Env,
     caller: Caller,
     id: UserId,
+    stepped_up_at: Option<u64>,
     events: &Events,
 ) -> Result<Response, EdgeError> {
     let id = &id;
@@ -126,7 +127,9 @@ pub async fn update(
     let accepted: &[&str] = if req.method() == Method::Patch { &[MERGE_PATCH_JSON, JSON] } else { &[JSON] };
     let if_match = http::if_match(&req)?;
     let patch = http::read_json(&mut req, accepted).await?;
-    let body = json!({ "patch": patch, "if_match": if_match });
+    // The session's recent step-up travels with the change: weakening the security settings
+    // needs one (the origin decides, the signature vouches for the value).
+    let body = json!({ "patch": patch, "if_match": if_match, "step_up_at": stepped_up_at });
     let answer =
         forward(env, &caller.actor(), Method::Patch, &format!("/internal/users/{id}"), Some(&body)).await?;
     let view = origin_json(&answer)?;

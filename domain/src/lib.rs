@@ -11,6 +11,7 @@ pub mod problem;
 pub mod profile;
 pub mod rate_limit;
 pub mod risk;
+pub mod security;
 pub mod session;
 pub mod signing;
 pub mod softlock;

@@ -29,6 +29,10 @@ pub enum ProblemKind {
     Internal,
     OriginUnavailable,
     BadGateway,
+    /// A sensitive change needs a fresh proof: the password and, with a factor enrolled, a code.
+    StepUpRequired,
+    /// The service is at capacity (password hashing saturated): retry after `Retry-After`.
+    Overloaded,
 }
 
 impl ProblemKind {
@@ -50,6 +54,8 @@ impl ProblemKind {
             Self::Internal => "internal",
             Self::OriginUnavailable => "origin-unavailable",
             Self::BadGateway => "bad-gateway",
+            Self::StepUpRequired => "step-up-required",
+            Self::Overloaded => "overloaded",
         }
     }
 
@@ -57,7 +63,7 @@ impl ProblemKind {
         match self {
             Self::BadRequest | Self::ValidationFailed => 400,
             Self::Unauthenticated | Self::MfaRequired | Self::LoginRefused => 401,
-            Self::Forbidden => 403,
+            Self::Forbidden | Self::StepUpRequired => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::Conflict => 409,
@@ -67,7 +73,7 @@ impl ProblemKind {
             Self::RateLimited => 429,
             Self::Internal => 500,
             Self::BadGateway => 502,
-            Self::OriginUnavailable => 503,
+            Self::OriginUnavailable | Self::Overloaded => 503,
         }
     }
 
@@ -89,6 +95,8 @@ impl ProblemKind {
             Self::Internal => "Internal error",
             Self::OriginUnavailable => "The origin service is unavailable",
             Self::BadGateway => "The origin service answered badly",
+            Self::StepUpRequired => "This change needs a fresh proof of identity",
+            Self::Overloaded => "The service is at capacity",
         }
     }
 
@@ -107,7 +115,7 @@ impl ProblemKind {
 /// Every problem `type` starts with this.
 pub const TYPE_PREFIX: &str = "urn:problem-type:user-management:";
 
-const ALL: [ProblemKind; 16] = [
+const ALL: [ProblemKind; 18] = [
     ProblemKind::BadRequest,
     ProblemKind::ValidationFailed,
     ProblemKind::Unauthenticated,
@@ -124,6 +132,8 @@ const ALL: [ProblemKind; 16] = [
     ProblemKind::Internal,
     ProblemKind::OriginUnavailable,
     ProblemKind::BadGateway,
+    ProblemKind::StepUpRequired,
+    ProblemKind::Overloaded,
 ];
 
 /// A problem details body.

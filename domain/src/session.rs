@@ -35,6 +35,10 @@ pub struct SessionRecord {
     /// The token rotated last, while it may still answer within the grace period.
     pub previous: Option<Rotated>,
     pub revoked: Option<Revocation>,
+    /// When this session last proved its user again (password and a second factor): sensitive
+    /// changes accept it for `security::STEP_UP_MAX_AGE_MS`.
+    #[serde(default)]
+    pub stepped_up_at: Option<UnixMillis>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,7 +86,14 @@ impl SessionRecord {
             current_hash: refresh_hash.to_owned(),
             previous: None,
             revoked: None,
+            stepped_up_at: None,
         }
+    }
+
+    /// The same session with a shorter absolute lifetime (a tier's or role's floor).
+    pub fn with_absolute_lifetime(mut self, lifetime_ms: u64) -> Self {
+        self.absolute_expiry = self.created_at.saturating_add_ms(lifetime_ms.min(ABSOLUTE_LIFETIME_MS));
+        self
     }
 
     pub fn status(&self, now: UnixMillis) -> SessionStatus {
@@ -191,6 +202,19 @@ impl SessionRecord {
     }
 }
 
+/// The sessions to end so that a new one fits under `max_open`: the least recently used first
+/// (the oldest idle session ends first). `open` holds `(session id, last seen)` of the active
+/// sessions.
+pub fn to_evict(open: &[(String, UnixMillis)], max_open: usize) -> Vec<String> {
+    let keep = max_open.saturating_sub(1);
+    if open.len() <= keep {
+        return Vec::new();
+    }
+    let mut by_age: Vec<&(String, UnixMillis)> = open.iter().collect();
+    by_age.sort_by_key(|(sid, seen)| (*seen, sid.clone()));
+    by_age.into_iter().take(open.len() - keep).map(|(sid, _)| sid.clone()).collect()
+}
+
 fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -198,6 +222,25 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_oldest_idle_sessions_end_first_to_make_room_under_the_cap() {
+        let at = |ms| UnixMillis(ms);
+        let open = vec![("a".to_owned(), at(30)), ("b".to_owned(), at(10)), ("c".to_owned(), at(20))];
+        assert!(to_evict(&open, 4).is_empty());
+        assert_eq!(to_evict(&open, 3), vec!["b".to_owned()]);
+        assert_eq!(to_evict(&open, 2), vec!["b".to_owned(), "c".to_owned()]);
+        assert_eq!(to_evict(&open, 0), vec!["b".to_owned(), "c".to_owned(), "a".to_owned()]);
+    }
+
+    #[test]
+    fn a_floor_shortens_the_absolute_lifetime_and_never_lengthens_it() {
+        let s = SessionRecord::new("s", "h", 60_000, T0).with_absolute_lifetime(12 * 3_600_000);
+        assert_eq!(s.absolute_expiry, T0.saturating_add_ms(12 * 3_600_000));
+        assert_eq!(s.status(T0.saturating_add_ms(12 * 3_600_000)), SessionStatus::Expired);
+        let capped = SessionRecord::new("s", "h", 60_000, T0).with_absolute_lifetime(u64::MAX);
+        assert_eq!(capped.absolute_expiry, T0.saturating_add_ms(ABSOLUTE_LIFETIME_MS));
+    }
 
     const T0: UnixMillis = UnixMillis(1_700_000_000_000);
 

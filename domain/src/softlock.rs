@@ -67,11 +67,94 @@ impl FailureCounter {
     pub fn record_success(&mut self) {
         *self = Self::default();
     }
+
+    /// Takes back one failure recorded for an attempt that turned out not to be one (its
+    /// secret was right, or it could not be checked). Failures are counted before the check,
+    /// so that parallel attempts cannot all pass a check made before any of them failed.
+    pub fn undo_failure(&mut self) {
+        self.consecutive = self.consecutive.saturating_sub(1);
+        self.today = self.today.saturating_sub(1);
+        if self.consecutive == 0 {
+            self.last_failure = None;
+        }
+    }
+}
+
+/// Wrong second-factor codes allowed per account in an hour, whatever the challenge.
+pub const MFA_MAX_FAILURES_PER_HOUR: u32 = 10;
+const HOUR_MS: u64 = 3_600_000;
+
+/// Wrong second-factor codes of one account. Counted per account, not per challenge, so that
+/// a fresh challenge (a new password login) brings no fresh tries, and a correct password does
+/// not reset it: only the hour running out does. The window starts at the first failure.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MfaFailures {
+    pub window_started: Option<UnixMillis>,
+    pub count: u32,
+}
+
+impl MfaFailures {
+    fn window_over(&self, now: UnixMillis) -> bool {
+        self.window_started.is_none_or(|start| now.0.saturating_sub(start.0) >= HOUR_MS)
+    }
+
+    /// `Err(seconds)` while the second factor is softlocked.
+    pub fn check(&self, now: UnixMillis) -> Result<(), u64> {
+        match self.window_started {
+            Some(start) if !self.window_over(now) && self.count >= MFA_MAX_FAILURES_PER_HOUR => {
+                Err((start.0 + HOUR_MS).saturating_sub(now.0).div_ceil(1000).max(1))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn record_failure(&mut self, now: UnixMillis) {
+        if self.window_over(now) {
+            self.window_started = Some(now);
+            self.count = 0;
+        }
+        self.count = self.count.saturating_add(1);
+    }
+
+    /// Takes back a try counted before a code that proved right.
+    pub fn undo_failure(&mut self) {
+        self.count = self.count.saturating_sub(1);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ten_wrong_codes_in_an_hour_softlock_the_second_factor_until_the_hour_is_over() {
+        let mut f = MfaFailures::default();
+        for i in 0..MFA_MAX_FAILURES_PER_HOUR {
+            assert_eq!(f.check(T0.saturating_add_ms(u64::from(i) * 1000)), Ok(()));
+            f.record_failure(T0.saturating_add_ms(u64::from(i) * 1000));
+        }
+        assert_eq!(f.check(T0.saturating_add_ms(10_000)), Err(3590));
+        assert_eq!(f.check(T0.saturating_add_ms(HOUR_MS - 1)), Err(1));
+        assert_eq!(f.check(T0.saturating_add_ms(HOUR_MS)), Ok(()));
+        f.record_failure(T0.saturating_add_ms(HOUR_MS));
+        assert_eq!(f.count, 1, "a new hour starts a new count");
+        f.undo_failure();
+        assert_eq!(f.count, 0);
+    }
+
+    #[test]
+    fn an_attempt_counted_before_its_check_is_given_back_exactly() {
+        let mut c = FailureCounter::default();
+        c.record_failure(T0);
+        c.record_failure(T0);
+        let two = c.clone();
+        c.record_failure(T0.saturating_add_ms(5));
+        c.undo_failure();
+        assert_eq!((c.consecutive, c.today), (two.consecutive, two.today));
+        c.undo_failure();
+        c.undo_failure();
+        assert_eq!((c.consecutive, c.today, c.last_failure), (0, 0, None));
+    }
 
     const T0: UnixMillis = UnixMillis(1_700_000_000_000);
 

@@ -8,6 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
+use crate::security::SecurityFloor;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -79,6 +80,8 @@ pub struct Limits {
     pub storage_mb: Option<u64>,
     pub integrations: Vec<String>,
     pub support: String,
+    /// Open sessions allowed at once; a new login beyond it ends the least recently used.
+    pub max_open_sessions: u32,
 }
 
 /// The optional features a tier has.
@@ -95,6 +98,8 @@ pub struct TierRules {
     pub tier: Tier,
     pub limits: Limits,
     pub features: Features,
+    /// The least protection an account of this tier may have (`domain::security`).
+    pub security_floor: SecurityFloor,
     /// The profile a new account of this tier starts from (JSON of `profile::Profile`).
     pub defaults: Value,
 }
@@ -104,6 +109,7 @@ struct Catalogue {
     premium: TierRules,
     enterprise: TierRules,
     vip: TierRules,
+    admin_floor: SecurityFloor,
 }
 
 const FREE_TEMPLATE: &str = include_str!("../profiles/free_user_profile.json");
@@ -116,6 +122,7 @@ struct SingleTemplate {
     tier: Tier,
     limits: Limits,
     features: Features,
+    security_floor: SecurityFloor,
     defaults: Value,
 }
 
@@ -124,12 +131,26 @@ struct SingleTemplate {
 struct TierSection {
     limits: Limits,
     features: Features,
+    security_floor: SecurityFloor,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleSection {
+    security_floor: SecurityFloor,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompleteRoles {
+    admin: RoleSection,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CompleteTemplate {
     tiers: CompleteTiers,
+    roles: CompleteRoles,
     defaults: Value,
 }
 
@@ -147,7 +168,13 @@ fn parse_catalogue() -> Result<Catalogue, String> {
         if t.tier != expected {
             return Err(format!("the {expected} template says tier {}", t.tier));
         }
-        Ok(TierRules { tier: t.tier, limits: t.limits, features: t.features, defaults: t.defaults })
+        Ok(TierRules {
+            tier: t.tier,
+            limits: t.limits,
+            features: t.features,
+            security_floor: t.security_floor,
+            defaults: t.defaults,
+        })
     };
     let complete: CompleteTemplate =
         serde_json::from_str(COMPLETE_TEMPLATE).map_err(|e| format!("complete template: {e}"))?;
@@ -155,6 +182,7 @@ fn parse_catalogue() -> Result<Catalogue, String> {
         tier,
         limits: s.limits,
         features: s.features,
+        security_floor: s.security_floor,
         defaults: complete.defaults.clone(),
     };
     Ok(Catalogue {
@@ -162,6 +190,7 @@ fn parse_catalogue() -> Result<Catalogue, String> {
         premium: single(PREMIUM_TEMPLATE, Tier::Premium)?,
         enterprise: section(Tier::Enterprise, complete.tiers.enterprise),
         vip: section(Tier::Vip, complete.tiers.vip),
+        admin_floor: complete.roles.admin.security_floor,
     })
 }
 
@@ -183,8 +212,10 @@ fn restrictive_catalogue() -> Catalogue {
             storage_mb: Some(0),
             integrations: Vec::new(),
             support: String::new(),
+            max_open_sessions: 1,
         },
         features: Features { personalization_levels: vec!["basic".into()], custom_model_training: false },
+        security_floor: SecurityFloor::STRICTEST,
         defaults: Value::Null,
     };
     Catalogue {
@@ -192,7 +223,13 @@ fn restrictive_catalogue() -> Catalogue {
         premium: rules(Tier::Premium),
         enterprise: rules(Tier::Enterprise),
         vip: rules(Tier::Vip),
+        admin_floor: SecurityFloor::STRICTEST,
     }
+}
+
+/// The security floor of the admin role, from the complete template's `roles` section.
+pub fn admin_floor() -> &'static SecurityFloor {
+    &catalogue().admin_floor
 }
 
 #[cfg(test)]

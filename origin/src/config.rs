@@ -28,6 +28,12 @@ pub const VAR_INBOX_DIR: &str = "ORIGIN_INBOX_DIR";
 /// How many days events are kept before the cleanup job removes them.
 pub const VAR_EVENT_RETENTION_DAYS: &str = "ORIGIN_EVENT_RETENTION_DAYS";
 
+/// How many threads compute argon2 hashes (default: one per core).
+pub const VAR_HASH_THREADS: &str = "ORIGIN_HASH_THREADS";
+/// How many password checks may wait for a hashing thread before the next is refused with 503
+/// (default: eight per thread).
+pub const VAR_HASH_QUEUE: &str = "ORIGIN_HASH_QUEUE";
+
 pub const DEFAULT_BIND: &str = "127.0.0.1:8788";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/origin.db";
 pub const DEFAULT_MASTER_KEY_ID: &str = "k1";
@@ -48,6 +54,8 @@ pub struct Config {
     pub reports_dir: std::path::PathBuf,
     pub inbox_dir: std::path::PathBuf,
     pub event_retention_days: u64,
+    pub hash_threads: usize,
+    pub hash_queue: usize,
 }
 
 /// The data-encryption master key and its id. Never printed.
@@ -143,7 +151,20 @@ impl Config {
             })?,
             None => DEFAULT_EVENT_RETENTION_DAYS,
         };
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let count = |var: &'static str, default: usize| -> Result<usize, ConfigError> {
+            match lookup(var) {
+                Some(v) => v.trim().parse().ok().filter(|n: &usize| (1..=4096).contains(n)).ok_or(
+                    ConfigError::Invalid { var, reason: "must be a number from 1 to 4096".to_owned() },
+                ),
+                None => Ok(default),
+            }
+        };
+        let hash_threads = count(VAR_HASH_THREADS, cores)?;
+        let hash_queue = count(VAR_HASH_QUEUE, hash_threads * 8)?;
         Ok(Self {
+            hash_threads,
+            hash_queue,
             bind,
             database_url,
             shared_secret,

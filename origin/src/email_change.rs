@@ -57,13 +57,7 @@ impl Accounts {
         let account = self.load(id).await?;
         // An admin acting for someone else need not know their password; the owner must give it.
         if actor.user_id() == Some(id) || !actor.is_admin() {
-            let given = request.current_password.as_deref().unwrap_or_default();
-            if !self.password_matches(Some(&account.row), given).await {
-                return Err(ApiError::client(
-                    ProblemKind::Unauthenticated,
-                    "changing the email needs your current password",
-                ));
-            }
+            self.check_current_password(&account, request.current_password.as_deref(), now).await?;
         }
         let email =
             Email::parse(&request.email).map_err(|e| invalid_field("email", e.rule(), e.to_string()))?;

@@ -46,6 +46,11 @@ impl ApiError {
             ApiError::Store(StoreError::DuplicateEmail) => {
                 Problem::new(ProblemKind::Conflict, "a user with this email already exists")
             }
+            ApiError::Hash(HashError::Busy { retry_after_secs }) => Problem::new(
+                ProblemKind::Overloaded,
+                format!("too many password checks at once; retry in {retry_after_secs} s"),
+            )
+            .with("retry_after", *retry_after_secs),
             ApiError::Store(_) | ApiError::Crypto(_) | ApiError::Hash(_) | ApiError::Internal(_) => {
                 Problem::new(ProblemKind::Internal, "the origin could not complete the request")
             }
@@ -76,5 +81,13 @@ pub fn problem_response(problem: &Problem) -> Response {
     let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, problem.to_json()).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    // A refusal that says when to come back (softlock, saturation) says it in the header too.
+    if matches!(problem.status, 429 | 503) {
+        if let Some(secs) = problem.extensions.get("retry_after").and_then(serde_json::Value::as_u64) {
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+    }
     response
 }

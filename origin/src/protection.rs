@@ -1,15 +1,25 @@
-//! Account protection at the origin: the login decision (softlock, password, risk, second
-//! factor), MFA challenges, TOTP enrolment with recovery codes, one-time codes by email through
-//! the outbox, and the security events a user can read.
+//! Account protection at the origin: the login (softlock, password, risk, second factor), MFA
+//! challenges, step-up proofs for sensitive changes, TOTP enrolment with recovery codes,
+//! one-time codes by email or SMS through the outbox, device tokens, and the security events a
+//! user can read.
 //!
-//! The rules are `domain`'s (`softlock`, `risk`, `totp`); this module keeps their state.
+//! The rules are `domain`'s (`security`, `softlock`, `risk`, `totp`); this module gathers the
+//! facts, applies the decisions and keeps their state. Every counter is updated atomically
+//! (`Store::update_states`, one write transaction): an attempt is counted *before* its secret
+//! is checked and given back when it succeeds, so parallel guesses cannot slip past a limit.
+//!
+//! What does not decide a login's answer is written after it (write-behind, see
+//! [`Accounts::write_behind`]): the last-login time, the history entry and the security events
+//! of a success. A crash in the milliseconds after an answer may lose those; it never loses a
+//! counter, a challenge or a factor, which are written before the answer.
 
 use domain::email::Email;
-use domain::identity::{Actor, UserId};
+use domain::identity::{Actor, Role, UserId};
 use domain::problem::{Problem, ProblemKind};
-use domain::profile::MfaMethod;
 use domain::risk::{self, Assessment, LoginContext, PastLogin};
-use domain::softlock::FailureCounter;
+use domain::security::{self, SecondFactor, SecurityFloor};
+use domain::softlock::{FailureCounter, MfaFailures};
+use domain::tier::Tier;
 use domain::time::UnixMillis;
 use domain::totp;
 use serde::{Deserialize, Serialize};
@@ -18,25 +28,31 @@ use sha2::{Digest, Sha256};
 
 use crate::crypto::random_16;
 use crate::errors::ApiError;
-use crate::users::Accounts;
+use crate::store::UserRow;
+use crate::users::{Account, Accounts};
 
 /// How long an MFA challenge stays open.
 const CHALLENGE_TTL_MS: u64 = 10 * 60 * 1000;
-/// One-time codes by email expire after ten minutes and allow five tries.
+/// One-time codes by email or SMS expire after ten minutes and allow five tries.
 const OTP_TTL_MS: u64 = 10 * 60 * 1000;
 const OTP_MAX_TRIES: u32 = 5;
 /// Softlock counters live a day past their last failure.
 const LOCK_TTL_MS: u64 = 24 * 3600 * 1000;
+/// The second factor's counter covers an hour (`domain::softlock::MfaFailures`).
+const MFA_COUNTER_TTL_MS: u64 = 3600 * 1000;
 const HISTORY: u32 = 50;
 const RECOVERY_CODES: usize = 10;
+/// 10 random bytes: 80 bits, 16 base32 characters.
+const RECOVERY_CODE_BYTES: usize = 10;
 
 /// What the edge sends to log in.
 #[derive(Debug, Deserialize)]
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
+    /// The device token a previous successful login returned, if the client kept it.
     #[serde(default)]
-    pub device_id: Option<String>,
+    pub device_token: Option<String>,
     #[serde(default)]
     pub context: EdgeContext,
 }
@@ -58,6 +74,10 @@ struct Challenge {
     #[serde(alias = "email_code")]
     one_time_code: Option<OneTimeCode>,
     failures: u32,
+    /// A fingerprint of the password hash when the challenge was made: a password change
+    /// since then ends the challenge.
+    #[serde(default)]
+    credential_stamp: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,6 +103,22 @@ pub struct MfaSend {
     pub method: String,
 }
 
+/// A proof for a sensitive change: the current password and, with a factor enrolled, a code
+/// from it — or a step-up the caller's session made within the last five minutes, which the
+/// edge vouches for in `step_up_at`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proof {
+    #[serde(default)]
+    pub current_password: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub step_up_at: Option<u64>,
+}
+
 fn email_channel() -> String {
     "email".to_owned()
 }
@@ -99,40 +135,133 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(e.to_string())
 }
 
+fn throttled(what: &str, wait: u64) -> ApiError {
+    ApiError::Client(
+        Problem::new(ProblemKind::RateLimited, format!("too many failed {what}; retry in {wait} s"))
+            .with("retry_after", wait),
+    )
+}
+
+fn parse_or_default<T: for<'de> Deserialize<'de> + Default>(value: Option<&String>) -> T {
+    value.and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default()
+}
+
+/// The fingerprint of the account's state that challenges carry: its password hash and the
+/// time of its last change (disabling, enabling, a password or profile change all move it), so
+/// a challenge made before any of them no longer completes.
+fn credential_stamp(row: &UserRow) -> String {
+    let material = format!("{}|{}", row.password_hash.as_deref().unwrap_or_default(), row.updated_at.0);
+    sha256_hex(&material).chars().take(16).collect()
+}
+
+fn mfa_key(user_id: &str) -> String {
+    format!("lock:mfa:{user_id}")
+}
+
+fn refused_challenge() -> ApiError {
+    ApiError::client(ProblemKind::Unauthenticated, "the challenge is unknown or expired; log in again")
+}
+
+/// How a login's softlock counters are chosen: one per account, one per account and network,
+/// and one per account and known device. A device the server recognises is held back only by
+/// its own failures, so failures from elsewhere cannot lock the owner out.
+struct LockKeys {
+    keys: Vec<String>,
+    /// Which of `keys` decide whether this attempt waits.
+    checked: Vec<bool>,
+}
+
+impl LockKeys {
+    fn of(account_key: &str, network: Option<&str>, device: Option<&str>) -> Self {
+        let mut keys = vec![format!("lock:acct:{account_key}")];
+        if let Some(net) = network {
+            keys.push(format!("lock:net:{account_key}:{net}"));
+        }
+        if let Some(device) = device {
+            keys.push(format!("lock:dev:{account_key}:{}", sha256_hex(device)));
+        }
+        let checked = keys.iter().map(|k| k.starts_with("lock:dev:") == device.is_some()).collect();
+        Self { keys, checked }
+    }
+
+    fn with_expiry(&self, now: UnixMillis) -> Vec<(String, UnixMillis)> {
+        self.keys.iter().map(|k| (k.clone(), now.saturating_add_ms(LOCK_TTL_MS))).collect()
+    }
+}
+
 impl Accounts {
-    async fn counter(&self, key: &str, now: UnixMillis) -> Result<FailureCounter, ApiError> {
-        Ok(self
+    /// Counts one attempt against each counter, before the secret is checked, in one write
+    /// transaction; answers the wait if a checked counter was already softlocked.
+    async fn begin_attempt(&self, locks: &LockKeys, now: UnixMillis) -> Result<(u32, Option<u64>), ApiError> {
+        let update = self
             .store
-            .state_get(key, now)
-            .await?
-            .and_then(|v| serde_json::from_str(&v).ok())
-            .unwrap_or_default())
+            .update_states(&locks.with_expiry(now), now, &|values| {
+                for value in values.iter_mut() {
+                    let mut counter: FailureCounter = parse_or_default(value.as_ref());
+                    counter.record_failure(now);
+                    *value = serde_json::to_string(&counter).ok();
+                }
+            })
+            .await?;
+        let before: Vec<FailureCounter> =
+            update.before.iter().map(|v| parse_or_default(v.as_ref())).collect();
+        let after: Vec<FailureCounter> = update.after.iter().map(|v| parse_or_default(v.as_ref())).collect();
+        let was_waiting =
+            before.iter().zip(&locks.checked).any(|(c, checked)| *checked && c.check(now).is_err());
+        let wait = was_waiting.then(|| {
+            after
+                .iter()
+                .zip(&locks.checked)
+                .filter(|(_, checked)| **checked)
+                .filter_map(|(c, _)| c.check(now).err())
+                .max()
+                .unwrap_or(1)
+        });
+        Ok((before.first().map_or(0, |c| c.consecutive), wait))
     }
 
-    async fn save_counter(
-        &self,
-        key: &str,
-        counter: &FailureCounter,
-        now: UnixMillis,
-    ) -> Result<(), ApiError> {
-        let value = serde_json::to_string(counter).map_err(internal)?;
-        self.store.state_put(key, &value, now.saturating_add_ms(LOCK_TTL_MS)).await?;
+    /// Gives back the attempt `begin_attempt` counted: a success resets the checked counters
+    /// and takes the attempt off the others; a check that could not run (hashing saturated)
+    /// takes it off all of them.
+    async fn end_attempt(&self, locks: &LockKeys, succeeded: bool, now: UnixMillis) -> Result<(), ApiError> {
+        let checked = locks.checked.clone();
+        self.store
+            .update_states(&locks.with_expiry(now), now, &move |values| {
+                for (value, checked) in values.iter_mut().zip(&checked) {
+                    let mut counter: FailureCounter = parse_or_default(value.as_ref());
+                    if succeeded && *checked {
+                        counter.record_success();
+                    } else {
+                        counter.undo_failure();
+                    }
+                    *value = serde_json::to_string(&counter).ok();
+                }
+            })
+            .await?;
         Ok(())
     }
 
-    async fn record_failure(
-        &self,
-        counters: &[(String, FailureCounter)],
-        event: Option<(&str, &str, &str)>,
-        now: UnixMillis,
-    ) -> Result<(), ApiError> {
-        let expires = now.saturating_add_ms(LOCK_TTL_MS);
-        let states = counters
-            .iter()
-            .map(|(k, c)| Ok((k.clone(), serde_json::to_string(c).map_err(internal)?, expires)))
-            .collect::<Result<Vec<_>, ApiError>>()?;
-        self.store.record_failure(&states, event, now).await?;
-        Ok(())
+    /// Writes what does not decide an answer after the answer: the caller does not wait for it,
+    /// and a failure is logged (see the module doc for what a crash may lose).
+    pub(crate) fn write_behind<F>(&self, what: &'static str, work: F)
+    where
+        F: std::future::Future<Output = Result<(), ApiError>> + Send + 'static,
+    {
+        tokio::spawn(async move {
+            if let Err(e) = work.await {
+                tracing::error!(error = %e, what, "write-behind failed");
+            }
+        });
+    }
+
+    /// Records a security event after the answer.
+    fn event_later(&self, user_id: &str, kind: &'static str, detail: Value, now: UnixMillis) {
+        let store = std::sync::Arc::clone(&self.store);
+        let user_id = user_id.to_owned();
+        self.write_behind("security event", async move {
+            store.add_security_event(&user_id, kind, &detail.to_string(), now).await?;
+            Ok(())
+        });
     }
 
     /// Records a security event the user can read.
@@ -157,196 +286,174 @@ impl Accounts {
             .collect())
     }
 
+    /// A device token: `dt1.<device id>.<keyed hash of user and device>`. The server issues it
+    /// at a successful login; presented back, it proves the device logged in to this account.
+    fn device_token(&self, user_id: &str, device_id: &str) -> String {
+        let mac = self.keyring.secret_mac("device-token", format!("{user_id}:{device_id}").as_bytes());
+        format!("dt1.{device_id}.{}", hex::encode(mac))
+    }
+
+    /// The device a token names, if the server issued it for this account.
+    fn verified_device(&self, user_id: &str, token: Option<&str>) -> Option<String> {
+        let mut parts = token?.split('.');
+        let (Some("dt1"), Some(device), Some(mac), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        let presented = hex::decode(mac).ok()?;
+        let ok = self
+            .keyring
+            .secret_macs("device-token", format!("{user_id}:{device}").as_bytes())
+            .iter()
+            .any(|m| constant_time_eq(m, &presented));
+        ok.then(|| device.to_owned())
+    }
+
     /// Logs in: softlock, then the password, then the risk of the context, then a second
-    /// factor when the account or the risk asks for one. Every refusal for a wrong email or
-    /// password is the same answer after the same work.
+    /// factor when one is enrolled, the account requires one, or the risk asks for one. Every
+    /// refusal for a wrong email or password is the same answer after the same work.
     pub async fn login(&self, request: LoginRequest, now: UnixMillis) -> Result<Value, ApiError> {
         let normalised_email = Email::parse(&request.email)
             .map(|e| e.as_str().to_owned())
             .unwrap_or_else(|_| request.email.trim().to_lowercase());
         let account_key = hex::encode(self.keyring.email_index(&normalised_email));
+        let row = self.find_by_email(&normalised_email).await?;
+        let user_for_facts = row.as_ref().map_or("usr_unknown", |r| r.id.as_str()).to_owned();
+        // The history and the device token are read for unknown emails too, so that both cases
+        // do the same work.
+        let history = self.history(&user_for_facts).await?;
+        let device = self.verified_device(&user_for_facts, request.device_token.as_deref());
         let context = LoginContext {
-            device_id: request.device_id.clone().filter(|d| !d.is_empty()),
+            device_id: device.clone(),
             network: request.context.ip.as_deref().map(risk::network_of),
             country: request.context.country.clone(),
             user_agent: request.context.user_agent.clone(),
         };
-        let row = self.find_by_email(&normalised_email).await?;
-        // The history is read for unknown emails too (it is empty), so that both cases do the
-        // same queries.
-        let history = self.history(row.as_ref().map_or("usr_unknown", |r| r.id.as_str())).await?;
-        let known_device = context
-            .device_id
-            .as_ref()
-            .is_some_and(|d| history.iter().any(|h| h.context.device_id.as_ref() == Some(d)));
-
-        // Softlock: a device that already logged in to this account is held back only by its
-        // own failures, so failures from elsewhere cannot lock the owner out.
-        let lock_keys: Vec<String> = {
-            let mut keys = vec![format!("lock:acct:{account_key}")];
-            if let Some(net) = &context.network {
-                keys.push(format!("lock:net:{account_key}:{net}"));
-            }
-            if let Some(device) = &context.device_id {
-                keys.push(format!("lock:dev:{account_key}:{}", sha256_hex(device)));
-            }
-            keys
-        };
-        let checked: Vec<String> =
-            lock_keys.iter().filter(|k| k.starts_with("lock:dev:") == known_device).cloned().collect();
-        let mut counters = Vec::new();
-        for key in &lock_keys {
-            counters.push((key.clone(), self.counter(key, now).await?));
-        }
-        let waiting =
-            counters.iter().filter(|(k, _)| checked.contains(k)).find_map(|(_, c)| c.check(now).err());
-        if waiting.is_some() {
+        let locks = LockKeys::of(&account_key, context.network.as_deref(), device.as_deref());
+        let (recent_failures, waiting) = self.begin_attempt(&locks, now).await?;
+        if let Some(wait) = waiting {
             // An attempt during a pause is a failure too, refused without checking the
             // password: hammering only lengthens the pause.
-            let mut wait = 0;
-            for (key, counter) in &mut counters {
-                counter.record_failure(now);
-                if checked.contains(&*key) {
-                    wait = wait.max(counter.check(now).err().unwrap_or(0));
-                }
+            if let Some(r) = &row {
+                self.event_later(
+                    &r.id,
+                    "login_throttled",
+                    json!({ "retry_after": wait, "network": context.network }),
+                    now,
+                );
             }
-            let detail = json!({ "retry_after": wait, "network": context.network }).to_string();
-            self.record_failure(
-                &counters,
-                row.as_ref().map(|r| (r.id.as_str(), "login_throttled", detail.as_str())),
-                now,
-            )
-            .await?;
-            return Err(ApiError::Client(
-                Problem::new(
-                    ProblemKind::RateLimited,
-                    format!("too many failed logins for this account; retry in {wait} s"),
-                )
-                .with("retry_after", wait),
-            ));
+            return Err(throttled("logins for this account", wait));
         }
 
-        let matches = self.password_matches(row.as_ref(), &request.password).await;
+        let matches = match self.password_matches(row.as_ref(), &request.password).await {
+            Ok(matches) => matches,
+            Err(e) => {
+                self.end_attempt(&locks, false, now).await?;
+                return Err(e);
+            }
+        };
         let row = match row {
             Some(r) if matches && r.disabled_at.is_none() && r.password_hash.is_some() => r,
             other => {
-                for (_, counter) in &mut counters {
-                    counter.record_failure(now);
+                if let Some(r) = &other {
+                    let detail = json!({ "network": context.network, "device_known": device.is_some() });
+                    self.event_later(&r.id, "login_failure", detail, now);
                 }
-                // One transaction either way (counters, plus the event for a real account), so
-                // that the two cases cost the same.
-                let detail = json!({ "network": context.network, "device_known": known_device }).to_string();
-                self.record_failure(
-                    &counters,
-                    other.as_ref().map(|r| (r.id.as_str(), "login_failure", detail.as_str())),
-                    now,
-                )
-                .await?;
                 return Err(wrong_credentials());
             }
         };
+        self.end_attempt(&locks, true, now).await?;
 
-        let recent_failures = counters.first().map_or(0, |(_, c)| c.consecutive);
-        for (key, counter) in &mut counters {
-            if checked.contains(&*key) {
-                counter.record_success();
-                self.save_counter(key, counter, now).await?;
-            }
-        }
         let assessment = risk::assess(&context, &history, recent_failures, now);
         let account = self.unseal(row)?;
-        let security = &account.profile.security_settings;
-        let totp_ready = self.store.totp(&account.row.id).await?.is_some_and(|t| t.confirmed_at.is_some());
-        let sms_ready = self.store.sms_phone(&account.row.id).await?.is_some();
-        let mut methods = Vec::new();
-        if totp_ready {
-            methods.push("totp".to_owned());
-        }
-        if sms_ready {
-            methods.push("sms".to_owned());
-        }
-        // A code by email is offered when the user chose it, and also when the account
-        // requires a second factor but none is enrolled: the address is always there, and
-        // `require_mfa` must never mean a login without one.
-        let enrolled = totp_ready || sms_ready;
-        if security.mfa_methods.contains(&MfaMethod::Email) || (security.require_mfa && !enrolled) {
-            methods.push("email".to_owned());
-        }
-        if totp_ready && self.store.recovery_codes_left(&account.row.id).await? > 0 {
-            methods.push("recovery_code".to_owned());
-        }
-        let risky = assessment.score >= security.risk_score_threshold;
-        self.event(
-            &account.row.id,
-            "risk_assessed",
-            json!({ "score": assessment.score, "signals": assessment.signals }),
-            now,
-        )
-        .await?;
-
-        if risky && methods.is_empty() && assessment.score >= risk::EXTREME {
-            self.event(&account.row.id, "login_refused", json!({ "score": assessment.score }), now).await?;
-            return Err(ApiError::Client(
-                Problem::new(
+        let settings = &account.profile.security_settings;
+        let floor = floor_of(&account)?;
+        let enrolled = self.store.enrolled_factors(&account.row.id).await?;
+        let risky = assessment.score >= settings.risk_score_threshold;
+        let risk_event = json!({ "score": assessment.score, "signals": assessment.signals });
+        match security::second_factor(&enrolled, settings, &floor, risky, assessment.score >= risk::EXTREME) {
+            SecondFactor::Refuse => {
+                self.event_later(&account.row.id, "risk_assessed", risk_event, now);
+                self.event_later(&account.row.id, "login_refused", json!({ "score": assessment.score }), now);
+                Err(ApiError::client(
                     ProblemKind::LoginRefused,
                     "this login looks too risky and the account has no second factor to confirm it",
-                )
-                .with("risk", serde_json::to_value(&assessment).map_err(internal)?),
-            ));
-        }
-        if (security.require_mfa || risky) && !methods.is_empty() {
-            let id = format!("chl_{}", hex::encode(random_16()));
-            let challenge = Challenge {
-                user_id: account.row.id.clone(),
-                methods: methods.clone(),
-                context,
-                risk: assessment.clone(),
-                one_time_code: None,
-                failures: 0,
-            };
-            let value = serde_json::to_string(&challenge).map_err(internal)?;
-            self.store
-                .state_put(&format!("challenge:{id}"), &value, now.saturating_add_ms(CHALLENGE_TTL_MS))
-                .await?;
-            let reason =
-                if security.require_mfa { "required by the account" } else { "required by the login's risk" };
-            self.event(
-                &account.row.id,
-                "mfa_challenge",
-                json!({ "reason": reason, "methods": methods }),
-                now,
-            )
-            .await?;
-            return Err(ApiError::Client(
-                Problem::new(ProblemKind::MfaRequired, format!("a second factor is {reason}"))
+                ))
+            }
+            SecondFactor::Ask { reason, factors } => {
+                let id = format!("chl_{}", hex::encode(random_16()));
+                let methods: Vec<String> = factors.iter().map(|f| f.as_str().to_owned()).collect();
+                let challenge = Challenge {
+                    user_id: account.row.id.clone(),
+                    methods: methods.clone(),
+                    context,
+                    risk: assessment,
+                    one_time_code: None,
+                    failures: 0,
+                    credential_stamp: credential_stamp(&account.row),
+                };
+                let value = serde_json::to_string(&challenge).map_err(internal)?;
+                self.store
+                    .state_put(&format!("challenge:{id}"), &value, now.saturating_add_ms(CHALLENGE_TTL_MS))
+                    .await?;
+                self.event_later(&account.row.id, "risk_assessed", risk_event, now);
+                self.event_later(
+                    &account.row.id,
+                    "mfa_challenge",
+                    json!({ "reason": reason, "methods": methods }),
+                    now,
+                );
+                // Before the second factor, nothing about the account or the assessment: the
+                // holder of a stolen password learns only that a factor is needed.
+                Err(ApiError::Client(
+                    Problem::new(
+                        ProblemKind::MfaRequired,
+                        format!("a second factor is {}", reason.describe()),
+                    )
                     .with("mfa_required", true)
                     .with("challenge_id", id)
-                    .with("methods", methods)
-                    .with("risk", serde_json::to_value(&assessment).map_err(internal)?),
-            ));
+                    .with("methods", methods),
+                ))
+            }
+            SecondFactor::NotNeeded => {
+                self.logged_in(account, context, &assessment, vec![("risk_assessed", risk_event)], now)
+            }
         }
-        self.logged_in(&account.row.id, &context, &assessment, now).await
     }
 
-    async fn logged_in(
+    /// The answer of a completed login, and what it records (after the answer).
+    fn logged_in(
         &self,
-        user_id: &str,
-        context: &LoginContext,
+        account: Account,
+        mut context: LoginContext,
         risk: &Assessment,
+        mut events: Vec<(&'static str, Value)>,
         now: UnixMillis,
     ) -> Result<Value, ApiError> {
-        let row = self.store.user_by_id(user_id).await?.ok_or_else(wrong_credentials)?;
-        self.store.record_login(&row.id, now).await?;
-        self.store.append_login(&row.id, &serde_json::to_string(context).map_err(internal)?, now).await?;
-        self.event(&row.id, "login_success", json!({ "network": context.network, "risk": risk.score }), now)
-            .await?;
-        let account = self.unseal(row)?;
+        let device_id = context.device_id.clone().unwrap_or_else(|| hex::encode(random_16()));
+        let device_token = self.device_token(&account.row.id, &device_id);
+        context.device_id = Some(device_id);
+        let floor = floor_of(&account)?;
+        let limits = floor.session_limits(&account.profile.security_settings);
+        events.push(("login_success", json!({ "network": context.network, "risk": risk.score })));
+        let store = std::sync::Arc::clone(&self.store);
+        let user_id = account.row.id.clone();
+        let context_json = serde_json::to_string(&context).map_err(internal)?;
+        let events: Vec<(String, String)> =
+            events.into_iter().map(|(kind, detail)| (kind.to_owned(), detail.to_string())).collect();
+        self.write_behind("login record", async move {
+            store.record_login_success(&user_id, &context_json, now, &events).await?;
+            Ok(())
+        });
         Ok(json!({
             "user_id": account.row.id,
             "tier": account.row.tier,
             "role": account.row.role,
             "version": account.row.version,
-            "session_timeout_minutes": account.profile.security_settings.session_timeout_minutes,
+            "session_timeout_minutes": limits.idle_ms / 60_000,
+            "session_absolute_ms": limits.absolute_ms,
+            "device_token": device_token,
             "risk": risk,
         }))
     }
@@ -356,17 +463,12 @@ impl Accounts {
             .state_get(&format!("challenge:{id}"), now)
             .await?
             .and_then(|v| serde_json::from_str(&v).ok())
-            .ok_or_else(|| {
-                ApiError::client(
-                    ProblemKind::Unauthenticated,
-                    "the challenge is unknown or expired; log in again",
-                )
-            })
+            .ok_or_else(refused_challenge)
     }
 
     /// Sends a one-time code for a challenge by email or SMS, through the outbox.
     pub async fn send_code(&self, request: MfaSend, now: UnixMillis) -> Result<Value, ApiError> {
-        let mut challenge = self.challenge(&request.challenge_id, now).await?;
+        let challenge = self.challenge(&request.challenge_id, now).await?;
         let offered = challenge.methods.contains(&request.method);
         if !offered || !matches!(request.method.as_str(), "email" | "sms") {
             return Err(ApiError::client(
@@ -375,30 +477,31 @@ impl Accounts {
             ));
         }
         let id: UserId = challenge.user_id.parse().map_err(internal)?;
-        let to = if request.method == "sms" {
-            self.sms_number(&id).await?.ok_or_else(|| {
-                ApiError::client(ProblemKind::Conflict, "the phone number was removed; log in again")
-            })?
-        } else {
-            self.load(&id).await?.email
-        };
-        let r = random_16();
-        let n = u32::from_be_bytes([r[0], r[1], r[2], r[3]]) % 1_000_000;
-        let code = format!("{n:06}");
-        challenge.one_time_code = Some(OneTimeCode {
+        let to = self.code_destination(&id, &request.method).await?;
+        let code = six_digits();
+        let one_time = OneTimeCode {
             channel: request.method.clone(),
             hash: sha256_hex(&code),
             expires_at: now.saturating_add_ms(OTP_TTL_MS),
             tries: 0,
-        });
-        let value = serde_json::to_string(&challenge).map_err(internal)?;
-        self.store
-            .state_put(
-                &format!("challenge:{}", request.challenge_id),
-                &value,
-                now.saturating_add_ms(CHALLENGE_TTL_MS),
-            )
+        };
+        let key = (format!("challenge:{}", request.challenge_id), now.saturating_add_ms(CHALLENGE_TTL_MS));
+        let update = self
+            .store
+            .update_states(std::slice::from_ref(&key), now, &|values| {
+                for value in values.iter_mut() {
+                    let Some(mut c) = value.as_ref().and_then(|v| serde_json::from_str::<Challenge>(v).ok())
+                    else {
+                        continue;
+                    };
+                    c.one_time_code = Some(one_time.clone());
+                    *value = serde_json::to_string(&c).ok();
+                }
+            })
             .await?;
+        if update.after.first().is_none_or(Option::is_none) {
+            return Err(refused_challenge());
+        }
         self.outbox.send(
             &request.method,
             &to,
@@ -406,14 +509,27 @@ impl Accounts {
             Some(&code),
             now,
         )?;
-        self.event(&challenge.user_id, "mfa_code_sent", json!({ "method": request.method }), now).await?;
+        self.event_later(&challenge.user_id, "mfa_code_sent", json!({ "method": request.method }), now);
         Ok(json!({ "sent": request.method, "expires_in": OTP_TTL_MS / 1000 }))
     }
 
-    /// Completes a challenge with a second factor.
+    async fn code_destination(&self, id: &UserId, method: &str) -> Result<String, ApiError> {
+        if method == "sms" {
+            self.sms_number(id).await?.ok_or_else(|| {
+                ApiError::client(ProblemKind::Conflict, "the phone number was removed; log in again")
+            })
+        } else {
+            Ok(self.load(id).await?.email)
+        }
+    }
+
+    /// Completes a challenge with a second factor. The account's wrong codes are counted
+    /// atomically, before the code is checked, whatever the challenge; ten in an hour softlock
+    /// the second factor. The challenge is consumed once, and only if the account is still
+    /// enabled and its password unchanged since the challenge was made.
     pub async fn complete_mfa(&self, answer: MfaAnswer, now: UnixMillis) -> Result<Value, ApiError> {
         let key = format!("challenge:{}", answer.challenge_id);
-        let mut challenge = self.challenge(&answer.challenge_id, now).await?;
+        let challenge = self.challenge(&answer.challenge_id, now).await?;
         if !challenge.methods.contains(&answer.method) {
             return Err(ApiError::client(
                 ProblemKind::BadRequest,
@@ -421,46 +537,171 @@ impl Accounts {
             ));
         }
         let id: UserId = challenge.user_id.parse().map_err(internal)?;
-        let ok = match answer.method.as_str() {
-            "totp" => self.check_totp(&id, &answer.code, now).await?,
-            "recovery_code" => {
-                let normalised = answer.code.trim().to_uppercase().replace([' ', '-'], "");
-                self.store.use_recovery_code(id.as_str(), &sha256_hex(&normalised), now).await?
-            }
-            "email" | "sms" => match &mut challenge.one_time_code {
-                Some(code)
-                    if code.channel == answer.method
-                        && now < code.expires_at
-                        && code.tries < OTP_MAX_TRIES =>
-                {
-                    code.tries += 1;
-                    code.hash == sha256_hex(answer.code.trim())
-                }
-                _ => false,
-            },
-            _ => false,
+        let row = self.store.user_by_id(id.as_str()).await?;
+        let still_valid = row
+            .as_ref()
+            .is_some_and(|r| r.disabled_at.is_none() && credential_stamp(r) == challenge.credential_stamp);
+        let Some(row) = row.filter(|_| still_valid) else {
+            self.store.state_delete(&key).await?;
+            return Err(ApiError::client(
+                ProblemKind::Unauthenticated,
+                "the challenge ended: the account was disabled or its password changed; log in again",
+            ));
         };
+
+        // Count the try against the account and the challenge, atomically, before checking.
+        let keys = [
+            (mfa_key(id.as_str()), now.saturating_add_ms(MFA_COUNTER_TTL_MS)),
+            (key.clone(), now.saturating_add_ms(CHALLENGE_TTL_MS)),
+        ];
+        let update = self
+            .store
+            .update_states(&keys, now, &|values| {
+                if let [counter, challenge] = values {
+                    let mut failures: MfaFailures = parse_or_default(counter.as_ref());
+                    failures.record_failure(now);
+                    *counter = serde_json::to_string(&failures).ok();
+                    if let Some(mut c) =
+                        challenge.as_ref().and_then(|v| serde_json::from_str::<Challenge>(v).ok())
+                    {
+                        c.failures += 1;
+                        if let Some(code) = &mut c.one_time_code {
+                            code.tries += 1;
+                        }
+                        *challenge = serde_json::to_string(&c).ok();
+                    }
+                }
+            })
+            .await?;
+        let before_counter: MfaFailures = parse_or_default(update.before.first().and_then(Option::as_ref));
+        let Some(before) = update
+            .before
+            .get(1)
+            .and_then(Option::as_ref)
+            .and_then(|v| serde_json::from_str::<Challenge>(v).ok())
+        else {
+            return Err(refused_challenge());
+        };
+        if let Err(wait) = before_counter.check(now) {
+            self.event_later(id.as_str(), "mfa_throttled", json!({ "retry_after": wait }), now);
+            return Err(throttled("second-factor codes for this account", wait));
+        }
+        if before.failures >= OTP_MAX_TRIES {
+            self.store.state_delete(&key).await?;
+            return Err(refused_challenge());
+        }
+        let ok =
+            self.check_factor(&id, &answer.method, &answer.code, before.one_time_code.as_ref(), now).await?;
         if !ok {
-            challenge.failures += 1;
-            self.event(&challenge.user_id, "mfa_failure", json!({ "method": answer.method }), now).await?;
-            if challenge.failures >= OTP_MAX_TRIES {
+            if before.failures + 1 >= OTP_MAX_TRIES {
                 self.store.state_delete(&key).await?;
-            } else {
-                let value = serde_json::to_string(&challenge).map_err(internal)?;
-                self.store.state_put(&key, &value, now.saturating_add_ms(CHALLENGE_TTL_MS)).await?;
             }
+            self.event_later(id.as_str(), "mfa_failure", json!({ "method": answer.method }), now);
             return Err(ApiError::client(
                 ProblemKind::Unauthenticated,
                 "the code is wrong, expired or already used",
             ));
         }
-        self.store.state_delete(&key).await?;
-        self.event(&challenge.user_id, "mfa_success", json!({ "method": answer.method }), now).await?;
-        self.logged_in(&challenge.user_id, &challenge.context, &challenge.risk, now).await
+        self.give_back_mfa_try(&id, now).await?;
+        // Consumed once: of two completions racing with good codes, one gets the challenge.
+        if self.store.state_take(&key, now).await?.is_none() {
+            return Err(refused_challenge());
+        }
+        let account = self.unseal(row)?;
+        let events = vec![("mfa_success", json!({ "method": answer.method }))];
+        self.logged_in(account, challenge.context, &challenge.risk, events, now)
+    }
+
+    /// Takes a counted second-factor try off the account's count: it was a good code.
+    async fn give_back_mfa_try(&self, id: &UserId, now: UnixMillis) -> Result<(), ApiError> {
+        self.store
+            .update_states(
+                &[(mfa_key(id.as_str()), now.saturating_add_ms(MFA_COUNTER_TTL_MS))],
+                now,
+                &|values| {
+                    for value in values.iter_mut() {
+                        let mut failures: MfaFailures = parse_or_default(value.as_ref());
+                        failures.undo_failure();
+                        *value = serde_json::to_string(&failures).ok();
+                    }
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `code` is right for `method`. TOTP steps and recovery codes are used up
+    /// atomically; a code by email or SMS must match the one sent for that channel.
+    async fn check_factor(
+        &self,
+        id: &UserId,
+        method: &str,
+        code: &str,
+        sent: Option<&OneTimeCode>,
+        now: UnixMillis,
+    ) -> Result<bool, ApiError> {
+        Ok(match method {
+            "totp" => self.check_totp(id, code, now).await?,
+            "recovery_code" => {
+                let normalised = code.trim().to_uppercase().replace([' ', '-'], "");
+                let mut candidates: Vec<String> = self
+                    .keyring
+                    .secret_macs("recovery-code", format!("{id}:{normalised}").as_bytes())
+                    .iter()
+                    .map(hex::encode)
+                    .collect();
+                // Codes issued before keyed hashing were stored as plain SHA-256.
+                candidates.push(sha256_hex(&normalised));
+                self.store.use_recovery_code(id.as_str(), &candidates, now).await?
+            }
+            "email" | "sms" => sent.is_some_and(|c| {
+                c.channel == method
+                    && now < c.expires_at
+                    && c.tries < OTP_MAX_TRIES
+                    && constant_time_eq(c.hash.as_bytes(), sha256_hex(code.trim()).as_bytes())
+            }),
+            _ => false,
+        })
+    }
+
+    /// Checks a factor code for a sensitive change, counted like a login's second factor.
+    async fn counted_factor_check(
+        &self,
+        id: &UserId,
+        method: &str,
+        code: &str,
+        sent: Option<&OneTimeCode>,
+        now: UnixMillis,
+    ) -> Result<bool, ApiError> {
+        let keys = [(mfa_key(id.as_str()), now.saturating_add_ms(MFA_COUNTER_TTL_MS))];
+        let update = self
+            .store
+            .update_states(&keys, now, &|values| {
+                for value in values.iter_mut() {
+                    let mut failures: MfaFailures = parse_or_default(value.as_ref());
+                    failures.record_failure(now);
+                    *value = serde_json::to_string(&failures).ok();
+                }
+            })
+            .await?;
+        let before: MfaFailures = parse_or_default(update.before.first().and_then(Option::as_ref));
+        if let Err(wait) = before.check(now) {
+            return Err(throttled("second-factor codes for this account", wait));
+        }
+        let ok = self.check_factor(id, method, code, sent, now).await?;
+        if ok {
+            self.give_back_mfa_try(id, now).await?;
+        } else {
+            self.event_later(id.as_str(), "mfa_failure", json!({ "method": method }), now);
+        }
+        Ok(ok)
     }
 
     async fn check_totp(&self, id: &UserId, code: &str, now: UnixMillis) -> Result<bool, ApiError> {
         let Some(factor) = self.store.totp(id.as_str()).await? else { return Ok(false) };
+        if factor.confirmed_at.is_none() {
+            return Ok(false);
+        }
         let account = self.load(id).await?;
         let secret = account.data_key.open(&factor.secret_sealed, &format!("{id}/totp"))?;
         let Some(step) = totp::verify(&secret, code, now, factor.last_step) else { return Ok(false) };
@@ -468,19 +709,157 @@ impl Accounts {
         Ok(self.store.use_totp_step(id.as_str(), step).await?)
     }
 
+    /// Checks the account's current password for a change that needs it. A wrong one counts
+    /// against the account's softlock like a failed login, atomically; while the account is
+    /// softlocked, the check is refused without looking at the password.
+    pub(crate) async fn check_current_password(
+        &self,
+        account: &Account,
+        given: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<(), ApiError> {
+        let account_key = hex::encode(self.keyring.email_index(&account.email));
+        let locks = LockKeys::of(&account_key, None, None);
+        if let (_, Some(wait)) = self.begin_attempt(&locks, now).await? {
+            return Err(throttled("password checks for this account", wait));
+        }
+        let matches = match self.password_matches(Some(&account.row), given.unwrap_or_default()).await {
+            Ok(m) => m,
+            Err(e) => {
+                self.end_attempt(&locks, false, now).await?;
+                return Err(e);
+            }
+        };
+        if matches {
+            self.end_attempt(&locks, false, now).await?;
+            Ok(())
+        } else {
+            self.event_later(account.row.id.as_str(), "password_check_failure", json!({}), now);
+            Err(ApiError::client(ProblemKind::Unauthenticated, "the current password is wrong"))
+        }
+    }
+
+    /// The recent authentication a change needs: the caller may act on the account, and gives
+    /// its current password (counted, see [`Self::check_current_password`]).
     pub(crate) async fn recent_auth(
         &self,
         actor: &Actor,
         id: &UserId,
         password: Option<&str>,
-    ) -> Result<(), ApiError> {
+        now: UnixMillis,
+    ) -> Result<Account, ApiError> {
         crate::users::authorize(actor, id)?;
         let account = self.load(id).await?;
-        if self.password_matches(Some(&account.row), password.unwrap_or_default()).await {
+        self.check_current_password(&account, password, now).await?;
+        Ok(account)
+    }
+
+    /// The fresh proof a sensitive change needs (weakening the security settings, removing a
+    /// factor): a step-up of the caller's session within the last five minutes, or, within the
+    /// request, the current password and — when a factor is enrolled — a code from it.
+    pub(crate) async fn require_fresh_proof(
+        &self,
+        actor: &Actor,
+        id: &UserId,
+        proof: &Proof,
+        now: UnixMillis,
+    ) -> Result<(), ApiError> {
+        crate::users::authorize(actor, id)?;
+        if security::step_up_fresh(proof.step_up_at.map(UnixMillis), now) {
+            return Ok(());
+        }
+        let enrolled = self.store.enrolled_factors(id.as_str()).await?;
+        let methods = self.proof_methods(&enrolled);
+        let Some(password) = proof.current_password.as_deref() else {
+            return Err(step_up_required(&methods, "this change needs your current password and a second factor, or a step-up (POST /api/v1/auth/step-up) in the last 5 minutes"));
+        };
+        let account = self.load(id).await?;
+        self.check_current_password(&account, Some(password), now).await?;
+        if !enrolled.any() {
+            return Ok(());
+        }
+        let (Some(method), Some(code)) = (proof.method.as_deref(), proof.code.as_deref()) else {
+            return Err(step_up_required(&methods, "this change also needs a code from your second factor"));
+        };
+        if !methods.iter().any(|m| m == method) {
+            return Err(ApiError::client(
+                ProblemKind::BadRequest,
+                format!("{method} is not one of your factors"),
+            ));
+        }
+        let sent = self.sent_step_up_code(id, now).await?;
+        if self.counted_factor_check(id, method, code, sent.as_ref(), now).await? {
             Ok(())
         } else {
-            Err(ApiError::client(ProblemKind::Unauthenticated, "this change needs your current password"))
+            Err(ApiError::client(ProblemKind::Unauthenticated, "the code is wrong, expired or already used"))
         }
+    }
+
+    fn proof_methods(&self, enrolled: &security::Enrolled) -> Vec<String> {
+        security::offered_factors(
+            enrolled,
+            &domain::profile::SecuritySettings {
+                require_mfa: false,
+                mfa_methods: Vec::new(),
+                session_timeout_minutes: 0,
+                risk_score_threshold: 1.0,
+                anomaly_detection_enabled: false,
+            },
+            false,
+        )
+        .into_iter()
+        .map(|f| f.as_str().to_owned())
+        .collect()
+    }
+
+    async fn sent_step_up_code(&self, id: &UserId, now: UnixMillis) -> Result<Option<OneTimeCode>, ApiError> {
+        Ok(self
+            .store
+            .state_get(&format!("stepup:{id}"), now)
+            .await?
+            .and_then(|v| serde_json::from_str(&v).ok()))
+    }
+
+    /// A step-up: the caller proves again who they are (password, and a code from a factor
+    /// when one is enrolled). For SMS, a first call without a code texts one (202).
+    pub async fn step_up(
+        &self,
+        actor: &Actor,
+        id: &UserId,
+        proof: Proof,
+        now: UnixMillis,
+    ) -> Result<StepUp, ApiError> {
+        if actor.user_id() != Some(id) {
+            return Err(ApiError::client(ProblemKind::Forbidden, "a step-up proves your own identity only"));
+        }
+        let enrolled = self.store.enrolled_factors(id.as_str()).await?;
+        if enrolled.sms && proof.method.as_deref() == Some("sms") && proof.code.is_none() {
+            let account = self.load(id).await?;
+            self.check_current_password(&account, proof.current_password.as_deref(), now).await?;
+            let code = six_digits();
+            let sent = OneTimeCode {
+                channel: "sms".into(),
+                hash: sha256_hex(&code),
+                expires_at: now.saturating_add_ms(OTP_TTL_MS),
+                tries: 0,
+            };
+            let value = serde_json::to_string(&sent).map_err(internal)?;
+            self.store.state_put(&format!("stepup:{id}"), &value, sent.expires_at).await?;
+            let to = self.code_destination(id, "sms").await?;
+            self.outbox.send(
+                "sms",
+                &to,
+                &format!("Your confirmation code is {code}. It expires in 10 minutes."),
+                Some(&code),
+                now,
+            )?;
+            return Ok(StepUp::CodeSent);
+        }
+        let fresh_proof = Proof { step_up_at: None, ..proof };
+        self.require_fresh_proof(actor, id, &fresh_proof, now).await?;
+        self.store.state_delete(&format!("stepup:{id}")).await?;
+        self.event_later(id.as_str(), "step_up", json!({ "method": fresh_proof.method }), now);
+        Ok(StepUp::Done { at: now })
     }
 
     /// Starts TOTP enrolment: a new secret, unconfirmed until a first code proves the app has it.
@@ -491,7 +870,7 @@ impl Accounts {
         password: Option<&str>,
         now: UnixMillis,
     ) -> Result<Value, ApiError> {
-        self.recent_auth(actor, id, password).await?;
+        let account = self.recent_auth(actor, id, password, now).await?;
         if self.store.totp(id.as_str()).await?.is_some_and(|t| t.confirmed_at.is_some()) {
             return Err(ApiError::client(
                 ProblemKind::Conflict,
@@ -499,7 +878,6 @@ impl Accounts {
             ));
         }
         let secret: Vec<u8> = random_16().into_iter().chain(random_16()).take(totp::SECRET_BYTES).collect();
-        let account = self.load(id).await?;
         let sealed = account.data_key.seal(&secret, &format!("{id}/totp"));
         self.store.put_pending_totp(id.as_str(), &sealed).await?;
         self.event(id.as_str(), "mfa_enrolment_started", json!({ "method": "totp" }), now).await?;
@@ -512,6 +890,7 @@ impl Accounts {
     }
 
     /// Confirms enrolment with a first code; answers the ten recovery codes, shown only now.
+    /// Each code is 80 random bits, stored as a keyed hash (NIST SP 800-63B).
     pub async fn confirm_totp(
         &self,
         actor: &Actor,
@@ -529,30 +908,33 @@ impl Accounts {
         let step = totp::verify(&secret, code, now, None).ok_or_else(|| {
             ApiError::client(ProblemKind::ValidationFailed, "the code does not match; check the app's clock")
         })?;
-        let codes: Vec<String> = (0..RECOVERY_CODES)
-            .map(|_| data_encoding::BASE32_NOPAD.encode(&random_16()).chars().take(10).collect::<String>())
+        let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| recovery_code()).collect();
+        let hashes: Vec<String> = codes
+            .iter()
+            .map(|c| hex::encode(self.keyring.secret_mac("recovery-code", format!("{id}:{c}").as_bytes())))
             .collect();
-        let hashes: Vec<String> = codes.iter().map(|c| sha256_hex(c)).collect();
         self.store.confirm_totp(id.as_str(), now, step, &hashes).await?;
         self.event(id.as_str(), "mfa_enrolled", json!({ "method": "totp" }), now).await?;
-        // Shown as two groups of five for reading aloud; accepted with or without the dash.
+        // Shown as four groups of four for reading aloud; accepted with or without the dashes.
         let shown: Vec<String> = codes
             .iter()
             .map(|c| {
-                format!("{}-{}", c.chars().take(5).collect::<String>(), c.chars().skip(5).collect::<String>())
+                let chars: Vec<char> = c.chars().collect();
+                chars.chunks(4).map(|g| g.iter().collect::<String>()).collect::<Vec<_>>().join("-")
             })
             .collect();
         Ok(json!({ "enrolled": "totp", "recovery_codes": shown }))
     }
 
+    /// Removes the authenticator: a sensitive change, so it needs a fresh proof.
     pub async fn remove_totp(
         &self,
         actor: &Actor,
         id: &UserId,
-        password: Option<&str>,
+        proof: &Proof,
         now: UnixMillis,
     ) -> Result<(), ApiError> {
-        self.recent_auth(actor, id, password).await?;
+        self.require_fresh_proof(actor, id, proof, now).await?;
         self.store.delete_totp(id.as_str()).await?;
         self.event(id.as_str(), "mfa_removed", json!({ "method": "totp" }), now).await?;
         Ok(())
@@ -572,5 +954,61 @@ impl Accounts {
             })
             .collect();
         Ok(json!({ "events": listed }))
+    }
+}
+
+/// The outcome of a step-up.
+pub enum StepUp {
+    Done { at: UnixMillis },
+    CodeSent,
+}
+
+fn step_up_required(methods: &[String], detail: &str) -> ApiError {
+    ApiError::Client(
+        Problem::new(ProblemKind::StepUpRequired, detail.to_owned()).with("methods", methods.to_vec()),
+    )
+}
+
+/// The security floor of an account (its tier's and role's).
+pub(crate) fn floor_of(account: &Account) -> Result<SecurityFloor, ApiError> {
+    let tier: Tier = account.row.tier.parse().map_err(internal)?;
+    let role: Role = account.row.role.parse().map_err(internal)?;
+    Ok(SecurityFloor::of(tier, role))
+}
+
+fn six_digits() -> String {
+    let r = random_16();
+    let n = u32::from_be_bytes([r[0], r[1], r[2], r[3]]) % 1_000_000;
+    format!("{n:06}")
+}
+
+fn recovery_code() -> String {
+    let bytes: Vec<u8> = random_16().into_iter().take(RECOVERY_CODE_BYTES).collect();
+    data_encoding::BASE32_NOPAD.encode(&bytes)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_codes_carry_eighty_bits() {
+        let code = recovery_code();
+        assert_eq!(code.len(), 16);
+        assert_eq!(data_encoding::BASE32_NOPAD.decode(code.as_bytes()).unwrap().len() * 8, 80);
+        assert_ne!(recovery_code(), recovery_code());
+    }
+
+    #[test]
+    fn lock_keys_check_the_device_alone_when_it_is_known() {
+        let known = LockKeys::of("k", Some("net"), Some("dev"));
+        assert_eq!(known.keys.len(), 3);
+        assert_eq!(known.checked, vec![false, false, true]);
+        let unknown = LockKeys::of("k", Some("net"), None);
+        assert_eq!(unknown.checked, vec![true, true]);
     }
 }

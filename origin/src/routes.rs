@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::email_change::{ConfirmEmailChange, StartEmailChange};
-use crate::protection::{LoginRequest, MfaAnswer, MfaSend};
+use crate::protection::{LoginRequest, MfaAnswer, MfaSend, Proof, StepUp};
 use crate::sms::EnrolSms;
 use crate::users::{ChangePassword, CreateUser};
 use axum::{Json, Router};
@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{id}/mfa/sms/confirm", post(confirm_sms))
         .route("/users/{id}/security-events", get(security_events))
         .route("/users/{id}/audit", get(audit))
+        .route("/users/{id}/step-up", post(step_up))
         .route("/{*rest}", any(not_found))
         .layer(middleware::from_fn_with_state(state.clone(), require_edge_signature));
 
@@ -114,6 +115,9 @@ struct UpdateUser {
     patch: Value,
     #[serde(default)]
     if_match: Option<i64>,
+    /// When the caller's session last stepped up (the edge reads it from the session).
+    #[serde(default)]
+    step_up_at: Option<u64>,
 }
 
 async fn update_user(
@@ -125,7 +129,14 @@ async fn update_user(
     let request: UpdateUser = parse(&body)?;
     let view = state
         .accounts
-        .update(&actor, &user_id(&id)?, &request.patch, request.if_match, state.clock.now())
+        .update(
+            &actor,
+            &user_id(&id)?,
+            &request.patch,
+            request.if_match,
+            request.step_up_at,
+            state.clock.now(),
+        )
         .await?;
     Ok(Json(view))
 }
@@ -217,12 +228,24 @@ async fn remove_totp(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let proof: PasswordProof = if body.is_empty() { PasswordProof::default() } else { parse(&body)? };
-    state
-        .accounts
-        .remove_totp(&actor, &user_id(&id)?, proof.current_password.as_deref(), state.clock.now())
-        .await?;
+    let proof: Proof = if body.is_empty() { Proof::default() } else { parse(&body)? };
+    state.accounts.remove_totp(&actor, &user_id(&id)?, &proof, state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A step-up for the caller's session: 200 with the time it proved at, or 202 when a code
+/// was texted for the second call.
+async fn step_up(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let proof: Proof = if body.is_empty() { Proof::default() } else { parse(&body)? };
+    match state.accounts.step_up(&actor, &user_id(&id)?, proof, state.clock.now()).await? {
+        StepUp::Done { at } => Ok((StatusCode::OK, Json(json!({ "stepped_up_at": at.0 })))),
+        StepUp::CodeSent => Ok((StatusCode::ACCEPTED, Json(json!({ "sent": "sms" })))),
+    }
 }
 
 async fn enrol_sms(
@@ -252,11 +275,8 @@ async fn remove_sms(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let proof: PasswordProof = if body.is_empty() { PasswordProof::default() } else { parse(&body)? };
-    state
-        .accounts
-        .remove_sms(&actor, &user_id(&id)?, proof.current_password.as_deref(), state.clock.now())
-        .await?;
+    let proof: Proof = if body.is_empty() { Proof::default() } else { parse(&body)? };
+    state.accounts.remove_sms(&actor, &user_id(&id)?, &proof, state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

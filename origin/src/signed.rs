@@ -51,6 +51,13 @@ pub async fn require_edge_signature(
 
     // The actor is trusted only now that the signature covering it has been checked.
     let actor: Actor = actor_text.parse().map_err(|_| SignatureError::Malformed(HEADER_ACTOR))?;
+    // Nothing is done for a disabled account, whatever its tokens say (they may not have
+    // expired yet at the edge when an admin disabled it).
+    if let Some(id) = actor.user_id() {
+        if state.store.is_disabled(id.as_str()).await? == Some(true) {
+            return Err(ApiError::client(ProblemKind::Forbidden, "this account is disabled"));
+        }
+    }
     let mut request = Request::from_parts(parts, Body::from(bytes));
     request.extensions_mut().insert(actor);
     Ok(next.run(request).await)

@@ -37,10 +37,9 @@ impl Accounts {
         request: EnrolSms,
         now: UnixMillis,
     ) -> Result<Value, ApiError> {
-        self.recent_auth(actor, id, request.current_password.as_deref()).await?;
+        let account = self.recent_auth(actor, id, request.current_password.as_deref(), now).await?;
         let phone = Phone::parse(&request.phone_number)
             .map_err(|e| invalid_field("phone_number", e.rule(), e.to_string()))?;
-        let account = self.load(id).await?;
         let code = self.start_pending(PURPOSE, id, &account.data_key, phone.as_str(), now).await?;
         self.outbox.send(
             "sms",
@@ -76,10 +75,11 @@ impl Accounts {
         &self,
         actor: &Actor,
         id: &UserId,
-        password: Option<&str>,
+        proof: &crate::protection::Proof,
         now: UnixMillis,
     ) -> Result<(), ApiError> {
-        self.recent_auth(actor, id, password).await?;
+        // Removing a factor is a sensitive change: a fresh proof, like weakening the settings.
+        self.require_fresh_proof(actor, id, proof, now).await?;
         if self.store.delete_sms_phone(id.as_str()).await? {
             self.event(id.as_str(), "mfa_removed", json!({ "method": "sms" }), now).await?;
         }

@@ -28,6 +28,8 @@ pub struct Accounts {
     pub keyring: Keyring,
     pub(crate) dummy_hash: String,
     pub(crate) outbox: Outbox,
+    /// The bounded argon2 pool every password check and hash goes through.
+    pub hasher: passwords::Hasher,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,15 +99,21 @@ pub(crate) fn not_found(id: &str) -> ApiError {
 }
 
 impl Accounts {
-    pub fn new(store: Arc<dyn Store>, keyring: Keyring, outbox: Outbox) -> Result<Self, ApiError> {
-        Ok(Self { store, keyring, dummy_hash: passwords::dummy_hash()?, outbox })
+    pub fn new(
+        store: Arc<dyn Store>,
+        keyring: Keyring,
+        outbox: Outbox,
+        hasher: passwords::Hasher,
+    ) -> Result<Self, ApiError> {
+        Ok(Self { store, keyring, dummy_hash: passwords::dummy_hash()?, outbox, hasher })
     }
 
     /// Whether `raw` is the account's password. With no account, or none set yet, it checks a
-    /// dummy hash instead, so that every answer costs one argon2 verification.
-    pub(crate) async fn password_matches(&self, row: Option<&UserRow>, raw: &str) -> bool {
+    /// dummy hash instead, so that every answer costs one argon2 verification. `Err` (503)
+    /// when the hashing pool is saturated.
+    pub(crate) async fn password_matches(&self, row: Option<&UserRow>, raw: &str) -> Result<bool, ApiError> {
         let stored = row.and_then(|r| r.password_hash.clone()).unwrap_or_else(|| self.dummy_hash.clone());
-        passwords::verify_blocking(raw, stored).await
+        Ok(self.hasher.verify(raw, stored).await?)
     }
 
     /// The user view the API answers with. Never includes secrets.
@@ -195,7 +203,7 @@ impl Accounts {
         if self.keyring.has_retired() && self.find_by_email(email.as_str()).await?.is_some() {
             return Err(StoreError::DuplicateEmail.into());
         }
-        let hash = passwords::hash_blocking(&request.password).await?;
+        let hash = self.hasher.hash(&request.password).await?;
 
         let account = self.new_account(&email, tier, role, profile, Some(hash), now)?;
         let row = account.row.clone();
@@ -222,6 +230,11 @@ impl Accounts {
         password_hash: Option<String>,
         now: UnixMillis,
     ) -> Result<Account, ApiError> {
+        // A new account starts at its tier's and role's security floor (an admin's sessions
+        // are short and need a second factor from the first login).
+        let mut profile = profile;
+        profile.security_settings =
+            domain::security::SecurityFloor::of(tier, role).apply(&profile.security_settings);
         let id = UserId::from_random(random_16());
         let data_key = DataKey::generate();
         let wrapped = self.keyring.wrap(&data_key, id.as_str());
@@ -261,7 +274,7 @@ impl Accounts {
         let account = self.unseal(row)?;
         let email = Email::parse(&account.email).map_err(|e| ApiError::Internal(e.to_string()))?;
         check_password(password, &email).map_err(|e| invalid_field("password", e.rule(), e.to_string()))?;
-        let hash = passwords::hash_blocking(password).await?;
+        let hash = self.hasher.hash(password).await?;
         let id = self.store.activate(&token_hash, &hash, now).await?.ok_or_else(refused)?;
         Ok(json!({ "user_id": id, "activated": true }))
     }
@@ -278,6 +291,7 @@ impl Accounts {
         id: &UserId,
         patch: &Value,
         if_match: Option<i64>,
+        step_up_at: Option<u64>,
         now: UnixMillis,
     ) -> Result<Value, ApiError> {
         authorize(actor, id)?;
@@ -289,8 +303,40 @@ impl Accounts {
             }
         }
         let tier = tier_of(&account.row)?;
+        let before = account.profile.security_settings.clone();
         account.profile =
             profile::apply_merge_patch(&account.profile, patch, tier).map_err(|e| profile_problem(&e))?;
+        let weakened = domain::security::weakened_fields(&before, &account.profile.security_settings);
+        if !weakened.is_empty() {
+            // No proof lowers the tier's or role's floor; within it, weakening needs a fresh one.
+            let floor = crate::protection::floor_of(&account)?;
+            let breaches = floor.violations(&account.profile.security_settings);
+            if !breaches.is_empty() {
+                let rules: Vec<Value> = breaches
+                    .iter()
+                    .map(|(field, rule)| json!({ "field": field, "kind": "forbidden", "rule": rule }))
+                    .collect();
+                return Err(ApiError::Client(
+                    Problem::new(
+                        ProblemKind::Forbidden,
+                        format!(
+                            "the {} tier{} requires these settings: {}",
+                            account.row.tier,
+                            if account.row.role == "admin" { " and the admin role" } else { "" },
+                            breaches.iter().map(|(_, r)| *r).collect::<Vec<_>>().join(", ")
+                        ),
+                    )
+                    .with("errors", rules),
+                ));
+            }
+            let proof = crate::protection::Proof { step_up_at, ..Default::default() };
+            self.require_fresh_proof(actor, id, &proof, now).await.map_err(|e| match e {
+                ApiError::Client(p) if p.status == 403 => {
+                    ApiError::Client(p.with("weakened", weakened.clone()))
+                }
+                other => other,
+            })?;
+        }
         account.row.profile_sealed = self.seal_profile(&account)?;
         account.row.version = expected + 1;
         account.row.updated_at = now;
@@ -334,6 +380,10 @@ impl Accounts {
         // Settings the new tier does not allow are brought within it (a downgrade switches
         // off, say, custom model training), so the stored profile always fits its tier.
         account.profile = profile::fit_to_tier(&account.profile, new_tier);
+        // Moving into a tier with a floor (enterprise, VIP: zero-trust) raises the settings to it.
+        let role: Role = account.row.role.parse().map_err(ApiError::Internal)?;
+        account.profile.security_settings =
+            domain::security::SecurityFloor::of(new_tier, role).apply(&account.profile.security_settings);
         let expected = account.row.version;
         account.row.tier = new_tier.to_string();
         account.row.profile_sealed = self.seal_profile(&account)?;
@@ -368,14 +418,11 @@ impl Accounts {
         let email = Email::parse(&account.email).map_err(|e| ApiError::Internal(e.to_string()))?;
         let acting_on_self = actor.user_id() == Some(id);
         if acting_on_self || !actor.is_admin() {
-            let given = request.current_password.as_deref().unwrap_or_default();
-            if !self.password_matches(Some(&account.row), given).await {
-                return Err(ApiError::client(ProblemKind::Unauthenticated, "the current password is wrong"));
-            }
+            self.check_current_password(&account, request.current_password.as_deref(), now).await?;
         }
         check_password(&request.new_password, &email)
             .map_err(|e| invalid_field("new_password", e.rule(), e.to_string()))?;
-        let hash = passwords::hash_blocking(&request.new_password).await?;
+        let hash = self.hasher.hash(&request.new_password).await?;
         let mut row = account.row.clone();
         row.password_hash = Some(hash);
         row.updated_at = now;

@@ -24,7 +24,7 @@ use crate::bindings::RateLimitConfig;
 
 pub mod sessions;
 
-use sessions::{NewSession, RefreshFailure, SessionView, Sessions, TokenPair};
+use sessions::{CreatedSession, NewSession, RefreshFailure, SessionView, Sessions, TokenPair};
 
 /// A rate-limit decision as the edge uses it for its answer's header fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +61,9 @@ pub struct GateAnswer {
     pub limit: LimitAnswer,
     /// Why the request's session cannot be used (revoked, timed out); `None` when it can.
     pub session_refused: Option<String>,
+    /// When the request's session last stepped up (ms), for sensitive changes.
+    #[serde(default)]
+    pub stepped_up_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,6 +125,11 @@ struct RevokeRequest {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+struct StepUpRequest {
+    sid: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 struct RevokeAnswer {
     ended: usize,
 }
@@ -153,6 +161,11 @@ impl Gate {
         for statement in sessions::SCHEMA {
             self.sql().exec(statement, None)?;
         }
+        for statement in sessions::UPGRADE {
+            // The column exists already in objects created by this release: that error is
+            // the expected outcome, not a failure.
+            let _ = self.sql().exec(statement, None);
+        }
         self.schema_ready.set(true);
         Ok(())
     }
@@ -181,9 +194,12 @@ impl Gate {
         let tier = row.tier.as_deref().and_then(|t| t.parse().ok()).unwrap_or(check.tier_hint);
         let policy = config.user_policy(tier);
         // A revoked or timed-out session is refused before anything is counted.
-        let session_refused = match &check.sid {
-            Some(sid) => self.sessions().check(sid)?.reason(),
-            None => Some("the token belongs to no session".to_owned()),
+        let (session_refused, stepped_up_at) = match &check.sid {
+            Some(sid) => {
+                let (status, stepped_up_at) = self.sessions().check(sid)?;
+                (status.reason(), stepped_up_at.map(|t| t.0))
+            }
+            None => (Some("the token belongs to no session".to_owned()), None),
         };
         if session_refused.is_some() {
             let decision = Self::limiter(row.window.as_deref()).peek(now(), &policy);
@@ -192,6 +208,7 @@ impl Gate {
                 tier,
                 limit: LimitAnswer::from_decision(decision, &policy),
                 session_refused,
+                stepped_up_at: None,
             });
         }
         let mut limiter = Self::limiter(row.window.as_deref());
@@ -209,6 +226,7 @@ impl Gate {
             tier,
             limit: LimitAnswer::from_decision(decision, &policy),
             session_refused: None,
+            stepped_up_at,
         })
     }
 
@@ -224,6 +242,7 @@ impl Gate {
             tier,
             limit: LimitAnswer::from_decision(decision, &policy),
             session_refused: None,
+            stepped_up_at: None,
         })
     }
 
@@ -289,8 +308,13 @@ impl DurableObject for Gate {
             (Method::Post, "/session/create") => {
                 let new: NewSession = req.json().await?;
                 // The session's tier is the one the gate enforces once it has learnt one.
-                let tier = self.load()?.tier.and_then(|t| t.parse().ok()).unwrap_or(new.tier);
-                Response::from_json(&self.sessions().create(&NewSession { tier, ..new })?)
+                let tier: Tier = self.load()?.tier.and_then(|t| t.parse().ok()).unwrap_or(new.tier);
+                let max_open = usize::try_from(tier.limits().max_open_sessions).unwrap_or(usize::MAX);
+                Response::from_json(&self.sessions().create(&NewSession { tier, ..new }, max_open)?)
+            }
+            (Method::Post, "/session/step-up") => {
+                let request: StepUpRequest = req.json().await?;
+                Response::from_json(&self.sessions().step_up(&request.sid)?)
             }
             (Method::Post, "/session/refresh") => {
                 let request: RefreshRequest = req.json().await?;
@@ -356,8 +380,13 @@ impl GateClient {
         self.call("/peek", &serde_json::json!({})).await?.json().await
     }
 
-    pub async fn create_session(&self, new: &NewSession) -> Result<TokenPair> {
+    pub async fn create_session(&self, new: &NewSession) -> Result<CreatedSession> {
         self.call("/session/create", new).await?.json().await
+    }
+
+    /// Records a step-up for `sid`; false when the session is not active.
+    pub async fn step_up(&self, sid: &str) -> Result<bool> {
+        self.call("/session/step-up", &StepUpRequest { sid: sid.to_owned() }).await?.json().await
     }
 
     pub async fn refresh(

@@ -17,16 +17,27 @@ use worker::{Env, Result, SqlStorage};
 use crate::auth;
 
 pub const SCHEMA: [&str; 3] = [
+    // `ended_at` is NULL while a session may be active and the time it ended once it is known
+    // to have ended: indexed, so that open sessions are found and old ones swept without
+    // reading the whole history.
     "CREATE TABLE IF NOT EXISTS sessions (
         sid TEXT PRIMARY KEY,
         record TEXT NOT NULL,
         role TEXT NOT NULL,
         device_id TEXT,
         user_agent TEXT,
-        ip TEXT
+        ip TEXT,
+        ended_at INTEGER
     )",
     "CREATE TABLE IF NOT EXISTS used_refresh (hash TEXT PRIMARY KEY, sid TEXT NOT NULL, used_at INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS used_refresh_by_session ON used_refresh (sid)",
+];
+
+/// Applied after [`SCHEMA`] to objects created by an earlier release (whose `sessions` table
+/// has no `ended_at`): the `ALTER` fails harmlessly where the column exists.
+pub const UPGRADE: [&str; 2] = [
+    "ALTER TABLE sessions ADD COLUMN ended_at INTEGER",
+    "CREATE INDEX IF NOT EXISTS sessions_by_end ON sessions (ended_at)",
 ];
 
 /// What the edge knows of a new session at login.
@@ -36,6 +47,9 @@ pub struct NewSession {
     pub role: String,
     pub tier: Tier,
     pub idle_timeout_minutes: u32,
+    /// The session's absolute lifetime (shorter for admins and some tiers).
+    #[serde(default)]
+    pub absolute_ms: Option<u64>,
     pub device_id: Option<String>,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
@@ -61,6 +75,17 @@ pub struct SessionView {
     pub created_at: u64,
     pub last_seen: u64,
     pub idle_timeout_minutes: u64,
+    /// When the session ends whatever its activity (its absolute lifetime).
+    pub expires_at: u64,
+}
+
+/// A new session: its tokens, and the sessions ended to keep under the tier's cap.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedSession {
+    #[serde(flatten)]
+    pub pair: TokenPair,
+    #[serde(default)]
+    pub evicted: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,11 +147,35 @@ impl Sessions<'_> {
     }
 
     fn save(&self, record: &SessionRecord) -> Result<()> {
+        let ended_at: Option<f64> = record.ended_at(self.now).map(|t| t.0 as f64);
         self.sql.exec(
-            "UPDATE sessions SET record = ? WHERE sid = ?",
-            vec![serde_json::to_string(record)?.into(), record.sid.as_str().into()],
+            "UPDATE sessions SET record = ?, ended_at = ? WHERE sid = ?",
+            vec![serde_json::to_string(record)?.into(), ended_at.into(), record.sid.as_str().into()],
         )?;
         Ok(())
+    }
+
+    /// The sessions not yet known to have ended, with their records; those found ended now
+    /// (timed out since) are marked, so the next look skips them. Bounded by the tier's cap
+    /// plus the sessions that ended since the last look.
+    fn open(&self) -> Result<Vec<(SessionRecord, Row)>> {
+        let rows: Vec<Row> = self
+            .sql
+            .exec(
+                "SELECT sid, record, role, device_id, user_agent, ip FROM sessions WHERE ended_at IS NULL",
+                None,
+            )?
+            .to_array()?;
+        let mut open = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Ok(record) = serde_json::from_str::<SessionRecord>(&row.record) else { continue };
+            if record.status(self.now) == SessionStatus::Active {
+                open.push((record, row));
+            } else {
+                self.save(&record)?;
+            }
+        }
+        Ok(open)
     }
 
     fn pair(&self, user_id: &str, sid: &str, role: &str, tier: Tier) -> Result<(TokenPair, String)> {
@@ -146,14 +195,24 @@ impl Sessions<'_> {
         ))
     }
 
-    pub fn create(&self, new: &NewSession) -> Result<TokenPair> {
+    /// Opens a session, first ending the least recently used ones beyond `max_open`.
+    pub fn create(&self, new: &NewSession, max_open: usize) -> Result<CreatedSession> {
         // A login is when the table grows, so it is when ended sessions are swept: the table
-        // holds the active sessions and those ended within the last day, whatever the history.
+        // holds the open sessions (at most `max_open`) and those ended within the last day.
         self.forget_ended()?;
+        let open: Vec<(String, UnixMillis)> =
+            self.open()?.into_iter().map(|(record, _)| (record.sid, record.last_seen)).collect();
+        let evicted = domain::session::to_evict(&open, max_open);
+        for sid in &evicted {
+            self.revoke(sid, "session limit reached: a newer login replaced it")?;
+        }
         let sid = format!("ses_{}", random_b64(18)?);
         let (pair, refresh_hash) = self.pair(&new.user_id, &sid, &new.role, new.tier)?;
         let idle = u64::from(new.idle_timeout_minutes).saturating_mul(60_000);
-        let record = SessionRecord::new(&sid, &refresh_hash, idle, self.now);
+        let mut record = SessionRecord::new(&sid, &refresh_hash, idle, self.now);
+        if let Some(absolute_ms) = new.absolute_ms {
+            record = record.with_absolute_lifetime(absolute_ms);
+        }
         self.sql.exec(
             "INSERT INTO sessions (sid, record, role, device_id, user_agent, ip) VALUES (?, ?, ?, ?, ?, ?)",
             vec![
@@ -165,20 +224,33 @@ impl Sessions<'_> {
                 new.ip.clone().into(),
             ],
         )?;
-        Ok(pair)
+        Ok(CreatedSession { pair, evicted })
     }
 
-    /// The status of `sid` for a request, marking the activity when active.
-    pub fn check(&self, sid: &str) -> Result<SessionStatus> {
+    /// The status of `sid` for a request (and when it last stepped up), marking the activity
+    /// when active.
+    pub fn check(&self, sid: &str) -> Result<(SessionStatus, Option<UnixMillis>)> {
         let Some((mut record, _)) = self.load(sid)? else {
-            return Ok(SessionStatus::Revoked("unknown session".into()));
+            return Ok((SessionStatus::Revoked("unknown session".into()), None));
         };
         let status = record.status(self.now);
         if status == SessionStatus::Active {
             record.touch(self.now);
             self.save(&record)?;
         }
-        Ok(status)
+        Ok((status, record.stepped_up_at))
+    }
+
+    /// Records that `sid` proved its user again now; false when it is not active.
+    pub fn step_up(&self, sid: &str) -> Result<bool> {
+        let Some((mut record, _)) = self.load(sid)? else { return Ok(false) };
+        if record.status(self.now) != SessionStatus::Active {
+            return Ok(false);
+        }
+        record.stepped_up_at = Some(self.now);
+        record.touch(self.now);
+        self.save(&record)?;
+        Ok(true)
     }
 
     pub fn refresh(
@@ -222,35 +294,25 @@ impl Sessions<'_> {
         }
     }
 
-    /// Deletes the sessions ended more than a day ago, with their used refresh-token hashes.
-    fn forget_ended(&self) -> Result<usize> {
-        let rows: Vec<Row> = self
-            .sql
-            .exec("SELECT sid, record, role, device_id, user_agent, ip FROM sessions", None)?
-            .to_array()?;
-        let mut forgotten = 0;
-        for row in rows {
-            let ended = serde_json::from_str::<SessionRecord>(&row.record)
-                .map_or(true, |record| record.may_be_forgotten(self.now));
-            if ended {
-                self.sql.exec("DELETE FROM used_refresh WHERE sid = ?", vec![row.sid.as_str().into()])?;
-                self.sql.exec("DELETE FROM sessions WHERE sid = ?", vec![row.sid.as_str().into()])?;
-                forgotten += 1;
-            }
-        }
-        Ok(forgotten)
+    /// Deletes the sessions ended more than a day ago, with their used refresh-token hashes:
+    /// two indexed deletes, whatever the number of sessions.
+    fn forget_ended(&self) -> Result<()> {
+        let cutoff = self.now.0.saturating_sub(domain::session::ENDED_RETENTION_MS) as f64;
+        self.sql.exec(
+            "DELETE FROM used_refresh WHERE sid IN
+                (SELECT sid FROM sessions WHERE ended_at IS NOT NULL AND ended_at < ?)",
+            vec![cutoff.into()],
+        )?;
+        self.sql
+            .exec("DELETE FROM sessions WHERE ended_at IS NOT NULL AND ended_at < ?", vec![cutoff.into()])?;
+        Ok(())
     }
 
     /// Applies a new idle timeout to the open sessions. One that has already timed out stays
     /// ended: a longer timeout does not bring it back.
     pub fn set_idle_timeout(&self, idle_timeout_ms: u64) -> Result<()> {
-        let rows: Vec<Row> = self
-            .sql
-            .exec("SELECT sid, record, role, device_id, user_agent, ip FROM sessions", None)?
-            .to_array()?;
-        for row in rows {
-            let Ok(mut record) = serde_json::from_str::<SessionRecord>(&row.record) else { continue };
-            if record.status(self.now) == SessionStatus::Active && record.idle_timeout_ms != idle_timeout_ms {
+        for (mut record, _) in self.open()? {
+            if record.idle_timeout_ms != idle_timeout_ms {
                 record.idle_timeout_ms = idle_timeout_ms;
                 self.save(&record)?;
             }
@@ -268,47 +330,31 @@ impl Sessions<'_> {
 
     /// Revokes every session but `except`; returns how many were active.
     pub fn revoke_all(&self, except: Option<&str>, reason: &str) -> Result<usize> {
-        let rows: Vec<Row> = self
-            .sql
-            .exec("SELECT sid, record, role, device_id, user_agent, ip FROM sessions", None)?
-            .to_array()?;
         let mut ended = 0;
-        for row in rows {
+        for (mut record, row) in self.open()? {
             if Some(row.sid.as_str()) == except {
                 continue;
             }
-            if let Ok(mut record) = serde_json::from_str::<SessionRecord>(&row.record) {
-                if record.status(self.now) == SessionStatus::Active {
-                    ended += 1;
-                }
-                record.revoke(reason, self.now);
-                self.save(&record)?;
-            }
+            record.revoke(reason, self.now);
+            self.save(&record)?;
+            ended += 1;
         }
         Ok(ended)
     }
 
     pub fn list(&self) -> Result<Vec<SessionView>> {
-        let rows: Vec<Row> = self
-            .sql
-            .exec("SELECT sid, record, role, device_id, user_agent, ip FROM sessions", None)?
-            .to_array()?;
-        let mut views: Vec<SessionView> = rows
+        let mut views: Vec<SessionView> = self
+            .open()?
             .into_iter()
-            .filter_map(|row| {
-                let record: SessionRecord = serde_json::from_str(&row.record).ok()?;
-                if record.status(self.now) != SessionStatus::Active {
-                    return None;
-                }
-                Some(SessionView {
-                    id: row.sid,
-                    device_id: row.device_id,
-                    user_agent: row.user_agent,
-                    ip: row.ip,
-                    created_at: record.created_at.0,
-                    last_seen: record.last_seen.0,
-                    idle_timeout_minutes: record.idle_timeout_ms / 60_000,
-                })
+            .map(|(record, row)| SessionView {
+                id: row.sid,
+                device_id: row.device_id,
+                user_agent: row.user_agent,
+                ip: row.ip,
+                created_at: record.created_at.0,
+                last_seen: record.last_seen.0,
+                idle_timeout_minutes: record.idle_timeout_ms / 60_000,
+                expires_at: record.absolute_expiry.0,
             })
             .collect();
         views.sort_by_key(|v| v.created_at);

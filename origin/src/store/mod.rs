@@ -136,6 +136,13 @@ pub struct SecurityEvent {
     pub at: UnixMillis,
 }
 
+/// The values of an atomic state update, before and after, in the order of its keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateUpdate {
+    pub before: Vec<Option<String>>,
+    pub after: Vec<Option<String>>,
+}
+
 /// What account protection stores: login history, short-lived auth state, security events,
 /// TOTP factors and recovery codes.
 #[async_trait]
@@ -148,14 +155,32 @@ pub trait ProtectionStore: Send + Sync {
     async fn state_get(&self, key: &str, now: UnixMillis) -> Result<Option<String>, StoreError>;
     async fn state_put(&self, key: &str, value: &str, expires_at: UnixMillis) -> Result<(), StoreError>;
     async fn state_delete(&self, key: &str) -> Result<(), StoreError>;
-    /// Stores several states and, for a known account, a security event, in one transaction:
-    /// a failed login costs one commit whether or not the account exists.
-    async fn record_failure(
+    /// Applies `update` to the values under `keys` (`None`: absent or expired) inside one
+    /// write transaction, so concurrent updates of the same keys serialise and none is lost
+    /// (30 parallel failures move a counter by 30). Each key comes with the expiry a value it
+    /// sets is stored with; values it clears are deleted. Answers the values before and after.
+    async fn update_states(
         &self,
-        states: &[(String, String, UnixMillis)],
-        event: Option<(&str, &str, &str)>,
+        keys: &[(String, UnixMillis)],
+        now: UnixMillis,
+        update: &(dyn for<'v> Fn(&'v mut [Option<String>]) + Send + Sync),
+    ) -> Result<StateUpdate, StoreError>;
+    /// Deletes the value under `key` and answers it (if unexpired): of callers racing for the
+    /// same key, at most one gets it, which makes a challenge single-use.
+    async fn state_take(&self, key: &str, now: UnixMillis) -> Result<Option<String>, StoreError>;
+    /// The second factors a user has confirmed, in one query.
+    async fn enrolled_factors(&self, user_id: &str) -> Result<domain::security::Enrolled, StoreError>;
+    /// What a successful login writes, in one transaction: the last-login time, the history
+    /// entry, and its security events `(kind, detail)`.
+    async fn record_login_success(
+        &self,
+        user_id: &str,
+        context: &str,
         at: UnixMillis,
+        events: &[(String, String)],
     ) -> Result<(), StoreError>;
+    /// Whether the user is disabled (`None`: no such user).
+    async fn is_disabled(&self, user_id: &str) -> Result<Option<bool>, StoreError>;
 
     async fn add_security_event(
         &self,
@@ -179,11 +204,12 @@ pub trait ProtectionStore: Send + Sync {
     /// Records `step` as used if it is later than the last one used; false if it is not.
     async fn use_totp_step(&self, user_id: &str, step: u64) -> Result<bool, StoreError>;
     async fn delete_totp(&self, user_id: &str) -> Result<(), StoreError>;
-    /// Marks a recovery code used; false if there is no such unused code.
+    /// Marks a recovery code used; false if there is no such unused code. `code_hashes` are
+    /// the hashes the code may be stored under (current key, retired keys, legacy format).
     async fn use_recovery_code(
         &self,
         user_id: &str,
-        code_hash: &str,
+        code_hashes: &[String],
         at: UnixMillis,
     ) -> Result<bool, StoreError>;
     async fn recovery_codes_left(&self, user_id: &str) -> Result<u32, StoreError>;
@@ -200,6 +226,9 @@ pub trait ProtectionStore: Send + Sync {
     /// Removes the phone number; false if there was none.
     async fn delete_sms_phone(&self, user_id: &str) -> Result<bool, StoreError>;
 }
+
+/// Event kinds from the edge that are also security events of their user.
+pub const SECURITY_EVENT_KINDS: [&str; 1] = ["session_evicted"];
 
 /// A behavioural event as stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

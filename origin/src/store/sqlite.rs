@@ -299,12 +299,13 @@ impl super::ProtectionStore for SqliteStore {
         user_id: &str,
         limit: u32,
     ) -> Result<Vec<(String, UnixMillis)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT context, at FROM login_history WHERE user_id = ? ORDER BY id DESC LIMIT ?")
-                .bind(user_id)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT context, at FROM login_history WHERE user_id = ? ORDER BY at DESC, id DESC LIMIT ?",
+        )
+        .bind(user_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         let mut out = rows
             .iter()
             .map(|r| Ok((r.try_get::<String, _>("context")?, unix(r.try_get("at")?))))
@@ -334,25 +335,96 @@ impl super::ProtectionStore for SqliteStore {
         Ok(())
     }
 
-    async fn record_failure(
+    async fn update_states(
         &self,
-        states: &[(String, String, UnixMillis)],
-        event: Option<(&str, &str, &str)>,
+        keys: &[(String, UnixMillis)],
+        now: UnixMillis,
+        update: &(dyn for<'v> Fn(&'v mut [Option<String>]) + Send + Sync),
+    ) -> Result<super::StateUpdate, StoreError> {
+        // BEGIN IMMEDIATE takes the write lock before the read: a deferred transaction that
+        // reads then writes fails with a busy snapshot when another writer committed between
+        // (WAL allows one writer), and two of them could both read the old value.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut values = Vec::with_capacity(keys.len());
+        for (key, _) in keys {
+            let value: Option<String> =
+                sqlx::query_scalar("SELECT value FROM auth_state WHERE key = ? AND expires_at > ?")
+                    .bind(key)
+                    .bind(millis(now))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            values.push(value);
+        }
+        let before = values.clone();
+        update(&mut values);
+        for ((key, expires_at), value) in keys.iter().zip(&values) {
+            match value {
+                Some(value) => {
+                    sqlx::query(
+                        "INSERT INTO auth_state (key, value, expires_at) VALUES (?, ?, ?) \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                    )
+                    .bind(key)
+                    .bind(value)
+                    .bind(millis(*expires_at))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM auth_state WHERE key = ?").bind(key).execute(&mut *tx).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(super::StateUpdate { before, after: values })
+    }
+
+    async fn state_take(&self, key: &str, now: UnixMillis) -> Result<Option<String>, StoreError> {
+        let value: Option<(String, i64)> =
+            sqlx::query_as("DELETE FROM auth_state WHERE key = ? RETURNING value, expires_at")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(value.filter(|(_, expires)| *expires > millis(now)).map(|(v, _)| v))
+    }
+
+    async fn enrolled_factors(&self, user_id: &str) -> Result<domain::security::Enrolled, StoreError> {
+        let (totp, sms, left): (i64, i64, i64) = sqlx::query_as(
+            "SELECT \
+               EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = ?1 AND confirmed_at IS NOT NULL), \
+               EXISTS (SELECT 1 FROM mfa_sms WHERE user_id = ?1), \
+               (SELECT COUNT(*) FROM recovery_codes WHERE user_id = ?1 AND used_at IS NULL)",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(domain::security::Enrolled {
+            totp: totp != 0,
+            sms: sms != 0,
+            recovery_codes_left: u32::try_from(left).unwrap_or(0),
+        })
+    }
+
+    async fn record_login_success(
+        &self,
+        user_id: &str,
+        context: &str,
         at: UnixMillis,
+        events: &[(String, String)],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for (key, value, expires_at) in states {
-            sqlx::query(
-                "INSERT INTO auth_state (key, value, expires_at) VALUES (?, ?, ?) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
-            )
-            .bind(key)
-            .bind(value)
-            .bind(millis(*expires_at))
+        sqlx::query("UPDATE users SET last_login_at = ? WHERE id = ?")
+            .bind(millis(at))
+            .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        }
-        if let Some((user_id, kind, detail)) = event {
+        sqlx::query("INSERT INTO login_history (user_id, context, at) VALUES (?, ?, ?)")
+            .bind(user_id)
+            .bind(context)
+            .bind(millis(at))
+            .execute(&mut *tx)
+            .await?;
+        for (kind, detail) in events {
             sqlx::query("INSERT INTO security_events (user_id, kind, detail, at) VALUES (?, ?, ?, ?)")
                 .bind(user_id)
                 .bind(kind)
@@ -363,6 +435,14 @@ impl super::ProtectionStore for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn is_disabled(&self, user_id: &str) -> Result<Option<bool>, StoreError> {
+        let row: Option<Option<i64>> = sqlx::query_scalar("SELECT disabled_at FROM users WHERE id = ?")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|disabled_at| disabled_at.is_some()))
     }
 
     async fn state_delete(&self, key: &str) -> Result<(), StoreError> {
@@ -524,19 +604,26 @@ impl super::ProtectionStore for SqliteStore {
     async fn use_recovery_code(
         &self,
         user_id: &str,
-        code_hash: &str,
+        code_hashes: &[String],
         at: UnixMillis,
     ) -> Result<bool, StoreError> {
-        let updated = sqlx::query(
-            "UPDATE recovery_codes SET used_at = ? WHERE user_id = ? AND code_hash = ? AND used_at IS NULL",
-        )
-        .bind(millis(at))
-        .bind(user_id)
-        .bind(code_hash)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(updated == 1)
+        // One statement per candidate hash; each is atomic, so a code used twice at once
+        // passes once.
+        for code_hash in code_hashes {
+            let updated = sqlx::query(
+                "UPDATE recovery_codes SET used_at = ? WHERE user_id = ? AND code_hash = ? AND used_at IS NULL",
+            )
+            .bind(millis(at))
+            .bind(user_id)
+            .bind(code_hash)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if updated == 1 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     async fn recovery_codes_left(&self, user_id: &str) -> Result<u32, StoreError> {
@@ -561,6 +648,7 @@ impl super::EventStore for SqliteStore {
         let mut tx = self.pool.begin().await?;
         let mut stored = 0;
         for e in events {
+            let before = stored;
             stored += sqlx::query(
                 "INSERT INTO events (id, user_id, kind, class, at, data, received_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (id) DO NOTHING",
@@ -575,6 +663,24 @@ impl super::EventStore for SqliteStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            let inserted = stored > before;
+            // What only the edge sees but the user should read (a session ended to keep under
+            // the tier's cap) becomes a security event too, once, with the event itself.
+            if inserted && super::SECURITY_EVENT_KINDS.contains(&e.kind.as_str()) {
+                if let Some(user_id) = &e.user_id {
+                    sqlx::query(
+                        "INSERT INTO security_events (user_id, kind, detail, at) \
+                         SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM users WHERE id = ?)",
+                    )
+                    .bind(user_id)
+                    .bind(&e.kind)
+                    .bind(e.data.to_string())
+                    .bind(i64::try_from(e.at).unwrap_or(i64::MAX))
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
         }
         tx.commit().await?;
         let total = u64::try_from(events.len()).unwrap_or(u64::MAX);
