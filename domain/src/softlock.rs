@@ -45,8 +45,14 @@ impl FailureCounter {
             let ends = self.day_started.map_or(0, |s| s.0 + DAY_MS);
             return Err(ends.saturating_sub(now.0).div_ceil(1000).max(1));
         }
+        // The free failures never wait, even when a concurrent attempt recorded its failure
+        // with a slightly later clock than this one's (`last` after `now`).
+        let delay = delay_secs(self.consecutive);
+        if delay == 0 {
+            return Ok(());
+        }
         let Some(last) = self.last_failure else { return Ok(()) };
-        let until = last.0.saturating_add(delay_secs(self.consecutive) * 1000);
+        let until = last.0.saturating_add(delay * 1000);
         if now.0 < until {
             Err((until - now.0).div_ceil(1000).max(1))
         } else {
@@ -61,7 +67,8 @@ impl FailureCounter {
         }
         self.consecutive = self.consecutive.saturating_add(1);
         self.today = self.today.saturating_add(1);
-        self.last_failure = Some(now);
+        // Concurrent attempts may arrive with clocks a little out of order: keep the latest.
+        self.last_failure = Some(self.last_failure.map_or(now, |last| last.max(now)));
     }
 
     pub fn record_success(&mut self) {
@@ -140,6 +147,18 @@ mod tests {
         assert_eq!(f.count, 1, "a new hour starts a new count");
         f.undo_failure();
         assert_eq!(f.count, 0);
+    }
+
+    #[test]
+    fn free_failures_never_wait_even_with_a_later_clock_from_a_concurrent_attempt() {
+        let mut c = FailureCounter::default();
+        for _ in 0..FREE_FAILURES {
+            c.record_failure(T0.saturating_add_ms(50));
+        }
+        assert_eq!(c.check(T0), Ok(()), "three free failures, recorded 50 ms 'later'");
+        c.record_failure(T0);
+        assert_eq!(c.last_failure, Some(T0.saturating_add_ms(50)), "the latest failure is kept");
+        assert!(c.check(T0).is_err());
     }
 
     #[test]

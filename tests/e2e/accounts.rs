@@ -145,7 +145,8 @@ fn the_product_flow_runs_over_http(ctx: &Ctx) -> Result<()> {
             "playlists": null,
             "storage_mb": 10240,
             "integrations": ["spotify", "apple_music", "youtube_music", "amazon_music", "lastfm", "discord", "cloud_sync"],
-            "support": "priority (2 h SLA)"
+            "support": "priority (2 h SLA)",
+            "max_open_sessions": 10
         },
         "version": 1
     });
