@@ -300,7 +300,7 @@ impl FakeOrigin {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         // Every other answer has no signature; the rest a garbage one.
-                        let _ = Self::answer(stream, answered % 2 == 0);
+                        let _ = Self::answer(stream, answered.is_multiple_of(2));
                         answered += 1;
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
