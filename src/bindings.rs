@@ -4,7 +4,8 @@
 use domain::signing::SharedSecret;
 use worker::Env;
 
-/// `[vars]`: the origin's base URL, e.g. `https://origin.example.com`.
+/// `[vars]`: the origin's base URL, e.g. `https://origin.example.com`. It must be `https://`
+/// unless its host is a loopback address (`domain::net::check_origin_url`).
 pub const VAR_ORIGIN_URL: &str = "ORIGIN_URL";
 /// Secret: the hex-encoded secret the edge signs origin requests with (`.dev.vars` locally,
 /// `wrangler secret put ORIGIN_SHARED_SECRET` in production).
@@ -22,7 +23,8 @@ pub const SECRET_JWT_SIGNING_KEY: &str = "JWT_SIGNING_KEY";
 /// The signing key's id, published in the JWKS and in every token's header.
 pub const VAR_JWT_SIGNING_KID: &str = "JWT_SIGNING_KID";
 /// Optional: public keys of previous signing keys (a JWKS or an array of JWKs), still trusted
-/// during a rotation.
+/// during a rotation. Each JWK must carry `exp` (Unix seconds): from then on its tokens are
+/// refused, so a retired key is trusted for the lifetime of the tokens it signed, not for ever.
 pub const VAR_JWT_PREVIOUS_KEYS: &str = "JWT_PREVIOUS_KEYS";
 /// The `iss` and `aud` of access tokens.
 pub const VAR_JWT_ISSUER: &str = "JWT_ISSUER";
@@ -56,12 +58,8 @@ impl OriginConfig {
             .var(VAR_ORIGIN_URL)
             .map(|v| v.to_string())
             .map_err(|_| ConfigError::Missing(VAR_ORIGIN_URL))?;
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(ConfigError::Invalid {
-                var: VAR_ORIGIN_URL,
-                reason: "must be an http(s) URL".into(),
-            });
-        }
+        domain::net::check_origin_url(&base_url)
+            .map_err(|e| ConfigError::Invalid { var: VAR_ORIGIN_URL, reason: e.to_string() })?;
         let secret_hex = env
             .secret(SECRET_ORIGIN_SHARED)
             .map(|v| v.to_string())
@@ -130,10 +128,16 @@ pub const VAR_RATE_LIMIT_QUOTAS: &str = "RATE_LIMIT_QUOTAS";
 pub const VAR_IP_LOGIN_PER_MINUTE: &str = "IP_LOGIN_PER_MINUTE";
 pub const VAR_IP_SIGNUP_PER_HOUR: &str = "IP_SIGNUP_PER_HOUR";
 pub const VAR_IP_REFRESH_PER_MINUTE: &str = "IP_REFRESH_PER_MINUTE";
+/// Per-client-IP limit of `GET /health` (public, and a cache miss calls the origin).
+pub const VAR_IP_HEALTH_PER_MINUTE: &str = "IP_HEALTH_PER_MINUTE";
+/// Per-user limit of tier changes (`POST /api/v1/users/{id}/upgrade`), apart from the quota.
+pub const VAR_TIER_CHANGES_PER_HOUR: &str = "TIER_CHANGES_PER_HOUR";
 
 pub const DEFAULT_IP_LOGIN_PER_MINUTE: u32 = 60;
 pub const DEFAULT_IP_SIGNUP_PER_HOUR: u32 = 20;
 pub const DEFAULT_IP_REFRESH_PER_MINUTE: u32 = 120;
+pub const DEFAULT_IP_HEALTH_PER_MINUTE: u32 = 60;
+pub const DEFAULT_TIER_CHANGES_PER_HOUR: u32 = 10;
 
 /// How requests are limited.
 #[derive(Debug, Clone)]
@@ -144,6 +148,8 @@ pub struct RateLimitConfig {
     pub ip_login_per_minute: u32,
     pub ip_signup_per_hour: u32,
     pub ip_refresh_per_minute: u32,
+    pub ip_health_per_minute: u32,
+    pub tier_changes_per_hour: u32,
 }
 
 impl RateLimitConfig {
@@ -176,6 +182,8 @@ impl RateLimitConfig {
             ip_login_per_minute: number(env, VAR_IP_LOGIN_PER_MINUTE, DEFAULT_IP_LOGIN_PER_MINUTE)?,
             ip_signup_per_hour: number(env, VAR_IP_SIGNUP_PER_HOUR, DEFAULT_IP_SIGNUP_PER_HOUR)?,
             ip_refresh_per_minute: number(env, VAR_IP_REFRESH_PER_MINUTE, DEFAULT_IP_REFRESH_PER_MINUTE)?,
+            ip_health_per_minute: number(env, VAR_IP_HEALTH_PER_MINUTE, DEFAULT_IP_HEALTH_PER_MINUTE)?,
+            tier_changes_per_hour: number(env, VAR_TIER_CHANGES_PER_HOUR, DEFAULT_TIER_CHANGES_PER_HOUR)?,
         })
     }
 

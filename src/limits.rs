@@ -2,6 +2,9 @@
 //! client IP for the unauthenticated endpoints) and the header fields every limited answer
 //! carries: `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers), and on
 //! a refusal a 429 problem with `Retry-After`.
+//!
+//! Per-IP limits key IPv6 clients by their /64 (`domain::net::client_key`): one subscriber
+//! commonly holds a whole /64 and could otherwise take a fresh quota with every address.
 
 use domain::problem::{Problem, ProblemKind};
 use worker::{Env, Request, Response};
@@ -52,6 +55,8 @@ pub enum IpClass {
     Login,
     Signup,
     Refresh,
+    /// `GET /health`: public, and each miss of its cache costs an origin call.
+    Health,
 }
 
 impl IpClass {
@@ -60,6 +65,7 @@ impl IpClass {
             IpClass::Login => "ip-login",
             IpClass::Signup => "ip-signup",
             IpClass::Refresh => "ip-refresh",
+            IpClass::Health => "ip-health",
         }
     }
 }
@@ -69,6 +75,11 @@ pub fn client_ip(req: &Request) -> String {
     req.headers().get("cf-connecting-ip").ok().flatten().unwrap_or_else(|| "unknown".into())
 }
 
+/// The key the client is limited under: its IPv4 address, or its IPv6 /64.
+pub fn client_key(req: &Request) -> String {
+    domain::net::client_key(&client_ip(req))
+}
+
 pub async fn admit_ip(req: &Request, env: &Env, class: IpClass) -> Result<Admission<LimitAnswer>, EdgeError> {
     let config = RateLimitConfig::from_env(env)
         .map_err(|e| EdgeError::Runtime(worker::Error::RustError(e.to_string())))?;
@@ -76,8 +87,9 @@ pub async fn admit_ip(req: &Request, env: &Env, class: IpClass) -> Result<Admiss
         IpClass::Login => (60, config.ip_login_per_minute),
         IpClass::Signup => (3600, config.ip_signup_per_hour),
         IpClass::Refresh => (60, config.ip_refresh_per_minute),
+        IpClass::Health => (60, config.ip_health_per_minute),
     };
-    let limit = GateClient::for_ip(env, &client_ip(req))?.throttle(class.name(), window_secs, quota).await?;
+    let limit = GateClient::for_ip(env, &client_key(req))?.throttle(class.name(), window_secs, quota).await?;
     if limit.admitted {
         Ok(Admission::Admitted(limit))
     } else {
@@ -87,10 +99,34 @@ pub async fn admit_ip(req: &Request, env: &Env, class: IpClass) -> Result<Admiss
     }
 }
 
-/// Sets the header fields of a limited answer (none for an unlimited one).
+/// The throttle class of tier changes in the user's gate, apart from their general quota.
+pub const UPGRADE_CLASS: &str = "tier-change";
+
+/// Counts a tier change against the user's own small hourly limit of tier changes. It is a
+/// class of its own, so it spends nothing of the general quota: a free user who used that up
+/// must still be able to upgrade.
+pub async fn admit_tier_change(env: &Env, user_id: &str) -> Result<Admission<LimitAnswer>, EdgeError> {
+    let config = RateLimitConfig::from_env(env)
+        .map_err(|e| EdgeError::Runtime(worker::Error::RustError(e.to_string())))?;
+    let quota = config.tier_changes_per_hour;
+    let limit = GateClient::for_user(env, user_id)?.throttle(UPGRADE_CLASS, 3600, quota).await?;
+    if limit.admitted {
+        Ok(Admission::Admitted(limit))
+    } else {
+        let detail = format!("at most {quota} tier changes per rolling hour");
+        Ok(Admission::Refused(refusal(&limit, UPGRADE_CLASS, detail)?))
+    }
+}
+
+/// Sets the header fields of a limited answer (none for an unlimited one). An answer that
+/// already names a policy keeps it: that is the narrower limit which decided it (a refused
+/// tier change names the tier-change limit, not the general quota it did not touch).
 pub fn set_headers(response: &mut Response, limit: &LimitAnswer, policy: &str) -> Result<(), EdgeError> {
     let Some(quota) = limit.limit else { return Ok(()) };
     let headers = response.headers_mut();
+    if headers.has("ratelimit-policy")? {
+        return Ok(());
+    }
     headers.set("ratelimit-policy", &format!("\"{policy}\";q={quota};w={}", limit.window_secs))?;
     headers.set("ratelimit", &format!("\"{policy}\";r={};t={}", limit.remaining, limit.reset_secs))?;
     Ok(())

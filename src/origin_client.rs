@@ -1,9 +1,15 @@
-//! Signed calls from the edge to the origin (see `domain::signing` for the scheme).
+//! Signed calls from the edge to the origin (see `domain::signing` for the scheme). The
+//! origin's answers are signed too, over their status, their body and the request's nonce: an
+//! answer without a valid signature is refused, so nothing between the two can forge one (a
+//! login answer naming the admin role, say).
 
 use std::time::Duration;
 
 use domain::identity::Actor;
-use domain::signing::{SignedRequest, HEADER_ACTOR, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use domain::signing::{
+    SignatureError, SignedRequest, SignedResponse, HEADER_ACTOR, HEADER_NONCE, HEADER_RESPONSE_SIGNATURE,
+    HEADER_SIGNATURE, HEADER_TIMESTAMP,
+};
 use domain::time::UnixMillis;
 use futures_util::future::{select, Either};
 use worker::{Date, Delay, Fetch, Headers, Method, Request, RequestInit};
@@ -21,6 +27,9 @@ pub enum OriginError {
     Timeout,
     #[error("the edge could not build the request: {0}")]
     Build(String),
+    /// The answer's signature is absent or wrong: it did not come from the origin unaltered.
+    #[error("the origin's answer (status {status}) failed its signature check: {cause}")]
+    Unsigned { status: u16, cause: SignatureError },
 }
 
 /// An answer from the origin, whatever its status.
@@ -76,10 +85,16 @@ impl OriginClient {
         let request = Request::new_with_init(&url, &init).map_err(build)?;
 
         let fetch = Fetch::Request(request);
+        let secret = &self.config.secret;
         let call = Box::pin(async move {
             let mut response = fetch.send().await.map_err(|e| OriginError::Unreachable(e.to_string()))?;
             let body = response.bytes().await.map_err(|e| OriginError::Unreachable(e.to_string()))?;
-            Ok(OriginResponse { status: response.status_code(), body })
+            let status = response.status_code();
+            let given = response.headers().get(HEADER_RESPONSE_SIGNATURE).ok().flatten();
+            SignedResponse { status, request_nonce: &nonce, body: &body }
+                .verify(secret, given.as_deref())
+                .map_err(|cause| OriginError::Unsigned { status, cause })?;
+            Ok(OriginResponse { status, body })
         });
         match select(call, Delay::from(ORIGIN_TIMEOUT)).await {
             Either::Left((result, _)) => result,

@@ -40,6 +40,12 @@ impl EdgeError {
     fn into_problem(self, path: &str) -> Problem {
         match self {
             EdgeError::Problem(p) => p,
+            EdgeError::Origin(e @ OriginError::Unsigned { .. }) => {
+                // Something between the edge and the origin answered, or altered the answer:
+                // nothing of it is used, and nothing of it is told.
+                console_error!("{path}: {e}");
+                Problem::new(ProblemKind::BadGateway, "the origin service failed to complete the request")
+            }
             EdgeError::Origin(e) => {
                 console_error!("{path}: {e}");
                 Problem::new(ProblemKind::OriginUnavailable, "the origin service is unavailable; retry later")

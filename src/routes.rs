@@ -159,7 +159,13 @@ impl Route {
     ) -> std::result::Result<Response, EdgeError> {
         let class = self.class();
         match self {
-            Route::Health => Ok(health::handle(env).await?),
+            // Public: limited per address, and answered from a short cache (see `health.rs`).
+            Route::Health => match limits::admit_ip(&req, env, IpClass::Health).await? {
+                Admission::Refused(r) => Ok(r),
+                Admission::Admitted(limit) => {
+                    limits::finish(Ok(health::handle(env).await?), &limit, "ip-health", path)
+                }
+            },
             Route::Jwks => http::json(200, &auth::jwks(env)?, None),
             Route::OpenApi => openapi::serve(),
             Route::Login => match limits::admit_ip(&req, env, IpClass::Login).await? {
@@ -168,8 +174,14 @@ impl Route {
                     limits::finish(sessions::login(req, env, events).await, &limit, "ip-login", path)
                 }
             },
-            // Token introspection for its holder: validation only, no I/O at all.
-            Route::Token => sessions::introspect(&req, env),
+            // Token introspection for its holder: a token whose session was revoked is not valid,
+            // so the gate is asked (checked, not counted), as for every protected request.
+            Route::Token => {
+                user_route(req, env, path, false, events, class, |req, _, _| async move {
+                    sessions::introspect(&req, env)
+                })
+                .await
+            }
             // The second step of a login counts against the same per-address login quota.
             Route::Mfa => match limits::admit_ip(&req, env, IpClass::Login).await? {
                 Admission::Refused(r) => Ok(r),
@@ -277,11 +289,19 @@ impl Route {
                 })
                 .await
             }
-            // A tier change is checked but not counted: a user who has used up the free quota
-            // must still be able to upgrade.
+            // A tier change is checked but not counted against the quota: a user who has used up
+            // the free quota must still be able to upgrade. It counts against a small limit of
+            // tier changes of its own instead, in the same gate.
             Route::Upgrade(id) => {
-                user_route(req, env, path, false, events, class, |req, caller, _| {
-                    users::upgrade(req, env, caller, id, events)
+                user_route(req, env, path, false, events, class, |req, caller, gate| async move {
+                    // Admins change tiers as staff (support, billing) and are not limited here.
+                    if caller.actor().is_admin() {
+                        return users::upgrade(req, env, caller, gate, id, events).await;
+                    }
+                    match limits::admit_tier_change(env, caller.id.as_str()).await? {
+                        Admission::Refused(r) => Ok(r),
+                        Admission::Admitted(_) => users::upgrade(req, env, caller, gate, id, events).await,
+                    }
                 })
                 .await
             }

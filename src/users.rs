@@ -144,12 +144,29 @@ pub async fn upgrade(
     mut req: Request,
     env: &Env,
     caller: Caller,
+    gate: GateAnswer,
     id: UserId,
     events: &Events,
 ) -> Result<Response, EdgeError> {
     let id = &id;
     authorize(&caller, id)?;
-    let (view, version) = post_write(&mut req, env, &caller, &format!("/internal/users/{id}/tier")).await?;
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let path = format!("/internal/users/{id}/tier");
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
+    let view = origin_json(&answer)?;
+    let (_, version, _) = view_keys(&view)?;
+    // The origin answers a change to the tier the account already has with its current view,
+    // unchanged. A version the gate has already acknowledged means exactly that: nothing was
+    // written, so nothing is recorded (gate, KV) and no tier-change event is sent.
+    let acknowledged = if caller.id == *id {
+        gate.profile_version
+    } else {
+        GateClient::for_user(env, id.as_str())?.peek().await?.profile_version
+    };
+    if acknowledged.is_some_and(|known| version <= known) {
+        return http::json(200, &view, Some(version));
+    }
+    let version = remember(env, &view).await?;
     events.push(
         "tier_change",
         Some(id.as_str()),

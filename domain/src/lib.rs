@@ -5,6 +5,7 @@
 pub mod analytics;
 pub mod email;
 pub mod identity;
+pub mod net;
 pub mod password;
 pub mod phone;
 pub mod problem;

@@ -37,6 +37,8 @@ pub enum KeyError {
     BadKid,
     #[error("a public key must be an OKP Ed25519 JWK with a kid: {0}")]
     BadJwk(String),
+    #[error("the previous key {0} has no expiry: give it an `exp` member (Unix seconds) after which its tokens are refused")]
+    NoExpiry(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +61,10 @@ pub enum TokenError {
     WrongAudience,
     #[error("the token is not an access token")]
     WrongType,
+    #[error("the token's header type is not at+jwt")]
+    WrongHeaderType,
+    #[error("the token was signed by a retired key that is no longer trusted")]
+    RetiredKey,
     #[error("the token lives longer than the 15 minutes allowed")]
     LifetimeTooLong,
     #[error("the token could not be signed: {0}")]
@@ -101,7 +107,7 @@ impl SigningKey {
     }
 
     pub fn verifying_key(&self) -> VerifyingKey {
-        VerifyingKey { kid: self.kid.clone(), key: self.secret.public_key() }
+        VerifyingKey { kid: self.kid.clone(), key: self.secret.public_key(), expires: None }
     }
 }
 
@@ -110,6 +116,9 @@ impl SigningKey {
 pub struct VerifyingKey {
     kid: String,
     key: ed25519_compact::PublicKey,
+    /// For a retired key: the Unix second from which its tokens are refused. The current key
+    /// has none.
+    expires: Option<u64>,
 }
 
 impl VerifyingKey {
@@ -117,16 +126,34 @@ impl VerifyingKey {
         &self.kid
     }
 
+    /// The same key, trusted only until `unix_secs` (a retired key during a rotation).
+    pub fn expiring_at(self, unix_secs: u64) -> Self {
+        Self { expires: Some(unix_secs), ..self }
+    }
+
+    pub fn expires(&self) -> Option<u64> {
+        self.expires
+    }
+
+    /// Whether the key still verifies tokens at `now`.
+    pub fn trusted_at(&self, now: UnixMillis) -> bool {
+        self.expires.is_none_or(|secs| now.0 < secs.saturating_mul(1000))
+    }
+
     /// The key as a JWK (RFC 8037 OKP).
     pub fn to_jwk(&self) -> Value {
-        json!({
+        let mut jwk = json!({
             "kty": "OKP",
             "crv": "Ed25519",
             "x": URL_SAFE_NO_PAD.encode(self.key.as_ref()),
             "kid": self.kid,
             "alg": ALGORITHM,
             "use": "sig",
-        })
+        });
+        if let (Some(exp), Some(object)) = (self.expires, jwk.as_object_mut()) {
+            object.insert("exp".into(), json!(exp));
+        }
+        jwk
     }
 
     pub fn from_jwk(jwk: &Value) -> Result<Self, KeyError> {
@@ -139,7 +166,13 @@ impl VerifyingKey {
             .and_then(|x| URL_SAFE_NO_PAD.decode(x).ok())
             .ok_or_else(|| KeyError::BadJwk("x must be base64url".into()))?;
         let key = ed25519_compact::PublicKey::from_slice(&x).map_err(|e| KeyError::BadJwk(e.to_string()))?;
-        Ok(Self { kid: kid.to_owned(), key })
+        let expires = match jwk.get("exp") {
+            None => None,
+            Some(exp) => {
+                Some(exp.as_u64().ok_or_else(|| KeyError::BadJwk("exp must be Unix seconds".into()))?)
+            }
+        };
+        Ok(Self { kid: kid.to_owned(), key, expires })
     }
 }
 
@@ -158,13 +191,22 @@ impl Keyset {
     }
 
     /// Parses previous keys from JSON: a JWKS (`{"keys": [...]}`) or a bare array of JWKs.
+    /// Each must carry `exp`, the Unix second from which its tokens are refused: a retired key
+    /// is trusted for its tokens' remaining lifetime, not for ever (were it leaked later, it
+    /// could otherwise mint tokens the edge still accepts).
     pub fn parse_previous(json_text: &str) -> Result<Vec<VerifyingKey>, KeyError> {
         let value: Value = serde_json::from_str(json_text).map_err(|e| KeyError::BadJwk(e.to_string()))?;
         let list = value.get("keys").unwrap_or(&value);
         list.as_array()
             .ok_or_else(|| KeyError::BadJwk("expected a JWKS or an array of JWKs".into()))?
             .iter()
-            .map(VerifyingKey::from_jwk)
+            .map(|jwk| {
+                let key = VerifyingKey::from_jwk(jwk)?;
+                match key.expires {
+                    Some(_) => Ok(key),
+                    None => Err(KeyError::NoExpiry(key.kid)),
+                }
+            })
             .collect()
     }
 
@@ -262,8 +304,16 @@ pub fn validate_access(
     if untrusted.algorithm() != ALGORITHM {
         return Err(TokenError::AlgorithmNotAllowed(untrusted.algorithm().to_owned()));
     }
+    // RFC 9068: an access token says so in its header, so a JWT of another kind signed by the
+    // same key (an ID token, say) is never taken for one.
+    if untrusted.header().token_type.as_deref() != Some(ACCESS_HEADER_TYP) {
+        return Err(TokenError::WrongHeaderType);
+    }
     let key =
         untrusted.header().key_id.as_deref().and_then(|kid| keys.find(kid)).ok_or(TokenError::UnknownKey)?;
+    if !key.trusted_at(now) {
+        return Err(TokenError::RetiredKey);
+    }
     let verified = Ed25519.validator::<AccessClaims>(&key.key).validate(&untrusted).map_err(|e| match e {
         jwt_compact::ValidationError::InvalidSignature => TokenError::BadSignature,
         _ => TokenError::Malformed,
@@ -419,14 +469,72 @@ mod tests {
         let old = key("k1", 1);
         let new = key("k2", 2);
         let token = issue(&old, &policy(), NOW);
-        let during = Keyset::new(&new, vec![old.verifying_key()]);
+        let retired = old.verifying_key().expiring_at(NOW.0 / 1000 + 900);
+        let during = Keyset::new(&new, vec![retired.clone()]);
         assert!(validate_access(&token, &during, &policy(), NOW).is_ok());
         let after = Keyset::new(&new, vec![]);
         assert_eq!(validate_access(&token, &after, &policy(), NOW), Err(TokenError::UnknownKey));
         let jwks = during.jwks();
         assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
-        let parsed = Keyset::parse_previous(&jwks.to_string()).unwrap();
-        assert_eq!(parsed, vec![new.verifying_key(), old.verifying_key()]);
+        assert_eq!(jwks["keys"][1]["exp"], NOW.0 / 1000 + 900);
+        let previous = json!({ "keys": [jwks["keys"][1].clone()] });
+        assert_eq!(Keyset::parse_previous(&previous.to_string()).unwrap(), vec![retired]);
+    }
+
+    #[test]
+    fn a_retired_key_is_refused_from_its_expiry() {
+        let old = key("k1", 1);
+        let new = key("k2", 2);
+        let token = issue(&old, &policy(), NOW);
+        let expiry = NOW.0 / 1000 + 60;
+        let keys = Keyset::new(&new, vec![old.verifying_key().expiring_at(expiry)]);
+        let just_before = UnixMillis(expiry * 1000 - 1);
+        assert!(validate_access(&token, &keys, &policy(), just_before).is_ok());
+        assert_eq!(
+            validate_access(&token, &keys, &policy(), UnixMillis(expiry * 1000)),
+            Err(TokenError::RetiredKey)
+        );
+        // The current key never expires this way.
+        let current = issue(&new, &policy(), UnixMillis(expiry * 1000));
+        assert!(validate_access(&current, &keys, &policy(), UnixMillis(expiry * 1000)).is_ok());
+    }
+
+    #[test]
+    fn previous_keys_must_carry_an_expiry() {
+        let jwk = key("k1", 1).verifying_key().to_jwk();
+        assert_eq!(Keyset::parse_previous(&json!([jwk]).to_string()), Err(KeyError::NoExpiry("k1".into())));
+        let mut with_text_exp = jwk.clone();
+        with_text_exp["exp"] = json!("tomorrow");
+        assert!(matches!(
+            Keyset::parse_previous(&json!([with_text_exp]).to_string()),
+            Err(KeyError::BadJwk(_))
+        ));
+        let mut with_exp = jwk;
+        with_exp["exp"] = json!(1_700_000_900u64);
+        let parsed = Keyset::parse_previous(&json!({ "keys": [with_exp] }).to_string()).unwrap();
+        assert_eq!(parsed[0].expires(), Some(1_700_000_900));
+    }
+
+    #[test]
+    fn only_at_jwt_header_types_are_accepted() {
+        let k = key("k1", 1);
+        let token = issue(&k, &policy(), NOW);
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        // Re-sign the same claims under headers of another type, or of none.
+        let claims_b64 = parts[1].clone();
+        for header in
+            [json!({"alg": "EdDSA", "kid": "k1", "typ": "JWT"}), json!({"alg": "EdDSA", "kid": "k1"})]
+        {
+            let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string());
+            let input = format!("{header_b64}.{claims_b64}");
+            let sig = k.secret.sign(input.as_bytes(), None);
+            parts = vec![header_b64, claims_b64.clone(), URL_SAFE_NO_PAD.encode(sig.as_ref())];
+            assert_eq!(
+                validate_access(&parts.join("."), &keyset(&k), &policy(), NOW),
+                Err(TokenError::WrongHeaderType),
+                "{header}"
+            );
+        }
     }
 
     #[test]

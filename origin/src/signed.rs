@@ -1,5 +1,7 @@
 //! The gate in front of the internal API: a request passes only with a valid edge signature
-//! (see `domain::signing`) over a fresh timestamp and a nonce never seen before.
+//! (see `domain::signing`) over a fresh timestamp and a nonce never seen before. Every answer
+//! to such a request is signed in turn (`x-origin-signature`, over its status, its body and
+//! the request's nonce), so the edge can refuse an answer that did not come from here.
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{OriginalUri, Request, State};
@@ -7,9 +9,10 @@ use axum::middleware::Next;
 use axum::response::Response;
 use domain::identity::Actor;
 use domain::problem::ProblemKind;
+use domain::signing::SignedResponse;
 use domain::signing::{
-    RawSignatureHeaders, SignatureError, SignedRequest, HEADER_ACTOR, HEADER_NONCE, HEADER_SIGNATURE,
-    HEADER_TIMESTAMP, NONCE_RETENTION_MS,
+    RawSignatureHeaders, SignatureError, SignedRequest, HEADER_ACTOR, HEADER_NONCE,
+    HEADER_RESPONSE_SIGNATURE, HEADER_SIGNATURE, HEADER_TIMESTAMP, NONCE_RETENTION_MS,
 };
 
 use crate::errors::ApiError;
@@ -60,5 +63,19 @@ pub async fn require_edge_signature(
     }
     let mut request = Request::from_parts(parts, Body::from(bytes));
     request.extensions_mut().insert(actor);
-    Ok(next.run(request).await)
+    let response = next.run(request).await;
+
+    // The answer is signed for the request's nonce. Its body is read whole to be hashed: the
+    // internal API's answers are JSON documents, never streams.
+    let (mut parts, body) = response.into_parts();
+    let body = to_bytes(body, usize::MAX)
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading an answer to sign it: {e}")))?;
+    let answer_signature =
+        SignedResponse { status: parts.status.as_u16(), request_nonce: &signature.nonce, body: &body }
+            .sign(&state.config.shared_secret);
+    let value = axum::http::HeaderValue::from_str(&answer_signature)
+        .map_err(|e| ApiError::Internal(format!("signing an answer: {e}")))?;
+    parts.headers.insert(HEADER_RESPONSE_SIGNATURE, value);
+    Ok(Response::from_parts(parts, Body::from(body)))
 }

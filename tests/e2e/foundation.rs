@@ -43,6 +43,9 @@ fn expect_problem(response: reqwest::blocking::Response, status: u16, slug: &str
     Ok(body)
 }
 
+/// A little longer than the edge keeps a `/health` outcome (`health::CACHE_MS`).
+const HEALTH_CACHE: Duration = Duration::from_millis(5_200);
+
 fn secret(ctx: &Ctx) -> Result<SharedSecret> {
     ctx.stack.secrets.shared_secret()
 }
@@ -62,6 +65,8 @@ fn edge_health_reports_the_origin_reachable(ctx: &Ctx) -> Result<()> {
 fn edge_health_is_503_problem_when_the_origin_is_down(_: &Ctx) -> Result<()> {
     let mut stack = Stack::start()?;
     stack.stop_origin();
+    // The edge keeps a probe's outcome for a few seconds (the start-up's was a success).
+    std::thread::sleep(HEALTH_CACHE);
     let response = client().get(format!("{}/health", stack.edge_url())).send()?;
     let body = expect_problem(response, 503, "origin-unavailable")?;
     assert_eq!(body["origin"]["reachable"], false, "{body}");
@@ -69,6 +74,7 @@ fn edge_health_is_503_problem_when_the_origin_is_down(_: &Ctx) -> Result<()> {
 
     // And it recovers as soon as the origin is back.
     stack.start_origin()?;
+    std::thread::sleep(HEALTH_CACHE);
     let response = client().get(format!("{}/health", stack.edge_url())).send()?;
     assert_eq!(response.status().as_u16(), 200);
     Ok(())

@@ -9,6 +9,7 @@ mod accounts;
 mod analytics;
 mod foundation;
 mod hardening_auth;
+mod hardening_edge;
 mod jobs;
 mod limits;
 mod protection;
@@ -68,6 +69,7 @@ fn main() {
         .chain(analytics::TESTS)
         .chain(jobs::TESTS)
         .chain(hardening_auth::TESTS)
+        .chain(hardening_edge::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let conclusion = libtest_mimic::run(&args, tests);
