@@ -6,7 +6,7 @@
 use axum::body::{to_bytes, Body};
 use axum::extract::{OriginalUri, Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use domain::identity::Actor;
 use domain::problem::ProblemKind;
 use domain::signing::SignedResponse;
@@ -55,15 +55,18 @@ pub async fn require_edge_signature(
     // The actor is trusted only now that the signature covering it has been checked.
     let actor: Actor = actor_text.parse().map_err(|_| SignatureError::Malformed(HEADER_ACTOR))?;
     // Nothing is done for a disabled account, whatever its tokens say (they may not have
-    // expired yet at the edge when an admin disabled it).
-    if let Some(id) = actor.user_id() {
-        if state.store.is_disabled(id.as_str()).await? == Some(true) {
-            return Err(ApiError::client(ProblemKind::Forbidden, "this account is disabled"));
-        }
-    }
-    let mut request = Request::from_parts(parts, Body::from(bytes));
-    request.extensions_mut().insert(actor);
-    let response = next.run(request).await;
+    // expired yet at the edge when an admin disabled it). The refusal is signed like any answer.
+    let disabled = match actor.user_id() {
+        Some(id) => state.store.is_disabled(id.as_str()).await? == Some(true),
+        None => false,
+    };
+    let response = if disabled {
+        ApiError::client(ProblemKind::Forbidden, "this account is disabled").into_response()
+    } else {
+        let mut request = Request::from_parts(parts, Body::from(bytes));
+        request.extensions_mut().insert(actor);
+        next.run(request).await
+    };
 
     // The answer is signed for the request's nonce. Its body is read whole to be hashed: the
     // internal API's answers are JSON documents, never streams.
