@@ -195,14 +195,20 @@ fn the_product_flow_runs_over_http(ctx: &Ctx) -> Result<()> {
         "playlists": null,
         "storage_mb": 102400,
         "integrations": ["all", "team_collaboration", "custom_models", "salesforce", "microsoft_365", "jira", "slack", "notion"],
-        "support": "dedicated 24/7"
+        "support": "dedicated 24/7",
+        "max_open_sessions": 25
     });
+    // Zero-trust for enterprise: the upgrade turns the second factor on.
+    after_upgrade["security_settings"]["require_mfa"] = json!(true);
     assert_eq!(stable(&upgraded.body), after_upgrade);
     // The user's next read sees it at once, and a new login carries the new tier.
     assert_eq!(stable(&api.get(&users(&id), Some(&token))?.body), after_upgrade);
     let relogin =
         api.post("/api/v1/auth/login", None, &json!({"email": email, "password": "mot_de_passe_securise"}))?;
-    assert_eq!(relogin.str("tier"), "enterprise");
+    expect_problem(&relogin, 401, "mfa-required")?;
+    let enterprise_token = ctx.stack.login_with_email_code(api, &email, "mot_de_passe_securise")?;
+    let claims = api.get("/api/v1/auth/token", Some(&enterprise_token))?;
+    assert_eq!(claims.body["tier"], "enterprise", "{}", claims.body);
 
     // And reads their insights.
     let insights = api.get(&format!("{}/insights", users(&id)), Some(&token))?;
