@@ -45,7 +45,8 @@ enum Command {
     /// Removes expired state, unactivated accounts past their deadline, and old events.
     Cleanup,
     /// Completes a master-key rotation: re-wraps every data key still wrapped by a retired
-    /// key (ORIGIN_PREVIOUS_MASTER_KEYS) with the current one, and recomputes email indexes.
+    /// key (ORIGIN_PREVIOUS_MASTER_KEYS), or by the master key itself (the format before the
+    /// HKDF-derived wrapping key), with the current one, and recomputes email indexes.
     RewrapKeys,
     /// The four jobs, in order.
     RunAll {
