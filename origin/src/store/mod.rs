@@ -236,11 +236,11 @@ pub trait EventStore: Send + Sync {
 /// What the automation jobs need: bulk writes and whole-table reads.
 #[async_trait]
 pub trait JobStore: Send + Sync {
-    /// Inserts users whose email index is new, each with its activation; answers the ids
-    /// inserted (the others already existed).
+    /// Inserts users whose email index is new, each with its activation (token hash, expiry)
+    /// if it has one; answers the ids inserted (the others already existed).
     async fn insert_provisioned(
         &self,
-        users: &[(UserRow, String, UnixMillis)],
+        users: &[(UserRow, Option<(String, UnixMillis)>)],
         actor: &str,
         at: UnixMillis,
     ) -> Result<Vec<String>, StoreError>;

@@ -641,23 +641,25 @@ impl super::EventStore for SqliteStore {
 impl super::JobStore for SqliteStore {
     async fn insert_provisioned(
         &self,
-        users: &[(UserRow, String, UnixMillis)],
+        users: &[(UserRow, Option<(String, UnixMillis)>)],
         actor: &str,
         at: UnixMillis,
     ) -> Result<Vec<String>, StoreError> {
         let sql = format!("INSERT INTO users ({USER_COLUMNS}) VALUES ({USER_PLACEHOLDERS}) ON CONFLICT (email_index) DO NOTHING");
         let mut tx = self.pool.begin().await?;
         let mut inserted = Vec::new();
-        for (row, token_hash, expires_at) in users {
+        for (row, activation) in users {
             let done = bind_user(sqlx::query(&sql), row).execute(&mut *tx).await?.rows_affected();
             if done == 1 {
                 inserted.push(row.id.clone());
-                sqlx::query("INSERT INTO activations (user_id, token_hash, expires_at) VALUES (?, ?, ?)")
-                    .bind(&row.id)
-                    .bind(token_hash)
-                    .bind(millis(*expires_at))
-                    .execute(&mut *tx)
-                    .await?;
+                if let Some((token_hash, expires_at)) = activation {
+                    sqlx::query("INSERT INTO activations (user_id, token_hash, expires_at) VALUES (?, ?, ?)")
+                        .bind(&row.id)
+                        .bind(token_hash)
+                        .bind(millis(*expires_at))
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 insert_audit(
                     &mut tx,
                     &AuditEntry {
