@@ -6,6 +6,7 @@ pub mod config;
 pub mod crypto;
 pub mod email_change;
 pub mod errors;
+pub mod http_layers;
 pub mod jobs;
 pub mod outbox;
 pub mod passwords;
@@ -69,7 +70,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = routes::router(state);
+    let limits = http_layers::RequestLimits::from_config(&state.config);
+    let app = http_layers::apply(routes::router(state), limits);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }
