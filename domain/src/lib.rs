@@ -13,6 +13,7 @@ pub mod rate_limit;
 pub mod risk;
 pub mod session;
 pub mod signing;
+pub mod sms_quota;
 pub mod softlock;
 pub mod tier;
 pub mod time;

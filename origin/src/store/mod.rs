@@ -199,6 +199,11 @@ pub trait ProtectionStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Removes the phone number; false if there was none.
     async fn delete_sms_phone(&self, user_id: &str) -> Result<bool, StoreError>;
+    /// Counts one text against each `(scope, limit)` counter of `day`, all or none, in one
+    /// write transaction: answers the index of the first counter the text would take past its
+    /// limit (then nothing is counted), or `None` once all are counted.
+    async fn count_sms_text(&self, counters: &[(String, u32)], day: u64)
+        -> Result<Option<usize>, StoreError>;
 }
 
 /// A behavioural event as stored.
