@@ -8,6 +8,7 @@
 mod accounts;
 mod analytics;
 mod foundation;
+mod hardening_data;
 mod jobs;
 mod limits;
 mod protection;
@@ -66,6 +67,7 @@ fn main() {
         .chain(protection::TESTS)
         .chain(analytics::TESTS)
         .chain(jobs::TESTS)
+        .chain(hardening_data::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let conclusion = libtest_mimic::run(&args, tests);
