@@ -39,8 +39,9 @@ pub const DEFAULT_OUTBOX: &str = "data/outbox.jsonl";
 pub const DEFAULT_REPORTS_DIR: &str = "data/reports";
 pub const DEFAULT_INBOX_DIR: &str = "data/inbox";
 pub const DEFAULT_EVENT_RETENTION_DAYS: u64 = 365;
-/// Far above any request's normal time (an argon2 verification is tens of milliseconds), and
-/// within the edge's own wait for the origin, so a stuck request frees its slot.
+/// Far above any request's normal time (an argon2 verification is tens of milliseconds) and
+/// above the edge's own wait for the origin (10 s, `src/origin_client.rs`), so no request the
+/// edge still waits for is cut, while one it gave up on frees its slot within 30 s.
 pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 /// Above SQLite's useful write concurrency by far, yet a bound on the memory and blocking-pool
 /// threads (argon2) a burst can take.
