@@ -15,6 +15,7 @@ pub mod risk;
 pub mod security;
 pub mod session;
 pub mod signing;
+pub mod sms_quota;
 pub mod softlock;
 pub mod tier;
 pub mod time;

@@ -27,6 +27,10 @@ pub const VAR_REPORTS_DIR: &str = "ORIGIN_REPORTS_DIR";
 pub const VAR_INBOX_DIR: &str = "ORIGIN_INBOX_DIR";
 /// How many days events are kept before the cleanup job removes them.
 pub const VAR_EVENT_RETENTION_DAYS: &str = "ORIGIN_EVENT_RETENTION_DAYS";
+/// How long a request may take, in seconds, before the origin answers 503 instead.
+pub const VAR_REQUEST_TIMEOUT_SECS: &str = "ORIGIN_REQUEST_TIMEOUT_SECS";
+/// How many requests the origin handles at once; beyond it, it answers 503 at once (no queue).
+pub const VAR_MAX_CONCURRENT_REQUESTS: &str = "ORIGIN_MAX_CONCURRENT_REQUESTS";
 
 /// How many threads compute argon2 hashes (default: one per core).
 pub const VAR_HASH_THREADS: &str = "ORIGIN_HASH_THREADS";
@@ -41,6 +45,13 @@ pub const DEFAULT_OUTBOX: &str = "data/outbox.jsonl";
 pub const DEFAULT_REPORTS_DIR: &str = "data/reports";
 pub const DEFAULT_INBOX_DIR: &str = "data/inbox";
 pub const DEFAULT_EVENT_RETENTION_DAYS: u64 = 365;
+/// Far above any request's normal time (an argon2 verification is tens of milliseconds) and
+/// above the edge's own wait for the origin (10 s, `src/origin_client.rs`), so no request the
+/// edge still waits for is cut, while one it gave up on frees its slot within 30 s.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+/// Above SQLite's useful write concurrency by far, yet a bound on the memory and blocking-pool
+/// threads (argon2) a burst can take.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
 
 #[derive(Clone)]
 pub struct Config {
@@ -56,6 +67,10 @@ pub struct Config {
     pub event_retention_days: u64,
     pub hash_threads: usize,
     pub hash_queue: usize,
+    /// The longest a request may take (see [`VAR_REQUEST_TIMEOUT_SECS`]).
+    pub request_timeout: std::time::Duration,
+    /// The most requests handled at once (see [`VAR_MAX_CONCURRENT_REQUESTS`]).
+    pub max_concurrent_requests: usize,
 }
 
 /// The data-encryption master key and its id. Never printed.
@@ -162,6 +177,24 @@ impl Config {
         };
         let hash_threads = count(VAR_HASH_THREADS, cores)?;
         let hash_queue = count(VAR_HASH_QUEUE, hash_threads * 8)?;
+        let request_timeout_secs = match lookup(VAR_REQUEST_TIMEOUT_SECS) {
+            Some(v) => v.trim().parse().ok().filter(|s: &u64| (1..=3600).contains(s)).ok_or(
+                ConfigError::Invalid {
+                    var: VAR_REQUEST_TIMEOUT_SECS,
+                    reason: "must be a number of seconds from 1 to 3600".to_owned(),
+                },
+            )?,
+            None => DEFAULT_REQUEST_TIMEOUT_SECS,
+        };
+        let max_concurrent_requests = match lookup(VAR_MAX_CONCURRENT_REQUESTS) {
+            Some(v) => v.trim().parse().ok().filter(|n: &usize| (1..=100_000).contains(n)).ok_or(
+                ConfigError::Invalid {
+                    var: VAR_MAX_CONCURRENT_REQUESTS,
+                    reason: "must be a number of requests from 1 to 100000".to_owned(),
+                },
+            )?,
+            None => DEFAULT_MAX_CONCURRENT_REQUESTS,
+        };
         Ok(Self {
             hash_threads,
             hash_queue,
@@ -174,6 +207,8 @@ impl Config {
             reports_dir,
             inbox_dir,
             event_retention_days,
+            request_timeout: std::time::Duration::from_secs(request_timeout_secs),
+            max_concurrent_requests,
         })
     }
 }
@@ -222,6 +257,8 @@ mod tests {
         assert_eq!(c.bind.to_string(), DEFAULT_BIND);
         assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(c.master_key.id, "k1");
+        assert_eq!(c.request_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(c.max_concurrent_requests, 512);
         let err = Config::from_lookup(env(&[(VAR_MASTER_KEY, KEY)])).unwrap_err();
         assert_eq!(err.to_string(), "ORIGIN_SHARED_SECRET is not set");
     }
@@ -244,6 +281,28 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().starts_with("ORIGIN_BIND is invalid: \"localhost\""), "{err}");
+    }
+
+    #[test]
+    fn request_limits_are_read_and_checked() {
+        let base = [(VAR_SHARED_SECRET, SECRET), (VAR_MASTER_KEY, KEY)];
+        let with = |pairs: &[(&str, &str)]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(pairs);
+            Config::from_lookup(env(&all))
+        };
+        let c = with(&[(VAR_REQUEST_TIMEOUT_SECS, "5"), (VAR_MAX_CONCURRENT_REQUESTS, "8")]).unwrap();
+        assert_eq!(c.request_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(c.max_concurrent_requests, 8);
+        for (var, bad) in [
+            (VAR_REQUEST_TIMEOUT_SECS, "0"),
+            (VAR_REQUEST_TIMEOUT_SECS, "soon"),
+            (VAR_MAX_CONCURRENT_REQUESTS, "0"),
+            (VAR_MAX_CONCURRENT_REQUESTS, "-1"),
+        ] {
+            let err = with(&[(var, bad)]).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{var} is invalid")), "{err}");
+        }
     }
 
     #[test]

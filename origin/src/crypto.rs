@@ -1,9 +1,15 @@
 //! Encryption at rest. Every user has a random 256-bit data key; their personal data is sealed
-//! with it (AES-256-GCM), and the data key itself is stored wrapped by the master key from the
-//! configuration, with the master key's id beside it so the master key can rotate (rewrap the
-//! data keys, nothing else). Emails are looked up through a blind index: HMAC-SHA256 of the
-//! normalised email under a key derived from the master key, so the database never holds an
-//! email in clear, not even to find one.
+//! with it (AES-256-GCM), and the data key itself is stored wrapped by a key derived from the
+//! master key in the configuration, with the master key's id beside it so the master key can
+//! rotate (rewrap the data keys, nothing else). Emails are looked up through a blind index:
+//! HMAC-SHA256 of the normalised email under another key derived from the master key, so the
+//! database never holds an email in clear, not even to find one.
+//!
+//! Every key the master key yields comes from HKDF-SHA256 with its own label, so no two uses
+//! share key material. Data keys wrapped before the wrapping key was derived (by the master key
+//! bytes themselves) stay readable: the stored wrap id tells the two formats apart, a bare
+//! master key id (`k1`) for the legacy wrap and the id with [`WRAP_V2_SUFFIX`] (`k1.v2`) for the
+//! derived one. New wraps always use the derived key, and `rewrap-keys` moves the legacy ones.
 //!
 //! Every sealed blob is bound to its row and field through the AEAD's associated data, so a
 //! ciphertext copied into another user's row or another column does not decrypt.
@@ -19,6 +25,15 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::config::MasterKey;
 
 const NONCE_LEN: usize = 12;
+
+/// The suffix of the stored wrap id of a data key wrapped by the HKDF-derived wrapping key.
+/// Master key ids are `[A-Za-z0-9_-]` only (see `config`), so it cannot be part of an id.
+pub const WRAP_V2_SUFFIX: &str = ".v2";
+
+/// The HKDF labels of the keys a master key yields: one key per use.
+const LABEL_BLIND_INDEX: &[u8] = b"blind-index/email/v1";
+const LABEL_SECRET_MAC: &[u8] = b"secret-mac/v1";
+const LABEL_DATA_KEY_WRAP: &[u8] = b"data-key-wrap/v2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
@@ -79,16 +94,43 @@ fn open_with(cipher: &Aes256Gcm, sealed: &[u8], context: &str) -> Result<Vec<u8>
         .map_err(|_| CryptoError::Authentication)
 }
 
-/// A data key as stored: sealed by a master key, with that key's id.
+/// A data key as stored: sealed by a master key, with its wrap id (the master key's id, plus
+/// [`WRAP_V2_SUFFIX`] when the wrapping key was derived from it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrappedKey {
     pub master_key_id: String,
     pub sealed: Vec<u8>,
 }
 
-/// One master key: the AEAD that wraps data keys, and the blind-index key derived from it.
+/// How a data key was wrapped, read from its stored wrap id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WrapFormat {
+    /// By the master key bytes themselves (before the wrapping key was derived with HKDF).
+    Legacy,
+    /// By the wrapping key HKDF derives from the master key (`data-key-wrap/v2`).
+    Derived,
+}
+
+/// The master key id and the wrap format a stored wrap id names.
+fn parse_wrap_id(wrap_id: &str) -> (&str, WrapFormat) {
+    match wrap_id.strip_suffix(WRAP_V2_SUFFIX) {
+        Some(key_id) => (key_id, WrapFormat::Derived),
+        None => (wrap_id, WrapFormat::Legacy),
+    }
+}
+
+/// The master key id a stored wrap id refers to, whatever the wrap format.
+pub fn master_key_id_of(wrap_id: &str) -> &str {
+    parse_wrap_id(wrap_id).0
+}
+
+/// One master key: the AEADs that wrap data keys (the derived one for new wraps, the master key
+/// itself for reading legacy wraps), and the blind-index and keyed-hash keys derived from it.
 struct MasterEntry {
     id: String,
+    /// The master key bytes as an AES key: opens legacy wraps only, never seals.
+    legacy_aead: Aes256Gcm,
+    /// The HKDF-derived wrapping key: seals every new wrap.
     aead: Aes256Gcm,
     blind_index: Hmac<Sha256>,
     /// The key of the origin's keyed hashes (`Keyring::secret_macs`): recovery codes, device
@@ -101,20 +143,32 @@ impl MasterEntry {
         let hk = Hkdf::<Sha256>::new(Some(b"user-management/origin"), &master.bytes);
         let mut index_key = [0u8; 32];
         // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so `expand` cannot fail here.
-        let _ = hk.expand(b"blind-index/email/v1", &mut index_key);
+        let _ = hk.expand(LABEL_BLIND_INDEX, &mut index_key);
         let blind_index =
             <Hmac<Sha256> as Mac>::new_from_slice(&index_key).unwrap_or_else(|_| unreachable_hmac());
         index_key.zeroize();
         let mut mac_key = [0u8; 32];
-        let _ = hk.expand(b"secret-mac/v1", &mut mac_key);
+        let _ = hk.expand(LABEL_SECRET_MAC, &mut mac_key);
         let secret_mac =
             <Hmac<Sha256> as Mac>::new_from_slice(&mac_key).unwrap_or_else(|_| unreachable_hmac());
         mac_key.zeroize();
+        let mut wrap_key = [0u8; 32];
+        let _ = hk.expand(LABEL_DATA_KEY_WRAP, &mut wrap_key);
+        let aead = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&wrap_key));
+        wrap_key.zeroize();
         Self {
             id: master.id.clone(),
-            aead: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&master.bytes)),
+            legacy_aead: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&master.bytes)),
+            aead,
             blind_index,
             secret_mac,
+        }
+    }
+
+    fn wrap_aead(&self, format: WrapFormat) -> &Aes256Gcm {
+        match format {
+            WrapFormat::Legacy => &self.legacy_aead,
+            WrapFormat::Derived => &self.aead,
         }
     }
 
@@ -154,9 +208,20 @@ impl Keyring {
         &self.current.id
     }
 
-    /// Whether `id` is the current master key's or a retired one's.
-    pub fn knows(&self, id: &str) -> bool {
-        self.current.id == id || self.retired.iter().any(|e| e.id == id)
+    /// The wrap id new wraps are stored with (the current key, derived wrapping key): any other
+    /// stored wrap id is for `rewrap-keys` to move.
+    pub fn current_wrap_id(&self) -> String {
+        format!("{}{WRAP_V2_SUFFIX}", self.current.id)
+    }
+
+    /// Whether the stored wrap id `wrap_id` names the current master key or a retired one (in
+    /// either wrap format).
+    pub fn knows(&self, wrap_id: &str) -> bool {
+        self.entry(master_key_id_of(wrap_id)).is_some()
+    }
+
+    fn entry(&self, key_id: &str) -> Option<&MasterEntry> {
+        std::iter::once(&self.current).chain(&self.retired).find(|e| e.id == key_id)
     }
 
     /// Whether retired keys are configured (a rotation may be under way).
@@ -164,19 +229,29 @@ impl Keyring {
         !self.retired.is_empty()
     }
 
+    /// Wraps a data key under the current master key's derived wrapping key.
     pub fn wrap(&self, key: &DataKey, user_id: &str) -> WrappedKey {
         WrappedKey {
-            master_key_id: self.current.id.clone(),
+            master_key_id: self.current_wrap_id(),
             sealed: seal_with(&self.current.aead, &key.0, &format!("{user_id}/data-key")),
         }
     }
 
+    /// Wraps the way the origin did before the wrapping key was derived, so tests can make the
+    /// rows an older origin left behind.
+    #[cfg(test)]
+    pub(crate) fn wrap_legacy(&self, key: &DataKey, user_id: &str) -> WrappedKey {
+        WrappedKey {
+            master_key_id: self.current.id.clone(),
+            sealed: seal_with(&self.current.legacy_aead, &key.0, &format!("{user_id}/data-key")),
+        }
+    }
+
+    /// Unwraps a data key in the format and under the master key its wrap id names.
     pub fn unwrap(&self, wrapped: &WrappedKey, user_id: &str) -> Result<DataKey, CryptoError> {
-        let entry = std::iter::once(&self.current)
-            .chain(&self.retired)
-            .find(|e| e.id == wrapped.master_key_id)
-            .ok_or_else(|| CryptoError::UnknownMasterKey(wrapped.master_key_id.clone()))?;
-        let mut bytes = open_with(&entry.aead, &wrapped.sealed, &format!("{user_id}/data-key"))?;
+        let (key_id, format) = parse_wrap_id(&wrapped.master_key_id);
+        let entry = self.entry(key_id).ok_or_else(|| CryptoError::UnknownMasterKey(key_id.to_owned()))?;
+        let mut bytes = open_with(entry.wrap_aead(format), &wrapped.sealed, &format!("{user_id}/data-key"))?;
         let key: Result<[u8; 32], _> = bytes.as_slice().try_into();
         bytes.zeroize();
         key.map(DataKey).map_err(|_| CryptoError::Truncated)
@@ -244,7 +319,7 @@ mod tests {
         let ring = keyring("k1", 1);
         let key = DataKey::generate();
         let wrapped = ring.wrap(&key, "usr_1");
-        assert_eq!(wrapped.master_key_id, "k1");
+        assert_eq!(wrapped.master_key_id, "k1.v2");
         let back = ring.unwrap(&wrapped, "usr_1").unwrap();
         assert_eq!(back.0, key.0);
         assert!(matches!(ring.unwrap(&wrapped, "usr_2"), Err(CryptoError::Authentication)));
@@ -266,7 +341,7 @@ mod tests {
         assert!(during.has_retired());
         assert_eq!(during.unwrap(&wrapped_before, "usr_1").unwrap().0, key.0);
         let rewrapped = during.wrap(&key, "usr_1");
-        assert_eq!(rewrapped.master_key_id, "k2");
+        assert_eq!(rewrapped.master_key_id, "k2.v2");
         assert_eq!(
             during.retired_email_indexes("user@example.com"),
             vec![before.email_index("user@example.com")]
@@ -278,6 +353,68 @@ mod tests {
         assert!(
             matches!(after.unwrap(&wrapped_before, "usr_1"), Err(CryptoError::UnknownMasterKey(id)) if id == "k1")
         );
+    }
+
+    #[test]
+    fn legacy_wraps_by_the_master_key_itself_still_unwrap() {
+        let ring = keyring("k1", 1);
+        let key = DataKey::generate();
+        // Exactly what an origin from before the derived wrapping key stored: the master key's
+        // bytes as the AES key, the bare key id beside it.
+        let master = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&[1; 32]));
+        let legacy =
+            WrappedKey { master_key_id: "k1".into(), sealed: seal_with(&master, &key.0, "usr_1/data-key") };
+        assert!(ring.knows("k1") && ring.knows("k1.v2") && !ring.knows("k2") && !ring.knows("k2.v2"));
+        assert_eq!(ring.unwrap(&legacy, "usr_1").unwrap().0, key.0);
+        assert_eq!(ring.wrap_legacy(&key, "usr_1").master_key_id, "k1");
+        assert_eq!(ring.unwrap(&ring.wrap_legacy(&key, "usr_1"), "usr_1").unwrap().0, key.0);
+        // The format marker is part of what is checked: a legacy blob labelled as derived fails.
+        let mislabelled = WrappedKey { master_key_id: "k1.v2".into(), sealed: legacy.sealed.clone() };
+        assert!(matches!(ring.unwrap(&mislabelled, "usr_1"), Err(CryptoError::Authentication)));
+    }
+
+    #[test]
+    fn new_wraps_use_a_derived_key_and_do_not_open_with_the_raw_master_key() {
+        let ring = keyring("k1", 1);
+        let key = DataKey::generate();
+        let wrapped = ring.wrap(&key, "usr_1");
+        assert_eq!(wrapped.master_key_id, ring.current_wrap_id());
+        assert_eq!(master_key_id_of(&wrapped.master_key_id), "k1");
+        let master = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&[1; 32]));
+        assert!(matches!(
+            open_with(&master, &wrapped.sealed, "usr_1/data-key"),
+            Err(CryptoError::Authentication)
+        ));
+        let as_legacy = WrappedKey { master_key_id: "k1".into(), sealed: wrapped.sealed.clone() };
+        assert!(matches!(ring.unwrap(&as_legacy, "usr_1"), Err(CryptoError::Authentication)));
+        assert_eq!(ring.unwrap(&wrapped, "usr_1").unwrap().0, key.0);
+    }
+
+    #[test]
+    fn a_legacy_wrap_rewrapped_opens_in_the_derived_format() {
+        // What `rewrap-keys` does to a row (its job test runs it over a database).
+        let ring = keyring("k1", 1);
+        let key = DataKey::generate();
+        let legacy = ring.wrap_legacy(&key, "usr_1");
+        assert_ne!(legacy.master_key_id, ring.current_wrap_id(), "a legacy wrap is left for rewrap-keys");
+        let rewrapped = ring.wrap(&ring.unwrap(&legacy, "usr_1").unwrap(), "usr_1");
+        assert_eq!(rewrapped.master_key_id, "k1.v2");
+        assert_eq!(ring.unwrap(&rewrapped, "usr_1").unwrap().0, key.0);
+        // The blind index does not depend on the wrap format: existing rows stay findable.
+        assert_eq!(ring.email_index("user@example.com"), keyring("k1", 1).email_index("user@example.com"));
+    }
+
+    #[test]
+    fn the_blind_index_key_is_unchanged_by_the_derived_wrapping_key() {
+        // Pinned: HMAC-SHA256 under HKDF(salt "user-management/origin", master [1; 32],
+        // "blind-index/email/v1"), as computed before the wrapping key was derived. A change
+        // here would make every existing row unfindable by email.
+        let hk = Hkdf::<Sha256>::new(Some(b"user-management/origin"), &[1; 32]);
+        let mut k = [0u8; 32];
+        hk.expand(b"blind-index/email/v1", &mut k).unwrap();
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&k).unwrap();
+        mac.update(b"user@example.com");
+        assert_eq!(keyring("k1", 1).email_index("user@example.com"), mac.finalize().into_bytes().to_vec());
     }
 
     #[test]

@@ -76,18 +76,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Renders a problem with its status and media type.
+/// Renders a problem with its status and media type; a problem that names its wait in
+/// `retry_after` (seconds) also carries it as `Retry-After` (RFC 9110 §10.2.3).
 pub fn problem_response(problem: &Problem) -> Response {
     let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, problem.to_json()).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-    // A refusal that says when to come back (softlock, saturation) says it in the header too.
-    if matches!(problem.status, 429 | 503) {
-        if let Some(secs) = problem.extensions.get("retry_after").and_then(serde_json::Value::as_u64) {
-            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-        }
+    if let Some(secs) = problem.extensions.get("retry_after").and_then(serde_json::Value::as_u64) {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     response
 }

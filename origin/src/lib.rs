@@ -6,6 +6,7 @@ pub mod config;
 pub mod crypto;
 pub mod email_change;
 pub mod errors;
+pub mod http_layers;
 pub mod jobs;
 pub mod outbox;
 pub mod passwords;
@@ -15,6 +16,8 @@ pub mod routes;
 pub mod signed;
 pub mod sms;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod users;
 
 use std::sync::Arc;
@@ -39,14 +42,15 @@ pub struct AppState {
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let store = store::open(&config.database_url).await?;
     let keyring = Keyring::with_retired(&config.master_key, &config.previous_master_keys);
-    // Refuse to start rather than fail every login of the users a missing key wrapped.
-    let unknown: Vec<String> = store
-        .master_key_counts()
-        .await?
-        .into_iter()
-        .filter(|(id, _)| !keyring.knows(id))
-        .map(|(id, n)| format!("{n} under {id:?}"))
-        .collect();
+    // Refuse to start rather than fail every login of the users a missing key wrapped. The
+    // stored wrap ids also carry the wrap format; the message names the master keys only.
+    let mut missing: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for (wrap_id, n) in store.master_key_counts().await? {
+        if !keyring.knows(&wrap_id) {
+            *missing.entry(crypto::master_key_id_of(&wrap_id).to_owned()).or_default() += n;
+        }
+    }
+    let unknown: Vec<String> = missing.iter().map(|(id, n)| format!("{n} under {id:?}")).collect();
     if !unknown.is_empty() {
         anyhow::bail!(
             "users' data keys are wrapped by master keys this configuration lacks ({}): keep a retired key \
@@ -67,7 +71,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = routes::router(state);
+    let limits = http_layers::RequestLimits::from_config(&state.config);
+    let app = http_layers::apply(routes::router(state), limits);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

@@ -45,7 +45,8 @@ enum Command {
     /// Removes expired state, unactivated accounts past their deadline, and old events.
     Cleanup,
     /// Completes a master-key rotation: re-wraps every data key still wrapped by a retired
-    /// key (ORIGIN_PREVIOUS_MASTER_KEYS) with the current one, and recomputes email indexes.
+    /// key (ORIGIN_PREVIOUS_MASTER_KEYS), or by the master key itself (the format before the
+    /// HKDF-derived wrapping key), with the current one, and recomputes email indexes.
     RewrapKeys,
     /// The four jobs, in order.
     RunAll {
@@ -65,10 +66,13 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Logs go to stderr: a job's stdout is its JSON summary alone, which scripts (and the e2e
+    // suite) parse, and a warning such as sqlx's slow-statement one must not corrupt it.
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
         )
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {

@@ -36,9 +36,12 @@ impl Outbox {
         let line =
             json!({ "channel": channel, "to": to, "text": text, "code": code, "at": now.0 }).to_string();
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
+        let mut options = OpenOptions::new();
+        options.create(true).append(true);
+        // The outbox holds one-time codes: readable by the origin's user only.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
             .open(&self.path)
             .map_err(|e| ApiError::Internal(format!("outbox {}: {e}", self.path.display())))?;
         writeln!(file, "{line}")

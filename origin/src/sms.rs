@@ -5,6 +5,7 @@
 
 use domain::identity::{Actor, UserId};
 use domain::phone::Phone;
+use domain::sms_quota::{self, SmsLimit};
 use domain::time::UnixMillis;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -40,6 +41,7 @@ impl Accounts {
         let account = self.recent_auth(actor, id, request.current_password.as_deref(), now).await?;
         let phone = Phone::parse(&request.phone_number)
             .map_err(|e| invalid_field("phone_number", e.rule(), e.to_string()))?;
+        self.count_enrolment_text(id, &phone, now).await?;
         let code = self.start_pending(PURPOSE, id, &account.data_key, phone.as_str(), now).await?;
         self.outbox.send(
             "sms",
@@ -50,6 +52,33 @@ impl Accounts {
         )?;
         self.event(id.as_str(), "mfa_enrolment_started", json!({ "method": "sms" }), now).await?;
         Ok(json!({ "pending_phone": phone.masked(), "expires_in": pending::TTL_MS / 1000 }))
+    }
+
+    /// Counts one enrolment text against the number's and the account's daily limits (see
+    /// `domain::sms_quota`), or refuses it with a 429 naming the limit. Checked after the
+    /// password, so only the account holder can spend the account's texts. The number is
+    /// counted by a keyed hash, so the counters hold no phone number.
+    async fn count_enrolment_text(
+        &self,
+        id: &UserId,
+        phone: &Phone,
+        now: UnixMillis,
+    ) -> Result<(), ApiError> {
+        let number_key = hex::encode(self.keyring.secret_mac("sms-number", phone.as_str().as_bytes()));
+        let counters = [
+            (format!("number:{number_key}"), sms_quota::TEXTS_PER_NUMBER_PER_DAY),
+            (format!("account:{id}"), sms_quota::TEXTS_PER_ACCOUNT_PER_DAY),
+        ];
+        let limits = [SmsLimit::PerNumber, SmsLimit::PerAccount];
+        match self.store.count_sms_text(&counters, sms_quota::day(now)).await? {
+            None => Ok(()),
+            Some(i) => {
+                let limit = limits.get(i).copied().unwrap_or(SmsLimit::PerAccount);
+                let detail = json!({ "method": "sms", "limit": limit.name() }).to_string();
+                self.store.add_security_event(id.as_str(), "sms_limit_reached", &detail, now).await?;
+                Err(ApiError::Client(sms_quota::refusal(limit, now)))
+            }
+        }
     }
 
     /// Completes enrolment with the code the number received.

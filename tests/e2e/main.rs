@@ -9,6 +9,7 @@ mod accounts;
 mod analytics;
 mod foundation;
 mod hardening_auth;
+mod hardening_data;
 mod hardening_edge;
 mod jobs;
 mod limits;
@@ -70,6 +71,7 @@ fn main() {
         .chain(jobs::TESTS)
         .chain(hardening_auth::TESTS)
         .chain(hardening_edge::TESTS)
+        .chain(hardening_data::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let conclusion = libtest_mimic::run(&args, tests);

@@ -7,7 +7,7 @@
 //! out, and the model's AUC on them is reported. The same data gives the same model.
 //!
 //! Reports (in the reports folder): `analytics.json`, `segments.csv`, `cohorts.csv` and
-//! `report.html` with the charts.
+//! `report.html` with the charts, each private to the origin's user (see `files`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,6 +17,7 @@ use domain::time::UnixMillis;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::files::{create_private_dir, csv_cell, write_private};
 use super::tiers::activity_by_user;
 use super::JobOptions;
 use crate::AppState;
@@ -50,7 +51,14 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
         let tenure_now = now.0.saturating_sub(created.0) / DAY_MS;
         let segment = analytics::segment(&engagement, tenure_now);
         *segments.entry(segment).or_default() += 1;
-        let _ = writeln!(segment_rows, "{id},{tier},{segment},{}", engagement.score);
+        let _ = writeln!(
+            segment_rows,
+            "{},{},{},{}",
+            csv_cell(id),
+            csv_cell(tier),
+            csv_cell(segment),
+            engagement.score
+        );
         if created.0 + 7 * DAY_MS <= observed.0 {
             let before: Vec<Activity> = events.iter().filter(|e| e.at < observed).cloned().collect();
             let churned = !events.iter().any(|e| e.at >= observed);
@@ -78,11 +86,11 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
     };
 
     let cohorts = cohort_retention(&users, &activity, now);
-    std::fs::create_dir_all(&options.reports)?;
+    create_private_dir(&options.reports)?;
     let mut cohort_csv = String::from("cohort,users,month,retention\n");
     for (cohort, (size, retention)) in &cohorts {
         for (month, r) in retention.iter().enumerate() {
-            let _ = writeln!(cohort_csv, "{cohort},{size},{month},{r:.3}");
+            let _ = writeln!(cohort_csv, "{},{size},{month},{r:.3}", csv_cell(cohort));
         }
     }
     let report = json!({
@@ -97,10 +105,10 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
         "cohorts": cohorts.iter().map(|(c, (size, r))| json!({ "cohort": c, "users": size, "retention": r })).collect::<Vec<_>>(),
     });
     let dir = &options.reports;
-    std::fs::write(dir.join("analytics.json"), serde_json::to_string_pretty(&report)?)?;
-    std::fs::write(dir.join("segments.csv"), segment_rows)?;
-    std::fs::write(dir.join("cohorts.csv"), cohort_csv)?;
-    std::fs::write(dir.join("report.html"), html(&report))?;
+    write_private(&dir.join("analytics.json"), serde_json::to_string_pretty(&report)?)?;
+    write_private(&dir.join("segments.csv"), segment_rows)?;
+    write_private(&dir.join("cohorts.csv"), cohort_csv)?;
+    write_private(&dir.join("report.html"), html(&report))?;
     Ok(json!({
         "users": users.len(),
         "auc": model.as_ref().map(|m| m.auc),
@@ -201,4 +209,35 @@ fn html(report: &Value) -> String {
         field(report, "users"),
         segments.len() * 30 + 10
     )
+}
+
+#[cfg(test)]
+#[cfg(unix)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::testing::TestOrigin;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn analytics_and_tier_reports_are_written_with_mode_0600() {
+        let origin = TestOrigin::start().await;
+        let options = origin.options();
+        let now = UnixMillis(1_700_000_000_000);
+        run(&origin.state, &options, now).await.unwrap();
+        super::super::tiers::run(&origin.state, &options, now).await.unwrap();
+        assert_eq!(mode(&options.reports), 0o700);
+        let mut names: Vec<String> = Vec::new();
+        for entry in std::fs::read_dir(&options.reports).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+            names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+        names.sort();
+        assert_eq!(names, ["analytics.json", "cohorts.csv", "report.html", "segments.csv", "tiers.json"]);
+    }
 }

@@ -3,6 +3,11 @@
 //! whose activity fades then stops), with their API requests and, for busy free users, the
 //! days they hit the quota. A seeded generator makes the same population every time; running
 //! it twice with one seed adds nothing the second time.
+//!
+//! Demo users get no activation token: a token drawn from the seeded generator could be
+//! recomputed by anyone who knows the seed (7 by default) and would let them set a demo
+//! account's password. Without an activation row a demo account has no way to a password, and
+//! the cleanup job (which removes unactivated accounts past their deadline) leaves it alone.
 
 use domain::email::Email;
 use domain::identity::Role;
@@ -14,7 +19,6 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use super::provision::token_hash;
 use super::JobOptions;
 use crate::store::EventRow;
 use crate::AppState;
@@ -77,8 +81,7 @@ pub async fn run(
             .new_account(&email, tier, Role::User, profile, None, signup)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let id = account.row.id.clone();
-        let token = format!("demo-{seed}-{i}-{}", rng.gen::<u64>());
-        batch.push((account.row, token_hash(&token), now.saturating_add_ms(365 * DAY_MS)));
+        batch.push((account.row, None));
 
         let churn_day =
             if kind == Kind::Churner { signup_day + rng.gen_range(7..=days.max(8)) } else { u64::MAX };
@@ -146,4 +149,34 @@ pub async fn run(
         "days": days,
         "kinds": { "power_users": kinds.first(), "regulars": kinds.get(1), "casual": kinds.get(2), "churners": kinds.get(3) },
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestOrigin;
+
+    #[tokio::test]
+    async fn demo_users_get_no_activation_token_to_guess() {
+        let origin = TestOrigin::start().await;
+        let now = UnixMillis(1_700_000_000_000);
+        let summary = run(&origin.state, 40, 30, 7, &origin.options(), now).await.unwrap();
+        assert_eq!(summary["users"], 40, "{summary}");
+        let db = origin.sqlite().await;
+        let activations: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM activations").fetch_one(db.pool()).await.unwrap();
+        assert_eq!(activations, 0, "no demo user can be activated");
+        let with_password: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE password_hash IS NOT NULL")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        assert_eq!(with_password, 0);
+        // The activation a seed-derived token would have named does not exist.
+        let guessed = crate::jobs::provision::token_hash("demo-7-0-0");
+        assert!(origin.state.store.activation_user(&guessed, now).await.unwrap().is_none());
+        // And the cleanup job does not take the demo population for abandoned signups.
+        let later = now.saturating_add_ms(400 * DAY_MS);
+        assert_eq!(origin.state.store.purge_unactivated(later).await.unwrap(), 0);
+    }
 }

@@ -6,6 +6,7 @@
 pub mod analytics;
 pub mod cleanup;
 pub mod demo;
+pub mod files;
 pub mod keys;
 pub mod provision;
 pub mod tiers;

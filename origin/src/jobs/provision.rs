@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::files::{csv_line, write_private};
 use super::JobOptions;
 use crate::crypto::random_16;
 use crate::store::UserRow;
@@ -78,7 +79,9 @@ fn read_rows(path: &Path) -> anyhow::Result<Vec<(usize, Result<Row, String>)>> {
     }
 }
 
-fn check(state: &AppState, row: Row, now: UnixMillis) -> Result<(UserRow, String, String), String> {
+/// A valid row as a new user: its row, its activation token's hash, its normalised email and
+/// its line of the activations file.
+fn check(state: &AppState, row: Row, now: UnixMillis) -> Result<(UserRow, String, String, String), String> {
     let email = Email::parse(&row.email).map_err(|e| format!("email: {e}"))?;
     let tier = match row.tier.as_deref().filter(|t| !t.is_empty()) {
         Some(t) => t.parse::<Tier>().map_err(|e| format!("tier: {e}"))?,
@@ -98,7 +101,8 @@ fn check(state: &AppState, row: Row, now: UnixMillis) -> Result<(UserRow, String
         .new_account(&email, tier, Role::User, profile, None, now)
         .map_err(|e| e.to_string())?;
     let token = format!("act_{}{}", hex::encode(random_16()), hex::encode(random_16()));
-    Ok((account.row, token_hash(&token), format!("{},{token}", email.as_str())))
+    let line = csv_line(&[email.as_str(), &token]);
+    Ok((account.row, token_hash(&token), email.as_str().to_owned(), line))
 }
 
 async fn provision_file(
@@ -116,21 +120,20 @@ async fn provision_file(
     let mut created = 0u64;
     let mut tokens = String::from("email,activation_token\n");
     let expires = now.saturating_add_ms(ACTIVATION_TTL_MS);
-    let mut chunk: Vec<(UserRow, String, UnixMillis)> = Vec::with_capacity(CHUNK);
+    let mut chunk: Vec<(UserRow, Option<(String, UnixMillis)>)> = Vec::with_capacity(CHUNK);
     let mut chunk_lines: Vec<String> = Vec::with_capacity(CHUNK);
     for (number, row) in rows {
         match row.and_then(|r| check(state, r, now)) {
-            Ok((user, hash, line)) => {
+            Ok((user, hash, email, line)) => {
                 // During a master-key rotation an existing user may be indexed under a retired
                 // key, which the insert's conflict check does not see: counted as existing.
-                let email = line.split(',').next().unwrap_or_default();
                 if state.accounts.keyring.has_retired()
-                    && state.accounts.find_by_email(email).await?.is_some()
+                    && state.accounts.find_by_email(&email).await?.is_some()
                 {
                     continue;
                 }
                 chunk_lines.push(line);
-                chunk.push((user, hash, expires));
+                chunk.push((user, Some((hash, expires))));
             }
             Err(e) => {
                 error_count += 1;
@@ -150,7 +153,8 @@ async fn provision_file(
     progress.finish();
     let tokens_path = PathBuf::from(format!("{}.activations.csv", path.display()));
     if created > 0 {
-        fs::write(&tokens_path, tokens).with_context(|| format!("writing {}", tokens_path.display()))?;
+        // Activation tokens are credentials: the file is the origin user's only (0600).
+        write_private(&tokens_path, tokens).with_context(|| format!("writing {}", tokens_path.display()))?;
     }
     let valid = (total - error_count) as u64;
     Ok(json!({
@@ -168,7 +172,7 @@ async fn provision_file(
 /// Inserts a chunk; the token lines of the rows actually created join `tokens`.
 async fn flush(
     state: &AppState,
-    chunk: &mut Vec<(UserRow, String, UnixMillis)>,
+    chunk: &mut Vec<(UserRow, Option<(String, UnixMillis)>)>,
     lines: &mut Vec<String>,
     tokens: &mut String,
     now: UnixMillis,
@@ -178,10 +182,9 @@ async fn flush(
     }
     let created: std::collections::HashSet<String> =
         state.store.insert_provisioned(chunk, "system:provision-users", now).await?.into_iter().collect();
-    for ((user, _, _), line) in chunk.iter().zip(lines.iter()) {
+    for ((user, _), line) in chunk.iter().zip(lines.iter()) {
         if created.contains(&user.id) {
             tokens.push_str(line);
-            tokens.push('\n');
         }
     }
     chunk.clear();
@@ -229,4 +232,32 @@ pub async fn run(
         }
     }
     Ok(json!({ "inbox": options.inbox.display().to_string(), "files": summaries }))
+}
+
+#[cfg(test)]
+#[cfg(unix)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::testing::TestOrigin;
+
+    #[tokio::test]
+    async fn the_activations_file_is_private_and_its_cells_cannot_be_formulas() {
+        let origin = TestOrigin::start().await;
+        let input = origin.dir.path().join("people.csv");
+        fs::write(&input, "email,tier\n\"=1+2@example.com\",free\nplain@example.com,premium\n").unwrap();
+        let summary =
+            run(&origin.state, Some(input.clone()), &origin.options(), UnixMillis(1_700_000_000_000))
+                .await
+                .unwrap();
+        assert_eq!(summary["created"], 2, "{summary}");
+        let path = PathBuf::from(format!("{}.activations.csv", input.display()));
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let text = fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "email,activation_token");
+        assert!(lines[1].starts_with("'=1+2@example.com,act_"), "{text}");
+        assert!(lines[2].starts_with("plain@example.com,act_"), "{text}");
+    }
 }

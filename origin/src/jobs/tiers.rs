@@ -9,6 +9,7 @@ use domain::tier::Tier;
 use domain::time::UnixMillis;
 use serde_json::{json, Value};
 
+use super::files::{create_private_dir, write_private};
 use super::JobOptions;
 use crate::AppState;
 
@@ -71,9 +72,9 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
         "downgrades": downgrades,
         "migrations_by_month": migrations,
     });
-    std::fs::create_dir_all(&options.reports)?;
+    create_private_dir(&options.reports)?;
     let path = options.reports.join("tiers.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    write_private(&path, serde_json::to_string_pretty(&report)?)?;
     Ok(json!({
         "users": users.len(),
         "distribution": field(&report, "distribution"),

@@ -225,6 +225,11 @@ pub trait ProtectionStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Removes the phone number; false if there was none.
     async fn delete_sms_phone(&self, user_id: &str) -> Result<bool, StoreError>;
+    /// Counts one text against each `(scope, limit)` counter of `day`, all or none, in one
+    /// write transaction: answers the index of the first counter the text would take past its
+    /// limit (then nothing is counted), or `None` once all are counted.
+    async fn count_sms_text(&self, counters: &[(String, u32)], day: u64)
+        -> Result<Option<usize>, StoreError>;
 }
 
 /// Event kinds from the edge that are also security events of their user.
@@ -265,11 +270,11 @@ pub trait EventStore: Send + Sync {
 /// What the automation jobs need: bulk writes and whole-table reads.
 #[async_trait]
 pub trait JobStore: Send + Sync {
-    /// Inserts users whose email index is new, each with its activation; answers the ids
-    /// inserted (the others already existed).
+    /// Inserts users whose email index is new, each with its activation (token hash, expiry)
+    /// if it has one; answers the ids inserted (the others already existed).
     async fn insert_provisioned(
         &self,
-        users: &[(UserRow, String, UnixMillis)],
+        users: &[(UserRow, Option<(String, UnixMillis)>)],
         actor: &str,
         at: UnixMillis,
     ) -> Result<Vec<String>, StoreError>;

@@ -601,6 +601,34 @@ impl super::ProtectionStore for SqliteStore {
         Ok(deleted.rows_affected() > 0)
     }
 
+    async fn count_sms_text(
+        &self,
+        counters: &[(String, u32)],
+        day: u64,
+    ) -> Result<Option<usize>, StoreError> {
+        let day = i64::try_from(day).unwrap_or(i64::MAX);
+        // The first statement is a write, so the transaction holds SQLite's write lock from
+        // there to the commit: two requests cannot both read a count below the limit.
+        let mut tx = self.pool.begin().await?;
+        for (i, (scope, limit)) in counters.iter().enumerate() {
+            let count: i64 = sqlx::query_scalar(
+                "INSERT INTO sms_send_counts (scope, day, count) VALUES (?, ?, 1) \
+                 ON CONFLICT (scope, day) DO UPDATE SET count = count + 1 RETURNING count",
+            )
+            .bind(scope)
+            .bind(day)
+            .fetch_one(&mut *tx)
+            .await?;
+            if count > i64::from(*limit) {
+                // A refused text counts for nothing: the increments so far are undone.
+                tx.rollback().await?;
+                return Ok(Some(i));
+            }
+        }
+        tx.commit().await?;
+        Ok(None)
+    }
+
     async fn use_recovery_code(
         &self,
         user_id: &str,
@@ -747,23 +775,25 @@ impl super::EventStore for SqliteStore {
 impl super::JobStore for SqliteStore {
     async fn insert_provisioned(
         &self,
-        users: &[(UserRow, String, UnixMillis)],
+        users: &[(UserRow, Option<(String, UnixMillis)>)],
         actor: &str,
         at: UnixMillis,
     ) -> Result<Vec<String>, StoreError> {
         let sql = format!("INSERT INTO users ({USER_COLUMNS}) VALUES ({USER_PLACEHOLDERS}) ON CONFLICT (email_index) DO NOTHING");
         let mut tx = self.pool.begin().await?;
         let mut inserted = Vec::new();
-        for (row, token_hash, expires_at) in users {
+        for (row, activation) in users {
             let done = bind_user(sqlx::query(&sql), row).execute(&mut *tx).await?.rows_affected();
             if done == 1 {
                 inserted.push(row.id.clone());
-                sqlx::query("INSERT INTO activations (user_id, token_hash, expires_at) VALUES (?, ?, ?)")
-                    .bind(&row.id)
-                    .bind(token_hash)
-                    .bind(millis(*expires_at))
-                    .execute(&mut *tx)
-                    .await?;
+                if let Some((token_hash, expires_at)) = activation {
+                    sqlx::query("INSERT INTO activations (user_id, token_hash, expires_at) VALUES (?, ?, ?)")
+                        .bind(&row.id)
+                        .bind(token_hash)
+                        .bind(millis(*expires_at))
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 insert_audit(
                     &mut tx,
                     &AuditEntry {
@@ -859,6 +889,9 @@ impl super::JobStore for SqliteStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
+        // SMS counters of days before yesterday limit nothing any more.
+        let today = i64::try_from(domain::sms_quota::day(now)).unwrap_or(i64::MAX);
+        sqlx::query("DELETE FROM sms_send_counts WHERE day < ?").bind(today - 1).execute(&self.pool).await?;
         Ok((state, nonces))
     }
 
@@ -987,5 +1020,48 @@ impl super::JobStore for SqliteStore {
                 }))
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ProtectionStore;
+    use super::*;
+
+    #[tokio::test]
+    async fn sms_texts_are_counted_atomically_and_a_refused_one_counts_for_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("origin.db").display());
+        let store = std::sync::Arc::new(SqliteStore::open(&url).await.unwrap());
+        let counters = vec![("number:n1".to_owned(), 3), ("account:a1".to_owned(), 5)];
+
+        // Ten concurrent texts to one number: exactly three are counted.
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let (store, counters) = (store.clone(), counters.clone());
+                tokio::spawn(async move { store.count_sms_text(&counters, 20_000).await.unwrap() })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap());
+        }
+        assert_eq!(outcomes.iter().filter(|o| o.is_none()).count(), 3, "{outcomes:?}");
+        assert!(outcomes.iter().all(|o| matches!(o, None | Some(0))), "{outcomes:?}");
+
+        // The refused texts did not count against the account: two more numbers, then its limit.
+        let other = |n: &str| vec![(format!("number:{n}"), 3), ("account:a1".to_owned(), 5)];
+        assert_eq!(store.count_sms_text(&other("n2"), 20_000).await.unwrap(), None);
+        assert_eq!(store.count_sms_text(&other("n3"), 20_000).await.unwrap(), None);
+        assert_eq!(store.count_sms_text(&other("n4"), 20_000).await.unwrap(), Some(1));
+        // Nor against the fresh number: it still has its three.
+        let count: i64 = sqlx::query_scalar("SELECT count FROM sms_send_counts WHERE scope = 'number:n4'")
+            .fetch_optional(store.pool())
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(count, 0);
+        // A new day starts again.
+        assert_eq!(store.count_sms_text(&counters, 20_001).await.unwrap(), None);
     }
 }
