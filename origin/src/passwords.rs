@@ -120,6 +120,9 @@ impl Worker {
     }
 }
 
+/// A place in the hashing pool, taken ahead of the hash (see [`Hasher::reserve`]).
+pub struct Reservation(OwnedSemaphorePermit);
+
 enum Job {
     Hash { normalised: String, reply: oneshot::Sender<Result<String, HashError>> },
     Verify { normalised: String, phc: String, reply: oneshot::Sender<bool> },
@@ -190,6 +193,25 @@ impl Hasher {
         Arc::clone(&self.permits).try_acquire_owned().map_err(|_| HashError::Busy { retry_after_secs: 1 })
     }
 
+    /// Takes a place in the pool before any other work of a request that will hash, so that a
+    /// flood is refused at once, before it costs a database transaction.
+    pub fn reserve(&self) -> Result<Reservation, HashError> {
+        self.admit().map(Reservation)
+    }
+
+    /// [`Self::verify`] in a place taken earlier by [`Self::reserve`].
+    pub async fn verify_reserved(
+        &self,
+        place: Reservation,
+        raw: &str,
+        phc: String,
+    ) -> Result<bool, HashError> {
+        let normalised = domain::password::normalize_password(raw);
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Verify { normalised, phc, reply }, place.0)?;
+        answer.await.map_err(|_| HashError::Failed("the hashing thread stopped".into()))
+    }
+
     fn submit(&self, job: Job, permit: OwnedSemaphorePermit) -> Result<(), HashError> {
         // The channel holds as many jobs as there are permits, so this never blocks.
         self.jobs.try_send((job, permit)).map_err(|_| HashError::Busy { retry_after_secs: 1 })
@@ -206,11 +228,8 @@ impl Hasher {
 
     /// Normalises (NFKC) `raw` and checks it against `phc`. `Err(Busy)` when the pool is full.
     pub async fn verify(&self, raw: &str, phc: String) -> Result<bool, HashError> {
-        let permit = self.admit()?;
-        let normalised = domain::password::normalize_password(raw);
-        let (reply, answer) = oneshot::channel();
-        self.submit(Job::Verify { normalised, phc, reply }, permit)?;
-        answer.await.map_err(|_| HashError::Failed("the hashing thread stopped".into()))
+        let place = self.reserve()?;
+        self.verify_reserved(place, raw, phc).await
     }
 }
 

@@ -314,6 +314,9 @@ impl Accounts {
     /// factor when one is enrolled, the account requires one, or the risk asks for one. Every
     /// refusal for a wrong email or password is the same answer after the same work.
     pub async fn login(&self, request: LoginRequest, now: UnixMillis) -> Result<Value, ApiError> {
+        // Every login costs one argon2 check: its place is taken first, so that a flood beyond
+        // the pool is refused at once (503 + Retry-After), before any database work.
+        let place = self.hasher.reserve()?;
         let normalised_email = Email::parse(&request.email)
             .map(|e| e.as_str().to_owned())
             .unwrap_or_else(|_| request.email.trim().to_lowercase());
@@ -346,7 +349,7 @@ impl Accounts {
             return Err(throttled("logins for this account", wait));
         }
 
-        let matches = match self.password_matches(row.as_ref(), &request.password).await {
+        let matches = match self.password_matches_in(place, row.as_ref(), &request.password).await {
             Ok(matches) => matches,
             Err(e) => {
                 self.end_attempt(&locks, false, now).await?;
@@ -718,18 +721,20 @@ impl Accounts {
         given: Option<&str>,
         now: UnixMillis,
     ) -> Result<(), ApiError> {
+        let place = self.hasher.reserve()?;
         let account_key = hex::encode(self.keyring.email_index(&account.email));
         let locks = LockKeys::of(&account_key, None, None);
         if let (_, Some(wait)) = self.begin_attempt(&locks, now).await? {
             return Err(throttled("password checks for this account", wait));
         }
-        let matches = match self.password_matches(Some(&account.row), given.unwrap_or_default()).await {
-            Ok(m) => m,
-            Err(e) => {
-                self.end_attempt(&locks, false, now).await?;
-                return Err(e);
-            }
-        };
+        let matches =
+            match self.password_matches_in(place, Some(&account.row), given.unwrap_or_default()).await {
+                Ok(m) => m,
+                Err(e) => {
+                    self.end_attempt(&locks, false, now).await?;
+                    return Err(e);
+                }
+            };
         if matches {
             self.end_attempt(&locks, false, now).await?;
             Ok(())

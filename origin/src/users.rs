@@ -111,9 +111,16 @@ impl Accounts {
     /// Whether `raw` is the account's password. With no account, or none set yet, it checks a
     /// dummy hash instead, so that every answer costs one argon2 verification. `Err` (503)
     /// when the hashing pool is saturated.
-    pub(crate) async fn password_matches(&self, row: Option<&UserRow>, raw: &str) -> Result<bool, ApiError> {
+    /// The caller reserves the hashing place (`hasher.reserve()`) before its other work, so a
+    /// saturated pool refuses the request before it costs anything else.
+    pub(crate) async fn password_matches_in(
+        &self,
+        place: passwords::Reservation,
+        row: Option<&UserRow>,
+        raw: &str,
+    ) -> Result<bool, ApiError> {
         let stored = row.and_then(|r| r.password_hash.clone()).unwrap_or_else(|| self.dummy_hash.clone());
-        Ok(self.hasher.verify(raw, stored).await?)
+        Ok(self.hasher.verify_reserved(place, raw, stored).await?)
     }
 
     /// The user view the API answers with. Never includes secrets.
