@@ -56,7 +56,8 @@ fn bare_argon2(threads: usize) -> f64 {
 struct Round {
     ok_per_sec: f64,
     busy: usize,
-    other: usize,
+    /// Answers other than 200 and 503, by status (0: no answer).
+    other: std::collections::BTreeMap<u16, usize>,
     p50_ms: f64,
     p99_ms: f64,
 }
@@ -101,7 +102,13 @@ fn logins(api: &Api, email: &str, device: &str, connections: usize, seconds: u64
     Round {
         ok_per_sec: ok as f64 / elapsed,
         busy,
-        other: results.len() - ok - busy,
+        other: results.iter().filter(|(s, _)| *s != 200 && *s != 503).fold(
+            Default::default(),
+            |mut m, (s, _)| {
+                *m.entry(*s).or_default() += 1;
+                m
+            },
+        ),
         p50_ms: pick(0.50),
         p99_ms: pick(0.99),
     }
@@ -152,7 +159,11 @@ fn main() {
             r.p50_ms,
             r.p99_ms,
             peak_rss_mib(&stack),
-            if r.other > 0 { format!("  ({} other answers)", r.other) } else { String::new() }
+            if r.other.is_empty() {
+                String::new()
+            } else {
+                format!("  (other answers by status: {:?})", r.other)
+            }
         );
     }
 }
