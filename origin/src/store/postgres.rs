@@ -427,11 +427,7 @@ impl super::ProtectionStore for PostgresStore {
         .bind(user_id)
         .fetch_one(&self.pool)
         .await?;
-        Ok(domain::security::Enrolled {
-            totp,
-            sms,
-            recovery_codes_left: u32::try_from(left).unwrap_or(0),
-        })
+        Ok(domain::security::Enrolled { totp, sms, recovery_codes_left: u32::try_from(left).unwrap_or(0) })
     }
 
     async fn record_login_success(
@@ -825,12 +821,14 @@ impl super::JobStore for PostgresStore {
             if done == 1 {
                 inserted.push(row.id.clone());
                 if let Some((token_hash, expires_at)) = activation {
-                    sqlx::query("INSERT INTO activations (user_id, token_hash, expires_at) VALUES ($1, $2, $3)")
-                        .bind(&row.id)
-                        .bind(token_hash)
-                        .bind(millis(*expires_at))
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "INSERT INTO activations (user_id, token_hash, expires_at) VALUES ($1, $2, $3)",
+                    )
+                    .bind(&row.id)
+                    .bind(token_hash)
+                    .bind(millis(*expires_at))
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 insert_audit(
                     &mut tx,
