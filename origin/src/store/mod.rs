@@ -4,6 +4,7 @@
 //!
 //! The store moves rows, not meaning: sealing, validation and authorisation happen above it.
 
+pub mod migrate;
 mod postgres;
 mod sqlite;
 
