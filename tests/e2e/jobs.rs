@@ -247,7 +247,10 @@ fn a_sqlite_database_migrates_to_postgres_and_serves_from_there(_: &Ctx) -> Resu
         ensure!(counts["copied_now"] == 0, "{table} copied rows again: {counts}");
     }
     let psql_users = server.psql("migrated", "SELECT COUNT(*) FROM users")?;
-    ensure!(psql_users == user_counts["postgres"].to_string(), "psql counts {psql_users} users");
+    ensure!(
+        psql_users.parse::<u64>().ok() == user_counts["postgres"].as_u64(),
+        "psql counts {psql_users} users"
+    );
 
     // The origin restarted on the copy serves the account: the edge logs it in.
     stack.stop_origin();

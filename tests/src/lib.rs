@@ -208,6 +208,10 @@ pub struct Stack {
     pub database_url: String,
     /// The further origins' ports (PostgreSQL only), beside `origin_port`.
     pub more_origin_ports: Vec<u16>,
+    /// `ORIGIN_HASH_THREADS` for each origin when several share this machine: they split its
+    /// cores as they would have a machine each, so a flood measures the origins, not two
+    /// argon2 pools fighting for two cores.
+    pub hash_threads: Option<usize>,
     // Declared edge first: fields drop in order, and the edge should go before its origin,
     // the origins before their database.
     pub edge: Option<Service>,
@@ -249,6 +253,10 @@ impl Stack {
             edge_port: free_port()?,
             database_url,
             more_origin_ports: Vec::new(),
+            hash_threads: (origins > 1).then(|| {
+                let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+                (cores / origins).max(1)
+            }),
             edge: None,
             proxy: None,
             origin: None,
@@ -451,6 +459,9 @@ impl Stack {
     fn spawn_origin(&self, port: u16) -> Result<Service> {
         let mut command = self.origin_command()?;
         command.env("ORIGIN_BIND", format!("127.0.0.1:{port}")).arg("serve");
+        if let Some(threads) = self.hash_threads {
+            command.env("ORIGIN_HASH_THREADS", threads.to_string());
+        }
         let log = if port == self.origin_port {
             self.dir.path().join("origin.log")
         } else {
