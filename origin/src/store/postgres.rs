@@ -129,10 +129,15 @@ impl Store for PostgresStore {
         retain_ms: u64,
     ) -> Result<NonceOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM edge_nonces WHERE seen_at < $1")
-            .bind(millis(now.saturating_sub_ms(retain_ms)))
-            .execute(&mut *tx)
-            .await?;
+        // Every request of every origin purges old nonces: SKIP LOCKED leaves the rows another
+        // purge holds to it, so concurrent purges neither wait for nor deadlock with each other.
+        sqlx::query(
+            "DELETE FROM edge_nonces WHERE nonce IN \
+             (SELECT nonce FROM edge_nonces WHERE seen_at < $1 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(millis(now.saturating_sub_ms(retain_ms)))
+        .execute(&mut *tx)
+        .await?;
         let inserted = sqlx::query(
             "INSERT INTO edge_nonces (nonce, seen_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
         )
