@@ -8,7 +8,8 @@ use domain::signing::SharedSecret;
 
 /// Where the origin listens.
 pub const VAR_BIND: &str = "ORIGIN_BIND";
-/// The database, as a URL: `sqlite://path/to/origin.db` (created when missing).
+/// The database, as a URL: `sqlite://path/to/origin.db` (created when missing), or
+/// `postgres://user@host:port/db` (an existing database; migrations are applied at start).
 pub const VAR_DATABASE_URL: &str = "ORIGIN_DATABASE_URL";
 /// The secret the edge signs its requests with, in hex (at least 32 bytes).
 pub const VAR_SHARED_SECRET: &str = "ORIGIN_SHARED_SECRET";
@@ -119,10 +120,10 @@ impl Config {
         })?;
 
         let database_url = lookup(VAR_DATABASE_URL).unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-        if !database_url.starts_with("sqlite:") {
+        if !database_url.starts_with("sqlite:") && !crate::store::is_postgres(&database_url) {
             return Err(ConfigError::Invalid {
                 var: VAR_DATABASE_URL,
-                reason: "only sqlite: URLs are supported by this build".to_owned(),
+                reason: "expected a sqlite: or postgres:// URL".to_owned(),
             });
         }
 

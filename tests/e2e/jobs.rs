@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Result};
 use e2e::api::{unique_email, Api, GOOD_PASSWORD};
 use e2e::http::{client, SignedCall};
-use e2e::Stack;
+use e2e::{Postgres, Stack};
 use serde_json::{json, Value};
 
 use crate::accounts::{expect, expect_problem, users};
@@ -21,6 +21,10 @@ pub const TESTS: &[(&str, TestFn)] = &[
     (
         "jobs::the_master_key_rotates_without_losing_an_account",
         the_master_key_rotates_without_losing_an_account,
+    ),
+    (
+        "jobs::a_sqlite_database_migrates_to_postgres_and_serves_from_there",
+        a_sqlite_database_migrates_to_postgres_and_serves_from_there,
     ),
 ];
 
@@ -200,5 +204,66 @@ fn the_master_key_rotates_without_losing_an_account(_: &Ctx) -> Result<()> {
     assert_eq!(renamed.body["display_name"], "After Rotation");
     api.login(&later, GOOD_PASSWORD)?;
     expect_problem(&api.signup(&email, GOOD_PASSWORD, Value::Null)?, 409, "conflict")?;
+    Ok(())
+}
+
+fn a_sqlite_database_migrates_to_postgres_and_serves_from_there(_: &Ctx) -> Result<()> {
+    let mut stack = Stack::start()?;
+    let api = Api::new(stack.edge_url());
+    let email = unique_email("migrate");
+    expect(&api.signup(&email, GOOD_PASSWORD, json!({"display_name": "Moved Over"}))?, 201)?;
+    // A population with events and audit entries, a job run, a login and its security events.
+    let (code, _, err) = stack.origin_cli(&["demo-data", "--users", "40", "--days", "5", "--seed", "3"])?;
+    ensure!(code == 0, "demo-data failed: {err}");
+    let (code, _, err) = stack.origin_cli(&["generate-analytics"])?;
+    ensure!(code == 0, "generate-analytics failed: {err}");
+    api.login(&email, GOOD_PASSWORD)?;
+
+    let server = Postgres::start()?;
+    let target = server.create_database("migrated")?;
+    let from = stack.database_url.clone();
+    let args = ["migrate-sqlite-to-postgres", "--from", from.as_str(), "--to", target.as_str()];
+    let (code, out, err) = stack.origin_cli(&args)?;
+    ensure!(code == 0, "the migration failed: {err}");
+    let first: Value = serde_json::from_str(&out)?;
+    eprintln!("migration: {}", first["tables"]);
+    ensure!(first["ok"] == true, "{first}");
+    let user_counts = &first["tables"]["users"];
+    ensure!(
+        user_counts["sqlite"] == user_counts["postgres"] && user_counts["sqlite"].as_u64() >= Some(41),
+        "{user_counts}"
+    );
+    for table in ["events", "audit_log", "login_history", "security_events", "job_runs", "edge_nonces"] {
+        ensure!(first["tables"][table]["postgres"].as_u64() > Some(0), "nothing in {table} to copy: {first}");
+    }
+    let sample = &first["sample"];
+    ensure!(sample["users"].as_u64() > Some(0) && sample["decrypted"] == sample["users"], "{sample}");
+
+    // Idempotent: a second run copies nothing and verifies the same.
+    let (code, out, err) = stack.origin_cli(&args)?;
+    ensure!(code == 0, "the second migration failed: {err}");
+    let second: Value = serde_json::from_str(&out)?;
+    for (table, counts) in second["tables"].as_object().into_iter().flatten() {
+        ensure!(counts["copied_now"] == 0, "{table} copied rows again: {counts}");
+    }
+    let psql_users = server.psql("migrated", "SELECT COUNT(*) FROM users")?;
+    ensure!(
+        psql_users.parse::<u64>().ok() == user_counts["postgres"].as_u64(),
+        "psql counts {psql_users} users"
+    );
+
+    // The origin restarted on the copy serves the account: the edge logs it in.
+    stack.stop_origin();
+    stack.database_url = target;
+    stack.start_origin()?;
+    let login = api.post("/api/v1/auth/login", None, &json!({"email": email, "password": GOOD_PASSWORD}))?;
+    expect(&login, 200)?;
+    let id = login.str("user_id");
+    let read = api.get(&users(&id), Some(&login.str("access_token")))?;
+    expect(&read, 200)?;
+    ensure!(read.str("display_name") == "Moved Over", "{}", read.body);
+    // The origin goes before its database.
+    drop(stack);
+    drop(server);
     Ok(())
 }

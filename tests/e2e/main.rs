@@ -13,13 +13,14 @@ mod hardening_data;
 mod hardening_edge;
 mod jobs;
 mod limits;
+mod multi_origin;
 mod protection;
 mod sessions;
 
 use std::sync::Arc;
 
 use e2e::api::{unique_email, Api, GOOD_PASSWORD};
-use e2e::Stack;
+use e2e::{Backend, Stack};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// What a test receives: the shared stack, its API, and an admin made by the origin's CLI.
@@ -40,11 +41,20 @@ fn trial(ctx: &Arc<Ctx>, name: &'static str, test: TestFn) -> Trial {
 fn start() -> anyhow::Result<Ctx> {
     // The shared stack keeps the production quotas per user; only the per-address limits of
     // signup and login are raised, since every test signs up and logs in from 127.0.0.1.
-    let stack = Stack::start_with(&[
-        ("IP_SIGNUP_PER_HOUR", "1000000"),
-        ("IP_LOGIN_PER_MINUTE", "1000000"),
-        ("REFRESH_REUSE_GRACE_SECS", "2"),
-    ])?;
+    // `E2E_BACKEND=postgres`: two origins on one PostgreSQL database behind a proxy.
+    let backend = Backend::from_env()?;
+    let stack = Stack::start_with_backend(
+        &[
+            ("IP_SIGNUP_PER_HOUR", "1000000"),
+            ("IP_LOGIN_PER_MINUTE", "1000000"),
+            ("REFRESH_REUSE_GRACE_SECS", "2"),
+        ],
+        backend,
+    )?;
+    eprintln!(
+        "shared stack: {backend:?} ({})",
+        stack.database_url.split('@').next_back().unwrap_or_default()
+    );
     let api = Api::new(stack.edge_url());
     let email = unique_email("admin");
     let admin_id = stack.create_admin(&email, GOOD_PASSWORD)?;
@@ -74,6 +84,15 @@ fn main() {
         .chain(hardening_data::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
+    let mut tests = tests;
+    if ctx.stack.origin_urls().len() > 1 {
+        tests.extend(multi_origin::TESTS.iter().map(|(name, f)| trial(&ctx, name, *f)));
+    } else {
+        eprintln!(
+            "skipped: the multi_origin tests ({} of them) need E2E_BACKEND=postgres (two origins)",
+            multi_origin::TESTS.len()
+        );
+    }
     let conclusion = libtest_mimic::run(&args, tests);
     // The trials are done and dropped; dropping the last handle stops the shared stack before
     // the process exits (`exit` skips destructors).

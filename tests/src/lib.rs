@@ -10,6 +10,11 @@
 
 pub mod api;
 pub mod http;
+pub mod postgres;
+pub mod proxy;
+
+pub use postgres::Postgres;
+pub use proxy::RoundRobin;
 
 use std::fs;
 use std::io::Write;
@@ -169,6 +174,28 @@ impl Secrets {
     }
 }
 
+/// Which database a stack's origin runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One origin on a SQLite file in the stack's directory (the embedded default).
+    Sqlite,
+    /// `origins` origin processes on one fresh PostgreSQL database, behind a round-robin
+    /// proxy the edge calls, as behind a load balancer.
+    Postgres { origins: usize },
+}
+
+impl Backend {
+    /// The backend the shared stack of a suite run uses: `E2E_BACKEND=postgres` gives two
+    /// origins on PostgreSQL; unset or `sqlite`, SQLite.
+    pub fn from_env() -> Result<Self> {
+        match std::env::var("E2E_BACKEND").unwrap_or_default().as_str() {
+            "" | "sqlite" => Ok(Self::Sqlite),
+            "postgres" => Ok(Self::Postgres { origins: 2 }),
+            other => bail!("E2E_BACKEND is {other:?}: expected sqlite or postgres"),
+        }
+    }
+}
+
 /// The origin and the edge, started for a test run.
 pub struct Stack {
     pub dir: tempfile::TempDir,
@@ -177,9 +204,22 @@ pub struct Stack {
     pub secrets: Secrets,
     pub origin_port: u16,
     pub edge_port: u16,
-    // Declared edge first: fields drop in order, and the edge should go before its origin.
+    /// What `ORIGIN_DATABASE_URL` the origins run with.
+    pub database_url: String,
+    /// The further origins' ports (PostgreSQL only), beside `origin_port`.
+    pub more_origin_ports: Vec<u16>,
+    /// `ORIGIN_HASH_THREADS` for each origin when several share this machine: they split its
+    /// cores as they would have a machine each, so a flood measures the origins, not two
+    /// argon2 pools fighting for two cores.
+    pub hash_threads: Option<usize>,
+    // Declared edge first: fields drop in order, and the edge should go before its origin,
+    // the origins before their database.
     pub edge: Option<Service>,
+    /// Between the edge and the origins when there are several.
+    pub proxy: Option<RoundRobin>,
     pub origin: Option<Service>,
+    pub more_origins: Vec<Service>,
+    pub postgres: Option<Postgres>,
 }
 
 impl Stack {
@@ -190,23 +230,78 @@ impl Stack {
 
     /// Starts a stack whose edge has these extra Worker variables.
     pub fn start_with(edge_vars: &[(&str, &str)]) -> Result<Self> {
+        Self::start_with_backend(edge_vars, Backend::Sqlite)
+    }
+
+    /// Starts a stack on `backend`: for PostgreSQL, a fresh server and database, its origins,
+    /// and the proxy the edge reaches them through.
+    pub fn start_with_backend(edge_vars: &[(&str, &str)], backend: Backend) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("um-e2e-").tempdir()?;
+        let (postgres, database_url, origins) = match backend {
+            Backend::Sqlite => (None, format!("sqlite://{}", dir.path().join("origin.db").display()), 1),
+            Backend::Postgres { origins } => {
+                let server = Postgres::start()?;
+                let url = server.create_database("origin")?;
+                (Some(server), url, origins.max(1))
+            }
+        };
         let mut stack = Self {
             dir,
             edge_vars: edge_vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             secrets: Secrets::generate()?,
             origin_port: free_port()?,
             edge_port: free_port()?,
+            database_url,
+            more_origin_ports: Vec::new(),
+            hash_threads: (origins > 1).then(|| {
+                let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+                (cores / origins).max(1)
+            }),
             edge: None,
+            proxy: None,
             origin: None,
+            more_origins: Vec::new(),
+            postgres,
         };
         stack.start_origin()?;
+        for _ in 1..origins {
+            let port = free_port()?;
+            let service = stack.spawn_origin(port)?;
+            stack.more_origins.push(service);
+            stack.more_origin_ports.push(port);
+        }
+        if origins > 1 {
+            let mut targets = vec![stack.origin_port];
+            targets.extend(&stack.more_origin_ports);
+            stack.proxy = Some(RoundRobin::start(&targets)?);
+        }
         stack.start_edge()?;
         Ok(stack)
     }
 
+    /// The backend this stack runs on.
+    pub fn backend(&self) -> Backend {
+        match self.postgres {
+            Some(_) => Backend::Postgres { origins: 1 + self.more_origins.len() },
+            None => Backend::Sqlite,
+        }
+    }
+
+    /// The first origin's URL (tests that call an origin directly call this one).
     pub fn origin_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.origin_port)
+    }
+
+    /// Every origin's URL, the first one first.
+    pub fn origin_urls(&self) -> Vec<String> {
+        let mut urls = vec![self.origin_url()];
+        urls.extend(self.more_origin_ports.iter().map(|p| format!("http://127.0.0.1:{p}")));
+        urls
+    }
+
+    /// Where the edge sends its calls: the proxy in front of several origins, else the origin.
+    pub fn edge_origin_url(&self) -> String {
+        self.proxy.as_ref().map_or_else(|| self.origin_url(), RoundRobin::url)
     }
 
     pub fn edge_url(&self) -> String {
@@ -273,12 +368,42 @@ impl Stack {
         self.dir.path().join("origin.db")
     }
 
+    /// What the database holds, as bytes a test can search: the SQLite files (with the WAL),
+    /// or, on PostgreSQL, a `pg_dump` of the database (which prints BYTEA as hex: a test
+    /// searching for a value must search its hex too, see `stored_in_clear`).
+    pub fn stored_bytes(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        if let Some(server) = &self.postgres {
+            return Ok(vec![("pg_dump of the origin database".to_owned(), server.dump("origin")?)]);
+        }
+        let db = self.database_path();
+        let mut out = Vec::new();
+        for suffix in ["", "-wal", "-shm"] {
+            let file = db.with_file_name(format!("origin.db{suffix}"));
+            if let Ok(bytes) = fs::read(&file) {
+                out.push((file.display().to_string(), bytes));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where the database holds `needle` in clear (as text, or as BYTEA in a dump), if it does.
+    pub fn stored_in_clear(&self, needle: &[u8]) -> Result<Option<String>> {
+        let hex_needle = hex::encode(needle).into_bytes();
+        let stored = self.stored_bytes()?;
+        anyhow::ensure!(stored.iter().any(|(_, b)| !b.is_empty()), "no database content was read");
+        Ok(stored.into_iter().find_map(|(name, bytes)| {
+            let found =
+                contains(&bytes, needle) || (self.postgres.is_some() && contains(&bytes, &hex_needle));
+            found.then_some(name)
+        }))
+    }
+
     /// The origin binary with this stack's configuration in its environment.
     fn origin_command(&self) -> Result<Command> {
         let mut command = Command::new(origin_binary()?);
         command
             .env("ORIGIN_BIND", format!("127.0.0.1:{}", self.origin_port))
-            .env("ORIGIN_DATABASE_URL", format!("sqlite://{}", self.database_path().display()))
+            .env("ORIGIN_DATABASE_URL", &self.database_url)
             .env("ORIGIN_SHARED_SECRET", &self.secrets.shared_hex)
             .env("ORIGIN_MASTER_KEY", &self.secrets.master_key_b64)
             .env("ORIGIN_MASTER_KEY_ID", &self.secrets.master_key_id)
@@ -325,14 +450,27 @@ impl Stack {
 
     /// Starts (or restarts) the origin on its port, with the same database and secrets.
     pub fn start_origin(&mut self) -> Result<()> {
-        let mut command = self.origin_command()?;
-        command.arg("serve");
-        let log = self.dir.path().join("origin.log");
-        let mut service = Service::spawn("origin", command, log)?;
-        let url = format!("{}/health", self.origin_url());
-        wait_for(&mut service, Duration::from_secs(30), || http::get_status(&url).is_ok_and(|s| s == 200))?;
+        let service = self.spawn_origin(self.origin_port)?;
         self.origin = Some(service);
         Ok(())
+    }
+
+    /// Starts an origin process on `port` (its log named by the port) and waits until it answers.
+    fn spawn_origin(&self, port: u16) -> Result<Service> {
+        let mut command = self.origin_command()?;
+        command.env("ORIGIN_BIND", format!("127.0.0.1:{port}")).arg("serve");
+        if let Some(threads) = self.hash_threads {
+            command.env("ORIGIN_HASH_THREADS", threads.to_string());
+        }
+        let log = if port == self.origin_port {
+            self.dir.path().join("origin.log")
+        } else {
+            self.dir.path().join(format!("origin-{port}.log"))
+        };
+        let mut service = Service::spawn("origin", command, log)?;
+        let url = format!("http://127.0.0.1:{port}/health");
+        wait_for(&mut service, Duration::from_secs(30), || http::get_status(&url).is_ok_and(|s| s == 200))?;
+        Ok(service)
     }
 
     /// Stops the origin (the edge keeps running).
@@ -353,7 +491,7 @@ impl Stack {
         }
         let env_file = self.dir.path().join("edge.env");
         let mut f = fs::File::create(&env_file)?;
-        writeln!(f, "ORIGIN_URL={}", self.origin_url())?;
+        writeln!(f, "ORIGIN_URL={}", self.edge_origin_url())?;
         writeln!(f, "ORIGIN_SHARED_SECRET={}", self.secrets.shared_hex)?;
         writeln!(f, "JWT_SIGNING_KEY={}", self.secrets.jwt_seed_b64)?;
         writeln!(f, "JWT_SIGNING_KID={}", self.secrets.jwt_kid)?;
@@ -405,7 +543,12 @@ impl Stack {
 
     /// The process groups of the running services.
     pub fn process_groups(&self) -> Vec<i32> {
-        [&self.edge, &self.origin].into_iter().flatten().filter_map(Service::pgid).collect()
+        [&self.edge, &self.origin]
+            .into_iter()
+            .flatten()
+            .chain(&self.more_origins)
+            .filter_map(Service::pgid)
+            .collect()
     }
 }
 
@@ -431,4 +574,8 @@ fn wait_for(service: &mut Service, limit: Duration, mut ready: impl FnMut() -> b
         std::thread::sleep(Duration::from_millis(100));
     }
     bail!("{} did not become ready within {:?}:\n{}", service.name, limit, service.log_tail())
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }

@@ -1,8 +1,11 @@
-//! Storage behind a trait. Handlers and services see only [`Store`]; `sqlite` is today's
-//! backend, and a PostgreSQL one can implement the same trait without touching a handler.
+//! Storage behind a trait. Handlers and services see only [`Store`]; `sqlite` is the embedded
+//! default, `postgres` the backend for several origin processes sharing one database. The
+//! database URL's scheme chooses (`open`).
 //!
 //! The store moves rows, not meaning: sealing, validation and authorisation happen above it.
 
+pub mod migrate;
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -10,6 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use domain::time::UnixMillis;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -319,5 +323,14 @@ pub trait JobStore: Send + Sync {
 
 /// Opens the store a database URL names, applying pending migrations.
 pub async fn open(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(Arc::new(SqliteStore::open(database_url).await?))
+    if is_postgres(database_url) {
+        Ok(Arc::new(PostgresStore::open(database_url).await?))
+    } else {
+        Ok(Arc::new(SqliteStore::open(database_url).await?))
+    }
+}
+
+/// Whether a database URL names PostgreSQL (`postgres://` or `postgresql://`).
+pub fn is_postgres(database_url: &str) -> bool {
+    database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")
 }

@@ -1,0 +1,1065 @@
+//! The PostgreSQL backend: the same semantics as `sqlite.rs`, query for query, for several
+//! origin processes sharing one database. SQLite serialises writers with its one write lock;
+//! here every read-modify-write takes row locks (`SELECT … FOR UPDATE`) or is one statement
+//! (`UPDATE … RETURNING`, `INSERT … ON CONFLICT`), so it stays exact across processes.
+//! Migrations: `origin/migrations_pg/`, embedded and applied at open.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use domain::time::UnixMillis;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use sqlx::Row;
+
+use super::{AuditEntry, NonceOutcome, Store, StoreError, UpdateOutcome, UserRow};
+
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn open(database_url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(database_url)?;
+        // Several origin processes may share one server: each keeps a modest pool, so that a
+        // few of them stay under PostgreSQL's default max_connections (100).
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        // The migrator takes an advisory lock, so origins starting together apply it once.
+        sqlx::migrate!("./migrations_pg").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn millis(t: UnixMillis) -> i64 {
+    i64::try_from(t.0).unwrap_or(i64::MAX)
+}
+
+fn unix(ms: i64) -> UnixMillis {
+    UnixMillis(u64::try_from(ms).unwrap_or(0))
+}
+
+const USER_COLUMNS: &str = "id, email_index, email_sealed, data_key_sealed, data_key_master_id, role, tier, \
+     email_verified, password_hash, profile_sealed, version, created_at, updated_at, last_login_at, disabled_at";
+
+const USER_PLACEHOLDERS: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15";
+
+/// Binds a user's columns, in `USER_COLUMNS` order.
+fn bind_user<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    row: &'q UserRow,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(&row.id)
+        .bind(&row.email_index)
+        .bind(&row.email_sealed)
+        .bind(&row.data_key_sealed)
+        .bind(&row.data_key_master_id)
+        .bind(&row.role)
+        .bind(&row.tier)
+        .bind(row.email_verified)
+        .bind(&row.password_hash)
+        .bind(&row.profile_sealed)
+        .bind(row.version)
+        .bind(millis(row.created_at))
+        .bind(millis(row.updated_at))
+        .bind(row.last_login_at.map(millis))
+        .bind(row.disabled_at.map(millis))
+}
+
+fn user_from_row(r: &sqlx::postgres::PgRow) -> Result<UserRow, sqlx::Error> {
+    Ok(UserRow {
+        id: r.try_get("id")?,
+        email_index: r.try_get("email_index")?,
+        email_sealed: r.try_get("email_sealed")?,
+        data_key_sealed: r.try_get("data_key_sealed")?,
+        data_key_master_id: r.try_get("data_key_master_id")?,
+        role: r.try_get("role")?,
+        tier: r.try_get("tier")?,
+        email_verified: r.try_get::<bool, _>("email_verified")?,
+        password_hash: r.try_get("password_hash")?,
+        profile_sealed: r.try_get("profile_sealed")?,
+        version: r.try_get("version")?,
+        created_at: unix(r.try_get("created_at")?),
+        updated_at: unix(r.try_get("updated_at")?),
+        last_login_at: r.try_get::<Option<i64>, _>("last_login_at")?.map(unix),
+        disabled_at: r.try_get::<Option<i64>, _>("disabled_at")?.map(unix),
+    })
+}
+
+async fn insert_audit(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    entry: &AuditEntry,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_log (user_id, actor, action, old_value, new_value, at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&entry.user_id)
+    .bind(&entry.actor)
+    .bind(&entry.action)
+    .bind(&entry.old_value)
+    .bind(&entry.new_value)
+    .bind(millis(entry.at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn remember_nonce(
+        &self,
+        nonce: &str,
+        now: UnixMillis,
+        retain_ms: u64,
+    ) -> Result<NonceOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Every request of every origin purges old nonces: SKIP LOCKED leaves the rows another
+        // purge holds to it, so concurrent purges neither wait for nor deadlock with each other.
+        sqlx::query(
+            "DELETE FROM edge_nonces WHERE nonce IN \
+             (SELECT nonce FROM edge_nonces WHERE seen_at < $1 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(millis(now.saturating_sub_ms(retain_ms)))
+        .execute(&mut *tx)
+        .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO edge_nonces (nonce, seen_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
+        )
+        .bind(nonce)
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(if inserted == 1 { NonceOutcome::Fresh } else { NonceOutcome::Replayed })
+    }
+
+    async fn insert_user(&self, row: &UserRow, audit: &AuditEntry) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let sql = format!("INSERT INTO users ({USER_COLUMNS}) VALUES ({USER_PLACEHOLDERS})");
+        let result = bind_user(sqlx::query(&sql), row).execute(&mut *tx).await;
+        match result {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::DuplicateEmail)
+            }
+            Err(e) => return Err(e.into()),
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn user_by_email_index(&self, index: &[u8]) -> Result<Option<UserRow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE email_index = $1"))
+            .bind(index)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn update_user(
+        &self,
+        row: &UserRow,
+        expected_version: i64,
+        audit: &[AuditEntry],
+    ) -> Result<UpdateOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE users SET email_index = $1, email_sealed = $2, data_key_sealed = $3, data_key_master_id = $4, \
+             role = $5, tier = $6, email_verified = $7, password_hash = $8, profile_sealed = $9, version = $10, \
+             updated_at = $11, disabled_at = $12 WHERE id = $13 AND version = $14",
+        )
+        .bind(&row.email_index)
+        .bind(&row.email_sealed)
+        .bind(&row.data_key_sealed)
+        .bind(&row.data_key_master_id)
+        .bind(&row.role)
+        .bind(&row.tier)
+        .bind(row.email_verified)
+        .bind(&row.password_hash)
+        .bind(&row.profile_sealed)
+        .bind(row.version)
+        .bind(millis(row.updated_at))
+        .bind(row.disabled_at.map(millis))
+        .bind(&row.id)
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::DuplicateEmail,
+            e => e.into(),
+        })?
+        .rows_affected();
+        if updated == 0 {
+            let current: Option<i64> = sqlx::query_scalar("SELECT version FROM users WHERE id = $1")
+                .bind(&row.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.rollback().await?;
+            return Ok(current.map_or(UpdateOutcome::NotFound, UpdateOutcome::VersionMismatch));
+        }
+        for entry in audit {
+            insert_audit(&mut tx, entry).await?;
+        }
+        tx.commit().await?;
+        Ok(UpdateOutcome::Updated)
+    }
+
+    async fn record_login(&self, id: &str, at: UnixMillis) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
+            .bind(millis(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn master_key_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT data_key_master_id, COUNT(*) FROM users GROUP BY data_key_master_id ORDER BY data_key_master_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id, n)| (id, u64::try_from(n).unwrap_or(0))).collect())
+    }
+
+    async fn users_wrapped_by_others(
+        &self,
+        current: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<UserRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE data_key_master_id != $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(current)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn audit_entries(&self, user_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, actor, action, old_value, new_value, at FROM audit_log WHERE user_id = $1 ORDER BY id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    user_id: r.try_get("user_id")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    old_value: r.try_get("old_value")?,
+                    new_value: r.try_get("new_value")?,
+                    at: unix(r.try_get("at")?),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
+
+fn step_i64(step: u64) -> i64 {
+    i64::try_from(step).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl super::ProtectionStore for PostgresStore {
+    async fn append_login(&self, user_id: &str, context: &str, at: UnixMillis) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO login_history (user_id, context, at) VALUES ($1, $2, $3)")
+            .bind(user_id)
+            .bind(context)
+            .bind(millis(at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn recent_logins(
+        &self,
+        user_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, UnixMillis)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT context, at FROM login_history WHERE user_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
+        )
+        .bind(user_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<String, _>("context")?, unix(r.try_get("at")?))))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn state_get(&self, key: &str, now: UnixMillis) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT value FROM auth_state WHERE key = $1 AND expires_at > $2")
+            .bind(key)
+            .bind(millis(now))
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn state_put(&self, key: &str, value: &str, expires_at: UnixMillis) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO auth_state (key, value, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(millis(expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn update_states(
+        &self,
+        keys: &[(String, UnixMillis)],
+        now: UnixMillis,
+        update: &(dyn for<'v> Fn(&'v mut [Option<String>]) + Send + Sync),
+    ) -> Result<super::StateUpdate, StoreError> {
+        // Row locks serialise the updates of a key across connections and processes: each
+        // key gets a row first (an expired placeholder, read as absent, when it has none) so
+        // that `FOR UPDATE` has something to lock, and keys are locked in sorted order so two
+        // updates of overlapping keys cannot deadlock.
+        let mut tx = self.pool.begin().await?;
+        let mut order: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+        order.sort_unstable();
+        order.dedup();
+        let mut current: std::collections::HashMap<&str, Option<String>> = std::collections::HashMap::new();
+        for key in order {
+            let mut locked = None;
+            // A row deleted by the transaction we waited for is gone when our lock is granted
+            // (the SELECT then finds nothing): insert it again and lock that. Bounded, since
+            // each round waits for a committed competitor.
+            for _ in 0..8 {
+                sqlx::query(
+                    "INSERT INTO auth_state (key, value, expires_at) VALUES ($1, '', 0) ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+                locked = sqlx::query_as::<_, (String, i64)>(
+                    "SELECT value, expires_at FROM auth_state WHERE key = $1 FOR UPDATE",
+                )
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if locked.is_some() {
+                    break;
+                }
+            }
+            let Some((value, expires_at)) = locked else {
+                return Err(StoreError::Corrupt(format!("auth_state key {key:?} could not be locked")));
+            };
+            current.insert(key, (expires_at > millis(now)).then_some(value));
+        }
+        let mut values: Vec<Option<String>> =
+            keys.iter().map(|(k, _)| current.get(k.as_str()).cloned().flatten()).collect();
+        let before = values.clone();
+        update(&mut values);
+        for ((key, expires_at), value) in keys.iter().zip(&values) {
+            match value {
+                Some(value) => {
+                    sqlx::query(
+                        "INSERT INTO auth_state (key, value, expires_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                    )
+                    .bind(key)
+                    .bind(value)
+                    .bind(millis(*expires_at))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM auth_state WHERE key = $1").bind(key).execute(&mut *tx).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(super::StateUpdate { before, after: values })
+    }
+
+    async fn state_take(&self, key: &str, now: UnixMillis) -> Result<Option<String>, StoreError> {
+        let value: Option<(String, i64)> =
+            sqlx::query_as("DELETE FROM auth_state WHERE key = $1 RETURNING value, expires_at")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(value.filter(|(_, expires)| *expires > millis(now)).map(|(v, _)| v))
+    }
+
+    async fn enrolled_factors(&self, user_id: &str) -> Result<domain::security::Enrolled, StoreError> {
+        let (totp, sms, left): (bool, bool, i64) = sqlx::query_as(
+            "SELECT \
+               EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL), \
+               EXISTS (SELECT 1 FROM mfa_sms WHERE user_id = $1), \
+               (SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL)",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(domain::security::Enrolled { totp, sms, recovery_codes_left: u32::try_from(left).unwrap_or(0) })
+    }
+
+    async fn record_login_success(
+        &self,
+        user_id: &str,
+        context: &str,
+        at: UnixMillis,
+        events: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
+            .bind(millis(at))
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO login_history (user_id, context, at) VALUES ($1, $2, $3)")
+            .bind(user_id)
+            .bind(context)
+            .bind(millis(at))
+            .execute(&mut *tx)
+            .await?;
+        for (kind, detail) in events {
+            sqlx::query("INSERT INTO security_events (user_id, kind, detail, at) VALUES ($1, $2, $3, $4)")
+                .bind(user_id)
+                .bind(kind)
+                .bind(detail)
+                .bind(millis(at))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn is_disabled(&self, user_id: &str) -> Result<Option<bool>, StoreError> {
+        let row: Option<Option<i64>> = sqlx::query_scalar("SELECT disabled_at FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|disabled_at| disabled_at.is_some()))
+    }
+
+    async fn state_delete(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM auth_state WHERE key = $1").bind(key).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn add_security_event(
+        &self,
+        user_id: &str,
+        kind: &str,
+        detail: &str,
+        at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO security_events (user_id, kind, detail, at) VALUES ($1, $2, $3, $4)")
+            .bind(user_id)
+            .bind(kind)
+            .bind(detail)
+            .bind(millis(at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn security_events(
+        &self,
+        user_id: &str,
+        limit: u32,
+    ) -> Result<Vec<super::SecurityEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, detail, at FROM security_events WHERE user_id = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(user_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok(super::SecurityEvent {
+                    kind: r.try_get("kind")?,
+                    detail: r.try_get("detail")?,
+                    at: unix(r.try_get("at")?),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    async fn totp(&self, user_id: &str) -> Result<Option<super::TotpRow>, StoreError> {
+        let row =
+            sqlx::query("SELECT secret_sealed, confirmed_at, last_step FROM mfa_totp WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row
+            .map(|r| -> Result<super::TotpRow, sqlx::Error> {
+                Ok(super::TotpRow {
+                    secret_sealed: r.try_get("secret_sealed")?,
+                    confirmed_at: r.try_get::<Option<i64>, _>("confirmed_at")?.map(unix),
+                    last_step: r.try_get::<Option<i64>, _>("last_step")?.and_then(|s| u64::try_from(s).ok()),
+                })
+            })
+            .transpose()?)
+    }
+
+    async fn put_pending_totp(&self, user_id: &str, secret_sealed: &[u8]) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO mfa_totp (user_id, secret_sealed) VALUES ($1, $2) \
+             ON CONFLICT (user_id) DO UPDATE SET secret_sealed = excluded.secret_sealed, confirmed_at = NULL, last_step = NULL \
+             WHERE mfa_totp.confirmed_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(secret_sealed)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn confirm_totp(
+        &self,
+        user_id: &str,
+        at: UnixMillis,
+        step: u64,
+        recovery_hashes: &[String],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE mfa_totp SET confirmed_at = $1, last_step = $2 WHERE user_id = $3")
+            .bind(millis(at))
+            .bind(step_i64(step))
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        for hash in recovery_hashes {
+            sqlx::query("INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)")
+                .bind(user_id)
+                .bind(hash)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn use_totp_step(&self, user_id: &str, step: u64) -> Result<bool, StoreError> {
+        // One statement, so two requests with the same code cannot both pass.
+        let updated = sqlx::query(
+            "UPDATE mfa_totp SET last_step = $1 WHERE user_id = $2 AND confirmed_at IS NOT NULL \
+             AND (last_step IS NULL OR last_step < $3)",
+        )
+        .bind(step_i64(step))
+        .bind(user_id)
+        .bind(step_i64(step))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    async fn delete_totp(&self, user_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM mfa_totp WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn sms_phone(&self, user_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT phone_sealed FROM mfa_sms WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn put_sms_phone(
+        &self,
+        user_id: &str,
+        phone_sealed: &[u8],
+        at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO mfa_sms (user_id, phone_sealed, confirmed_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id) DO UPDATE SET phone_sealed = excluded.phone_sealed, confirmed_at = excluded.confirmed_at",
+        )
+        .bind(user_id)
+        .bind(phone_sealed)
+        .bind(millis(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_sms_phone(&self, user_id: &str) -> Result<bool, StoreError> {
+        let deleted =
+            sqlx::query("DELETE FROM mfa_sms WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
+    async fn count_sms_text(
+        &self,
+        counters: &[(String, u32)],
+        day: u64,
+    ) -> Result<Option<usize>, StoreError> {
+        let day = i64::try_from(day).unwrap_or(i64::MAX);
+        // Each upsert takes the counter's row lock until the commit, so two requests cannot
+        // both take the last text. Rows are counted in sorted order (no deadlock between
+        // requests naming the same counters in another order); the answer is the first
+        // counter past its limit in the caller's order, then nothing is counted.
+        let mut order: Vec<usize> = (0..counters.len()).collect();
+        order.sort_by(|a, b| counters.get(*a).map(|c| &c.0).cmp(&counters.get(*b).map(|c| &c.0)));
+        let mut over = vec![false; counters.len()];
+        let mut tx = self.pool.begin().await?;
+        for i in order {
+            let Some((scope, limit)) = counters.get(i) else { continue };
+            let count: i64 = sqlx::query_scalar(
+                "INSERT INTO sms_send_counts (scope, day, count) VALUES ($1, $2, 1) \
+                 ON CONFLICT (scope, day) DO UPDATE SET count = sms_send_counts.count + 1 RETURNING count",
+            )
+            .bind(scope)
+            .bind(day)
+            .fetch_one(&mut *tx)
+            .await?;
+            if let Some(flag) = over.get_mut(i) {
+                *flag = count > i64::from(*limit);
+            }
+        }
+        if let Some(first) = over.iter().position(|o| *o) {
+            // A refused text counts for nothing: the increments are undone.
+            tx.rollback().await?;
+            return Ok(Some(first));
+        }
+        tx.commit().await?;
+        Ok(None)
+    }
+
+    async fn use_recovery_code(
+        &self,
+        user_id: &str,
+        code_hashes: &[String],
+        at: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        // One statement per candidate hash; each is atomic, so a code used twice at once
+        // passes once.
+        for code_hash in code_hashes {
+            let updated = sqlx::query(
+                "UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL",
+            )
+            .bind(millis(at))
+            .bind(user_id)
+            .bind(code_hash)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if updated == 1 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn recovery_codes_left(&self, user_id: &str) -> Result<u32, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL")
+                .bind(user_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u32::try_from(n).unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl super::EventStore for PostgresStore {
+    async fn store_events(
+        &self,
+        events: &[super::EventRow],
+        received_at: UnixMillis,
+    ) -> Result<(u64, u64), StoreError> {
+        // One transaction per batch: a batch is stored whole or not at all, and a retried
+        // batch finds its already-stored events and skips them.
+        let mut tx = self.pool.begin().await?;
+        let mut stored = 0;
+        for e in events {
+            let before = stored;
+            stored += sqlx::query(
+                "INSERT INTO events (id, user_id, kind, class, at, data, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&e.id)
+            .bind(&e.user_id)
+            .bind(&e.kind)
+            .bind(&e.class)
+            .bind(i64::try_from(e.at).unwrap_or(i64::MAX))
+            .bind(e.data.to_string())
+            .bind(millis(received_at))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let inserted = stored > before;
+            // What only the edge sees but the user should read (a session ended to keep under
+            // the tier's cap) becomes a security event too, once, with the event itself.
+            if inserted && super::SECURITY_EVENT_KINDS.contains(&e.kind.as_str()) {
+                if let Some(user_id) = &e.user_id {
+                    sqlx::query(
+                        "INSERT INTO security_events (user_id, kind, detail, at) \
+                         SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM users WHERE id = $5)",
+                    )
+                    .bind(user_id)
+                    .bind(&e.kind)
+                    .bind(e.data.to_string())
+                    .bind(i64::try_from(e.at).unwrap_or(i64::MAX))
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        let total = u64::try_from(events.len()).unwrap_or(u64::MAX);
+        Ok((stored, total.saturating_sub(stored)))
+    }
+
+    async fn user_events(
+        &self,
+        user_id: &str,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<super::EventRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, kind, class, at, data FROM events WHERE user_id = $1 AND at >= $2 AND at < $3 ORDER BY at, id",
+        )
+        .bind(user_id)
+        .bind(millis(from))
+        .bind(millis(to))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok(super::EventRow {
+                    id: r.try_get("id")?,
+                    kind: r.try_get("kind")?,
+                    user_id: r.try_get("user_id")?,
+                    class: r.try_get("class")?,
+                    at: u64::try_from(r.try_get::<i64, _>("at")?).unwrap_or(0),
+                    data: serde_json::from_str(&r.try_get::<String, _>("data")?)
+                        .unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    async fn count_events(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&self.pool).await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn model(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT model FROM models WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn put_model(&self, name: &str, model: &str, trained_at: UnixMillis) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO models (name, trained_at, model) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET trained_at = excluded.trained_at, model = excluded.model",
+        )
+        .bind(name)
+        .bind(millis(trained_at))
+        .bind(model)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl super::JobStore for PostgresStore {
+    async fn insert_provisioned(
+        &self,
+        users: &[(UserRow, Option<(String, UnixMillis)>)],
+        actor: &str,
+        at: UnixMillis,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = format!("INSERT INTO users ({USER_COLUMNS}) VALUES ({USER_PLACEHOLDERS}) ON CONFLICT (email_index) DO NOTHING");
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = Vec::new();
+        for (row, activation) in users {
+            let done = bind_user(sqlx::query(&sql), row).execute(&mut *tx).await?.rows_affected();
+            if done == 1 {
+                inserted.push(row.id.clone());
+                if let Some((token_hash, expires_at)) = activation {
+                    sqlx::query(
+                        "INSERT INTO activations (user_id, token_hash, expires_at) VALUES ($1, $2, $3)",
+                    )
+                    .bind(&row.id)
+                    .bind(token_hash)
+                    .bind(millis(*expires_at))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                insert_audit(
+                    &mut tx,
+                    &AuditEntry {
+                        user_id: row.id.clone(),
+                        actor: actor.to_owned(),
+                        action: "provision".into(),
+                        old_value: None,
+                        new_value: Some(format!("tier={}", row.tier)),
+                        at,
+                    },
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn insert_events(
+        &self,
+        events: &[super::EventRow],
+        received_at: UnixMillis,
+    ) -> Result<u64, StoreError> {
+        Ok(super::EventStore::store_events(self, events, received_at).await?.0)
+    }
+
+    async fn all_users(&self) -> Result<Vec<(String, String, UnixMillis)>, StoreError> {
+        let rows = sqlx::query("SELECT id, tier, created_at FROM users ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("tier")?, unix(r.try_get("created_at")?))))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    async fn activity(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<(String, String, Option<String>, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, kind, class, at FROM events WHERE user_id IS NOT NULL AND at >= $1 AND at < $2 ORDER BY user_id, at",
+        )
+        .bind(millis(from))
+        .bind(millis(to))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("user_id")?,
+                    r.try_get("kind")?,
+                    r.try_get("class")?,
+                    u64::try_from(r.try_get::<i64, _>("at")?).unwrap_or(0),
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    async fn tier_changes(
+        &self,
+    ) -> Result<Vec<(String, Option<String>, Option<String>, UnixMillis)>, StoreError> {
+        let rows = sqlx::query("SELECT user_id, old_value, new_value, at FROM audit_log WHERE action = 'tier_change' ORDER BY at")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("user_id")?,
+                    r.try_get("old_value")?,
+                    r.try_get("new_value")?,
+                    unix(r.try_get("at")?),
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    async fn purge_auth_state(
+        &self,
+        now: UnixMillis,
+        nonces_before: UnixMillis,
+    ) -> Result<(u64, u64), StoreError> {
+        let state = sqlx::query("DELETE FROM auth_state WHERE expires_at <= $1")
+            .bind(millis(now))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let nonces = sqlx::query("DELETE FROM edge_nonces WHERE seen_at < $1")
+            .bind(millis(nonces_before))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        // SMS counters of days before yesterday limit nothing any more.
+        let today = i64::try_from(domain::sms_quota::day(now)).unwrap_or(i64::MAX);
+        sqlx::query("DELETE FROM sms_send_counts WHERE day < $1").bind(today - 1).execute(&self.pool).await?;
+        Ok((state, nonces))
+    }
+
+    async fn purge_unactivated(&self, now: UnixMillis) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT a.user_id FROM activations a JOIN users u ON u.id = a.user_id \
+             WHERE a.expires_at <= $1 AND u.password_hash IS NULL",
+        )
+        .bind(millis(now))
+        .fetch_all(&mut *tx)
+        .await?;
+        for id in &ids {
+            for table in [
+                "activations",
+                "audit_log",
+                "security_events",
+                "login_history",
+                "mfa_totp",
+                "recovery_codes",
+                "mfa_sms",
+            ] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(u64::try_from(ids.len()).unwrap_or(u64::MAX))
+    }
+
+    async fn purge_events_before(&self, before: UnixMillis) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM events WHERE at < $1")
+            .bind(millis(before))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn activate(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        now: UnixMillis,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let user: Option<String> =
+            sqlx::query_scalar("SELECT user_id FROM activations WHERE token_hash = $1 AND expires_at > $2")
+                .bind(token_hash)
+                .bind(millis(now))
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(id) = &user {
+            sqlx::query(
+                "UPDATE users SET password_hash = $1, email_verified = TRUE, updated_at = $2 WHERE id = $3",
+            )
+            .bind(password_hash)
+            .bind(millis(now))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM activations WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn activation_user(
+        &self,
+        token_hash: &str,
+        now: UnixMillis,
+    ) -> Result<Option<UserRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id = (SELECT user_id FROM activations WHERE token_hash = $1 AND expires_at > $2)"
+        ))
+        .bind(token_hash)
+        .bind(millis(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn start_job(&self, job: &str, trigger: &str, at: UnixMillis) -> Result<i64, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO job_runs (job, trigger, started_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(job)
+        .bind(trigger)
+        .bind(millis(at))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    async fn finish_job(&self, id: i64, ok: bool, summary: &str, at: UnixMillis) -> Result<(), StoreError> {
+        sqlx::query("UPDATE job_runs SET finished_at = $1, ok = $2, summary = $3 WHERE id = $4")
+            .bind(millis(at))
+            .bind(ok)
+            .bind(summary)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn job_runs(&self, limit: u32) -> Result<Vec<serde_json::Value>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT job, trigger, started_at, finished_at, ok, summary FROM job_runs ORDER BY id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok(serde_json::json!({
+                    "job": r.try_get::<String, _>("job")?,
+                    "trigger": r.try_get::<String, _>("trigger")?,
+                    "started_at": r.try_get::<i64, _>("started_at")?,
+                    "finished_at": r.try_get::<Option<i64>, _>("finished_at")?,
+                    "ok": r.try_get::<Option<bool>, _>("ok")?,
+                    "summary": r.try_get::<Option<String>, _>("summary")?
+                        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()),
+                }))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+}
