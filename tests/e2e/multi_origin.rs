@@ -110,11 +110,15 @@ fn parallel_wrong_passwords_across_origins_cannot_race_the_softlock(ctx: &Ctx) -
     });
     let checked = statuses.iter().filter(|&&s| s == 401).count();
     let held = statuses.iter().filter(|&&s| s == 429).count();
+    let busy = statuses.iter().filter(|&&s| s == 503).count();
     eprintln!(
-        "30 parallel wrong passwords over {} origins: {checked} checked, {held} softlocked",
+        "30 parallel wrong passwords over {} origins: {checked} checked, {held} softlocked, {busy} told to retry",
         urls.len()
     );
-    assert_eq!((checked, held), (4, 26), "{statuses:?}");
+    // Exactly four reach the password check; the rest wait (429) or, when more arrive at once
+    // than an origin's hashing pool takes, are told to retry (503) before anything is counted.
+    assert_eq!(checked, 4, "{statuses:?}");
+    assert_eq!(held + busy, 26, "{statuses:?}");
     Ok(())
 }
 
