@@ -180,6 +180,9 @@ pub struct Stack {
     // Declared edge first: fields drop in order, and the edge should go before its origin.
     pub edge: Option<Service>,
     pub origin: Option<Service>,
+    /// How long the edge's first successful answer took (a fresh isolate after `wrangler dev`
+    /// started: the Worker's instantiation and its first `/health`), set by [`Stack::start_edge`].
+    pub edge_cold_start: Option<Duration>,
 }
 
 impl Stack {
@@ -199,6 +202,7 @@ impl Stack {
             edge_port: free_port()?,
             edge: None,
             origin: None,
+            edge_cold_start: None,
         };
         stack.start_origin()?;
         stack.start_edge()?;
@@ -392,7 +396,16 @@ impl Stack {
         let mut service = Service::spawn("edge", command, log)?;
         let url = format!("{}/health", self.edge_url());
         // Any HTTP answer means workerd serves the Worker (the origin may be down on purpose).
-        wait_for(&mut service, Duration::from_secs(60), || http::get_status(&url).is_ok())?;
+        let mut first_answer = None;
+        wait_for(&mut service, Duration::from_secs(60), || {
+            let started = Instant::now();
+            let ok = http::get_status(&url).is_ok();
+            if ok {
+                first_answer = Some(started.elapsed());
+            }
+            ok
+        })?;
+        self.edge_cold_start = first_answer;
         self.edge = Some(service);
         Ok(())
     }
