@@ -71,6 +71,17 @@ pub fn json(status: u16, body: &Value, version: Option<u64>) -> Result<Response,
     Ok(Response::ok(serde_json::to_string(body)?)?.with_status(status).with_headers(headers))
 }
 
+/// A JSON answer whose body is already JSON text (a cached profile, served as stored).
+pub fn json_text(status: u16, body: String, version: Option<u64>) -> Result<Response, EdgeError> {
+    let headers = Headers::new();
+    headers.set("content-type", JSON)?;
+    headers.set("cache-control", "no-store")?;
+    if let Some(v) = version {
+        headers.set("etag", &etag(v))?;
+    }
+    Ok(Response::ok(body)?.with_status(status).with_headers(headers))
+}
+
 pub fn etag(version: u64) -> String {
     format!("\"{version}\"")
 }

@@ -23,20 +23,31 @@ pub enum Admission<T> {
 
 /// Authenticates the caller and asks their gate, in one call, whether the request is within
 /// the quota of the tier the gate enforces. `count: false` checks without counting.
-pub async fn admit_user(
+///
+/// `also` starts work that needs the caller but not the gate's answer (a profile read's cache
+/// lookup): it runs while the gate answers, and its result is used only if admitted.
+pub async fn admit_user<T, Fut>(
     req: &Request,
     env: &Env,
     count: bool,
-) -> Result<(Caller, Admission<GateAnswer>), EdgeError> {
-    let caller = auth::authenticate(req, env)?;
-    let gate = GateClient::for_user(env, caller.id.as_str())?
-        .check(caller.token_tier, count, caller.sid.as_deref())
-        .await?;
+    also: impl FnOnce(&Caller) -> Fut,
+) -> Result<(Caller, Admission<(GateAnswer, T)>), EdgeError>
+where
+    Fut: std::future::Future<Output = T>,
+{
+    let caller = auth::authenticate(req, env).await?;
+    let client = GateClient::for_user(env, caller.id.as_str())?;
+    let (gate, extra) = futures_util::future::join(
+        client.check(caller.token_tier, count, caller.sid.as_deref()),
+        also(&caller),
+    )
+    .await;
+    let gate = gate?;
     if let Some(reason) = &gate.session_refused {
         return Err(auth::unauthenticated(reason.clone()));
     }
     if gate.limit.admitted {
-        Ok((caller, Admission::Admitted(gate)))
+        Ok((caller, Admission::Admitted((gate, extra))))
     } else {
         let detail = format!(
             "the {} tier allows {} requests per rolling {} s",

@@ -20,7 +20,15 @@ fn key(user_id: &str) -> String {
     format!("profile:{user_id}")
 }
 
-pub async fn get(env: &Env, user_id: &str) -> Result<Option<CachedProfile>> {
+/// A cached entry as it is read: the profile's JSON text is served as stored, never parsed
+/// into a tree and written out again.
+#[derive(Debug, Deserialize)]
+pub struct CachedText {
+    pub version: u64,
+    pub profile: Box<serde_json::value::RawValue>,
+}
+
+pub async fn get(env: &Env, user_id: &str) -> Result<Option<CachedText>> {
     let text = env.kv(KV_PROFILES)?.get(&key(user_id)).text().await?;
     // An entry that does not parse (an older format, say) is a miss, not an error.
     Ok(text.and_then(|t| serde_json::from_str(&t).ok()))

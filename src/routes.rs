@@ -177,8 +177,8 @@ impl Route {
             // Token introspection for its holder: a token whose session was revoked is not valid,
             // so the gate is asked (checked, not counted), as for every protected request.
             Route::Token => {
-                user_route(req, env, path, false, events, class, |req, _, _| async move {
-                    sessions::introspect(&req, env)
+                user_route(req, env, path, false, events, class, |_, caller, _| async move {
+                    sessions::introspect(&caller)
                 })
                 .await
             }
@@ -263,7 +263,7 @@ impl Route {
             Route::CreateUser => {
                 // An admin creating accounts spends their own quota; a public signup the
                 // address's signup quota.
-                if auth::authenticate_optional(&req, env)?.is_some() {
+                if auth::authenticate_optional(&req, env).await?.is_some() {
                     user_route(req, env, path, true, events, class, |req, caller, _| {
                         users::create(req, env, Some(caller))
                     })
@@ -277,9 +277,23 @@ impl Route {
                     }
                 }
             }
+            // The cache entry of one's own profile is read while the gate answers; whether it
+            // may be served is decided after both (its version against the gate's).
             Route::ReadUser(id) => {
-                user_route(req, env, path, true, events, class, |req, caller, gate| {
-                    users::read(req, env, caller, gate, id)
+                let target = id.clone();
+                let also = move |caller: &auth::Caller| {
+                    let own = caller.id == target;
+                    let key = target.to_string();
+                    async move {
+                        if own {
+                            Some(crate::profile_cache::get(env, &key).await)
+                        } else {
+                            None
+                        }
+                    }
+                };
+                user_route_with(req, env, path, true, events, class, also, |req, caller, gate, prefetched| {
+                    users::read(req, env, caller, gate, id, prefetched)
                 })
                 .await
             }
@@ -330,7 +344,32 @@ where
     F: FnOnce(Request, auth::Caller, crate::gate::GateAnswer) -> Fut,
     Fut: std::future::Future<Output = std::result::Result<Response, EdgeError>>,
 {
-    let (caller, admission) = limits::admit_user(&req, env, count).await?;
+    let also = |_: &auth::Caller| std::future::ready(());
+    user_route_with(req, env, path, count, events, class, also, |req, caller, gate, ()| {
+        handler(req, caller, gate)
+    })
+    .await
+}
+
+/// [`user_route`], with `also` run while the gate answers and its result given to `handler`.
+#[allow(clippy::too_many_arguments)]
+async fn user_route_with<A, AFut, T, F, Fut>(
+    req: Request,
+    env: &Env,
+    path: &str,
+    count: bool,
+    events: &Events,
+    class: &str,
+    also: A,
+    handler: F,
+) -> std::result::Result<Response, EdgeError>
+where
+    A: FnOnce(&auth::Caller) -> AFut,
+    AFut: std::future::Future<Output = T>,
+    F: FnOnce(Request, auth::Caller, crate::gate::GateAnswer, T) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<Response, EdgeError>>,
+{
+    let (caller, admission) = limits::admit_user(&req, env, count, also).await?;
     match admission {
         Admission::Refused(response) => {
             events.push(
@@ -341,11 +380,12 @@ where
             );
             Ok(response)
         }
-        Admission::Admitted(gate) => {
+        Admission::Admitted((gate, extra)) => {
             let limit = gate.limit;
             let policy = gate.tier.as_str();
             let user = caller.id.to_string();
-            let answer = limits::finish(handler(req, caller, gate.clone()).await, &limit, policy, path)?;
+            let answer =
+                limits::finish(handler(req, caller, gate.clone(), extra).await, &limit, policy, path)?;
             events.push(
                 "api_request",
                 Some(&user),

@@ -80,12 +80,17 @@ pub async fn create(mut req: Request, env: &Env, caller: Option<Caller>) -> Resu
     Ok(response)
 }
 
+/// The cache entry a profile read fetched while its gate answered (a read of one's own
+/// profile): `None` when none was fetched.
+pub type Prefetched = Option<worker::Result<Option<profile_cache::CachedText>>>;
+
 pub async fn read(
     _req: Request,
     env: &Env,
     caller: Caller,
     gate: GateAnswer,
     id: UserId,
+    prefetched: Prefetched,
 ) -> Result<Response, EdgeError> {
     let id = &id;
     authorize(&caller, id)?;
@@ -96,11 +101,18 @@ pub async fn read(
     } else {
         GateClient::for_user(env, id.as_str())?.peek().await?.profile_version
     };
-    // KV is served only when the gate vouches that it is not behind an acknowledged write.
+    // KV is served only when the gate vouches that it is not behind an acknowledged write (the
+    // entry carries its version, so one read while the gate answered is checked the same way).
     if let Some(required) = required {
-        if let Some(cached) = profile_cache::get(env, id.as_str()).await? {
+        let cached = match prefetched {
+            Some(entry) => entry?,
+            None => profile_cache::get(env, id.as_str()).await?,
+        };
+        if let Some(cached) = cached {
             if cached.version >= required {
-                let mut response = http::json(200, &cached.profile, Some(cached.version))?;
+                let version = cached.version;
+                let mut response =
+                    http::json_text(200, String::from(Box::<str>::from(cached.profile)), Some(version))?;
                 response.headers_mut().set(SOURCE_HEADER, "cache")?;
                 return Ok(response);
             }

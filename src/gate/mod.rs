@@ -10,7 +10,11 @@
 //! The same class also throttles the unauthenticated endpoints per client IP, as objects named
 //! `ip:<address>`, one rolling window per endpoint class.
 //!
-//! State lives in the object's SQLite storage, so counts survive eviction and restarts.
+//! State lives in the object's SQLite storage, so counts survive eviction and restarts. A
+//! Durable Object instance is the only writer of its storage and handles one request at a time,
+//! so it also keeps what it read in memory (the user's row with its parsed window, the session
+//! records, the configuration) and writes every change through: a request reads no row it has
+//! read before, and writes only what changed.
 
 use domain::rate_limit::{Decision, Limiter, Policy};
 use domain::tier::Tier;
@@ -102,12 +106,27 @@ struct GateRow {
     window: Option<String>,
 }
 
+/// The user's row as this instance last read or wrote it, its window parsed.
+#[derive(Debug, Clone, Default)]
+struct GateState {
+    profile_version: Option<i64>,
+    tier: Option<Tier>,
+    limiter: Limiter,
+}
+
 #[durable_object(fetch)]
 pub struct Gate {
     env: Env,
     sql_storage: worker::SqlStorage,
     /// Whether this instance has made sure of its tables (once per instance, not per request).
     schema_ready: std::cell::Cell<bool>,
+    /// The rate-limit configuration, read from the environment once per instance.
+    config: std::cell::OnceCell<RateLimitConfig>,
+    /// The user's row, written through (`None` until read, and after a write that must be
+    /// read back).
+    state: std::cell::RefCell<Option<GateState>>,
+    /// Session records by id, written through by [`Sessions`].
+    session_cache: sessions::Cache,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -170,12 +189,32 @@ impl Gate {
         Ok(())
     }
 
-    fn load(&self) -> Result<GateRow> {
+    fn config(&self) -> Result<&RateLimitConfig> {
+        if let Some(config) = self.config.get() {
+            return Ok(config);
+        }
+        let config =
+            RateLimitConfig::from_env(&self.env).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        Ok(self.config.get_or_init(|| config))
+    }
+
+    /// The user's row: from memory, or read once.
+    fn load(&self) -> Result<GateState> {
+        if let Some(state) = self.state.borrow().as_ref() {
+            return Ok(state.clone());
+        }
         let rows: Vec<GateRow> = self
             .sql()
             .exec("SELECT profile_version, tier, window FROM gate WHERE id = 1", None)?
             .to_array()?;
-        Ok(rows.into_iter().next().unwrap_or_default())
+        let row = rows.into_iter().next().unwrap_or_default();
+        let state = GateState {
+            profile_version: row.profile_version,
+            tier: row.tier.as_deref().and_then(|t| t.parse().ok()),
+            limiter: Self::limiter(row.window.as_deref()),
+        };
+        *self.state.borrow_mut() = Some(state.clone());
+        Ok(state)
     }
 
     fn limiter(raw: Option<&str>) -> Limiter {
@@ -184,14 +223,13 @@ impl Gate {
     }
 
     fn sessions(&self) -> Sessions<'_> {
-        Sessions { sql: &self.sql_storage, env: &self.env, now: now() }
+        Sessions { sql: &self.sql_storage, env: &self.env, now: now(), cache: &self.session_cache }
     }
 
     fn check(&self, check: &RequestCheck) -> Result<GateAnswer> {
-        let config =
-            RateLimitConfig::from_env(&self.env).map_err(|e| worker::Error::RustError(e.to_string()))?;
-        let row = self.load()?;
-        let tier = row.tier.as_deref().and_then(|t| t.parse().ok()).unwrap_or(check.tier_hint);
+        let config = self.config()?;
+        let mut row = self.load()?;
+        let tier = row.tier.unwrap_or(check.tier_hint);
         let policy = config.user_policy(tier);
         // A revoked or timed-out session is refused before anything is counted.
         let (session_refused, stepped_up_at) = match &check.sid {
@@ -202,7 +240,7 @@ impl Gate {
             None => (Some("the token belongs to no session".to_owned()), None),
         };
         if session_refused.is_some() {
-            let decision = Self::limiter(row.window.as_deref()).peek(now(), &policy);
+            let decision = row.limiter.peek(now(), &policy);
             return Ok(GateAnswer {
                 profile_version: None,
                 tier,
@@ -211,7 +249,7 @@ impl Gate {
                 stepped_up_at: None,
             });
         }
-        let mut limiter = Self::limiter(row.window.as_deref());
+        let mut limiter = row.limiter;
         let decision =
             if check.count { limiter.decide(now(), &policy) } else { limiter.peek(now(), &policy) };
         if decision.admitted && check.count && policy.quota.is_some() {
@@ -220,6 +258,9 @@ impl Gate {
                 "INSERT INTO gate (id, window) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET window = excluded.window",
                 vec![window.into()],
             )?;
+            if let Some(state) = self.state.borrow_mut().as_mut() {
+                state.limiter = limiter;
+            }
         }
         Ok(GateAnswer {
             profile_version: row.profile_version.and_then(|v| u64::try_from(v).ok()),
@@ -231,12 +272,11 @@ impl Gate {
     }
 
     fn peek(&self) -> Result<GateAnswer> {
-        let config =
-            RateLimitConfig::from_env(&self.env).map_err(|e| worker::Error::RustError(e.to_string()))?;
-        let row = self.load()?;
-        let tier = row.tier.as_deref().and_then(|t| t.parse().ok()).unwrap_or(Tier::Free);
+        let config = self.config()?;
+        let mut row = self.load()?;
+        let tier = row.tier.unwrap_or(Tier::Free);
         let policy = config.user_policy(tier);
-        let decision = Self::limiter(row.window.as_deref()).peek(now(), &policy);
+        let decision = row.limiter.peek(now(), &policy);
         Ok(GateAnswer {
             profile_version: row.profile_version.and_then(|v| u64::try_from(v).ok()),
             tier,
@@ -262,6 +302,8 @@ impl Gate {
                 profile_version = MAX(COALESCE(gate.profile_version, 0), excluded.profile_version)",
             vec![version.into(), record.tier.as_str().into()],
         )?;
+        // The row's new values are SQLite's to decide (versions only move forward): read back.
+        *self.state.borrow_mut() = None;
         Ok(())
     }
 
@@ -290,7 +332,14 @@ impl Gate {
 impl DurableObject for Gate {
     fn new(state: State, env: Env) -> Self {
         let sql_storage = state.storage().sql();
-        Self { env, sql_storage, schema_ready: std::cell::Cell::new(false) }
+        Self {
+            env,
+            sql_storage,
+            schema_ready: std::cell::Cell::new(false),
+            config: std::cell::OnceCell::new(),
+            state: std::cell::RefCell::new(None),
+            session_cache: sessions::Cache::default(),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -308,7 +357,7 @@ impl DurableObject for Gate {
             (Method::Post, "/session/create") => {
                 let new: NewSession = req.json().await?;
                 // The session's tier is the one the gate enforces once it has learnt one.
-                let tier: Tier = self.load()?.tier.and_then(|t| t.parse().ok()).unwrap_or(new.tier);
+                let tier: Tier = self.load()?.tier.unwrap_or(new.tier);
                 let max_open = usize::try_from(tier.limits().max_open_sessions).unwrap_or(usize::MAX);
                 Response::from_json(&self.sessions().create(&NewSession { tier, ..new }, max_open)?)
             }
@@ -318,7 +367,7 @@ impl DurableObject for Gate {
             }
             (Method::Post, "/session/refresh") => {
                 let request: RefreshRequest = req.json().await?;
-                let tier = self.load()?.tier.and_then(|t| t.parse().ok()).unwrap_or(Tier::Free);
+                let tier = self.load()?.tier.unwrap_or(Tier::Free);
                 let grace_ms = crate::bindings::refresh_grace_ms(&self.env);
                 let outcome: std::result::Result<TokenPair, RefreshFailure> =
                     self.sessions().refresh(&request.user_id, &request.token, tier, grace_ms)?;

@@ -125,13 +125,30 @@ pub fn user_of(refresh_token: &str) -> Option<(&str, &str)> {
     }
 }
 
+/// The session records a gate instance has read or written, by session id (a Durable Object
+/// instance is the only writer of its storage, so what it wrote last is what is stored).
+pub type Cache = std::cell::RefCell<std::collections::HashMap<String, SessionRecord>>;
+
 pub struct Sessions<'a> {
     pub sql: &'a SqlStorage,
     pub env: &'a Env,
     pub now: UnixMillis,
+    pub cache: &'a Cache,
 }
 
 impl Sessions<'_> {
+    /// The record of `sid` alone (the per-request check): from memory, or read once.
+    fn record(&self, sid: &str) -> Result<Option<SessionRecord>> {
+        if let Some(record) = self.cache.borrow().get(sid) {
+            return Ok(Some(record.clone()));
+        }
+        let record = self.load(sid)?.map(|(record, _)| record);
+        if let Some(r) = &record {
+            self.cache.borrow_mut().insert(sid.to_owned(), r.clone());
+        }
+        Ok(record)
+    }
+
     fn load(&self, sid: &str) -> Result<Option<(SessionRecord, Row)>> {
         let rows: Vec<Row> = self
             .sql
@@ -152,6 +169,7 @@ impl Sessions<'_> {
             "UPDATE sessions SET record = ?, ended_at = ? WHERE sid = ?",
             vec![serde_json::to_string(record)?.into(), ended_at.into(), record.sid.as_str().into()],
         )?;
+        self.cache.borrow_mut().insert(record.sid.clone(), record.clone());
         Ok(())
     }
 
@@ -230,7 +248,7 @@ impl Sessions<'_> {
     /// The status of `sid` for a request (and when it last stepped up), marking the activity
     /// when active.
     pub fn check(&self, sid: &str) -> Result<(SessionStatus, Option<UnixMillis>)> {
-        let Some((mut record, _)) = self.load(sid)? else {
+        let Some(mut record) = self.record(sid)? else {
             return Ok((SessionStatus::Revoked("unknown session".into()), None));
         };
         let status = record.status(self.now);
@@ -305,6 +323,7 @@ impl Sessions<'_> {
         )?;
         self.sql
             .exec("DELETE FROM sessions WHERE ended_at IS NOT NULL AND ended_at < ?", vec![cutoff.into()])?;
+        self.cache.borrow_mut().clear();
         Ok(())
     }
 

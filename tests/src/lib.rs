@@ -220,6 +220,9 @@ pub struct Stack {
     pub origin: Option<Service>,
     pub more_origins: Vec<Service>,
     pub postgres: Option<Postgres>,
+    /// How long the edge's first successful answer took (a fresh isolate after `wrangler dev`
+    /// started: the Worker's instantiation and its first `/health`), set by [`Stack::start_edge`].
+    pub edge_cold_start: Option<Duration>,
 }
 
 impl Stack {
@@ -262,6 +265,7 @@ impl Stack {
             origin: None,
             more_origins: Vec::new(),
             postgres,
+            edge_cold_start: None,
         };
         stack.start_origin()?;
         for _ in 1..origins {
@@ -530,7 +534,16 @@ impl Stack {
         let mut service = Service::spawn("edge", command, log)?;
         let url = format!("{}/health", self.edge_url());
         // Any HTTP answer means workerd serves the Worker (the origin may be down on purpose).
-        wait_for(&mut service, Duration::from_secs(60), || http::get_status(&url).is_ok())?;
+        let mut first_answer = None;
+        wait_for(&mut service, Duration::from_secs(60), || {
+            let started = Instant::now();
+            let ok = http::get_status(&url).is_ok();
+            if ok {
+                first_answer = Some(started.elapsed());
+            }
+            ok
+        })?;
+        self.edge_cold_start = first_answer;
         self.edge = Some(service);
         Ok(())
     }
