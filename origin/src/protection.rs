@@ -169,6 +169,23 @@ struct LockKeys {
     keys: Vec<String>,
     /// Which of `keys` decide whether this attempt waits.
     checked: Vec<bool>,
+    /// Which of `keys` count the attempt before its check (account, network): parallel guesses
+    /// cannot all pass them. A known device's counter counts after the check instead: its token
+    /// came from a successful login, and the owner's parallel logins from one device (an app
+    /// and a browser tab) must not hold each other back.
+    ahead: Vec<bool>,
+}
+
+/// How an attempt counted by `begin_attempt` ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    /// The secret was right: the checked counters reset, the others take the attempt back.
+    Succeeded,
+    /// The secret was wrong: counted already where counted ahead; the others count it now.
+    Failed,
+    /// The secret was not checked (hashing saturated) or the check was not a login's: every
+    /// counter takes the attempt back.
+    TakenBack,
 }
 
 impl LockKeys {
@@ -181,7 +198,13 @@ impl LockKeys {
             keys.push(format!("lock:dev:{account_key}:{}", sha256_hex(device)));
         }
         let checked = keys.iter().map(|k| k.starts_with("lock:dev:") == device.is_some()).collect();
-        Self { keys, checked }
+        let ahead = keys.iter().map(|k| !k.starts_with("lock:dev:")).collect();
+        Self { keys, checked, ahead }
+    }
+
+    /// Whether an attempt with these counters' values waits (a checked counter is paused).
+    fn waiting(&self, counters: &[FailureCounter], now: UnixMillis) -> bool {
+        counters.iter().zip(&self.checked).any(|(c, checked)| *checked && c.check(now).is_err())
     }
 
     fn with_expiry(&self, now: UnixMillis) -> Vec<(String, UnixMillis)> {
@@ -196,9 +219,15 @@ impl Accounts {
         let update = self
             .store
             .update_states(&locks.with_expiry(now), now, &|values| {
-                for value in values.iter_mut() {
-                    let mut counter: FailureCounter = parse_or_default(value.as_ref());
-                    counter.record_failure(now);
+                let counters: Vec<FailureCounter> =
+                    values.iter().map(|v| parse_or_default(v.as_ref())).collect();
+                // An attempt during a pause is a failure on every counter; any other is counted
+                // ahead where the keys count ahead.
+                let waiting = locks.waiting(&counters, now);
+                for ((value, mut counter), ahead) in values.iter_mut().zip(counters).zip(&locks.ahead) {
+                    if waiting || *ahead {
+                        counter.record_failure(now);
+                    }
                     *value = serde_json::to_string(&counter).ok();
                 }
             })
@@ -206,9 +235,7 @@ impl Accounts {
         let before: Vec<FailureCounter> =
             update.before.iter().map(|v| parse_or_default(v.as_ref())).collect();
         let after: Vec<FailureCounter> = update.after.iter().map(|v| parse_or_default(v.as_ref())).collect();
-        let was_waiting =
-            before.iter().zip(&locks.checked).any(|(c, checked)| *checked && c.check(now).is_err());
-        let wait = was_waiting.then(|| {
+        let wait = locks.waiting(&before, now).then(|| {
             after
                 .iter()
                 .zip(&locks.checked)
@@ -220,19 +247,20 @@ impl Accounts {
         Ok((before.first().map_or(0, |c| c.consecutive), wait))
     }
 
-    /// Gives back the attempt `begin_attempt` counted: a success resets the checked counters
-    /// and takes the attempt off the others; a check that could not run (hashing saturated)
-    /// takes it off all of them.
-    async fn end_attempt(&self, locks: &LockKeys, succeeded: bool, now: UnixMillis) -> Result<(), ApiError> {
-        let checked = locks.checked.clone();
+    /// Ends an attempt `begin_attempt` counted (see [`Attempt`]).
+    async fn end_attempt(&self, locks: &LockKeys, outcome: Attempt, now: UnixMillis) -> Result<(), ApiError> {
+        if outcome == Attempt::Failed && locks.ahead.iter().all(|a| *a) {
+            return Ok(()); // counted already, everywhere
+        }
         self.store
-            .update_states(&locks.with_expiry(now), now, &move |values| {
-                for (value, checked) in values.iter_mut().zip(&checked) {
+            .update_states(&locks.with_expiry(now), now, &|values| {
+                for ((value, checked), ahead) in values.iter_mut().zip(&locks.checked).zip(&locks.ahead) {
                     let mut counter: FailureCounter = parse_or_default(value.as_ref());
-                    if succeeded && *checked {
-                        counter.record_success();
-                    } else {
-                        counter.undo_failure();
+                    match (outcome, *ahead) {
+                        (Attempt::Succeeded, _) if *checked => counter.record_success(),
+                        (Attempt::Succeeded | Attempt::TakenBack, true) => counter.undo_failure(),
+                        (Attempt::Failed, false) => counter.record_failure(now),
+                        _ => {}
                     }
                     *value = serde_json::to_string(&counter).ok();
                 }
@@ -352,13 +380,14 @@ impl Accounts {
         let matches = match self.password_matches_in(place, row.as_ref(), &request.password).await {
             Ok(matches) => matches,
             Err(e) => {
-                self.end_attempt(&locks, false, now).await?;
+                self.end_attempt(&locks, Attempt::TakenBack, now).await?;
                 return Err(e);
             }
         };
         let row = match row {
             Some(r) if matches && r.disabled_at.is_none() && r.password_hash.is_some() => r,
             other => {
+                self.end_attempt(&locks, Attempt::Failed, now).await?;
                 if let Some(r) = &other {
                     let detail = json!({ "network": context.network, "device_known": device.is_some() });
                     self.event_later(&r.id, "login_failure", detail, now);
@@ -366,7 +395,7 @@ impl Accounts {
                 return Err(wrong_credentials());
             }
         };
-        self.end_attempt(&locks, true, now).await?;
+        self.end_attempt(&locks, Attempt::Succeeded, now).await?;
 
         let assessment = risk::assess(&context, &history, recent_failures, now);
         let account = self.unseal(row)?;
@@ -731,12 +760,12 @@ impl Accounts {
             match self.password_matches_in(place, Some(&account.row), given.unwrap_or_default()).await {
                 Ok(m) => m,
                 Err(e) => {
-                    self.end_attempt(&locks, false, now).await?;
+                    self.end_attempt(&locks, Attempt::TakenBack, now).await?;
                     return Err(e);
                 }
             };
         if matches {
-            self.end_attempt(&locks, false, now).await?;
+            self.end_attempt(&locks, Attempt::TakenBack, now).await?;
             Ok(())
         } else {
             self.event_later(account.row.id.as_str(), "password_check_failure", json!({}), now);
@@ -1013,6 +1042,7 @@ mod tests {
         let known = LockKeys::of("k", Some("net"), Some("dev"));
         assert_eq!(known.keys.len(), 3);
         assert_eq!(known.checked, vec![false, false, true]);
+        assert_eq!(known.ahead, vec![true, true, false], "a known device counts after its check");
         let unknown = LockKeys::of("k", Some("net"), None);
         assert_eq!(unknown.checked, vec![true, true]);
     }
