@@ -518,8 +518,10 @@ fn two_hundred_logins_stay_flat_and_keep_sessions_at_the_cap(ctx: &Ctx) -> Resul
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (early, late) = (median(&times[..40]), median(&times[160..]));
-    eprintln!("200 logins on one account: median {early:.1} ms for logins 1-40, {late:.1} ms for 161-200");
+    // From the 50th login on, the risk history read is full (50 entries): compare two windows
+    // past it, so only what would grow with the open or ended sessions can make a difference.
+    let (early, late) = (median(&times[60..100]), median(&times[160..]));
+    eprintln!("200 logins on one account: median {early:.1} ms for logins 61-100, {late:.1} ms for 161-200");
     ensure!(late < early * 1.5 + 5.0, "per-login time grows with the sessions: {early:.1} → {late:.1} ms");
     let listed = ctx.api.get(&format!("{}/sessions", users(&id)), Some(&last.str("access_token")))?;
     expect(&listed, 200)?;
