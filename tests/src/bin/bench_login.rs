@@ -114,6 +114,39 @@ fn logins(api: &Api, email: &str, device: &str, connections: usize, seconds: u64
     }
 }
 
+/// CPU seconds (user + system) used so far by every process in process group `pgid`
+/// (a service and its children: `wrangler dev` and its workerd), from `/proc/<pid>/stat`.
+fn cpu_seconds(pgid: i32) -> f64 {
+    let ticks_per_sec = 100.0; // USER_HZ on Linux
+    let mut ticks = 0u64;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // The command name (field 2) may hold spaces; the fields after its ')' are fixed.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // After ')': state(0) ppid(1) pgrp(2) ... utime(11) stime(12)
+        if fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
+            ticks += fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+        }
+    }
+    ticks as f64 / ticks_per_sec
+}
+
+/// CPU seconds used so far by this process (all its threads).
+fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// CPU seconds of the origin, the edge (wrangler + workerd) and this process, now.
+fn cpu_now(stack: &Stack) -> [f64; 3] {
+    let group = |s: &Option<e2e::Service>| s.as_ref().and_then(e2e::Service::pgid).map_or(0.0, cpu_seconds);
+    [group(&stack.origin), group(&stack.edge), own_cpu_seconds()]
+}
+
 fn peak_rss_mib(stack: &Stack) -> u64 {
     let pid = stack.origin.as_ref().and_then(e2e::Service::pgid).unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -149,8 +182,13 @@ fn main() {
         "{:>6} {:>10} {:>8} {:>8} {:>9} {:>9} {:>12}",
         "conns", "logins/s", "ratio", "503s", "p50 ms", "p99 ms", "origin peak"
     );
+    let mut shares = Vec::new();
     for connections in [2, 8, 64] {
+        let before = cpu_now(&stack);
         let r = logins(&api, &email, &device, connections, SECONDS);
+        let after = cpu_now(&stack);
+        let ok = r.ok_per_sec * SECONDS as f64;
+        shares.push((connections, [0, 1, 2].map(|i| (after[i] - before[i]) * 1000.0 / ok.max(1.0))));
         println!(
             "{connections:>6} {:>10.1} {:>7.2}x {:>8} {:>9.1} {:>9.1} {:>9} MiB{}",
             r.ok_per_sec,
@@ -165,5 +203,13 @@ fn main() {
                 format!("  (other answers by status: {:?})", r.other)
             }
         );
+    }
+    println!(
+        "CPU per successful login (ms; the hash alone is {:.1} ms of one core):",
+        1000.0 * cores as f64 / bare
+    );
+    println!("{:>6} {:>10} {:>10} {:>10}", "conns", "origin", "edge", "client");
+    for (connections, [origin, edge, me]) in shares {
+        println!("{connections:>6} {origin:>10.1} {edge:>10.1} {me:>10.1}");
     }
 }
