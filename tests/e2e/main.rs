@@ -7,6 +7,7 @@
 
 mod accounts;
 mod analytics;
+mod browser;
 mod foundation;
 mod hardening_auth;
 mod hardening_data;
@@ -82,6 +83,7 @@ fn main() {
         .chain(hardening_auth::TESTS)
         .chain(hardening_edge::TESTS)
         .chain(hardening_data::TESTS)
+        .chain(browser::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let mut tests = tests;

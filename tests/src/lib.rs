@@ -9,6 +9,7 @@
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod api;
+pub mod browser;
 pub mod http;
 pub mod postgres;
 pub mod proxy;
@@ -57,7 +58,7 @@ pub struct Service {
 }
 
 impl Service {
-    fn spawn(name: &'static str, mut command: Command, log: PathBuf) -> Result<Self> {
+    pub fn spawn(name: &'static str, mut command: Command, log: PathBuf) -> Result<Self> {
         let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         command.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
@@ -68,6 +69,11 @@ impl Service {
     /// The id of the process group the service and its children run in.
     pub fn pgid(&self) -> Option<i32> {
         self.child.as_ref().and_then(|c| i32::try_from(c.id()).ok())
+    }
+
+    /// Whether the service's main process ended with success (false while it runs).
+    pub fn exit_success(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(Some(status))) if status.success())
     }
 
     /// Whether the service's main process is still running.
