@@ -78,9 +78,9 @@ async fn open_session(
     let gate = GateClient::for_user(env, &user_id)?;
     // The gate learns the tier the origin holds, so the edge enforces it from now on.
     let idle_timeout_minutes = Some(u32::try_from(timeout).unwrap_or(u32::MAX));
-    gate.record(&GateRecord { profile_version: version, tier, idle_timeout_minutes }).await?;
     let created = gate
         .create_session(&NewSession {
+            record: Some(GateRecord { profile_version: version, tier, idle_timeout_minutes }),
             user_id: user_id.clone(),
             role: role.clone(),
             tier,

@@ -356,6 +356,9 @@ impl DurableObject for Gate {
             (Method::Post, "/throttle") => Response::from_json(&self.throttle(&req.json().await?)?),
             (Method::Post, "/session/create") => {
                 let new: NewSession = req.json().await?;
+                if let Some(record) = &new.record {
+                    self.record(record)?;
+                }
                 // The session's tier is the one the gate enforces once it has learnt one.
                 let tier: Tier = self.load()?.tier.unwrap_or(new.tier);
                 let max_open = usize::try_from(tier.limits().max_open_sessions).unwrap_or(usize::MAX);

@@ -53,6 +53,10 @@ pub struct NewSession {
     pub device_id: Option<String>,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+    /// What the origin acknowledged with this login (tier, version, session timeout), recorded
+    /// by the gate before the session opens: one call to the gate per login, not two.
+    #[serde(default)]
+    pub record: Option<super::GateRecord>,
 }
 
 /// The tokens a login or a refresh answers with.

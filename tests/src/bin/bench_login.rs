@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+use domain::signing::SharedSecret;
 use e2e::api::{unique_email, Api, GOOD_PASSWORD};
-use e2e::http::client;
+use e2e::http::{client, SignedCall};
 use e2e::Stack;
 use serde_json::json;
 
@@ -62,7 +63,46 @@ struct Round {
     p99_ms: f64,
 }
 
-fn logins(api: &Api, email: &str, device: &str, connections: usize, seconds: u64) -> Round {
+/// Where a round's logins go.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// The public API, through the edge (`POST /api/v1/auth/login`).
+    Edge(&'a Api),
+    /// The origin's internal call the edge makes for a login (`POST /internal/auth/verify`,
+    /// signed as the edge signs it): the origin's share of a login, with no edge around it.
+    Origin { base: &'a str, secret: &'a SharedSecret },
+}
+
+fn login_once(target: Target, http: &reqwest::blocking::Client, email: &str, device: &str, ip: &str) -> u16 {
+    match target {
+        Target::Edge(api) => http
+            .post(api.url("/api/v1/auth/login"))
+            .header("cf-connecting-ip", ip)
+            .json(&json!({"email": email, "password": GOOD_PASSWORD, "device_token": device}))
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0),
+        Target::Origin { base, secret } => {
+            let body = json!({
+                "email": email, "password": GOOD_PASSWORD, "device_token": device,
+                "context": { "ip": ip, "country": null, "user_agent": "bench-login" },
+            });
+            let mut call = SignedCall::new("POST", "/internal/auth/verify", body.to_string().as_bytes());
+            call.actor = "anonymous".to_owned();
+            let mut request = http.post(format!("{base}{}", call.path)).body(call.body.clone());
+            for (name, value) in call.headers(secret) {
+                request = request.header(name, value);
+            }
+            request
+                .header("content-type", "application/json")
+                .send()
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    }
+}
+
+fn logins(target: Target, email: &str, device: &str, connections: usize, seconds: u64) -> Round {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let results: Vec<(u16, Duration)> = std::thread::scope(|scope| {
@@ -78,13 +118,7 @@ fn logins(api: &Api, email: &str, device: &str, connections: usize, seconds: u64
                         // users' devices would be; the per-address limits are raised for this.
                         let ip = format!("2001:db8:{c:x}:{n:x}::1");
                         let t = Instant::now();
-                        let status = http
-                            .post(api.url("/api/v1/auth/login"))
-                            .header("cf-connecting-ip", ip)
-                            .json(&json!({"email": email, "password": GOOD_PASSWORD, "device_token": device}))
-                            .send()
-                            .map(|r| r.status().as_u16())
-                            .unwrap_or(0);
+                        let status = login_once(target, &http, email, device, &ip);
                         own.push((status, t.elapsed()));
                     }
                     own
@@ -175,7 +209,7 @@ fn main() {
     assert_eq!(first.status, 200, "{}", first.body);
     let device = first.str("device_token");
     // Warm the isolate, the gate and the origin's pool.
-    logins(&api, &email, &device, 2, 2);
+    logins(Target::Edge(&api), &email, &device, 2, 2);
 
     println!("full logins through the edge, one account, {SECONDS} s per line:");
     println!(
@@ -185,7 +219,7 @@ fn main() {
     let mut shares = Vec::new();
     for connections in [2, 8, 64] {
         let before = cpu_now(&stack);
-        let r = logins(&api, &email, &device, connections, SECONDS);
+        let r = logins(Target::Edge(&api), &email, &device, connections, SECONDS);
         let after = cpu_now(&stack);
         let ok = r.ok_per_sec * SECONDS as f64;
         shares.push((connections, [0, 1, 2].map(|i| (after[i] - before[i]) * 1000.0 / ok.max(1.0))));
@@ -197,6 +231,36 @@ fn main() {
             r.p50_ms,
             r.p99_ms,
             peak_rss_mib(&stack),
+            if r.other.is_empty() {
+                String::new()
+            } else {
+                format!("  (other answers by status: {:?})", r.other)
+            }
+        );
+    }
+    // The origin alone: the same logins as the edge would ask for them, signed, straight to
+    // the origin. The edge's CPU share above is what separates the two ratios on one machine.
+    let secret = stack.secrets.shared_secret().expect("the shared secret");
+    let base = format!("http://127.0.0.1:{}", stack.origin_port);
+    println!("the origin alone (the edge's signed call, no edge), {SECONDS} s per line:");
+    println!(
+        "{:>6} {:>10} {:>8} {:>8} {:>9} {:>9} {:>12}",
+        "conns", "logins/s", "ratio", "503s", "p50 ms", "p99 ms", "origin cpu"
+    );
+    for connections in [2, 8] {
+        let before = cpu_now(&stack);
+        let r =
+            logins(Target::Origin { base: &base, secret: &secret }, &email, &device, connections, SECONDS);
+        let after = cpu_now(&stack);
+        let ok = (r.ok_per_sec * SECONDS as f64).max(1.0);
+        println!(
+            "{connections:>6} {:>10.1} {:>7.2}x {:>8} {:>9.1} {:>9.1} {:>8.1} ms{}",
+            r.ok_per_sec,
+            r.ok_per_sec / bare,
+            r.busy,
+            r.p50_ms,
+            r.p99_ms,
+            (after[0] - before[0]) * 1000.0 / ok,
             if r.other.is_empty() {
                 String::new()
             } else {
