@@ -111,6 +111,43 @@ pub fn cohort(created_at: UnixMillis) -> String {
     format!("{y:04}-{m:02}")
 }
 
+/// How many 30-day periods after signup cohort retention follows.
+pub const RETENTION_PERIODS: u64 = 25;
+const PERIOD_MS: u64 = 30 * DAY_MS;
+
+/// The 30-day periods since signup (`created_at`) in which the user had any event, as bits
+/// (bit `k`: active in `[created + 30k days, created + 30(k+1) days)`), for the first
+/// [`RETENTION_PERIODS`] periods. A user's whole history folds into these 32 bits, so
+/// retention needs no event kept in memory.
+pub fn active_periods(events: &[Activity], created_at: UnixMillis) -> u32 {
+    events
+        .iter()
+        .filter_map(|e| e.at.0.checked_sub(created_at.0))
+        .map(|since| since / PERIOD_MS)
+        .filter(|period| *period < RETENTION_PERIODS)
+        .fold(0, |bits, period| bits | (1 << period))
+}
+
+/// A cohort's retention from its members' (signup time, [`active_periods`]): for each period
+/// that has fully passed for at least one member, the share of those members active in it
+/// (rounded to 0.001).
+pub fn retention(members: &[(UnixMillis, u32)], now: UnixMillis) -> Vec<f64> {
+    let mut shares = Vec::new();
+    for period in 0..RETENTION_PERIODS {
+        let eligible: Vec<u32> = members
+            .iter()
+            .filter(|(created, _)| created.0 + (period + 1) * PERIOD_MS <= now.0)
+            .map(|(_, bits)| *bits)
+            .collect();
+        if eligible.is_empty() {
+            break;
+        }
+        let active = eligible.iter().filter(|bits| *bits & (1 << period) != 0).count();
+        shares.push((active as f64 / eligible.len() as f64 * 1000.0).round() / 1000.0);
+    }
+    shares
+}
+
 /// Howard Hinnant's days-to-civil algorithm: the proleptic Gregorian date of a day number.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -239,6 +276,23 @@ pub fn auc(scored: &[(f64, bool)]) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn retention_counts_each_member_in_the_periods_they_were_active_once_the_period_passed() {
+        let day = |d: u64| UnixMillis(1_700_000_000_000 + d * DAY_MS);
+        let event = |d: u64| Activity { kind: "api_request".into(), class: None, at: day(d) };
+        // Active in periods 0 and 2 (days 1, 5, 65), and an event before signup ignored.
+        let a = active_periods(&[event(1), event(5), event(65)], day(0));
+        assert_eq!(a, 0b101);
+        assert_eq!(active_periods(&[event(0)], day(3)), 0, "an event before signup is no activity");
+        assert_eq!(active_periods(&[event(30 * 40)], day(0)), 0, "beyond the followed periods");
+        let b = active_periods(&[event(31)], day(0));
+        // At day 70 periods 0 and 1 have passed for both members; period 2 has not.
+        assert_eq!(retention(&[(day(0), a), (day(0), b)], day(70)), vec![0.5, 0.5]);
+        // A member who signed up later is not yet eligible for the periods they have not lived.
+        assert_eq!(retention(&[(day(0), a), (day(50), 0b1)], day(70)), vec![1.0, 0.0]);
+        assert!(retention(&[(day(0), a)], day(10)).is_empty());
+    }
+
     use super::*;
 
     const NOW: UnixMillis = UnixMillis(1_764_000_000_000);

@@ -571,7 +571,7 @@ impl Stack {
     }
 }
 
-fn origin_binary() -> Result<PathBuf> {
+pub fn origin_binary() -> Result<PathBuf> {
     let path = std::env::var_os("E2E_ORIGIN_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/debug/origin"));

@@ -6,10 +6,14 @@
 //! since. One user in five (by a hash of the id, so the split is the same every run) is held
 //! out, and the model's AUC on them is reported. The same data gives the same model.
 //!
+//! The events are streamed from the database one user at a time and folded into a few numbers
+//! per user (segment, engagement, the 30-day periods with activity, the model's features), so
+//! memory follows the number of users, not of events (`scripts/bench-analytics`).
+//!
 //! Reports (in the reports folder): `analytics.json`, `segments.csv`, `cohorts.csv` and
 //! `report.html` with the charts, each private to the origin's user (see `files`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use domain::analytics::{self, Activity, ChurnModel};
@@ -18,7 +22,6 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::files::{create_private_dir, csv_cell, write_private};
-use super::tiers::activity_by_user;
 use super::JobOptions;
 use crate::AppState;
 
@@ -35,44 +38,106 @@ fn held_out(id: &str) -> bool {
     Sha256::digest(id.as_bytes()).first().is_some_and(|b| b % 5 == 0)
 }
 
+/// What the job keeps of one user once their events are read: a few numbers, so that memory
+/// grows with the number of users, never with the number of events.
+struct Described {
+    segment: &'static str,
+    engagement: u32,
+    /// The 30-day periods since signup with activity (`analytics::active_periods`).
+    periods: u32,
+}
+
+/// Describes every user from their events as the store streams them, one user at a time.
+struct Describer<'a> {
+    users: &'a [(String, String, UnixMillis)],
+    index: HashMap<&'a str, usize>,
+    now: UnixMillis,
+    observed: UnixMillis,
+    described: Vec<Option<Described>>,
+    train: Vec<([f64; 5], bool)>,
+    test: Vec<([f64; 5], bool)>,
+    progress: super::Progress,
+}
+
+impl<'a> Describer<'a> {
+    fn describe(&mut self, at: usize, events: &[Activity]) {
+        let Some((id, _, created)) = self.users.get(at) else { return };
+        let engagement = analytics::engagement(events, self.now);
+        let tenure_now = self.now.0.saturating_sub(created.0) / DAY_MS;
+        let segment = analytics::segment(&engagement, tenure_now);
+        if created.0 + 7 * DAY_MS <= self.observed.0 {
+            let before: Vec<Activity> = events.iter().filter(|e| e.at < self.observed).cloned().collect();
+            let churned = !events.iter().any(|e| e.at >= self.observed);
+            let tenure = self.observed.0.saturating_sub(created.0) / DAY_MS;
+            let features = analytics::engagement(&before, self.observed).components.features(tenure);
+            if held_out(id) {
+                self.test.push((features, churned));
+            } else {
+                self.train.push((features, churned));
+            }
+        }
+        let periods = analytics::active_periods(events, *created);
+        if let Some(slot) = self.described.get_mut(at) {
+            *slot = Some(Described { segment, engagement: engagement.score, periods });
+        }
+        self.progress.inc(1);
+    }
+
+    /// One user's events, from the store's stream (users in id order).
+    fn visit(&mut self, user: &str, events: &[Activity]) {
+        if let Some(&at) = self.index.get(user) {
+            self.describe(at, events);
+        }
+    }
+
+    /// The users the stream did not name: they have no events.
+    fn describe_the_rest(&mut self) {
+        for at in 0..self.users.len() {
+            if self.described.get(at).is_some_and(Option::is_none) {
+                self.describe(at, &[]);
+            }
+        }
+    }
+}
+
 pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> anyhow::Result<Value> {
     let users = state.store.all_users().await?;
-    let activity = activity_by_user(state, UnixMillis(0), now).await?;
-    let observed = now.saturating_sub_ms(HORIZON_DAYS * DAY_MS);
-    let progress = options.progress(users.len() as u64, "analytics");
+    let mut describer = Describer {
+        users: &users,
+        index: users.iter().enumerate().map(|(i, (id, _, _))| (id.as_str(), i)).collect(),
+        now,
+        observed: now.saturating_sub_ms(HORIZON_DAYS * DAY_MS),
+        described: (0..users.len()).map(|_| None).collect(),
+        train: Vec::new(),
+        test: Vec::new(),
+        progress: options.progress(users.len() as u64, "analytics"),
+    };
+    let events = state
+        .store
+        .for_each_user_activity(UnixMillis(0), now.saturating_add_ms(1), &mut |user, events| {
+            describer.visit(user, events);
+        })
+        .await?;
+    describer.describe_the_rest();
+    describer.progress.finish();
+    let Describer { described, train, test, .. } = describer;
 
-    let mut train = Vec::new();
-    let mut test = Vec::new();
     let mut segments: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut segment_rows = String::from("user_id,tier,segment,engagement\n");
-    for (id, tier, created) in &users {
-        let events: &[Activity] = activity.get(id).map(Vec::as_slice).unwrap_or(&[]);
-        let engagement = analytics::engagement(events, now);
-        let tenure_now = now.0.saturating_sub(created.0) / DAY_MS;
-        let segment = analytics::segment(&engagement, tenure_now);
-        *segments.entry(segment).or_default() += 1;
+    let mut cohort_members: BTreeMap<String, Vec<(UnixMillis, u32)>> = BTreeMap::new();
+    for ((id, tier, created), d) in users.iter().zip(&described) {
+        let Some(d) = d else { continue };
+        *segments.entry(d.segment).or_default() += 1;
         let _ = writeln!(
             segment_rows,
             "{},{},{},{}",
             csv_cell(id),
             csv_cell(tier),
-            csv_cell(segment),
-            engagement.score
+            csv_cell(d.segment),
+            d.engagement
         );
-        if created.0 + 7 * DAY_MS <= observed.0 {
-            let before: Vec<Activity> = events.iter().filter(|e| e.at < observed).cloned().collect();
-            let churned = !events.iter().any(|e| e.at >= observed);
-            let tenure = observed.0.saturating_sub(created.0) / DAY_MS;
-            let features = analytics::engagement(&before, observed).components.features(tenure);
-            if held_out(id) {
-                test.push((features, churned));
-            } else {
-                train.push((features, churned));
-            }
-        }
-        progress.inc(1);
+        cohort_members.entry(analytics::cohort(*created)).or_default().push((*created, d.periods));
     }
-    progress.finish();
 
     let churners = train.iter().filter(|s| s.1).count();
     let model: Option<ChurnModel> = if train.len() >= MIN_TRAINING && churners > 0 && churners < train.len() {
@@ -85,7 +150,13 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
         None
     };
 
-    let cohorts = cohort_retention(&users, &activity, now);
+    let cohorts: BTreeMap<String, (usize, Vec<f64>)> = cohort_members
+        .into_iter()
+        .map(|(cohort, members)| {
+            let retention = analytics::retention(&members, now);
+            (cohort, (members.len(), retention))
+        })
+        .collect();
     create_private_dir(&options.reports)?;
     let mut cohort_csv = String::from("cohort,users,month,retention\n");
     for (cohort, (size, retention)) in &cohorts {
@@ -96,6 +167,7 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
     let report = json!({
         "generated_at": now.0,
         "users": users.len(),
+        "events": events,
         "churn_model": model.as_ref().map(|m| json!({
             "trained_on": m.trained_on, "held_out": test.len(), "auc": m.auc,
             "weights": analytics::FEATURE_NAMES.iter().zip(m.weights).map(|(n, w)| json!({ "feature": n, "weight": (w * 1000.0).round() / 1000.0 })).collect::<Vec<_>>(),
@@ -111,6 +183,7 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
     write_private(&dir.join("report.html"), html(&report))?;
     Ok(json!({
         "users": users.len(),
+        "events": events,
         "auc": model.as_ref().map(|m| m.auc),
         "trained_on": model.as_ref().map(|m| m.trained_on),
         "held_out": test.len(),
@@ -118,41 +191,6 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
         "segments": field(&report, "segments"),
         "reports": dir.display().to_string(),
     }))
-}
-
-/// Per signup month: its size and, for each 30-day period since signup that has fully
-/// passed, the share of its users active in it.
-fn cohort_retention(
-    users: &[(String, String, UnixMillis)],
-    activity: &BTreeMap<String, Vec<Activity>>,
-    now: UnixMillis,
-) -> BTreeMap<String, (usize, Vec<f64>)> {
-    let mut groups: BTreeMap<String, Vec<(&String, UnixMillis)>> = BTreeMap::new();
-    for (id, _, created) in users {
-        groups.entry(analytics::cohort(*created)).or_default().push((id, *created));
-    }
-    groups
-        .into_iter()
-        .map(|(cohort, members)| {
-            let mut retention = Vec::new();
-            for month in 0u64.. {
-                let eligible: Vec<&(&String, UnixMillis)> =
-                    members.iter().filter(|(_, c)| c.0 + (month + 1) * 30 * DAY_MS <= now.0).collect();
-                if eligible.is_empty() || month > 24 {
-                    break;
-                }
-                let active = eligible
-                    .iter()
-                    .filter(|(id, c)| {
-                        let (from, to) = (c.0 + month * 30 * DAY_MS, c.0 + (month + 1) * 30 * DAY_MS);
-                        activity.get(*id).is_some_and(|ev| ev.iter().any(|e| e.at.0 >= from && e.at.0 < to))
-                    })
-                    .count();
-                retention.push((active as f64 / eligible.len() as f64 * 1000.0).round() / 1000.0);
-            }
-            (cohort, (members.len(), retention))
-        })
-        .collect()
 }
 
 fn html(report: &Value) -> String {

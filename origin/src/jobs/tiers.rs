@@ -2,7 +2,7 @@
 //! candidates, each with its evidence, from `domain::analytics::recommend_tier` over the last
 //! 14 days of events), the tier distribution, and tier migrations per month from the audit log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use domain::analytics::{self, Activity};
 use domain::tier::Tier;
@@ -20,30 +20,19 @@ fn field<'a>(value: &'a Value, key: &str) -> &'a Value {
 
 const DAY_MS: u64 = 86_400_000;
 
-/// Every user's events in `[from, now)`, grouped.
-pub(crate) async fn activity_by_user(
-    state: &AppState,
-    from: UnixMillis,
-    now: UnixMillis,
-) -> anyhow::Result<BTreeMap<String, Vec<Activity>>> {
-    let mut by_user: BTreeMap<String, Vec<Activity>> = BTreeMap::new();
-    for (user, kind, class, at) in state.store.activity(from, now.saturating_add_ms(1)).await? {
-        by_user.entry(user).or_default().push(Activity { kind, class, at: UnixMillis(at) });
-    }
-    Ok(by_user)
-}
-
 pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> anyhow::Result<Value> {
     let users = state.store.all_users().await?;
-    let activity = activity_by_user(state, now.saturating_sub_ms(14 * DAY_MS), now).await?;
+    let index: HashMap<&str, usize> =
+        users.iter().enumerate().map(|(i, (id, _, _))| (id.as_str(), i)).collect();
     let progress = options.progress(users.len() as u64, "tiers");
     let mut distribution: BTreeMap<String, u64> = BTreeMap::new();
     let mut upgrades = Vec::new();
     let mut downgrades = Vec::new();
-    for (id, tier, created) in &users {
-        *distribution.entry(tier.clone()).or_default() += 1;
-        let Ok(tier) = tier.parse::<Tier>() else { continue };
-        let events = activity.get(id).map(Vec::as_slice).unwrap_or(&[]);
+    let mut seen = vec![false; users.len()];
+    let mut recommend = |at: usize, events: &[Activity]| {
+        let Some((id, tier, created)) = users.get(at) else { return };
+        progress.inc(1);
+        let Ok(tier) = tier.parse::<Tier>() else { return };
         let tenure = now.0.saturating_sub(created.0) / DAY_MS;
         let r = analytics::recommend_tier(tier, events, tenure, now);
         if let Some(to) = r.tier {
@@ -54,9 +43,29 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
                 downgrades.push(entry);
             }
         }
-        progress.inc(1);
+    };
+    // The last 14 days of events, one user at a time as the store streams them.
+    let from = now.saturating_sub_ms(14 * DAY_MS);
+    state
+        .store
+        .for_each_user_activity(from, now.saturating_add_ms(1), &mut |user, events| {
+            if let Some(&at) = index.get(user) {
+                if let Some(s) = seen.get_mut(at) {
+                    *s = true;
+                }
+                recommend(at, events);
+            }
+        })
+        .await?;
+    for at in 0..users.len() {
+        if seen.get(at) == Some(&false) {
+            recommend(at, &[]);
+        }
     }
     progress.finish();
+    for (_, tier, _) in &users {
+        *distribution.entry(tier.clone()).or_default() += 1;
+    }
     let mut migrations: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for (_, old, new, at) in state.store.tier_changes().await? {
         let month = analytics::cohort(at);

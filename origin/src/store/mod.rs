@@ -11,6 +11,7 @@ mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use domain::analytics::Activity;
 use domain::time::UnixMillis;
 
 pub use postgres::PostgresStore;
@@ -26,6 +27,47 @@ pub enum StoreError {
     DuplicateEmail,
     #[error("a stored value is corrupt: {0}")]
     Corrupt(String),
+}
+
+/// What [`Store::for_each_user_activity`] hands each user's events to.
+pub type ActivityVisitor<'v> = dyn for<'u, 'e> FnMut(&'u str, &'e [Activity]) + Send + 'v;
+
+/// Groups a stream of (user id, activity) rows, ordered by user, into one call of `visit` per
+/// user. Both backends feed it from their row streams.
+pub(crate) struct ActivityGroups<'v> {
+    user: String,
+    events: Vec<Activity>,
+    read: u64,
+    visit: &'v mut ActivityVisitor<'v>,
+}
+
+impl<'v> ActivityGroups<'v> {
+    pub(crate) fn new(visit: &'v mut ActivityVisitor<'v>) -> Self {
+        Self { user: String::new(), events: Vec::new(), read: 0, visit }
+    }
+
+    pub(crate) fn push(&mut self, user: &str, activity: Activity) {
+        if user != self.user {
+            self.flush();
+            user.clone_into(&mut self.user);
+        }
+        self.events.push(activity);
+        self.read += 1;
+    }
+
+    fn flush(&mut self) {
+        if !self.events.is_empty() {
+            (self.visit)(&self.user, &self.events);
+            // The buffer is reused: its capacity is the busiest user's so far, not the total.
+            self.events.clear();
+        }
+    }
+
+    /// Hands over the last user and answers how many events were read.
+    pub(crate) fn finish(mut self) -> u64 {
+        self.flush();
+        self.read
+    }
 }
 
 /// What remembering a nonce found.
@@ -286,12 +328,15 @@ pub trait JobStore: Send + Sync {
     async fn insert_events(&self, events: &[EventRow], received_at: UnixMillis) -> Result<u64, StoreError>;
     /// Every user's id, tier and creation time.
     async fn all_users(&self) -> Result<Vec<(String, String, UnixMillis)>, StoreError>;
-    /// Every event's (user id, kind, class, at) in `[from, to)`, by user then time.
-    async fn activity(
+    /// Every user's events (kind, class, at) in `[from, to)`, streamed from the database and
+    /// handed to `visit` one user at a time (users in id order, each user's events by time):
+    /// only one user's events are ever in memory. Answers how many events were read.
+    async fn for_each_user_activity(
         &self,
         from: UnixMillis,
         to: UnixMillis,
-    ) -> Result<Vec<(String, String, Option<String>, u64)>, StoreError>;
+        visit: &mut ActivityVisitor<'_>,
+    ) -> Result<u64, StoreError>;
     /// Tier changes from the audit log: (user id, old, new, at).
     async fn tier_changes(
         &self,

@@ -4,13 +4,17 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use domain::analytics::Activity;
 use domain::time::UnixMillis;
+use futures_util::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
 use sqlx::Row;
 
-use super::{AuditEntry, NonceOutcome, Store, StoreError, UpdateOutcome, UserRow};
+use super::{
+    ActivityGroups, ActivityVisitor, AuditEntry, NonceOutcome, Store, StoreError, UpdateOutcome, UserRow,
+};
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -830,29 +834,29 @@ impl super::JobStore for SqliteStore {
             .collect::<Result<Vec<_>, sqlx::Error>>()?)
     }
 
-    async fn activity(
+    async fn for_each_user_activity(
         &self,
         from: UnixMillis,
         to: UnixMillis,
-    ) -> Result<Vec<(String, String, Option<String>, u64)>, StoreError> {
-        let rows = sqlx::query(
+        visit: &mut ActivityVisitor<'_>,
+    ) -> Result<u64, StoreError> {
+        let mut rows = sqlx::query(
             "SELECT user_id, kind, class, at FROM events WHERE user_id IS NOT NULL AND at >= ? AND at < ? ORDER BY user_id, at",
         )
         .bind(millis(from))
         .bind(millis(to))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("user_id")?,
-                    r.try_get("kind")?,
-                    r.try_get("class")?,
-                    u64::try_from(r.try_get::<i64, _>("at")?).unwrap_or(0),
-                ))
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+        .fetch(&self.pool);
+        let mut groups = ActivityGroups::new(visit);
+        while let Some(row) = rows.try_next().await? {
+            let user: &str = row.try_get("user_id")?;
+            let activity = Activity {
+                kind: row.try_get("kind")?,
+                class: row.try_get("class")?,
+                at: UnixMillis(u64::try_from(row.try_get::<i64, _>("at")?).unwrap_or(0)),
+            };
+            groups.push(user, activity);
+        }
+        Ok(groups.finish())
     }
 
     async fn tier_changes(
