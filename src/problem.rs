@@ -27,6 +27,12 @@ impl EdgeError {
     pub fn into_response(self, path: &str) -> Result<Response> {
         let problem = self.into_problem(path);
         let mut response = respond(&problem)?;
+        // A 405 lists the methods the resource has, in the header RFC 9110 requires.
+        if problem.status == 405 {
+            if let Some(allow) = problem.extensions.get("allow").and_then(serde_json::Value::as_str) {
+                response.headers_mut().set("allow", allow)?;
+            }
+        }
         // A 429 (softlock) or 503 (saturation) passed through from the origin says its wait in
         // `retry_after`.
         if matches!(problem.status, 429 | 503) {

@@ -19,7 +19,7 @@ use crate::{auth, health, http, openapi, sessions, users};
 pub async fn dispatch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let path = req.path();
     let events = Events::default();
-    let outcome = match route(&req.method(), &path) {
+    let outcome = match route(&method_of(&req), &path) {
         Ok(route) => route.handle(req, &env, &path, &events).await,
         Err(e) => Err(e),
     };
@@ -394,6 +394,18 @@ where
             );
             Ok(answer)
         }
+    }
+}
+
+/// The request's method. workers-rs reads a method it has no name for (`QUERY`, `get`) as GET;
+/// here such a method is one no route allows, so it gets the resource's 405 and `Allow`.
+fn method_of(req: &Request) -> Method {
+    let raw = req.inner().method();
+    let method = Method::from(raw.clone());
+    if method.as_ref() == raw {
+        method
+    } else {
+        Method::Report
     }
 }
 

@@ -8,6 +8,7 @@
 mod accounts;
 mod analytics;
 mod browser;
+mod contract;
 mod foundation;
 mod hardening_auth;
 mod hardening_data;
@@ -84,6 +85,7 @@ fn main() {
         .chain(hardening_edge::TESTS)
         .chain(hardening_data::TESTS)
         .chain(browser::TESTS)
+        .chain(contract::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let mut tests = tests;
