@@ -15,6 +15,7 @@ mod hardening_edge;
 mod jobs;
 mod limits;
 mod multi_origin;
+mod passkeys;
 mod protection;
 mod sessions;
 
@@ -84,6 +85,7 @@ fn main() {
         .chain(hardening_edge::TESTS)
         .chain(hardening_data::TESTS)
         .chain(browser::TESTS)
+        .chain(passkeys::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let mut tests = tests;
