@@ -27,6 +27,12 @@
       renamed: 'Renamed.', new_name: 'New name', totp_done: 'Authenticator app enrolled.',
       session_ended: 'Session ended.', signed_out: 'Signed out.', working: 'Working…',
       no_webauthn: 'This browser cannot use passkeys here.',
+      ev_login_success: 'Signed in', ev_passkey_login: 'Signed in with a passkey', ev_mfa_success: 'Second factor confirmed',
+      ev_mfa_enrolled: 'Factor added', ev_mfa_removed: 'Factor removed', ev_step_up: 'Identity confirmed again',
+      ev_passkey_counter_regressed: 'Passkey refused: possible clone', ev_passkey_backup_eligibility_changed: 'Passkey refused: its backup flag changed',
+      ev_passkey_refused_model: 'Authenticator model refused', ev_login_failure: 'Failed sign-in', ev_mfa_failure: 'Wrong second factor',
+      ev_risk_assessed: 'Sign-in risk assessed', ev_mfa_challenge: 'Second factor asked', ev_session_evicted: 'Session ended (limit)',
+      ev_mfa_enrolment_started: 'Authenticator app setup started',
     },
     fr: {
       signin_title: 'Connexion', email: 'E-mail', password: 'Mot de passe', signin: 'Se connecter', or: 'ou',
@@ -49,6 +55,12 @@
       renamed: 'Renommée.', new_name: 'Nouveau nom', totp_done: 'Application d’authentification enregistrée.',
       session_ended: 'Session terminée.', signed_out: 'Déconnecté.', working: 'Un instant…',
       no_webauthn: 'Ce navigateur ne peut pas utiliser de clé d’accès ici.',
+      ev_login_success: 'Connexion', ev_passkey_login: 'Connexion avec une clé d’accès', ev_mfa_success: 'Second facteur confirmé',
+      ev_mfa_enrolled: 'Facteur ajouté', ev_mfa_removed: 'Facteur retiré', ev_step_up: 'Identité confirmée à nouveau',
+      ev_passkey_counter_regressed: 'Clé d’accès refusée : clone possible', ev_passkey_backup_eligibility_changed: 'Clé d’accès refusée : son indicateur de sauvegarde a changé',
+      ev_passkey_refused_model: 'Modèle d’authentificateur refusé', ev_login_failure: 'Échec de connexion', ev_mfa_failure: 'Second facteur erroné',
+      ev_risk_assessed: 'Risque de connexion évalué', ev_mfa_challenge: 'Second facteur demandé', ev_session_evicted: 'Session terminée (limite)',
+      ev_mfa_enrolment_started: 'Configuration d’application commencée',
     },
   };
   let lang = (navigator.language || 'en').toLowerCase().startsWith('fr') ? 'fr' : 'en';
@@ -261,7 +273,12 @@
   }
 
   function renderEvents(list) {
-    $('events').replaceChildren(...list.slice(0, 15).map((e) => item(e.kind.replace(/_/g, ' '), when(e.at), [])));
+    const name = (kind) => (T[lang][`ev_${kind}`] || T.en[`ev_${kind}`] || kind.replace(/_/g, ' '));
+    $('events').replaceChildren(...list.slice(0, 15).map((e) => {
+      const li = item(name(e.kind), when(e.at), []);
+      li.dataset.kind = e.kind;
+      return li;
+    }));
   }
 
   async function addPasskey(kind) {
@@ -370,7 +387,11 @@
 
   document.addEventListener('DOMContentLoaded', () => {
     translate();
-    $('lang').addEventListener('click', () => { lang = lang === 'fr' ? 'en' : 'fr'; translate(); });
+    $('lang').addEventListener('click', () => {
+      lang = lang === 'fr' ? 'en' : 'fr';
+      translate();
+      if (state.token) refresh().catch((e) => say(e.message, 'error'));
+    });
     $('password-form').addEventListener('submit', passwordSignIn);
     $('passkey-signin').addEventListener('click', () => {
       if (!W() || !W().browserSupportsWebAuthn()) return say(t('no_webauthn'), 'error');

@@ -38,7 +38,7 @@ pub enum Refusal {
     AaguidNotAllowed(String),
     #[error("this authenticator model ({0}) is blocked on this tier")]
     AaguidBlocked(String),
-    #[error("the credential's signature counter went backwards ({stored} stored, {seen} seen): it may have been cloned")]
+    #[error("the credential's signature counter did not move past {stored}: it may have been cloned")]
     CounterWentBackwards { stored: u32, seen: u32 },
     #[error("the credential's backup-eligible flag changed since it was registered")]
     BackupEligibilityChanged,

@@ -7,6 +7,7 @@ import { run, screenshot, expect, virtualAuthenticator } from './lib.mjs';
 const base = process.env.EDGE_LOCAL_URL;
 const email = process.env.USER_EMAIL;
 const password = process.env.USER_PASSWORD;
+const api = process.env.EDGE_URL;
 
 async function visible(page, selector, what) {
   await page.waitForSelector(selector, { state: 'visible', timeout: 15000 }).catch(async () => {
@@ -120,7 +121,7 @@ await run(async (browser) => {
   await cdp.send('WebAuthn.addCredential', { authenticatorId, credential: { ...original, signCount: original.signCount + 10 } });
   await page.click('#passkey-signin');
   await visible(page, '#account', 'the genuine passkey after the clone');
-  await page.waitForSelector('#events li:has-text("passkey counter regressed")');
+  await page.waitForSelector('#events li[data-kind="passkey_counter_regressed"]');
   await screenshot(page, 'security-events');
 
   // Remove it: a step-up (password + passkey), then the removal.
@@ -137,4 +138,18 @@ await run(async (browser) => {
   await page.fill('#password', password);
   await page.click('#password-form button[type=submit]');
   await visible(page, '#account', 'password sign-in after the removal');
+
+  // The enterprise tier's policy blocks the virtual authenticator's model (its AAGUID): an
+  // admin moves the account there, and the same authenticator is refused, with a reason.
+  const upgrade = await fetch(`${api}/api/v1/users/${process.env.USER_ID}/upgrade`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${process.env.ADMIN_TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ tier: 'enterprise' }),
+  });
+  expect(upgrade.status === 200, `the admin's upgrade answered ${upgrade.status}`);
+  await page.fill('#passkey-label', 'Laptop again');
+  await page.fill('#passkey-password', password);
+  await page.click('#add-passkey');
+  await status(page, 'blocked on this tier', 'the enterprise policy');
+  await screenshot(page, 'enterprise-blocks-the-model');
 });

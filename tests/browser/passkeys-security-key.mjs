@@ -1,6 +1,20 @@
 // A roaming security key (virtual CTAP2 authenticator on USB, not discoverable) registered
 // from the account page and used as the second factor after the password.
+import { createHmac } from 'node:crypto';
 import { run, screenshot, expect, virtualAuthenticator } from './lib.mjs';
+
+/** The current RFC 6238 code of a base32 secret, as an authenticator app computes it. */
+function totp(secret, at = Date.now()) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of secret.replace(/=+$/, '')) bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(at / 30000)));
+  const mac = createHmac('sha1', key).update(counter).digest();
+  const offset = mac[mac.length - 1] & 0xf;
+  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1000000).padStart(6, '0');
+}
 
 const base = process.env.EDGE_LOCAL_URL;
 const email = process.env.USER_EMAIL;
@@ -17,6 +31,11 @@ await run(async (browser) => {
   await page.click('#password-form button[type=submit]');
   await page.waitForSelector('#account', { state: 'visible' });
 
+  // Two sessions (the test signed in over the API first): end the other one.
+  await page.waitForSelector('#sessions li:nth-child(2)');
+  await page.click('#sessions li button');
+  await page.waitForFunction(() => document.getElementById('sessions').children.length === 1);
+
   await page.fill('#passkey-label', 'YubiKey');
   await page.fill('#passkey-password', password);
   await page.click('#add-security-key');
@@ -28,6 +47,20 @@ await run(async (browser) => {
   const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
   expect(credentials.length === 1 && !credentials[0].isResidentCredential, 'a non-discoverable credential');
   await screenshot(page, 'security-key-list');
+
+  // An authenticator app: the QR code (rendered by the service as SVG) and a first code.
+  await page.fill('#totp-password', password);
+  await page.click('#totp-start-form button[type=submit]');
+  await page.waitForSelector('#totp-confirm-form', { state: 'visible' });
+  const qrWidth = await page.$eval('#totp-qr', (img) => img.complete && img.naturalWidth);
+  expect(qrWidth > 0, 'the QR code shows');
+  await screenshot(page, 'totp-qr');
+  const secret = (await page.textContent('#totp-secret')).trim();
+  await page.fill('#totp-code', totp(secret));
+  await page.click('#totp-confirm-form button[type=submit]');
+  await page.waitForSelector('#recovery-codes li:nth-child(10)', { timeout: 15000 }).catch(async () => {
+    throw new Error(`TOTP confirmation: ${await page.textContent('#status')}`);
+  });
 
   await page.click('#signout');
   await page.fill('#email', email);

@@ -33,19 +33,27 @@ fn new_user(ctx: &Ctx, prefix: &str) -> Result<(String, Vec<(&'static str, Strin
 }
 
 fn a_platform_passkey_signs_in_alone_and_as_second_factor_and_a_clone_is_refused(ctx: &Ctx) -> Result<()> {
-    let (id, env) = new_user(ctx, "passkey")?;
+    let (id, mut env) = new_user(ctx, "passkey")?;
+    env.extend([
+        ("EDGE_URL", ctx.stack.edge_url()),
+        ("USER_ID", id.clone()),
+        ("ADMIN_TOKEN", ctx.admin_token.clone()),
+    ]);
     let output =
         e2e::browser::run("passkeys-platform.mjs", "passkeys-platform", &env, Duration::from_secs(120))?;
     ensure!(
         output.contains("passkey-list.png") && output.contains("signed-in.png"),
         "screenshots:\n{output}"
     );
-    // What the page did, seen from the API: the events the origin recorded.
-    let token = ctx.api.login(&env[1].1, GOOD_PASSWORD)?;
+    // What the page did, seen from the API: the events the origin recorded (the account is
+    // enterprise now, so the admin reads them).
+    let token = ctx.admin_token.clone();
     let events = ctx.api.get(&format!("/api/v1/users/{id}/security-events"), Some(&token))?;
     let kinds: Vec<&str> =
         events.body["events"].as_array().into_iter().flatten().filter_map(|e| e["kind"].as_str()).collect();
-    for kind in ["mfa_enrolled", "passkey_counter_regressed", "step_up", "mfa_removed"] {
+    for kind in
+        ["mfa_enrolled", "passkey_counter_regressed", "step_up", "mfa_removed", "passkey_refused_model"]
+    {
         ensure!(kinds.contains(&kind), "no {kind} event: {kinds:?}");
     }
     let listed = ctx.api.get(&format!("/api/v1/users/{id}/passkeys"), Some(&token))?;
@@ -55,13 +63,19 @@ fn a_platform_passkey_signs_in_alone_and_as_second_factor_and_a_clone_is_refused
 
 fn a_security_key_is_a_second_factor(ctx: &Ctx) -> Result<()> {
     let (id, env) = new_user(ctx, "seckey")?;
+    // A session elsewhere, which the page lists and ends.
+    ctx.api.login(&env[1].1, GOOD_PASSWORD)?;
     e2e::browser::run("passkeys-security-key.mjs", "passkeys-security-key", &env, Duration::from_secs(90))?;
     // The password alone no longer signs in: the login asks for the key.
     let login =
         ctx.api.post("/api/v1/auth/login", None, &json!({ "email": env[1].1, "password": GOOD_PASSWORD }))?;
     ensure!(login.status == 401 && login.problem_slug() == "mfa-required", "{}", login.body);
-    ensure!(login.body["methods"] == json!(["webauthn"]), "methods: {}", login.body["methods"]);
-    // A code is no way around it: the challenge offers no code method to this account.
+    ensure!(
+        login.body["methods"] == json!(["webauthn", "totp", "recovery_code"]),
+        "methods: {}",
+        login.body["methods"]
+    );
+    // An email code is no way around the factors: the challenge does not offer it.
     let code = ctx.api.post(
         "/api/v1/auth/mfa",
         None,
