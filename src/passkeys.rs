@@ -107,14 +107,14 @@ pub async fn account(
     http::json(status, &origin_json(&answer)?, None)
 }
 
-/// A credential id in a path: base64url already, so only a stray character needs escaping.
+/// A credential id in a path: base64url already, so only a stray byte needs escaping.
 fn encode(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c.to_string()
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                char::from(b).to_string()
             } else {
-                format!("%{:02X}", c as u32 & 0xff)
+                format!("%{b:02X}")
             }
         })
         .collect()
