@@ -73,4 +73,21 @@ await run(async (browser) => {
     throw new Error(`second factor: ${await page.textContent('#status')}`);
   });
   await screenshot(page, 'security-key-signed-in');
+
+  // The key now claims it can be backed up (another device may hold its private key): its
+  // backup-eligible flag changed since registration, so it is refused and the refusal recorded.
+  const [key] = (await cdp.send('WebAuthn.getCredentials', { authenticatorId })).credentials;
+  await cdp.send('WebAuthn.setCredentialProperties', {
+    authenticatorId, credentialId: key.credentialId, backupEligibility: true, backupState: false,
+  });
+  await page.click('#signout');
+  await page.fill('#email', email);
+  await page.fill('#password', password);
+  await page.click('#password-form button[type=submit]');
+  await page.waitForSelector('#mfa-passkey', { state: 'visible' });
+  await page.click('#mfa-passkey');
+  await page.waitForFunction(() => document.getElementById('status').textContent.includes('refused'), null, { timeout: 15000 })
+    .catch(async () => { throw new Error(`backup flag: ${await page.textContent('#status')}`); });
+  expect(await page.isHidden('#account'), 'the changed key did not sign in');
+  await screenshot(page, 'backup-flag-changed-refused');
 });

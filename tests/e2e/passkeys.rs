@@ -15,7 +15,10 @@ pub const TESTS: &[(&str, TestFn)] = &[
         "passkeys::a_platform_passkey_signs_in_alone_and_as_second_factor_and_a_clone_is_refused",
         a_platform_passkey_signs_in_alone_and_as_second_factor_and_a_clone_is_refused,
     ),
-    ("passkeys::a_security_key_is_a_second_factor", a_security_key_is_a_second_factor),
+    (
+        "passkeys::a_security_key_is_a_second_factor_and_refused_once_its_backup_flag_changes",
+        a_security_key_is_a_second_factor_and_refused_once_its_backup_flag_changes,
+    ),
     ("passkeys::webauthn_operations_refuse_bad_input", webauthn_operations_refuse_bad_input),
 ];
 
@@ -61,7 +64,7 @@ fn a_platform_passkey_signs_in_alone_and_as_second_factor_and_a_clone_is_refused
     Ok(())
 }
 
-fn a_security_key_is_a_second_factor(ctx: &Ctx) -> Result<()> {
+fn a_security_key_is_a_second_factor_and_refused_once_its_backup_flag_changes(ctx: &Ctx) -> Result<()> {
     let (id, env) = new_user(ctx, "seckey")?;
     // A session elsewhere, which the page lists and ends.
     ctx.api.login(&env[1].1, GOOD_PASSWORD)?;
@@ -84,6 +87,13 @@ fn a_security_key_is_a_second_factor(ctx: &Ctx) -> Result<()> {
     ensure!(code.status == 400, "{}", code.body);
     let listed = ctx.api.get(&format!("/api/v1/users/{id}/passkeys"), Some(&ctx.admin_token))?;
     ensure!(listed.body["passkeys"][0]["kind"] == "security_key", "{}", listed.body);
+    let events = ctx.api.get(&format!("/api/v1/users/{id}/security-events"), Some(&ctx.admin_token))?;
+    let changed = events.body["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| e["kind"] == "passkey_backup_eligibility_changed");
+    ensure!(changed, "no passkey_backup_eligibility_changed event: {}", events.body);
     Ok(())
 }
 
