@@ -11,6 +11,7 @@ mod http;
 mod limits;
 mod openapi;
 mod origin_client;
+mod passkeys;
 mod problem;
 mod profile_cache;
 mod routes;

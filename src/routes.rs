@@ -12,9 +12,10 @@ use worker::{Context, Env, Method, Request, Response, Result};
 use crate::events::Events;
 
 use crate::limits::{self, Admission, IpClass};
+use crate::passkeys::PasskeyOp;
 use crate::problem::EdgeError;
 use crate::sessions::SecurityOp;
-use crate::{auth, health, http, openapi, sessions, users};
+use crate::{auth, health, http, openapi, passkeys, sessions, users};
 
 pub async fn dispatch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let path = req.path();
@@ -39,6 +40,10 @@ enum Route {
     Login,
     Mfa,
     MfaSend,
+    MfaWebauthn,
+    PasskeyOptions,
+    PasskeyLogin,
+    Passkeys(UserId, PasskeyOp),
     Activate,
     Security(UserId, SecurityOp),
     SetDisabled(UserId, bool),
@@ -71,6 +76,26 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         ["api", "v1", "auth", "mfa"] => only(method, &[Method::Post]).map(|()| Route::Mfa),
         ["api", "v1", "auth", "activate"] => only(method, &[Method::Post]).map(|()| Route::Activate),
         ["api", "v1", "auth", "mfa", "send"] => only(method, &[Method::Post]).map(|()| Route::MfaSend),
+        ["api", "v1", "auth", "mfa", "webauthn"] => {
+            only(method, &[Method::Post]).map(|()| Route::MfaWebauthn)
+        }
+        ["api", "v1", "auth", "passkey"] => only(method, &[Method::Post]).map(|()| Route::PasskeyLogin),
+        ["api", "v1", "auth", "passkey", "options"] => {
+            only(method, &[Method::Post]).map(|()| Route::PasskeyOptions)
+        }
+        ["api", "v1", "users", id, "passkeys"] => user_id(id).and_then(|id| match method {
+            Method::Get => Ok(Route::Passkeys(id, PasskeyOp::List)),
+            Method::Post => Ok(Route::Passkeys(id, PasskeyOp::Register)),
+            _ => Err(not_allowed(&[Method::Get, Method::Post])),
+        }),
+        ["api", "v1", "users", id, "passkeys", "options"] => only(method, &[Method::Post])
+            .and_then(|()| user_id(id))
+            .map(|id| Route::Passkeys(id, PasskeyOp::RegistrationOptions)),
+        ["api", "v1", "users", id, "passkeys", cid] => user_id(id).and_then(|id| match method {
+            Method::Patch => Ok(Route::Passkeys(id, PasskeyOp::Rename((*cid).to_owned()))),
+            Method::Delete => Ok(Route::Passkeys(id, PasskeyOp::Remove((*cid).to_owned()))),
+            _ => Err(not_allowed(&[Method::Patch, Method::Delete])),
+        }),
         ["api", "v1", "users", id, "mfa", "totp"] => user_id(id).and_then(|id| match method {
             Method::Post => Ok(Route::Security(id, SecurityOp::EnrolTotp)),
             Method::Delete => Ok(Route::Security(id, SecurityOp::RemoveTotp)),
@@ -143,6 +168,7 @@ impl Route {
             Route::ChangePassword(_)
             | Route::StepUp
             | Route::Security(..)
+            | Route::Passkeys(..)
             | Route::StartEmailChange(_)
             | Route::ConfirmEmailChange(_) => "security",
             Route::SetDisabled(..) | Route::CreateUser => "admin",
@@ -202,6 +228,32 @@ impl Route {
                     limits::finish(sessions::send_code(req, env).await, &limit, "ip-login", path)
                 }
             },
+            // The passwordless ceremony and the second factor's options count against the
+            // per-address login quota, like the logins they stand for.
+            Route::PasskeyOptions => match limits::admit_ip(&req, env, IpClass::Login).await? {
+                Admission::Refused(r) => Ok(r),
+                Admission::Admitted(limit) => {
+                    limits::finish(passkeys::login_options(env).await, &limit, "ip-login", path)
+                }
+            },
+            Route::PasskeyLogin => match limits::admit_ip(&req, env, IpClass::Login).await? {
+                Admission::Refused(r) => Ok(r),
+                Admission::Admitted(limit) => {
+                    limits::finish(passkeys::login(req, env, events).await, &limit, "ip-login", path)
+                }
+            },
+            Route::MfaWebauthn => match limits::admit_ip(&req, env, IpClass::Login).await? {
+                Admission::Refused(r) => Ok(r),
+                Admission::Admitted(limit) => {
+                    limits::finish(passkeys::mfa_options(req, env).await, &limit, "ip-login", path)
+                }
+            },
+            Route::Passkeys(id, op) => {
+                user_route(req, env, path, true, events, class, |req, caller, gate| {
+                    passkeys::account(req, env, caller, id, op, gate.stepped_up_at)
+                })
+                .await
+            }
             Route::SetDisabled(id, disabled) => {
                 user_route(req, env, path, true, events, class, |_, caller, _| {
                     sessions::set_disabled(env, caller, id, disabled)

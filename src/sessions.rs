@@ -19,7 +19,7 @@ use crate::problem::EdgeError;
 /// The longest device token the edge forwards (the origin's are 101 characters).
 const MAX_DEVICE_TOKEN: usize = 256;
 
-fn authorize(caller: &Caller, target: &UserId) -> Result<(), EdgeError> {
+pub(crate) fn authorize(caller: &Caller, target: &UserId) -> Result<(), EdgeError> {
     if caller.actor().may_act_on(target) {
         Ok(())
     } else {
@@ -29,15 +29,15 @@ fn authorize(caller: &Caller, target: &UserId) -> Result<(), EdgeError> {
 
 /// What the edge saw of a login request: who, from where. The device is known only through
 /// a device token the origin issued at an earlier login (a client-chosen id proves nothing).
-struct ClientContext {
-    device_token: Option<String>,
-    user_agent: Option<String>,
-    ip: String,
-    country: Option<String>,
+pub(crate) struct ClientContext {
+    pub(crate) device_token: Option<String>,
+    pub(crate) user_agent: Option<String>,
+    pub(crate) ip: String,
+    pub(crate) country: Option<String>,
 }
 
 impl ClientContext {
-    fn of(req: &Request, body: &Value) -> Result<Self, EdgeError> {
+    pub(crate) fn of(req: &Request, body: &Value) -> Result<Self, EdgeError> {
         Ok(Self {
             device_token: body
                 .get("device_token")
@@ -53,7 +53,7 @@ impl ClientContext {
 
 /// Opens a session for a login the origin accepted (its answer: id, tier, role, version,
 /// session timeout) and answers the token pair.
-async fn open_session(
+pub(crate) async fn open_session(
     env: &Env,
     client: &ClientContext,
     verified: &Value,

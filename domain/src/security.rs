@@ -138,6 +138,8 @@ pub enum Factor {
     Sms,
     Email,
     RecoveryCode,
+    /// A passkey or security key (WebAuthn), with user verification.
+    Webauthn,
 }
 
 impl Factor {
@@ -147,6 +149,7 @@ impl Factor {
             Factor::Sms => "sms",
             Factor::Email => "email",
             Factor::RecoveryCode => "recovery_code",
+            Factor::Webauthn => "webauthn",
         }
     }
 }
@@ -154,16 +157,20 @@ impl Factor {
 impl std::str::FromStr for Factor {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Factor::Totp, Factor::Sms, Factor::Email, Factor::RecoveryCode]
+        [Factor::Webauthn, Factor::Totp, Factor::Sms, Factor::Email, Factor::RecoveryCode]
             .into_iter()
             .find(|f| f.as_str() == s)
-            .ok_or_else(|| format!("{s:?} is not a second factor (totp, sms, email, recovery_code)"))
+            .ok_or_else(|| {
+                format!("{s:?} is not a second factor (webauthn, totp, sms, email, recovery_code)")
+            })
     }
 }
 
 /// The second factors an account has confirmed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Enrolled {
+    /// At least one passkey or security key is registered.
+    pub webauthn: bool,
     pub totp: bool,
     pub sms: bool,
     pub recovery_codes_left: u32,
@@ -173,7 +180,7 @@ impl Enrolled {
     /// Whether any factor of the user's own is confirmed (an email code is not one: the
     /// address is always there).
     pub fn any(&self) -> bool {
-        self.totp || self.sms
+        self.webauthn || self.totp || self.sms
     }
 }
 
@@ -238,11 +245,15 @@ pub fn second_factor(
     }
 }
 
-/// The factors a challenge offers: the enrolled ones, an email code when the user chose that
+/// The factors a challenge offers: the enrolled ones (a passkey first: it resists phishing),
+/// an email code when the user chose that
 /// method or when a factor is required and none is enrolled (the address is always there),
 /// and recovery codes while an authenticator is enrolled and codes are left.
 pub fn offered_factors(enrolled: &Enrolled, settings: &SecuritySettings, required: bool) -> Vec<Factor> {
     let mut factors = Vec::new();
+    if enrolled.webauthn {
+        factors.push(Factor::Webauthn);
+    }
     if enrolled.totp {
         factors.push(Factor::Totp);
     }
@@ -274,7 +285,7 @@ mod tests {
 
     const NONE: SecurityFloor =
         SecurityFloor { mfa_required: false, max_idle_minutes: None, max_session_hours: None };
-    const TOTP: Enrolled = Enrolled { totp: true, sms: false, recovery_codes_left: 10 };
+    const TOTP: Enrolled = Enrolled { webauthn: false, totp: true, sms: false, recovery_codes_left: 10 };
 
     #[test]
     fn an_enrolled_factor_is_always_asked_even_without_require_mfa_or_risk() {
@@ -286,11 +297,30 @@ mod tests {
                 factors: vec![Factor::Totp, Factor::RecoveryCode]
             }
         );
-        let sms = Enrolled { totp: false, sms: true, recovery_codes_left: 0 };
+        let sms = Enrolled { webauthn: false, totp: false, sms: true, recovery_codes_left: 0 };
         assert_eq!(
             second_factor(&sms, &settings(false, &[MfaMethod::Email]), &NONE, false, false),
             SecondFactor::Ask { reason: MfaReason::Enrolled, factors: vec![Factor::Sms, Factor::Email] }
         );
+    }
+
+    #[test]
+    fn a_passkey_is_an_enrolled_factor_offered_first() {
+        let both = Enrolled { webauthn: true, ..TOTP };
+        assert_eq!(
+            second_factor(&both, &settings(false, &[]), &NONE, false, false),
+            SecondFactor::Ask {
+                reason: MfaReason::Enrolled,
+                factors: vec![Factor::Webauthn, Factor::Totp, Factor::RecoveryCode]
+            }
+        );
+        let passkey_only = Enrolled { webauthn: true, ..Enrolled::default() };
+        assert!(passkey_only.any());
+        assert_eq!(
+            second_factor(&passkey_only, &settings(true, &[]), &NONE, false, false),
+            SecondFactor::Ask { reason: MfaReason::Enrolled, factors: vec![Factor::Webauthn] }
+        );
+        assert_eq!("webauthn".parse::<Factor>(), Ok(Factor::Webauthn));
     }
 
     #[test]

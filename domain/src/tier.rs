@@ -8,6 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
+use crate::passkey::PasskeyPolicy;
 use crate::security::SecurityFloor;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -100,6 +101,8 @@ pub struct TierRules {
     pub features: Features,
     /// The least protection an account of this tier may have (`domain::security`).
     pub security_floor: SecurityFloor,
+    /// Which authenticators its accounts may register as passkeys (`domain::passkey`).
+    pub passkey_policy: PasskeyPolicy,
     /// The profile a new account of this tier starts from (JSON of `profile::Profile`).
     pub defaults: Value,
 }
@@ -123,6 +126,7 @@ struct SingleTemplate {
     limits: Limits,
     features: Features,
     security_floor: SecurityFloor,
+    passkey_policy: PasskeyPolicy,
     defaults: Value,
 }
 
@@ -132,6 +136,7 @@ struct TierSection {
     limits: Limits,
     features: Features,
     security_floor: SecurityFloor,
+    passkey_policy: PasskeyPolicy,
 }
 
 #[derive(Deserialize)]
@@ -173,6 +178,7 @@ fn parse_catalogue() -> Result<Catalogue, String> {
             limits: t.limits,
             features: t.features,
             security_floor: t.security_floor,
+            passkey_policy: t.passkey_policy,
             defaults: t.defaults,
         })
     };
@@ -183,6 +189,7 @@ fn parse_catalogue() -> Result<Catalogue, String> {
         limits: s.limits,
         features: s.features,
         security_floor: s.security_floor,
+        passkey_policy: s.passkey_policy,
         defaults: complete.defaults.clone(),
     };
     Ok(Catalogue {
@@ -216,6 +223,7 @@ fn restrictive_catalogue() -> Catalogue {
         },
         features: Features { personalization_levels: vec!["basic".into()], custom_model_training: false },
         security_floor: SecurityFloor::STRICTEST,
+        passkey_policy: PasskeyPolicy { attested_keys_only: true, ..PasskeyPolicy::default() },
         defaults: Value::Null,
     };
     Catalogue {

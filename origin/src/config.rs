@@ -32,6 +32,12 @@ pub const VAR_EVENT_RETENTION_DAYS: &str = "ORIGIN_EVENT_RETENTION_DAYS";
 pub const VAR_REQUEST_TIMEOUT_SECS: &str = "ORIGIN_REQUEST_TIMEOUT_SECS";
 /// How many requests the origin handles at once; beyond it, it answers 503 at once (no queue).
 pub const VAR_MAX_CONCURRENT_REQUESTS: &str = "ORIGIN_MAX_CONCURRENT_REQUESTS";
+/// The WebAuthn relying party's id: the registrable domain the account page is served from
+/// (`localhost` locally). Passkeys are bound to it.
+pub const VAR_WEBAUTHN_RP_ID: &str = "ORIGIN_WEBAUTHN_RP_ID";
+/// The web origin the account page runs at (`http://localhost:8787` locally; `https://…` in
+/// production): WebAuthn answers made on another origin are refused.
+pub const VAR_WEBAUTHN_ORIGIN: &str = "ORIGIN_WEBAUTHN_ORIGIN";
 
 /// How many threads compute argon2 hashes (default: one per core).
 pub const VAR_HASH_THREADS: &str = "ORIGIN_HASH_THREADS";
@@ -45,6 +51,8 @@ pub const DEFAULT_MASTER_KEY_ID: &str = "k1";
 pub const DEFAULT_OUTBOX: &str = "data/outbox.jsonl";
 pub const DEFAULT_REPORTS_DIR: &str = "data/reports";
 pub const DEFAULT_INBOX_DIR: &str = "data/inbox";
+pub const DEFAULT_WEBAUTHN_RP_ID: &str = "localhost";
+pub const DEFAULT_WEBAUTHN_ORIGIN: &str = "http://localhost:8787";
 pub const DEFAULT_EVENT_RETENTION_DAYS: u64 = 365;
 /// Far above any request's normal time (an argon2 verification is tens of milliseconds) and
 /// above the edge's own wait for the origin (10 s, `src/origin_client.rs`), so no request the
@@ -72,6 +80,10 @@ pub struct Config {
     pub request_timeout: std::time::Duration,
     /// The most requests handled at once (see [`VAR_MAX_CONCURRENT_REQUESTS`]).
     pub max_concurrent_requests: usize,
+    /// The WebAuthn relying party id (see [`VAR_WEBAUTHN_RP_ID`]).
+    pub webauthn_rp_id: String,
+    /// The WebAuthn origin (see [`VAR_WEBAUTHN_ORIGIN`]).
+    pub webauthn_origin: String,
 }
 
 /// The data-encryption master key and its id. Never printed.
@@ -196,7 +208,23 @@ impl Config {
             )?,
             None => DEFAULT_MAX_CONCURRENT_REQUESTS,
         };
+        let webauthn_rp_id = lookup(VAR_WEBAUTHN_RP_ID).unwrap_or_else(|| DEFAULT_WEBAUTHN_RP_ID.to_owned());
+        let webauthn_origin =
+            lookup(VAR_WEBAUTHN_ORIGIN).unwrap_or_else(|| DEFAULT_WEBAUTHN_ORIGIN.to_owned());
+        let origin_host = webauthn_origin
+            .split_once("://")
+            .map(|(_, rest)| rest.split([':', '/']).next().unwrap_or_default())
+            .unwrap_or_default();
+        // The RP id must be the origin's host or a registrable suffix of it (WebAuthn §5.1.3).
+        if !(origin_host == webauthn_rp_id || origin_host.ends_with(&format!(".{webauthn_rp_id}"))) {
+            return Err(ConfigError::Invalid {
+                var: VAR_WEBAUTHN_RP_ID,
+                reason: format!("{webauthn_rp_id:?} is not the host of {VAR_WEBAUTHN_ORIGIN} ({webauthn_origin:?}) nor a suffix of it"),
+            });
+        }
         Ok(Self {
+            webauthn_rp_id,
+            webauthn_origin,
             hash_threads,
             hash_queue,
             bind,
@@ -304,6 +332,26 @@ mod tests {
             let err = with(&[(var, bad)]).unwrap_err().to_string();
             assert!(err.starts_with(&format!("{var} is invalid")), "{err}");
         }
+    }
+
+    #[test]
+    fn the_webauthn_rp_id_must_match_the_origin() {
+        let base = [(VAR_SHARED_SECRET, SECRET), (VAR_MASTER_KEY, KEY)];
+        let with = |pairs: &[(&str, &str)]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(pairs);
+            Config::from_lookup(env(&all))
+        };
+        let c = with(&[]).unwrap();
+        assert_eq!(
+            (c.webauthn_rp_id.as_str(), c.webauthn_origin.as_str()),
+            ("localhost", "http://localhost:8787")
+        );
+        let c = with(&[(VAR_WEBAUTHN_RP_ID, "example.com"), (VAR_WEBAUTHN_ORIGIN, "https://id.example.com")])
+            .unwrap();
+        assert_eq!(c.webauthn_rp_id, "example.com");
+        let err = with(&[(VAR_WEBAUTHN_ORIGIN, "http://127.0.0.1:8787")]).unwrap_err().to_string();
+        assert!(err.starts_with("ORIGIN_WEBAUTHN_RP_ID is invalid: \"localhost\""), "{err}");
     }
 
     #[test]

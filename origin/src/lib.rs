@@ -9,6 +9,7 @@ pub mod errors;
 pub mod http_layers;
 pub mod jobs;
 pub mod outbox;
+pub mod passkeys;
 pub mod passwords;
 pub mod pending;
 pub mod protection;
@@ -61,7 +62,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     }
     let outbox = outbox::Outbox::new(config.outbox_path.clone());
     let hasher = passwords::Hasher::new(config.hash_threads, config.hash_queue)?;
-    let accounts = Accounts::new(Arc::clone(&store), keyring, outbox, hasher)?;
+    let webauthn = passkeys::relying_party(&config.webauthn_rp_id, &config.webauthn_origin)?;
+    let accounts = Accounts::new(Arc::clone(&store), keyring, outbox, hasher, webauthn)?;
     Ok(AppState { config: Arc::new(config), store, accounts: Arc::new(accounts), clock: Clock::System })
 }
 

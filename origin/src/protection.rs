@@ -94,7 +94,12 @@ struct OneTimeCode {
 pub struct MfaAnswer {
     pub challenge_id: String,
     pub method: String,
+    /// The code, for every method but `webauthn`.
+    #[serde(default)]
     pub code: String,
+    /// The authenticator's answer, for `webauthn` (options from `/auth/mfa/webauthn`).
+    #[serde(default)]
+    pub credential: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +122,10 @@ pub struct Proof {
     pub code: Option<String>,
     #[serde(default)]
     pub step_up_at: Option<u64>,
+    /// The authenticator's answer when `method` is `webauthn` (options from a first step-up
+    /// call without it).
+    #[serde(default)]
+    pub credential: Option<Value>,
 }
 
 fn email_channel() -> String {
@@ -302,6 +311,28 @@ impl Accounts {
     ) -> Result<(), ApiError> {
         self.store.add_security_event(user_id, kind, &detail.to_string(), now).await?;
         Ok(())
+    }
+
+    /// The login history the risk of a new login is assessed against.
+    pub(crate) async fn history_of(&self, user_id: &str) -> Result<Vec<PastLogin>, ApiError> {
+        self.history(user_id).await
+    }
+
+    /// The device a device token names, if the server issued it for this account.
+    pub(crate) fn device_of(&self, user_id: &str, token: Option<&str>) -> Option<String> {
+        self.verified_device(user_id, token)
+    }
+
+    /// The answer of a completed login (see [`Self::logged_in`]).
+    pub(crate) fn login_answer(
+        &self,
+        account: Account,
+        context: LoginContext,
+        risk: &Assessment,
+        events: Vec<(&'static str, Value)>,
+        now: UnixMillis,
+    ) -> Result<Value, ApiError> {
+        self.logged_in(account, context, risk, events, now)
     }
 
     async fn history(&self, user_id: &str) -> Result<Vec<PastLogin>, ApiError> {
@@ -545,6 +576,17 @@ impl Accounts {
         Ok(json!({ "sent": request.method, "expires_in": OTP_TTL_MS / 1000 }))
     }
 
+    /// The options of a passkey assertion for a challenge that offers `webauthn`; its state is
+    /// kept beside the challenge, for five minutes, and taken by the completion.
+    pub async fn mfa_webauthn_options(&self, request: MfaSend, now: UnixMillis) -> Result<Value, ApiError> {
+        let challenge = self.challenge(&request.challenge_id, now).await?;
+        if !challenge.methods.iter().any(|m| m == "webauthn") {
+            return Err(ApiError::client(ProblemKind::BadRequest, "this login does not offer a passkey"));
+        }
+        let key = format!("webauthn:mfa:{}", request.challenge_id);
+        self.start_assertion(&challenge.user_id, &key, now).await
+    }
+
     async fn code_destination(&self, id: &UserId, method: &str) -> Result<String, ApiError> {
         if method == "sms" {
             self.sms_number(id).await?.ok_or_else(|| {
@@ -622,8 +664,10 @@ impl Accounts {
             self.store.state_delete(&key).await?;
             return Err(refused_challenge());
         }
-        let ok =
-            self.check_factor(&id, &answer.method, &answer.code, before.one_time_code.as_ref(), now).await?;
+        let assertion = (format!("webauthn:mfa:{}", answer.challenge_id), answer.credential.as_ref());
+        let ok = self
+            .check_factor(&id, &answer.method, &answer.code, before.one_time_code.as_ref(), assertion, now)
+            .await?;
         if !ok {
             if before.failures + 1 >= OTP_MAX_TRIES {
                 self.store.state_delete(&key).await?;
@@ -664,15 +708,18 @@ impl Accounts {
 
     /// Whether `code` is right for `method`. TOTP steps and recovery codes are used up
     /// atomically; a code by email or SMS must match the one sent for that channel.
+    /// A passkey answers the assertion whose state waits under the given key.
     async fn check_factor(
         &self,
         id: &UserId,
         method: &str,
         code: &str,
         sent: Option<&OneTimeCode>,
+        (ceremony, credential): (String, Option<&Value>),
         now: UnixMillis,
     ) -> Result<bool, ApiError> {
         Ok(match method {
+            "webauthn" => self.verify_assertion(id.as_str(), &ceremony, credential, now).await?,
             "totp" => self.check_totp(id, code, now).await?,
             "recovery_code" => {
                 let normalised = code.trim().to_uppercase().replace([' ', '-'], "");
@@ -703,6 +750,7 @@ impl Accounts {
         method: &str,
         code: &str,
         sent: Option<&OneTimeCode>,
+        credential: Option<&Value>,
         now: UnixMillis,
     ) -> Result<bool, ApiError> {
         let keys = [(mfa_key(id.as_str()), now.saturating_add_ms(MFA_COUNTER_TTL_MS))];
@@ -720,7 +768,8 @@ impl Accounts {
         if let Err(wait) = before.check(now) {
             return Err(throttled("second-factor codes for this account", wait));
         }
-        let ok = self.check_factor(id, method, code, sent, now).await?;
+        let assertion = (format!("webauthn:stepup:{id}"), credential);
+        let ok = self.check_factor(id, method, code, sent, assertion, now).await?;
         if ok {
             self.give_back_mfa_try(id, now).await?;
         } else {
@@ -812,7 +861,9 @@ impl Accounts {
         if !enrolled.any() {
             return Ok(());
         }
-        let (Some(method), Some(code)) = (proof.method.as_deref(), proof.code.as_deref()) else {
+        let (Some(method), Some(code)) =
+            (proof.method.as_deref(), proof.code.as_deref().or(proof.credential.as_ref().map(|_| "")))
+        else {
             return Err(step_up_required(&methods, "this change also needs a code from your second factor"));
         };
         if !methods.iter().any(|m| m == method) {
@@ -822,7 +873,7 @@ impl Accounts {
             ));
         }
         let sent = self.sent_step_up_code(id, now).await?;
-        if self.counted_factor_check(id, method, code, sent.as_ref(), now).await? {
+        if self.counted_factor_check(id, method, code, sent.as_ref(), proof.credential.as_ref(), now).await? {
             Ok(())
         } else {
             Err(ApiError::client(ProblemKind::Unauthenticated, "the code is wrong, expired or already used"))
@@ -867,6 +918,13 @@ impl Accounts {
             return Err(ApiError::client(ProblemKind::Forbidden, "a step-up proves your own identity only"));
         }
         let enrolled = self.store.enrolled_factors(id.as_str()).await?;
+        if enrolled.webauthn && proof.method.as_deref() == Some("webauthn") && proof.credential.is_none() {
+            // The first call proves the password and answers a passkey assertion's options.
+            let account = self.load(id).await?;
+            self.check_current_password(&account, proof.current_password.as_deref(), now).await?;
+            let options = self.start_assertion(id.as_str(), &format!("webauthn:stepup:{id}"), now).await?;
+            return Ok(StepUp::Options(options));
+        }
         if enrolled.sms && proof.method.as_deref() == Some("sms") && proof.code.is_none() {
             let account = self.load(id).await?;
             self.check_current_password(&account, proof.current_password.as_deref(), now).await?;
@@ -915,9 +973,11 @@ impl Accounts {
         let sealed = account.data_key.seal(&secret, &format!("{id}/totp"));
         self.store.put_pending_totp(id.as_str(), &sealed).await?;
         self.event(id.as_str(), "mfa_enrolment_started", json!({ "method": "totp" }), now).await?;
+        let otpauth_uri = totp::otpauth_uri(&secret, "Music AI", &account.email);
         Ok(json!({
             "secret": totp::secret_base32(&secret),
-            "otpauth_uri": totp::otpauth_uri(&secret, "Music AI", &account.email),
+            "otpauth_uri": otpauth_uri,
+            "qr_svg": qr_svg(&otpauth_uri)?,
             "digits": totp::DIGITS,
             "period": totp::STEP_SECS,
         }))
@@ -993,8 +1053,12 @@ impl Accounts {
 
 /// The outcome of a step-up.
 pub enum StepUp {
-    Done { at: UnixMillis },
+    Done {
+        at: UnixMillis,
+    },
     CodeSent,
+    /// The options of a passkey assertion, for the second call.
+    Options(Value),
 }
 
 fn step_up_required(methods: &[String], detail: &str) -> ApiError {
@@ -1008,6 +1072,13 @@ pub(crate) fn floor_of(account: &Account) -> Result<SecurityFloor, ApiError> {
     let tier: Tier = account.row.tier.parse().map_err(internal)?;
     let role: Role = account.row.role.parse().map_err(internal)?;
     Ok(SecurityFloor::of(tier, role))
+}
+
+/// The `otpauth://` URI as a QR code in SVG, so the account page shows it without a QR script
+/// of its own and without sending the secret anywhere.
+fn qr_svg(uri: &str) -> Result<String, ApiError> {
+    let code = qrcode::QrCode::new(uri.as_bytes()).map_err(internal)?;
+    Ok(code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).quiet_zone(true).build())
 }
 
 fn six_digits() -> String {

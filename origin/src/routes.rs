@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::email_change::{ConfirmEmailChange, StartEmailChange};
+use crate::passkeys::{PasswordlessFinish, RegistrationFinish, RegistrationStart, Rename};
 use crate::protection::{LoginRequest, MfaAnswer, MfaSend, Proof, StepUp};
 use crate::sms::EnrolSms;
 use crate::users::{ChangePassword, CreateUser};
@@ -51,6 +52,15 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{id}/security-events", get(security_events))
         .route("/users/{id}/audit", get(audit))
         .route("/users/{id}/step-up", post(step_up))
+        .route("/users/{id}/passkeys", get(list_passkeys).post(finish_passkey_registration))
+        .route("/users/{id}/passkeys/options", post(start_passkey_registration))
+        .route(
+            "/users/{id}/passkeys/{credential}",
+            axum::routing::patch(rename_passkey).delete(remove_passkey),
+        )
+        .route("/auth/webauthn/options", post(passwordless_options))
+        .route("/auth/webauthn/login", post(passwordless_login))
+        .route("/auth/mfa/webauthn", post(mfa_webauthn_options))
         .route("/{*rest}", any(not_found))
         .layer(middleware::from_fn_with_state(state.clone(), require_edge_signature));
 
@@ -245,6 +255,7 @@ async fn step_up(
     match state.accounts.step_up(&actor, &user_id(&id)?, proof, state.clock.now()).await? {
         StepUp::Done { at } => Ok((StatusCode::OK, Json(json!({ "stepped_up_at": at.0 })))),
         StepUp::CodeSent => Ok((StatusCode::ACCEPTED, Json(json!({ "sent": "sms" })))),
+        StepUp::Options(options) => Ok((StatusCode::ACCEPTED, Json(options))),
     }
 }
 
@@ -406,4 +417,80 @@ async fn activate(State(state): State<AppState>, body: axum::body::Bytes) -> Res
     }
     let request: Activation = parse(&body)?;
     Ok(Json(state.accounts.activate(&request.token, &request.password, state.clock.now()).await?))
+}
+
+async fn list_passkeys(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.accounts.list_passkeys(&actor, &user_id(&id)?).await?))
+}
+
+async fn start_passkey_registration(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: RegistrationStart =
+        if body.is_empty() { RegistrationStart::default() } else { parse(&body)? };
+    Ok(Json(
+        state.accounts.passkey_registration_start(&actor, &user_id(&id)?, request, state.clock.now()).await?,
+    ))
+}
+
+async fn finish_passkey_registration(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request: RegistrationFinish = parse(&body)?;
+    let view = state
+        .accounts
+        .passkey_registration_finish(&actor, &user_id(&id)?, request, state.clock.now())
+        .await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn rename_passkey(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path((id, credential)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: Rename = parse(&body)?;
+    Ok(Json(state.accounts.rename_passkey(&actor, &user_id(&id)?, &credential, request).await?))
+}
+
+async fn remove_passkey(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path((id, credential)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let proof: Proof = if body.is_empty() { Proof::default() } else { parse(&body)? };
+    state.accounts.remove_passkey(&actor, &user_id(&id)?, &credential, &proof, state.clock.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn passwordless_options(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.accounts.passwordless_start(state.clock.now()).await?))
+}
+
+async fn passwordless_login(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: PasswordlessFinish = parse(&body)?;
+    Ok(Json(state.accounts.passwordless_finish(request, state.clock.now()).await?))
+}
+
+async fn mfa_webauthn_options(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: MfaSend = parse(&body)?;
+    Ok(Json(state.accounts.mfa_webauthn_options(request, state.clock.now()).await?))
 }

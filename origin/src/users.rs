@@ -30,6 +30,8 @@ pub struct Accounts {
     pub(crate) outbox: Outbox,
     /// The bounded argon2 pool every password check and hash goes through.
     pub hasher: passwords::Hasher,
+    /// The WebAuthn relying party (`passkeys`).
+    pub(crate) webauthn: webauthn_rs::Webauthn,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,8 +106,9 @@ impl Accounts {
         keyring: Keyring,
         outbox: Outbox,
         hasher: passwords::Hasher,
+        webauthn: webauthn_rs::Webauthn,
     ) -> Result<Self, ApiError> {
-        Ok(Self { store, keyring, dummy_hash: passwords::dummy_hash()?, outbox, hasher })
+        Ok(Self { store, keyring, dummy_hash: passwords::dummy_hash()?, outbox, hasher, webauthn })
     }
 
     /// Whether `raw` is the account's password. With no account, or none set yet, it checks a

@@ -85,12 +85,9 @@ fn a_wrong_method_is_405_with_an_allow_header(ctx: &Ctx) -> anyhow::Result<()> {
     let allow = answer.headers().get("allow").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     ensure!(allow == "GET", "Allow is {allow:?}");
     // A method workers-rs has no name for is not taken for GET.
-    for method in ["QUERY"] {
-        let answer = e2e::http::client()
-            .request(reqwest::Method::from_bytes(method.as_bytes())?, ctx.api.url("/health"))
-            .send()?;
-        ensure!(answer.status().as_u16() == 405, "{method} /health answered {}", answer.status());
-    }
+    let answer =
+        e2e::http::client().request(reqwest::Method::from_bytes(b"QUERY")?, ctx.api.url("/health")).send()?;
+    ensure!(answer.status().as_u16() == 405, "QUERY /health answered {}", answer.status());
     ensure!(
         answer
             .headers()

@@ -16,6 +16,7 @@ mod hardening_edge;
 mod jobs;
 mod limits;
 mod multi_origin;
+mod passkeys;
 mod protection;
 mod sessions;
 
@@ -86,6 +87,7 @@ fn main() {
         .chain(hardening_data::TESTS)
         .chain(browser::TESTS)
         .chain(contract::TESTS)
+        .chain(passkeys::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let mut tests = tests;

@@ -318,6 +318,12 @@ impl Stack {
         format!("http://127.0.0.1:{}", self.edge_port)
     }
 
+    /// The edge as a browser must open it for WebAuthn: `http://localhost:<port>` is a secure
+    /// context, `http://127.0.0.1:<port>` is not. The traffic still goes to the loopback.
+    pub fn edge_localhost_url(&self) -> String {
+        format!("http://localhost:{}", self.edge_port)
+    }
+
     /// Where the origin's local sender writes the one-time codes it sends.
     pub fn outbox_path(&self) -> PathBuf {
         self.dir.path().join("outbox.jsonl")
@@ -421,6 +427,10 @@ impl Stack {
             .env("ORIGIN_OUTBOX", self.outbox_path())
             .env("ORIGIN_REPORTS_DIR", self.dir.path().join("reports"))
             .env("ORIGIN_INBOX_DIR", self.dir.path().join("inbox"))
+            // WebAuthn needs a secure context: the browser tests open the edge at
+            // http://localhost:<port> (localhost resolves to 127.0.0.1, where wrangler listens).
+            .env("ORIGIN_WEBAUTHN_RP_ID", "localhost")
+            .env("ORIGIN_WEBAUTHN_ORIGIN", self.edge_localhost_url())
             .env("RUST_LOG", "info,sqlx=warn");
         Ok(command)
     }

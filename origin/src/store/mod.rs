@@ -118,7 +118,7 @@ pub enum UpdateOutcome {
 }
 
 #[async_trait]
-pub trait Store: ProtectionStore + EventStore + JobStore + Send + Sync {
+pub trait Store: ProtectionStore + PasskeyStore + EventStore + JobStore + Send + Sync {
     /// Answers when the database is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -276,6 +276,68 @@ pub trait ProtectionStore: Send + Sync {
     /// limit (then nothing is counted), or `None` once all are counted.
     async fn count_sms_text(&self, counters: &[(String, u32)], day: u64)
         -> Result<Option<usize>, StoreError>;
+}
+
+/// A WebAuthn credential as stored (see migration 0010).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeyRow {
+    /// The credential id, base64url without padding.
+    pub id: String,
+    pub user_id: String,
+    /// The user handle authenticators keep for the account (a UUID).
+    pub user_handle: String,
+    /// webauthn-rs's credential (public key, algorithm, counter, flags), JSON.
+    pub passkey: String,
+    pub counter: u32,
+    pub aaguid: String,
+    pub backup_eligible: bool,
+    pub backup_state: bool,
+    /// Created as a discoverable credential (usable without an email, for passwordless sign-in).
+    pub discoverable: bool,
+    /// JSON array of transports (`internal`, `usb`, `nfc`, `ble`, `hybrid`).
+    pub transports: String,
+    pub label: String,
+    pub created_at: UnixMillis,
+    pub last_used_at: Option<UnixMillis>,
+}
+
+/// What inserting a credential found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasskeyInsert {
+    Inserted,
+    /// The credential id is registered already (to this or another account).
+    Duplicate,
+    /// The account holds the most credentials it may.
+    TooMany,
+}
+
+/// What a use of a credential moves: its counter (by compare-and-set), backup state, stored
+/// credential and last use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeyUse {
+    pub expected_counter: u32,
+    pub counter: u32,
+    pub backup_state: bool,
+    pub passkey: String,
+    pub at: UnixMillis,
+}
+
+/// WebAuthn credentials.
+#[async_trait]
+pub trait PasskeyStore: Send + Sync {
+    /// A user's credentials, oldest first.
+    async fn passkeys(&self, user_id: &str) -> Result<Vec<PasskeyRow>, StoreError>;
+    async fn passkey(&self, id: &str) -> Result<Option<PasskeyRow>, StoreError>;
+    /// Inserts a credential if its id is new and the user holds fewer than `max`, atomically
+    /// (two registrations racing cannot pass the limit together).
+    async fn insert_passkey(&self, row: &PasskeyRow, max: usize) -> Result<PasskeyInsert, StoreError>;
+    /// Records a verified use if the stored counter is still `expected_counter`: of two uses
+    /// racing with the same counter, one moves it; false for the other (and for a removed one).
+    async fn use_passkey(&self, id: &str, update: &PasskeyUse) -> Result<bool, StoreError>;
+    /// Renames a user's credential; false if the user has no such credential.
+    async fn rename_passkey(&self, user_id: &str, id: &str, label: &str) -> Result<bool, StoreError>;
+    /// Removes a user's credential; false if the user has no such credential.
+    async fn delete_passkey(&self, user_id: &str, id: &str) -> Result<bool, StoreError>;
 }
 
 /// Event kinds from the edge that are also security events of their user.

@@ -427,8 +427,9 @@ impl super::ProtectionStore for PostgresStore {
     }
 
     async fn enrolled_factors(&self, user_id: &str) -> Result<domain::security::Enrolled, StoreError> {
-        let (totp, sms, left): (bool, bool, i64) = sqlx::query_as(
+        let (webauthn, totp, sms, left): (bool, bool, bool, i64) = sqlx::query_as(
             "SELECT \
+               EXISTS (SELECT 1 FROM webauthn_credentials WHERE user_id = $1), \
                EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL), \
                EXISTS (SELECT 1 FROM mfa_sms WHERE user_id = $1), \
                (SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL)",
@@ -436,7 +437,12 @@ impl super::ProtectionStore for PostgresStore {
         .bind(user_id)
         .fetch_one(&self.pool)
         .await?;
-        Ok(domain::security::Enrolled { totp, sms, recovery_codes_left: u32::try_from(left).unwrap_or(0) })
+        Ok(domain::security::Enrolled {
+            webauthn,
+            totp,
+            sms,
+            recovery_codes_left: u32::try_from(left).unwrap_or(0),
+        })
     }
 
     async fn record_login_success(
@@ -1065,5 +1071,133 @@ impl super::JobStore for PostgresStore {
                 }))
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+}
+
+const PASSKEY_COLUMNS: &str = "id, user_id, user_handle, passkey, counter, aaguid, backup_eligible, \
+     backup_state, discoverable, transports, label, created_at, last_used_at";
+
+fn passkey_row(row: &sqlx::postgres::PgRow) -> Result<super::PasskeyRow, StoreError> {
+    Ok(super::PasskeyRow {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        user_handle: row.try_get("user_handle")?,
+        passkey: row.try_get("passkey")?,
+        counter: u32::try_from(row.try_get::<i64, _>("counter")?)
+            .map_err(|_| StoreError::Corrupt("a passkey counter is out of range".into()))?,
+        aaguid: row.try_get("aaguid")?,
+        backup_eligible: row.try_get("backup_eligible")?,
+        backup_state: row.try_get("backup_state")?,
+        discoverable: row.try_get("discoverable")?,
+        transports: row.try_get("transports")?,
+        label: row.try_get("label")?,
+        created_at: unix(row.try_get("created_at")?),
+        last_used_at: row.try_get::<Option<i64>, _>("last_used_at")?.map(unix),
+    })
+}
+
+#[async_trait]
+impl super::PasskeyStore for PostgresStore {
+    async fn passkeys(&self, user_id: &str) -> Result<Vec<super::PasskeyRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PASSKEY_COLUMNS} FROM webauthn_credentials WHERE user_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(passkey_row).collect()
+    }
+
+    async fn passkey(&self, id: &str) -> Result<Option<super::PasskeyRow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {PASSKEY_COLUMNS} FROM webauthn_credentials WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(passkey_row).transpose()
+    }
+
+    async fn insert_passkey(
+        &self,
+        row: &super::PasskeyRow,
+        max: usize,
+    ) -> Result<super::PasskeyInsert, StoreError> {
+        // The user's row is locked for the count and the insert: registrations of one account
+        // (on any origin) take turns, so none passes the limit with another.
+        let mut tx = self.pool.begin().await?;
+        let user: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+            .bind(&row.user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if user.is_none() {
+            return Err(StoreError::Corrupt(format!("no user {} for a passkey", row.user_id)));
+        }
+        let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webauthn_credentials WHERE user_id = $1")
+            .bind(&row.user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if usize::try_from(held).unwrap_or(usize::MAX) >= max {
+            return Ok(super::PasskeyInsert::TooMany);
+        }
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO webauthn_credentials ({PASSKEY_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING"
+        ))
+        .bind(&row.id)
+        .bind(&row.user_id)
+        .bind(&row.user_handle)
+        .bind(&row.passkey)
+        .bind(i64::from(row.counter))
+        .bind(&row.aaguid)
+        .bind(row.backup_eligible)
+        .bind(row.backup_state)
+        .bind(row.discoverable)
+        .bind(&row.transports)
+        .bind(&row.label)
+        .bind(millis(row.created_at))
+        .bind(row.last_used_at.map(millis))
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Ok(super::PasskeyInsert::Duplicate);
+        }
+        tx.commit().await?;
+        Ok(super::PasskeyInsert::Inserted)
+    }
+
+    async fn use_passkey(&self, id: &str, update: &super::PasskeyUse) -> Result<bool, StoreError> {
+        // One conditional statement: the row lock PostgreSQL takes makes a second use with the
+        // same expected counter find the moved one and update nothing.
+        let done = sqlx::query(
+            "UPDATE webauthn_credentials SET counter = $1, backup_state = $2, passkey = $3, last_used_at = $4 \
+             WHERE id = $5 AND counter = $6",
+        )
+        .bind(i64::from(update.counter))
+        .bind(update.backup_state)
+        .bind(&update.passkey)
+        .bind(millis(update.at))
+        .bind(id)
+        .bind(i64::from(update.expected_counter))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn rename_passkey(&self, user_id: &str, id: &str, label: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE webauthn_credentials SET label = $1 WHERE user_id = $2 AND id = $3")
+            .bind(label)
+            .bind(user_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_passkey(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM webauthn_credentials WHERE user_id = $1 AND id = $2")
+            .bind(user_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 }

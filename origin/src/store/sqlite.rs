@@ -393,8 +393,9 @@ impl super::ProtectionStore for SqliteStore {
     }
 
     async fn enrolled_factors(&self, user_id: &str) -> Result<domain::security::Enrolled, StoreError> {
-        let (totp, sms, left): (i64, i64, i64) = sqlx::query_as(
+        let (webauthn, totp, sms, left): (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT \
+               EXISTS (SELECT 1 FROM webauthn_credentials WHERE user_id = ?1), \
                EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = ?1 AND confirmed_at IS NOT NULL), \
                EXISTS (SELECT 1 FROM mfa_sms WHERE user_id = ?1), \
                (SELECT COUNT(*) FROM recovery_codes WHERE user_id = ?1 AND used_at IS NULL)",
@@ -403,6 +404,7 @@ impl super::ProtectionStore for SqliteStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(domain::security::Enrolled {
+            webauthn: webauthn != 0,
             totp: totp != 0,
             sms: sms != 0,
             recovery_codes_left: u32::try_from(left).unwrap_or(0),
@@ -1027,6 +1029,127 @@ impl super::JobStore for SqliteStore {
     }
 }
 
+const PASSKEY_COLUMNS: &str = "id, user_id, user_handle, passkey, counter, aaguid, backup_eligible, \
+     backup_state, discoverable, transports, label, created_at, last_used_at";
+
+fn passkey_row(row: &sqlx::sqlite::SqliteRow) -> Result<super::PasskeyRow, StoreError> {
+    Ok(super::PasskeyRow {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        user_handle: row.try_get("user_handle")?,
+        passkey: row.try_get("passkey")?,
+        counter: u32::try_from(row.try_get::<i64, _>("counter")?)
+            .map_err(|_| StoreError::Corrupt("a passkey counter is out of range".into()))?,
+        aaguid: row.try_get("aaguid")?,
+        backup_eligible: row.try_get("backup_eligible")?,
+        backup_state: row.try_get("backup_state")?,
+        discoverable: row.try_get("discoverable")?,
+        transports: row.try_get("transports")?,
+        label: row.try_get("label")?,
+        created_at: unix(row.try_get("created_at")?),
+        last_used_at: row.try_get::<Option<i64>, _>("last_used_at")?.map(unix),
+    })
+}
+
+#[async_trait]
+impl super::PasskeyStore for SqliteStore {
+    async fn passkeys(&self, user_id: &str) -> Result<Vec<super::PasskeyRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PASSKEY_COLUMNS} FROM webauthn_credentials WHERE user_id = ? ORDER BY created_at, id"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(passkey_row).collect()
+    }
+
+    async fn passkey(&self, id: &str) -> Result<Option<super::PasskeyRow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {PASSKEY_COLUMNS} FROM webauthn_credentials WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(passkey_row).transpose()
+    }
+
+    async fn insert_passkey(
+        &self,
+        row: &super::PasskeyRow,
+        max: usize,
+    ) -> Result<super::PasskeyInsert, StoreError> {
+        // BEGIN IMMEDIATE: the count and the insert happen under the write lock.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (held, taken): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM webauthn_credentials WHERE user_id = ?1), \
+                    (SELECT COUNT(*) FROM webauthn_credentials WHERE id = ?2)",
+        )
+        .bind(&row.user_id)
+        .bind(&row.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if taken > 0 {
+            return Ok(super::PasskeyInsert::Duplicate);
+        }
+        if usize::try_from(held).unwrap_or(usize::MAX) >= max {
+            return Ok(super::PasskeyInsert::TooMany);
+        }
+        sqlx::query(&format!(
+            "INSERT INTO webauthn_credentials ({PASSKEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&row.id)
+        .bind(&row.user_id)
+        .bind(&row.user_handle)
+        .bind(&row.passkey)
+        .bind(i64::from(row.counter))
+        .bind(&row.aaguid)
+        .bind(row.backup_eligible)
+        .bind(row.backup_state)
+        .bind(row.discoverable)
+        .bind(&row.transports)
+        .bind(&row.label)
+        .bind(millis(row.created_at))
+        .bind(row.last_used_at.map(millis))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(super::PasskeyInsert::Inserted)
+    }
+
+    async fn use_passkey(&self, id: &str, update: &super::PasskeyUse) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE webauthn_credentials SET counter = ?, backup_state = ?, passkey = ?, last_used_at = ? \
+             WHERE id = ? AND counter = ?",
+        )
+        .bind(i64::from(update.counter))
+        .bind(update.backup_state)
+        .bind(&update.passkey)
+        .bind(millis(update.at))
+        .bind(id)
+        .bind(i64::from(update.expected_counter))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn rename_passkey(&self, user_id: &str, id: &str, label: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE webauthn_credentials SET label = ? WHERE user_id = ? AND id = ?")
+            .bind(label)
+            .bind(user_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_passkey(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM webauthn_credentials WHERE user_id = ? AND id = ?")
+            .bind(user_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::ProtectionStore;
@@ -1067,5 +1190,66 @@ mod tests {
         assert_eq!(count, 0);
         // A new day starts again.
         assert_eq!(store.count_sms_text(&counters, 20_001).await.unwrap(), None);
+    }
+
+    fn passkey(id: &str, user: &str) -> super::super::PasskeyRow {
+        super::super::PasskeyRow {
+            id: id.into(),
+            user_id: user.into(),
+            user_handle: "00000000-0000-0000-0000-000000000001".into(),
+            passkey: "{}".into(),
+            counter: 1,
+            aaguid: "01020304-0506-0708-0102-030405060708".into(),
+            backup_eligible: false,
+            backup_state: false,
+            discoverable: true,
+            transports: "[]".into(),
+            label: "Laptop".into(),
+            created_at: UnixMillis(1),
+            last_used_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn passkeys_are_inserted_once_within_the_limit_and_their_counter_moves_by_compare_and_set() {
+        use super::super::{PasskeyInsert, PasskeyStore, PasskeyUse};
+        let origin = crate::testing::TestOrigin::start().await;
+        let accounts = &origin.state.accounts;
+        let actor = domain::identity::Actor::Anonymous;
+        let request = crate::users::CreateUser {
+            email: "pk@example.com".into(),
+            password: "correct horse battery staple 9".into(),
+            tier: None,
+            role: None,
+            profile: None,
+        };
+        let user =
+            accounts.create(&actor, request, UnixMillis(1)).await.unwrap()["id"].as_str().unwrap().to_owned();
+        let store = origin.sqlite().await;
+        assert_eq!(store.insert_passkey(&passkey("a", &user), 2).await.unwrap(), PasskeyInsert::Inserted);
+        assert_eq!(store.insert_passkey(&passkey("a", &user), 2).await.unwrap(), PasskeyInsert::Duplicate);
+        assert_eq!(store.insert_passkey(&passkey("b", &user), 2).await.unwrap(), PasskeyInsert::Inserted);
+        assert_eq!(store.insert_passkey(&passkey("c", &user), 2).await.unwrap(), PasskeyInsert::TooMany);
+        let used = PasskeyUse {
+            expected_counter: 1,
+            counter: 5,
+            backup_state: true,
+            passkey: "{}".into(),
+            at: UnixMillis(9),
+        };
+        assert!(store.use_passkey("a", &used).await.unwrap());
+        assert!(
+            !store.use_passkey("a", &used).await.unwrap(),
+            "the counter moved: a second use with 1 fails"
+        );
+        let row = store.passkey("a").await.unwrap().unwrap();
+        assert_eq!((row.counter, row.backup_state, row.last_used_at), (5, true, Some(UnixMillis(9))));
+        assert!(store.rename_passkey(&user, "a", "Phone").await.unwrap());
+        assert!(!store.rename_passkey("usr_other", "a", "Phone").await.unwrap(), "only the owner's");
+        assert!(store.delete_passkey(&user, "b").await.unwrap());
+        assert!(!store.delete_passkey(&user, "b").await.unwrap());
+        let listed: Vec<String> = store.passkeys(&user).await.unwrap().into_iter().map(|p| p.label).collect();
+        assert_eq!(listed, vec!["Phone".to_owned()]);
+        assert!(store.enrolled_factors(&user).await.unwrap().webauthn);
     }
 }

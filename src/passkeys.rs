@@ -1,0 +1,121 @@
+//! Passkeys at the edge: the public WebAuthn operations, forwarded over the signed channel to
+//! the origin (the relying party, which verifies every ceremony). A passwordless sign-in the
+//! origin accepts opens a session exactly as a password login does (`sessions::open_session`).
+
+use domain::identity::{Actor, UserId};
+use serde_json::{json, Value};
+use worker::{Env, Method, Request, Response};
+
+use crate::auth::Caller;
+use crate::events::Events;
+use crate::http::{self, forward, origin_json, JSON, MERGE_PATCH_JSON};
+use crate::problem::EdgeError;
+use crate::sessions::{authorize, open_session, ClientContext};
+
+/// What a protected passkey route does.
+#[derive(Debug, Clone)]
+pub enum PasskeyOp {
+    List,
+    RegistrationOptions,
+    Register,
+    Rename(String),
+    Remove(String),
+}
+
+/// `POST /api/v1/auth/passkey/options`: a passwordless ceremony's options.
+pub async fn login_options(env: &Env) -> Result<Response, EdgeError> {
+    let answer =
+        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/webauthn/options", None).await?;
+    http::json(200, &origin_json(&answer)?, None)
+}
+
+/// `POST /api/v1/auth/passkey`: `{ceremony_id, credential}` → tokens and a session.
+pub async fn login(mut req: Request, env: &Env, events: &Events) -> Result<Response, EdgeError> {
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let client = ClientContext::of(&req, &body)?;
+    let forwarded = json!({
+        "ceremony_id": body.get("ceremony_id").cloned().unwrap_or(Value::Null),
+        "credential": body.get("credential").cloned().unwrap_or(Value::Null),
+        "device_token": client.device_token,
+        "context": { "ip": client.ip, "country": client.country, "user_agent": client.user_agent },
+    });
+    let answer = match forward(
+        env,
+        &Actor::Anonymous,
+        Method::Post,
+        "/internal/auth/webauthn/login",
+        Some(&forwarded),
+    )
+    .await
+    {
+        Ok(answer) => answer,
+        Err(e) => {
+            events.push("login_failure", None, None, json!({ "method": "passkey" }));
+            return Err(e);
+        }
+    };
+    open_session(env, &client, &origin_json(&answer)?, answer.status, events, "passkey_login").await
+}
+
+/// `POST /api/v1/auth/mfa/webauthn`: `{challenge_id}` → the assertion options of a login's
+/// second factor.
+pub async fn mfa_options(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let forwarded = json!({ "challenge_id": body.get("challenge_id").cloned().unwrap_or(Value::Null), "method": "webauthn" });
+    let answer =
+        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/mfa/webauthn", Some(&forwarded))
+            .await?;
+    http::json(200, &origin_json(&answer)?, None)
+}
+
+/// The account's passkeys: list, register (options, then the answer), rename, remove. Starting
+/// a registration and removing one accept the session's recent step-up as their proof.
+pub async fn account(
+    mut req: Request,
+    env: &Env,
+    caller: Caller,
+    id: UserId,
+    op: PasskeyOp,
+    stepped_up_at: Option<u64>,
+) -> Result<Response, EdgeError> {
+    authorize(&caller, &id)?;
+    let base = format!("/internal/users/{id}/passkeys");
+    let (method, path, status, takes_step_up) = match &op {
+        PasskeyOp::List => (Method::Get, base, 200, false),
+        PasskeyOp::RegistrationOptions => (Method::Post, format!("{base}/options"), 200, true),
+        PasskeyOp::Register => (Method::Post, base, 201, false),
+        PasskeyOp::Rename(cid) => (Method::Patch, format!("{base}/{}", encode(cid)), 200, false),
+        PasskeyOp::Remove(cid) => (Method::Delete, format!("{base}/{}", encode(cid)), 204, true),
+    };
+    let mut body = match op {
+        PasskeyOp::List => None,
+        // A removal may come without a body (the session's step-up is its proof).
+        PasskeyOp::Remove(_) if req.headers().get("content-type")?.is_none() => Some(json!({})),
+        // A rename is a merge patch of the label; plain JSON is accepted too.
+        PasskeyOp::Rename(_) => Some(http::read_json(&mut req, &[JSON, MERGE_PATCH_JSON]).await?),
+        _ => Some(http::read_json(&mut req, &[JSON]).await?),
+    };
+    if takes_step_up {
+        if let (Some(Value::Object(o)), Some(at)) = (body.as_mut(), stepped_up_at) {
+            o.insert("step_up_at".into(), json!(at));
+        }
+    }
+    let answer = forward(env, &caller.actor(), method, &path, body.as_ref()).await?;
+    if status == 204 {
+        return Ok(Response::empty()?.with_status(204));
+    }
+    http::json(status, &origin_json(&answer)?, None)
+}
+
+/// A credential id in a path: base64url already, so only a stray byte needs escaping.
+fn encode(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
