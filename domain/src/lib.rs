@@ -3,14 +3,17 @@
 //! natively and deterministically, and the same code runs inside the Worker on wasm32.
 
 pub mod analytics;
+pub mod delivery;
 pub mod email;
 pub mod identity;
+pub mod messages;
 pub mod net;
 pub mod password;
 pub mod phone;
 pub mod problem;
 pub mod profile;
 pub mod rate_limit;
+pub mod retention;
 pub mod risk;
 pub mod security;
 pub mod session;

@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod delivery;
 pub mod email_change;
 pub mod errors;
 pub mod http_layers;
@@ -59,7 +60,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             config::VAR_PREVIOUS_MASTER_KEYS
         );
     }
-    let outbox = outbox::Outbox::new(config.outbox_path.clone());
+    let outbox = outbox::Outbox::from_config(&config)?;
     let hasher = passwords::Hasher::new(config.hash_threads, config.hash_queue)?;
     let accounts = Accounts::new(Arc::clone(&store), keyring, outbox, hasher)?;
     Ok(AppState { config: Arc::new(config), store, accounts: Arc::new(accounts), clock: Clock::System })

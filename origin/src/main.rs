@@ -107,6 +107,8 @@ async fn serve() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let bind = config.bind;
     let state = origin::build_state(config).await.context("opening the database")?;
+    // Only the service sends messages; the CLI's jobs leave what they queue to it.
+    origin::outbox::spawn_dispatcher(std::sync::Arc::clone(&state.accounts), state.clock);
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
     tracing::info!(address = %listener.local_addr()?, "origin listening");
     origin::serve(state, listener, shutdown_signal()).await?;
