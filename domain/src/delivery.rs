@@ -18,6 +18,10 @@ pub const GIVE_UP_AFTER_MS: u64 = 24 * 3_600_000;
 pub const ATTEMPT_TIMEOUT_MS: u64 = 15_000;
 /// How long a claim keeps other dispatchers off a message.
 pub const LEASE_MS: u64 = 60_000;
+/// A new message is first tried by the origin that stored it, at once; the periodic sweep
+/// (of any origin) takes it only this long after, should that first attempt never happen
+/// (a crash). So one origin's sweep does not race another's first attempt.
+pub const SWEEP_GRACE_MS: u64 = 5_000;
 
 /// What happens after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +84,6 @@ mod tests {
         );
         assert_eq!(after_failure(2, created, late, false), AfterFailure::GiveUp);
         assert_eq!(after_failure(1, created, created, true), AfterFailure::GiveUp);
-        assert!(LEASE_MS > ATTEMPT_TIMEOUT_MS);
+        const { assert!(LEASE_MS > ATTEMPT_TIMEOUT_MS) };
     }
 }

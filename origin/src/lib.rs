@@ -13,6 +13,7 @@ pub mod outbox;
 pub mod passwords;
 pub mod pending;
 pub mod protection;
+pub mod recovery;
 pub mod routes;
 pub mod signed;
 pub mod sms;
@@ -62,7 +63,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     }
     let outbox = outbox::Outbox::from_config(&config)?;
     let hasher = passwords::Hasher::new(config.hash_threads, config.hash_queue)?;
-    let accounts = Accounts::new(Arc::clone(&store), keyring, outbox, hasher)?;
+    let accounts = Accounts::new(Arc::clone(&store), keyring, outbox, hasher, config.public_url.clone())?;
     Ok(AppState { config: Arc::new(config), store, accounts: Arc::new(accounts), clock: Clock::System })
 }
 

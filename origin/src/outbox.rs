@@ -51,6 +51,8 @@ pub struct Outbox {
     /// Taken by the dispatcher when it starts (only `origin serve` runs one; the CLI's jobs
     /// leave what they queue to it).
     pending_kicks: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Kick>>>,
+    /// Whether a dispatcher runs in this process.
+    dispatching: std::sync::atomic::AtomicBool,
 }
 
 impl Outbox {
@@ -71,7 +73,13 @@ impl Outbox {
             ),
         };
         let (kicks, receiver) = mpsc::unbounded_channel();
-        Ok(Self { email, sms, kicks, pending_kicks: std::sync::Mutex::new(Some(receiver)) })
+        Ok(Self {
+            email,
+            sms,
+            kicks,
+            pending_kicks: std::sync::Mutex::new(Some(receiver)),
+            dispatching: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     fn sender(&self, channel: &str) -> &dyn Sender {
@@ -133,6 +141,9 @@ impl Accounts {
     /// attempt for at most [`FIRST_ATTEMPT_WAIT`]. Without a dispatcher (the CLI), the message
     /// waits in the table for the next `origin serve`.
     pub(crate) async fn deliver_soon(&self, id: &str, wait: bool) {
+        if !self.outbox.dispatching.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let (done, attempted) = oneshot::channel();
         if self.outbox.kicks.send(Kick { id: id.to_owned(), done }).is_err() || !wait {
             return;
@@ -221,6 +232,7 @@ pub fn spawn_dispatcher(accounts: Arc<Accounts>, clock: Clock) {
     else {
         return;
     };
+    accounts.outbox.dispatching.store(true, std::sync::atomic::Ordering::Release);
     tokio::spawn(async move {
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -30,6 +30,8 @@ pub struct Accounts {
     pub(crate) outbox: Outbox,
     /// The bounded argon2 pool every password check and hash goes through.
     pub hasher: passwords::Hasher,
+    /// The service's public address, for the links in emails.
+    pub(crate) public_url: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,8 +106,9 @@ impl Accounts {
         keyring: Keyring,
         outbox: Outbox,
         hasher: passwords::Hasher,
+        public_url: String,
     ) -> Result<Self, ApiError> {
-        Ok(Self { store, keyring, dummy_hash: passwords::dummy_hash()?, outbox, hasher })
+        Ok(Self { store, keyring, dummy_hash: passwords::dummy_hash()?, outbox, hasher, public_url })
     }
 
     /// Whether `raw` is the account's password. With no account, or none set yet, it checks a
@@ -124,7 +127,7 @@ impl Accounts {
     }
 
     /// The user view the API answers with. Never includes secrets.
-    fn view(&self, account: &Account) -> Result<Value, ApiError> {
+    pub(crate) fn view(&self, account: &Account) -> Result<Value, ApiError> {
         let tier = tier_of(&account.row)?;
         let mut view = json!({
             "id": account.row.id,
@@ -223,6 +226,11 @@ impl Accounts {
             at: now,
         };
         self.store.insert_user(&row, &audit).await?;
+        // The account exists whatever happens to this email: a failure to queue it is logged,
+        // and the owner can ask for another (`POST …/email/verification`).
+        if let Err(e) = self.send_verification(&account, now).await {
+            tracing::warn!(user = %row.id, error = %e, "the verification email could not be queued");
+        }
         self.view(&account)
     }
 

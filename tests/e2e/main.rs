@@ -12,6 +12,7 @@ mod hardening_auth;
 mod hardening_data;
 mod hardening_edge;
 mod jobs;
+mod lifecycle;
 mod limits;
 mod multi_origin;
 mod protection;
@@ -82,6 +83,7 @@ fn main() {
         .chain(hardening_auth::TESTS)
         .chain(hardening_edge::TESTS)
         .chain(hardening_data::TESTS)
+        .chain(lifecycle::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let mut tests = tests;

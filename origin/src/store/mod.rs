@@ -375,7 +375,8 @@ pub struct PasswordReset<'a> {
 /// verification), and retention.
 #[async_trait]
 pub trait LifecycleStore: Send + Sync {
-    /// Stores a message to send (due at once).
+    /// Stores a message to send: its first attempt is the storing origin's (a kick); the
+    /// sweep takes it after `domain::delivery::SWEEP_GRACE_MS`.
     async fn enqueue_message(&self, message: &OutboxRow) -> Result<(), StoreError>;
     /// Claims message `id` until `lease_until` if it is unsent, not given up, and unclaimed
     /// (or its claim ran out): of dispatchers racing, one gets it.

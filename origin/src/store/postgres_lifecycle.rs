@@ -34,13 +34,14 @@ async fn insert_message(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO outbox (id, user_id, channel, message_sealed, created_at, next_attempt_at) \
-         VALUES ($1, $2, $3, $4, $5, $5)",
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&m.id)
     .bind(&m.user_id)
     .bind(&m.channel)
     .bind(&m.message_sealed)
     .bind(millis(m.created_at))
+    .bind(millis(m.created_at.saturating_add_ms(domain::delivery::SWEEP_GRACE_MS)))
     .execute(&mut **tx)
     .await?;
     Ok(())

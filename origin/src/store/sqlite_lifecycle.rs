@@ -41,7 +41,7 @@ async fn insert_message(
     .bind(&m.channel)
     .bind(&m.message_sealed)
     .bind(millis(m.created_at))
-    .bind(millis(m.created_at))
+    .bind(millis(m.created_at.saturating_add_ms(domain::delivery::SWEEP_GRACE_MS)))
     .execute(&mut **tx)
     .await?;
     Ok(())
