@@ -265,3 +265,83 @@ pub fn spawn_dispatcher(accounts: Arc<Accounts>, clock: Clock) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use domain::delivery::{LEASE_MS, SWEEP_GRACE_MS};
+    use domain::identity::Actor;
+    use domain::time::UnixMillis;
+
+    use crate::testing::TestOrigin;
+    use crate::users::CreateUser;
+
+    #[tokio::test]
+    async fn a_stored_message_is_claimed_once_sent_once_and_lands_in_the_file() {
+        let origin = TestOrigin::start().await;
+        let accounts = Arc::clone(&origin.state.accounts);
+        let now = UnixMillis(1_800_000_000_000);
+        let request = CreateUser {
+            email: "Outbox.Test@example.com".into(),
+            password: "correct horse battery staple".into(),
+            tier: None,
+            role: None,
+            profile: Some(serde_json::json!({"language": "fr"})),
+        };
+        accounts.create(&Actor::Anonymous, request, now).await.unwrap();
+        let store = &origin.state.store;
+        // No dispatcher runs here: the verification email waits in the table, not yet due to
+        // the sweep (the storing origin's first attempt has the grace period).
+        assert_eq!(store.outbox_counts().await.unwrap(), (1, 0, 0));
+        assert!(store.claim_due(now, now.saturating_add_ms(LEASE_MS), 10).await.unwrap().is_empty());
+        let later = now.saturating_add_ms(SWEEP_GRACE_MS);
+        let claimed = store.claim_due(later, later.saturating_add_ms(LEASE_MS), 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        // Claimed: no one else gets it until the lease ends.
+        let id = claimed[0].row.id.clone();
+        assert!(store.claim_message(&id, later, later.saturating_add_ms(LEASE_MS)).await.unwrap().is_none());
+        let after_lease = later.saturating_add_ms(LEASE_MS);
+        let again =
+            store.claim_message(&id, after_lease, after_lease.saturating_add_ms(LEASE_MS)).await.unwrap();
+        assert_eq!(again.map(|c| c.row.id), Some(id.clone()));
+        assert!(store.message_sent(&id, after_lease).await.unwrap());
+        assert!(!store.message_sent(&id, after_lease).await.unwrap(), "marked sent once");
+        assert!(store
+            .claim_message(&id, UnixMillis(u64::MAX / 2), UnixMillis(u64::MAX / 2))
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(store.outbox_counts().await.unwrap(), (0, 1, 0));
+        // The table holds no address in clear.
+        let db = origin.sqlite().await;
+        let sealed: Vec<u8> =
+            sqlx::query_scalar("SELECT message_sealed FROM outbox").fetch_one(db.pool()).await.unwrap();
+        assert!(!String::from_utf8_lossy(&sealed).contains("outbox.test@example.com"));
+    }
+
+    #[tokio::test]
+    async fn the_sweep_sends_due_messages_through_the_file_sender_in_the_users_language() {
+        let origin = TestOrigin::start().await;
+        let accounts = Arc::clone(&origin.state.accounts);
+        let now = UnixMillis(1_800_000_000_000);
+        let request = CreateUser {
+            email: "sweep@example.com".into(),
+            password: "correct horse battery staple".into(),
+            tier: None,
+            role: None,
+            profile: Some(serde_json::json!({"language": "fr-CA"})),
+        };
+        accounts.create(&Actor::Anonymous, request, now).await.unwrap();
+        assert_eq!(accounts.dispatch_due(now.saturating_add_ms(SWEEP_GRACE_MS)).await.unwrap(), 1);
+        let file = std::fs::read_to_string(origin.dir.path().join("outbox.jsonl")).unwrap();
+        let line: serde_json::Value = serde_json::from_str(file.lines().next().unwrap()).unwrap();
+        assert_eq!(line["to"], "sweep@example.com");
+        assert_eq!(line["language"], "fr");
+        assert_eq!(line["subject"], "Confirmez votre adresse");
+        assert!(line["text"].as_str().unwrap().contains(line["code"].as_str().unwrap()));
+        assert_eq!(origin.state.store.outbox_counts().await.unwrap(), (0, 1, 0));
+        // Nothing is due any more.
+        assert_eq!(accounts.dispatch_due(now.saturating_add_ms(60 * SWEEP_GRACE_MS)).await.unwrap(), 0);
+    }
+}

@@ -80,6 +80,18 @@ impl LifecycleStore for SqliteStore {
         lease_until: UnixMillis,
         limit: u32,
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        // A read first, without the write lock: most sweeps find nothing due, and should not
+        // take SQLite's one write lock every second for that.
+        let any: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT id FROM outbox WHERE next_attempt_at <= ? AND {CLAIMABLE} LIMIT 1"
+        ))
+        .bind(millis(now))
+        .bind(millis(now))
+        .fetch_optional(self.pool())
+        .await?;
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let ids: Vec<String> = sqlx::query_scalar(&format!(
             "SELECT id FROM outbox WHERE next_attempt_at <= ? AND {CLAIMABLE} ORDER BY next_attempt_at LIMIT ?"
