@@ -179,7 +179,7 @@ impl Accounts {
     /// One attempt at a claimed message: unseal, send, record the outcome.
     async fn attempt(&self, claimed: ClaimedMessage, now: UnixMillis) -> Result<(), ApiError> {
         let ClaimedMessage { row, attempts } = claimed;
-        let message = match self.unseal_message(&row).await {
+        let message = match self.unseal_message(&row).await? {
             Ok(m) => m,
             Err(reason) => {
                 // Unreadable (the user's key is gone): nothing can ever send it.
@@ -215,13 +215,16 @@ impl Accounts {
         Ok(())
     }
 
-    async fn unseal_message(&self, row: &OutboxRow) -> Result<Message, &'static str> {
-        let user = self.store.user_by_id(&row.user_id).await.map_err(|_| "store")?.ok_or("no user")?;
+    /// The message, or why it can never be read; `Err` when the store failed (the claim then
+    /// runs out and the message is tried again).
+    async fn unseal_message(&self, row: &OutboxRow) -> Result<Result<Message, &'static str>, ApiError> {
+        let Some(user) = self.store.user_by_id(&row.user_id).await? else { return Ok(Err("no user")) };
         let wrapped = WrappedKey { master_key_id: user.data_key_master_id, sealed: user.data_key_sealed };
-        let key = self.keyring.unwrap(&wrapped, &row.user_id).map_err(|_| "data key")?;
-        let json =
-            key.open(&row.message_sealed, &message_context(&row.user_id, &row.id)).map_err(|_| "seal")?;
-        serde_json::from_slice(&json).map_err(|_| "format")
+        let Ok(key) = self.keyring.unwrap(&wrapped, &row.user_id) else { return Ok(Err("data key")) };
+        let Ok(json) = key.open(&row.message_sealed, &message_context(&row.user_id, &row.id)) else {
+            return Ok(Err("seal"));
+        };
+        Ok(serde_json::from_slice(&json).map_err(|_| "format"))
     }
 }
 

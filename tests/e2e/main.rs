@@ -41,13 +41,14 @@ fn trial(ctx: &Arc<Ctx>, name: &'static str, test: TestFn) -> Trial {
 
 fn start() -> anyhow::Result<Ctx> {
     // The shared stack keeps the production quotas per user; only the per-address limits of
-    // signup and login are raised, since every test signs up and logs in from 127.0.0.1.
+    // signup, login and recovery are raised, since every test signs up and logs in from 127.0.0.1.
     // `E2E_BACKEND=postgres`: two origins on one PostgreSQL database behind a proxy.
     let backend = Backend::from_env()?;
     let stack = Stack::start_with_backend(
         &[
             ("IP_SIGNUP_PER_HOUR", "1000000"),
             ("IP_LOGIN_PER_MINUTE", "1000000"),
+            ("IP_RECOVERY_PER_HOUR", "1000000"),
             ("REFRESH_REUSE_GRACE_SECS", "2"),
         ],
         backend,
