@@ -94,8 +94,10 @@ impl Sender for FileSender {
         options.create(true).append(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        // One write of the whole line (O_APPEND): several origins appending to one file do not
+        // interleave within a line.
         let written = options.open(&self.path).and_then(|mut file| {
-            writeln!(file, "{line}")?;
+            file.write_all(format!("{line}\n").as_bytes())?;
             file.sync_data()
         });
         written.map_err(|e| {
