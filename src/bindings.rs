@@ -128,6 +128,8 @@ pub const VAR_RATE_LIMIT_QUOTAS: &str = "RATE_LIMIT_QUOTAS";
 pub const VAR_IP_LOGIN_PER_MINUTE: &str = "IP_LOGIN_PER_MINUTE";
 pub const VAR_IP_SIGNUP_PER_HOUR: &str = "IP_SIGNUP_PER_HOUR";
 pub const VAR_IP_REFRESH_PER_MINUTE: &str = "IP_REFRESH_PER_MINUTE";
+/// Per-client-IP limit of account recovery (forgot/reset password, email verification).
+pub const VAR_IP_RECOVERY_PER_HOUR: &str = "IP_RECOVERY_PER_HOUR";
 /// Per-client-IP limit of `GET /health` (public, and a cache miss calls the origin).
 pub const VAR_IP_HEALTH_PER_MINUTE: &str = "IP_HEALTH_PER_MINUTE";
 /// Per-user limit of tier changes (`POST /api/v1/users/{id}/upgrade`), apart from the quota.
@@ -136,6 +138,7 @@ pub const VAR_TIER_CHANGES_PER_HOUR: &str = "TIER_CHANGES_PER_HOUR";
 pub const DEFAULT_IP_LOGIN_PER_MINUTE: u32 = 60;
 pub const DEFAULT_IP_SIGNUP_PER_HOUR: u32 = 20;
 pub const DEFAULT_IP_REFRESH_PER_MINUTE: u32 = 120;
+pub const DEFAULT_IP_RECOVERY_PER_HOUR: u32 = 30;
 pub const DEFAULT_IP_HEALTH_PER_MINUTE: u32 = 60;
 pub const DEFAULT_TIER_CHANGES_PER_HOUR: u32 = 10;
 
@@ -148,6 +151,7 @@ pub struct RateLimitConfig {
     pub ip_login_per_minute: u32,
     pub ip_signup_per_hour: u32,
     pub ip_refresh_per_minute: u32,
+    pub ip_recovery_per_hour: u32,
     pub ip_health_per_minute: u32,
     pub tier_changes_per_hour: u32,
 }
@@ -182,6 +186,7 @@ impl RateLimitConfig {
             ip_login_per_minute: number(env, VAR_IP_LOGIN_PER_MINUTE, DEFAULT_IP_LOGIN_PER_MINUTE)?,
             ip_signup_per_hour: number(env, VAR_IP_SIGNUP_PER_HOUR, DEFAULT_IP_SIGNUP_PER_HOUR)?,
             ip_refresh_per_minute: number(env, VAR_IP_REFRESH_PER_MINUTE, DEFAULT_IP_REFRESH_PER_MINUTE)?,
+            ip_recovery_per_hour: number(env, VAR_IP_RECOVERY_PER_HOUR, DEFAULT_IP_RECOVERY_PER_HOUR)?,
             ip_health_per_minute: number(env, VAR_IP_HEALTH_PER_MINUTE, DEFAULT_IP_HEALTH_PER_MINUTE)?,
             tier_changes_per_hour: number(env, VAR_TIER_CHANGES_PER_HOUR, DEFAULT_TIER_CHANGES_PER_HOUR)?,
         })

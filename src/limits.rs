@@ -66,6 +66,8 @@ pub enum IpClass {
     Login,
     Signup,
     Refresh,
+    /// Forgot/reset password and email verification: codes sent by email, tried by code.
+    Recovery,
     /// `GET /health`: public, and each miss of its cache costs an origin call.
     Health,
 }
@@ -76,6 +78,7 @@ impl IpClass {
             IpClass::Login => "ip-login",
             IpClass::Signup => "ip-signup",
             IpClass::Refresh => "ip-refresh",
+            IpClass::Recovery => "ip-recovery",
             IpClass::Health => "ip-health",
         }
     }
@@ -98,6 +101,7 @@ pub async fn admit_ip(req: &Request, env: &Env, class: IpClass) -> Result<Admiss
         IpClass::Login => (60, config.ip_login_per_minute),
         IpClass::Signup => (3600, config.ip_signup_per_hour),
         IpClass::Refresh => (60, config.ip_refresh_per_minute),
+        IpClass::Recovery => (3600, config.ip_recovery_per_hour),
         IpClass::Health => (60, config.ip_health_per_minute),
     };
     let limit = GateClient::for_ip(env, &client_key(req))?.throttle(class.name(), window_secs, quota).await?;

@@ -45,6 +45,10 @@ enum Route {
     PasskeyLogin,
     Passkeys(UserId, PasskeyOp),
     Activate,
+    ForgotPassword,
+    ResetPassword,
+    VerifyEmail,
+    ResendVerification(UserId),
     Security(UserId, SecurityOp),
     SetDisabled(UserId, bool),
     Refresh,
@@ -75,6 +79,18 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         ["api", "v1", "auth", "step-up"] => only(method, &[Method::Post]).map(|()| Route::StepUp),
         ["api", "v1", "auth", "mfa"] => only(method, &[Method::Post]).map(|()| Route::Mfa),
         ["api", "v1", "auth", "activate"] => only(method, &[Method::Post]).map(|()| Route::Activate),
+        ["api", "v1", "auth", "password", "forgot"] => {
+            only(method, &[Method::Post]).map(|()| Route::ForgotPassword)
+        }
+        ["api", "v1", "auth", "password", "reset"] => {
+            only(method, &[Method::Post]).map(|()| Route::ResetPassword)
+        }
+        ["api", "v1", "auth", "email", "verify"] => {
+            only(method, &[Method::Post]).map(|()| Route::VerifyEmail)
+        }
+        ["api", "v1", "users", id, "email", "verification"] => {
+            only(method, &[Method::Post]).and_then(|()| user_id(id)).map(Route::ResendVerification)
+        }
         ["api", "v1", "auth", "mfa", "send"] => only(method, &[Method::Post]).map(|()| Route::MfaSend),
         ["api", "v1", "auth", "mfa", "webauthn"] => {
             only(method, &[Method::Post]).map(|()| Route::MfaWebauthn)
@@ -170,7 +186,8 @@ impl Route {
             | Route::Security(..)
             | Route::Passkeys(..)
             | Route::StartEmailChange(_)
-            | Route::ConfirmEmailChange(_) => "security",
+            | Route::ConfirmEmailChange(_)
+            | Route::ResendVerification(_) => "security",
             Route::SetDisabled(..) | Route::CreateUser => "admin",
             _ => "other",
         }
@@ -222,6 +239,26 @@ impl Route {
                     limits::finish(sessions::activate(req, env).await, &limit, "ip-signup", path)
                 }
             },
+            // Account recovery: limited per address; the origin limits codes per account.
+            Route::ForgotPassword | Route::ResetPassword | Route::VerifyEmail => {
+                match limits::admit_ip(&req, env, IpClass::Recovery).await? {
+                    Admission::Refused(r) => Ok(r),
+                    Admission::Admitted(limit) => {
+                        let answer = match self {
+                            Route::ForgotPassword => sessions::forgot_password(req, env).await,
+                            Route::ResetPassword => sessions::reset_password(req, env).await,
+                            _ => users::verify_email(req, env).await,
+                        };
+                        limits::finish(answer, &limit, "ip-recovery", path)
+                    }
+                }
+            }
+            Route::ResendVerification(id) => {
+                user_route(req, env, path, true, events, class, |_, caller, _| {
+                    users::resend_verification(env, caller, id)
+                })
+                .await
+            }
             Route::MfaSend => match limits::admit_ip(&req, env, IpClass::Login).await? {
                 Admission::Refused(r) => Ok(r),
                 Admission::Admitted(limit) => {

@@ -347,3 +347,26 @@ pub async fn activate(mut req: Request, env: &Env) -> Result<Response, EdgeError
         forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/activate", Some(&body)).await?;
     http::json(200, &origin_json(&answer)?, None)
 }
+
+/// Asks for a password-reset code by email. The origin answers 202 whatever the address.
+pub async fn forgot_password(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let answer =
+        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/password/forgot", Some(&body)).await?;
+    http::json(202, &origin_json(&answer)?, None)
+}
+
+/// Sets a new password with a reset code, then ends every session of the account in its gate
+/// (the origin has ended its pending challenges and cleared its softlock).
+pub async fn reset_password(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let answer =
+        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/password/reset", Some(&body)).await?;
+    let done = origin_json(&answer)?;
+    let id = done
+        .get("user_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| EdgeError::new(ProblemKind::Internal, "the origin's reset answer names no user"))?;
+    let ended = GateClient::for_user(env, id)?.revoke(None, None, "password reset").await?;
+    http::json(200, &json!({ "reset": true, "sessions_ended": ended }), None)
+}

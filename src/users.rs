@@ -255,3 +255,24 @@ pub async fn insights(
     }
     http::json(200, &insights, None)
 }
+
+/// Confirms the signup address with the code sent to it. The origin answers the new view,
+/// which is recorded in the gate and KV like any write; the caller, who proved only that they
+/// read the mailbox, is told no more than that the address is verified.
+pub async fn verify_email(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let answer =
+        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/email/verify", Some(&body)).await?;
+    let view = origin_json(&answer)?;
+    remember(env, &view).await?;
+    let id = view.get("id").cloned().unwrap_or(Value::Null);
+    http::json(200, &json!({ "user_id": id, "email_verified": true }), None)
+}
+
+/// Sends a new verification code to the account's address.
+pub async fn resend_verification(env: &Env, caller: Caller, id: UserId) -> Result<Response, EdgeError> {
+    authorize(&caller, &id)?;
+    let path = format!("/internal/users/{id}/email/verification");
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&json!({}))).await?;
+    http::json(202, &origin_json(&answer)?, None)
+}

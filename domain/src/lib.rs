@@ -3,8 +3,10 @@
 //! natively and deterministically, and the same code runs inside the Worker on wasm32.
 
 pub mod analytics;
+pub mod delivery;
 pub mod email;
 pub mod identity;
+pub mod messages;
 pub mod net;
 pub mod passkey;
 pub mod password;
@@ -12,6 +14,7 @@ pub mod phone;
 pub mod problem;
 pub mod profile;
 pub mod rate_limit;
+pub mod retention;
 pub mod risk;
 pub mod security;
 pub mod session;

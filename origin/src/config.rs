@@ -22,6 +22,20 @@ pub const VAR_MASTER_KEY_ID: &str = "ORIGIN_MASTER_KEY_ID";
 pub const VAR_PREVIOUS_MASTER_KEYS: &str = "ORIGIN_PREVIOUS_MASTER_KEYS";
 /// Where the local sender appends the messages (one-time codes) it sends, as JSON lines.
 pub const VAR_OUTBOX: &str = "ORIGIN_OUTBOX";
+/// Email over SMTP instead of the local file: `smtp://[user:pass@]host:port` (plain, loopback
+/// only), `smtp://…?tls=starttls`, or `smtps://…` (implicit TLS).
+pub const VAR_SMTP_URL: &str = "ORIGIN_SMTP_URL";
+/// The sender of emails (`Name <address>` or an address).
+pub const VAR_SMTP_FROM: &str = "ORIGIN_SMTP_FROM";
+/// SMS through a Twilio-compatible Messages API instead of the local file: the API's base URL
+/// (`https://api.twilio.com`; plain http only to loopback), with the three below.
+pub const VAR_SMS_URL: &str = "ORIGIN_SMS_URL";
+pub const VAR_SMS_ACCOUNT_SID: &str = "ORIGIN_SMS_ACCOUNT_SID";
+pub const VAR_SMS_AUTH_TOKEN: &str = "ORIGIN_SMS_AUTH_TOKEN";
+/// The number (or sender id) texts come from.
+pub const VAR_SMS_FROM: &str = "ORIGIN_SMS_FROM";
+/// The public address of the service, for the links in emails (password reset, verification).
+pub const VAR_PUBLIC_URL: &str = "ORIGIN_PUBLIC_URL";
 /// Where the analytics and tier jobs write their reports.
 pub const VAR_REPORTS_DIR: &str = "ORIGIN_REPORTS_DIR";
 /// Where the scheduled provisioning picks up CSV/JSON files.
@@ -49,6 +63,8 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8788";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/origin.db";
 pub const DEFAULT_MASTER_KEY_ID: &str = "k1";
 pub const DEFAULT_OUTBOX: &str = "data/outbox.jsonl";
+pub const DEFAULT_SMTP_FROM: &str = "Music AI accounts <no-reply@localhost>";
+pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8787";
 pub const DEFAULT_REPORTS_DIR: &str = "data/reports";
 pub const DEFAULT_INBOX_DIR: &str = "data/inbox";
 pub const DEFAULT_WEBAUTHN_RP_ID: &str = "localhost";
@@ -71,6 +87,9 @@ pub struct Config {
     /// Retired master keys, readable only (see [`VAR_PREVIOUS_MASTER_KEYS`]).
     pub previous_master_keys: Vec<MasterKey>,
     pub outbox_path: std::path::PathBuf,
+    pub email_delivery: EmailDelivery,
+    pub sms_delivery: SmsDelivery,
+    pub public_url: String,
     pub reports_dir: std::path::PathBuf,
     pub inbox_dir: std::path::PathBuf,
     pub event_retention_days: u64,
@@ -84,6 +103,30 @@ pub struct Config {
     pub webauthn_rp_id: String,
     /// The WebAuthn origin (see [`VAR_WEBAUTHN_ORIGIN`]).
     pub webauthn_origin: String,
+}
+
+/// Who carries emails.
+#[derive(Clone, Debug)]
+pub enum EmailDelivery {
+    /// The local file (`ORIGIN_OUTBOX`).
+    File,
+    Smtp {
+        endpoint: crate::delivery::SmtpEndpoint,
+        from: String,
+    },
+}
+
+/// Who carries texts.
+#[derive(Clone)]
+pub enum SmsDelivery {
+    /// The local file (`ORIGIN_OUTBOX`).
+    File,
+    Http {
+        base_url: String,
+        account_sid: String,
+        auth_token: String,
+        from: String,
+    },
 }
 
 /// The data-encryption master key and its id. Never printed.
@@ -170,6 +213,31 @@ impl Config {
         }
 
         let outbox_path = lookup(VAR_OUTBOX).unwrap_or_else(|| DEFAULT_OUTBOX.to_owned()).into();
+        let email_delivery = match lookup(VAR_SMTP_URL).filter(|v| !v.trim().is_empty()) {
+            Some(raw) => EmailDelivery::Smtp {
+                endpoint: crate::delivery::SmtpEndpoint::parse(&raw)
+                    .map_err(|reason| ConfigError::Invalid { var: VAR_SMTP_URL, reason })?,
+                from: lookup(VAR_SMTP_FROM).unwrap_or_else(|| DEFAULT_SMTP_FROM.to_owned()),
+            },
+            None => EmailDelivery::File,
+        };
+        let sms_delivery = match lookup(VAR_SMS_URL).filter(|v| !v.trim().is_empty()) {
+            Some(base_url) => {
+                domain::net::check_origin_url(&base_url)
+                    .map_err(|e| ConfigError::Invalid { var: VAR_SMS_URL, reason: e.to_string() })?;
+                let needed = |var: &'static str| {
+                    lookup(var).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(var))
+                };
+                SmsDelivery::Http {
+                    base_url,
+                    account_sid: needed(VAR_SMS_ACCOUNT_SID)?,
+                    auth_token: needed(VAR_SMS_AUTH_TOKEN)?,
+                    from: needed(VAR_SMS_FROM)?,
+                }
+            }
+            None => SmsDelivery::File,
+        };
+        let public_url = lookup(VAR_PUBLIC_URL).unwrap_or_else(|| DEFAULT_PUBLIC_URL.to_owned());
         let reports_dir = lookup(VAR_REPORTS_DIR).unwrap_or_else(|| DEFAULT_REPORTS_DIR.to_owned()).into();
         let inbox_dir = lookup(VAR_INBOX_DIR).unwrap_or_else(|| DEFAULT_INBOX_DIR.to_owned()).into();
         let event_retention_days = match lookup(VAR_EVENT_RETENTION_DAYS) {
@@ -233,6 +301,9 @@ impl Config {
             master_key: MasterKey { id, bytes },
             previous_master_keys,
             outbox_path,
+            email_delivery,
+            sms_delivery,
+            public_url: public_url.trim_end_matches('/').to_owned(),
             reports_dir,
             inbox_dir,
             event_retention_days,

@@ -7,6 +7,7 @@
 
 use domain::email::Email;
 use domain::identity::{Actor, UserId};
+use domain::messages::Template;
 use domain::problem::ProblemKind;
 use domain::time::UnixMillis;
 use serde::Deserialize;
@@ -69,25 +70,26 @@ impl Accounts {
         }
 
         let code = self.start_pending(PURPOSE, id, &account.data_key, email.as_str(), now).await?;
-        self.outbox.send(
+        let minutes = pending::TTL_MS / 60_000;
+        let to_new = self.message(
+            &account,
             "email",
             email.as_str(),
-            &format!(
-                "Your code to confirm this address for your account is {code}. It expires in 10 minutes."
-            ),
+            &Template::EmailChangeCode { code: &code, minutes },
             Some(&code),
             now,
         )?;
-        self.outbox.send(
+        self.send_message(to_new).await?;
+        let masked_new = masked(email.as_str());
+        let notice = self.message(
+            &account,
             "email",
             &account.email,
-            &format!(
-                "A change of your account's email to {} was requested. If it was not you, change your password now.",
-                masked(email.as_str())
-            ),
+            &Template::EmailChangeNotice { masked_new: &masked_new },
             None,
             now,
         )?;
+        self.send_message(notice).await?;
         self.event(id.as_str(), "email_change_requested", json!({ "by": actor.to_string() }), now).await?;
         Ok(json!({ "pending_email": email.as_str(), "expires_in": pending::TTL_MS / 1000 }))
     }

@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod delivery;
 pub mod email_change;
 pub mod errors;
 pub mod http_layers;
@@ -13,6 +14,7 @@ pub mod passkeys;
 pub mod passwords;
 pub mod pending;
 pub mod protection;
+pub mod recovery;
 pub mod routes;
 pub mod signed;
 pub mod sms;
@@ -60,10 +62,11 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             config::VAR_PREVIOUS_MASTER_KEYS
         );
     }
-    let outbox = outbox::Outbox::new(config.outbox_path.clone());
+    let outbox = outbox::Outbox::from_config(&config)?;
     let hasher = passwords::Hasher::new(config.hash_threads, config.hash_queue)?;
     let webauthn = passkeys::relying_party(&config.webauthn_rp_id, &config.webauthn_origin)?;
-    let accounts = Accounts::new(Arc::clone(&store), keyring, outbox, hasher, webauthn)?;
+    let accounts =
+        Accounts::new(Arc::clone(&store), keyring, outbox, hasher, webauthn, config.public_url.clone())?;
     Ok(AppState { config: Arc::new(config), store, accounts: Arc::new(accounts), clock: Clock::System })
 }
 

@@ -42,8 +42,14 @@ enum Command {
     AnalyzeTiers,
     /// Trains the churn model (prints its held-out AUC), segments, cohorts; writes reports.
     GenerateAnalytics,
-    /// Removes expired state, unactivated accounts past their deadline, and old events.
-    Cleanup,
+    /// Applies the retention table (every class of data past its age) and prints, per class,
+    /// what it removed.
+    Cleanup {
+        /// Run as if at this time (RFC 3339, or Unix milliseconds) instead of now: what the
+        /// rules would remove then. For checking the table; the schedule runs at the present.
+        #[arg(long)]
+        at: Option<String>,
+    },
     /// Completes a master-key rotation: re-wraps every data key still wrapped by a retired
     /// key (ORIGIN_PREVIOUS_MASTER_KEYS), or by the master key itself (the format before the
     /// HKDF-derived wrapping key), with the current one, and recomputes email indexes.
@@ -95,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
         Command::ProvisionUsers { file } => job("provision-users", file).await,
         Command::AnalyzeTiers => job("analyze-tiers", None).await,
         Command::GenerateAnalytics => job("generate-analytics", None).await,
-        Command::Cleanup => job("cleanup", None).await,
+        Command::Cleanup { at } => job_at("cleanup", None, at.as_deref()).await,
         Command::RewrapKeys => job("rewrap-keys", None).await,
         Command::RunAll { file } => job("run-all", file).await,
         Command::DemoData { users, days, seed } => demo(users, days, seed).await,
@@ -107,6 +113,8 @@ async fn serve() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let bind = config.bind;
     let state = origin::build_state(config).await.context("opening the database")?;
+    // Only the service sends messages; the CLI's jobs leave what they queue to it.
+    origin::outbox::spawn_dispatcher(std::sync::Arc::clone(&state.accounts), state.clock);
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
     tracing::info!(address = %listener.local_addr()?, "origin listening");
     origin::serve(state, listener, shutdown_signal()).await?;
@@ -178,11 +186,20 @@ fn job_options(config: &Config) -> JobOptions {
 /// Runs a job from the command line: progress on stderr, the JSON summary on stdout, a
 /// one-line summary and the time on stderr; exit code 1 on failure, 2 when some rows failed.
 async fn job(name: &str, file: Option<PathBuf>) -> anyhow::Result<()> {
+    job_at(name, file, None).await
+}
+
+/// [`job`], as if at `at` (RFC 3339 or Unix milliseconds) when given.
+async fn job_at(name: &str, file: Option<PathBuf>, at: Option<&str>) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let options = job_options(&config);
     let state = origin::build_state(config).await.context("opening the database")?;
+    let now = match at {
+        None => state.clock.now(),
+        Some(raw) => parse_instant(raw).with_context(|| format!("--at {raw:?}"))?,
+    };
     let started = Instant::now();
-    let summary = origin::jobs::run(&state, name, file, &options, Trigger::Cli, state.clock.now()).await?;
+    let summary = origin::jobs::run(&state, name, file, &options, Trigger::Cli, now).await?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     eprintln!("{name}: done in {:.2} s", started.elapsed().as_secs_f64());
     let failed_rows = summary.get("failed").and_then(|v| v.as_u64()).unwrap_or(0)
@@ -214,4 +231,15 @@ async fn migrate(from: &str, to: &str) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&summary)?);
     eprintln!("migrate-sqlite-to-postgres: done in {:.2} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// An instant given as Unix milliseconds or RFC 3339.
+fn parse_instant(raw: &str) -> anyhow::Result<domain::time::UnixMillis> {
+    if let Ok(ms) = raw.trim().parse::<u64>() {
+        return Ok(domain::time::UnixMillis(ms));
+    }
+    let t = time::OffsetDateTime::parse(raw.trim(), &time::format_description::well_known::Rfc3339)
+        .context("expected Unix milliseconds or an RFC 3339 time")?;
+    let ms = t.unix_timestamp_nanos() / 1_000_000;
+    Ok(domain::time::UnixMillis(u64::try_from(ms).context("before 1970")?))
 }

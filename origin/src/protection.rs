@@ -15,6 +15,7 @@
 
 use domain::email::Email;
 use domain::identity::{Actor, Role, UserId};
+use domain::messages::Template;
 use domain::problem::{Problem, ProblemKind};
 use domain::risk::{self, Assessment, LoginContext, PastLogin};
 use domain::security::{self, SecondFactor, SecurityFloor};
@@ -565,13 +566,10 @@ impl Accounts {
         if update.after.first().is_none_or(Option::is_none) {
             return Err(refused_challenge());
         }
-        self.outbox.send(
-            &request.method,
-            &to,
-            &format!("Your sign-in code is {code}. It expires in 10 minutes."),
-            Some(&code),
-            now,
-        )?;
+        let account = self.load(&id).await?;
+        let template = Template::SignInCode { code: &code, minutes: OTP_TTL_MS / 60_000 };
+        let message = self.message(&account, &request.method, &to, &template, Some(&code), now)?;
+        self.send_message(message).await?;
         self.event_later(&challenge.user_id, "mfa_code_sent", json!({ "method": request.method }), now);
         Ok(json!({ "sent": request.method, "expires_in": OTP_TTL_MS / 1000 }))
     }
@@ -938,13 +936,9 @@ impl Accounts {
             let value = serde_json::to_string(&sent).map_err(internal)?;
             self.store.state_put(&format!("stepup:{id}"), &value, sent.expires_at).await?;
             let to = self.code_destination(id, "sms").await?;
-            self.outbox.send(
-                "sms",
-                &to,
-                &format!("Your confirmation code is {code}. It expires in 10 minutes."),
-                Some(&code),
-                now,
-            )?;
+            let template = Template::ConfirmationCode { code: &code, minutes: OTP_TTL_MS / 60_000 };
+            let message = self.message(&account, "sms", &to, &template, Some(&code), now)?;
+            self.send_message(message).await?;
             return Ok(StepUp::CodeSent);
         }
         let fresh_proof = Proof { step_up_at: None, ..proof };

@@ -45,6 +45,10 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/mfa", post(complete_mfa))
         .route("/auth/activate", post(activate))
         .route("/auth/mfa/send", post(send_code))
+        .route("/auth/password/forgot", post(forgot_password))
+        .route("/auth/password/reset", post(reset_password))
+        .route("/auth/email/verify", post(verify_email))
+        .route("/users/{id}/email/verification", post(resend_verification))
         .route("/users/{id}/mfa/totp", post(enrol_totp).delete(remove_totp))
         .route("/users/{id}/mfa/totp/confirm", post(confirm_totp))
         .route("/users/{id}/mfa/sms", post(enrol_sms).delete(remove_sms))
@@ -493,4 +497,52 @@ async fn mfa_webauthn_options(
 ) -> Result<Json<Value>, ApiError> {
     let request: MfaSend = parse(&body)?;
     Ok(Json(state.accounts.mfa_webauthn_options(request, state.clock.now()).await?))
+}
+
+/// Always 202 for a well-formed address: the lookup and the email happen after the answer, so
+/// an unknown address is told and timed like a known one.
+async fn forgot_password(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let request: crate::recovery::Forgot = parse(&body)?;
+    let email = state.accounts.parse_forgot(&request)?;
+    let accounts = std::sync::Arc::clone(&state.accounts);
+    let now = state.clock.now();
+    tokio::spawn(async move {
+        if let Err(e) = accounts.forgot_password(email, now).await {
+            tracing::warn!(error = %e, "a password reset could not be sent");
+        }
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            json!({ "status": "accepted", "detail": "if an account has this address, a reset code is on its way" }),
+        ),
+    ))
+}
+
+async fn reset_password(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: crate::recovery::Reset = parse(&body)?;
+    Ok(Json(state.accounts.reset_password(request, state.clock.now()).await?))
+}
+
+async fn verify_email(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: crate::recovery::Verify = parse(&body)?;
+    Ok(Json(state.accounts.verify_email(request, state.clock.now()).await?))
+}
+
+async fn resend_verification(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let answer = state.accounts.resend_verification(&actor, &user_id(&id)?, state.clock.now()).await?;
+    Ok((StatusCode::ACCEPTED, Json(answer)))
 }

@@ -4,6 +4,7 @@
 //! the user's data key in `mfa_sms`, and shown back masked.
 
 use domain::identity::{Actor, UserId};
+use domain::messages::Template;
 use domain::phone::Phone;
 use domain::sms_quota::{self, SmsLimit};
 use domain::time::UnixMillis;
@@ -43,13 +44,16 @@ impl Accounts {
             .map_err(|e| invalid_field("phone_number", e.rule(), e.to_string()))?;
         self.count_enrolment_text(id, &phone, now).await?;
         let code = self.start_pending(PURPOSE, id, &account.data_key, phone.as_str(), now).await?;
-        self.outbox.send(
+        let minutes = pending::TTL_MS / 60_000;
+        let text = self.message(
+            &account,
             "sms",
             phone.as_str(),
-            &format!("Your code to add this phone to your account is {code}. It expires in 10 minutes."),
+            &Template::PhoneCode { code: &code, minutes },
             Some(&code),
             now,
         )?;
+        self.send_message(text).await?;
         self.event(id.as_str(), "mfa_enrolment_started", json!({ "method": "sms" }), now).await?;
         Ok(json!({ "pending_phone": phone.masked(), "expires_in": pending::TTL_MS / 1000 }))
     }

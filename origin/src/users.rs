@@ -32,6 +32,8 @@ pub struct Accounts {
     pub hasher: passwords::Hasher,
     /// The WebAuthn relying party (`passkeys`).
     pub(crate) webauthn: webauthn_rs::Webauthn,
+    /// The service's public address, for the links in emails.
+    pub(crate) public_url: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,8 +109,17 @@ impl Accounts {
         outbox: Outbox,
         hasher: passwords::Hasher,
         webauthn: webauthn_rs::Webauthn,
+        public_url: String,
     ) -> Result<Self, ApiError> {
-        Ok(Self { store, keyring, dummy_hash: passwords::dummy_hash()?, outbox, hasher, webauthn })
+        Ok(Self {
+            store,
+            keyring,
+            dummy_hash: passwords::dummy_hash()?,
+            outbox,
+            hasher,
+            webauthn,
+            public_url,
+        })
     }
 
     /// Whether `raw` is the account's password. With no account, or none set yet, it checks a
@@ -127,7 +138,7 @@ impl Accounts {
     }
 
     /// The user view the API answers with. Never includes secrets.
-    fn view(&self, account: &Account) -> Result<Value, ApiError> {
+    pub(crate) fn view(&self, account: &Account) -> Result<Value, ApiError> {
         let tier = tier_of(&account.row)?;
         let mut view = json!({
             "id": account.row.id,
@@ -226,6 +237,11 @@ impl Accounts {
             at: now,
         };
         self.store.insert_user(&row, &audit).await?;
+        // The account exists whatever happens to this email: a failure to queue it is logged,
+        // and the owner can ask for another (`POST …/email/verification`).
+        if let Err(e) = self.send_verification(&account, now).await {
+            tracing::warn!(user = %row.id, error = %e, "the verification email could not be queued");
+        }
         self.view(&account)
     }
 

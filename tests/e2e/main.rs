@@ -14,6 +14,7 @@ mod hardening_auth;
 mod hardening_data;
 mod hardening_edge;
 mod jobs;
+mod lifecycle;
 mod limits;
 mod multi_origin;
 mod passkeys;
@@ -43,13 +44,14 @@ fn trial(ctx: &Arc<Ctx>, name: &'static str, test: TestFn) -> Trial {
 
 fn start() -> anyhow::Result<Ctx> {
     // The shared stack keeps the production quotas per user; only the per-address limits of
-    // signup and login are raised, since every test signs up and logs in from 127.0.0.1.
+    // signup, login and recovery are raised, since every test signs up and logs in from 127.0.0.1.
     // `E2E_BACKEND=postgres`: two origins on one PostgreSQL database behind a proxy.
     let backend = Backend::from_env()?;
     let stack = Stack::start_with_backend(
         &[
             ("IP_SIGNUP_PER_HOUR", "1000000"),
             ("IP_LOGIN_PER_MINUTE", "1000000"),
+            ("IP_RECOVERY_PER_HOUR", "1000000"),
             ("REFRESH_REUSE_GRACE_SECS", "2"),
         ],
         backend,
@@ -88,6 +90,7 @@ fn main() {
         .chain(browser::TESTS)
         .chain(contract::TESTS)
         .chain(passkeys::TESTS)
+        .chain(lifecycle::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let mut tests = tests;

@@ -26,6 +26,10 @@ pub const TESTS: &[(&str, crate::TestFn)] = &[
         an_mfa_challenge_is_consumed_once_across_origins,
     ),
     ("multi_origin::the_edge_reaches_every_origin", the_edge_reaches_every_origin),
+    (
+        "multi_origin::reset_codes_are_limited_and_used_once_across_origins",
+        reset_codes_are_limited_and_used_once_across_origins,
+    ),
 ];
 
 fn origins(ctx: &Ctx) -> Result<Vec<String>> {
@@ -168,5 +172,68 @@ fn the_edge_reaches_every_origin(ctx: &Ctx) -> Result<()> {
     let connections = proxy.connections();
     eprintln!("connections per origin through the proxy: {connections:?}");
     ensure!(connections.iter().all(|&n| n > 0), "an origin got no connection: {connections:?}");
+    Ok(())
+}
+
+fn reset_codes_are_limited_and_used_once_across_origins(ctx: &Ctx) -> Result<()> {
+    // Ten reset requests for one account spread over the origins at once: the per-account
+    // limit (3 an hour) holds, since each origin counts and stores under the user's row lock.
+    let urls = origins(ctx)?;
+    let secret = ctx.stack.secrets.shared_secret()?;
+    let email = unique_email("multi-reset");
+    expect(&ctx.api.signup(&email, GOOD_PASSWORD, Value::Null)?, 201)?;
+    let ask = json!({"email": email});
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..10)
+            .map(|i| {
+                let (url, ask, secret) = (&urls[i % urls.len()], &ask, &secret);
+                scope.spawn(move || {
+                    signed("POST", "/internal/auth/password/forgot", "anonymous", ask)
+                        .send(url, secret)
+                        .map_or(0, |r| r.status().as_u16())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).collect()
+    });
+    ensure!(statuses.iter().all(|&s| s == 202), "{statuses:?}");
+    let codes = |ctx: &Ctx| -> Vec<String> {
+        ctx.stack
+            .messages_for(&email)
+            .into_iter()
+            .filter(|(text, _)| text.contains("reset"))
+            .filter_map(|(_, code)| code)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while codes(ctx).len() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let sent = codes(ctx);
+    assert_eq!(sent.len(), 3, "three codes an hour, across origins: {sent:?}");
+
+    // One code, used on every origin at once: one reset.
+    let reset = json!({"code": sent[0], "new_password": "a fresh horse battery staple"});
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let (url, reset, secret) = (&urls[i % urls.len()], &reset, &secret);
+                scope.spawn(move || {
+                    signed("POST", "/internal/auth/password/reset", "anonymous", reset)
+                        .send(url, secret)
+                        .map_or(0, |r| r.status().as_u16())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).collect()
+    });
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 1, "{statuses:?}");
+    ensure!(statuses.iter().all(|&s| s == 200 || s == 401), "{statuses:?}");
+    // The other codes were voided by the reset.
+    let other = json!({"code": sent[1], "new_password": "yet another fine passphrase"});
+    let answer =
+        signed("POST", "/internal/auth/password/reset", "anonymous", &other).send(&urls[1], &secret)?;
+    assert_eq!(answer.status().as_u16(), 401);
     Ok(())
 }

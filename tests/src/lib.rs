@@ -13,6 +13,8 @@ pub mod browser;
 pub mod http;
 pub mod postgres;
 pub mod proxy;
+pub mod sms;
+pub mod smtp;
 
 pub use postgres::Postgres;
 pub use proxy::RoundRobin;
@@ -207,6 +209,8 @@ pub struct Stack {
     pub dir: tempfile::TempDir,
     /// Extra Worker variables for this stack's edge (`RATE_LIMIT_WINDOW_SECS`, ...).
     pub edge_vars: Vec<(String, String)>,
+    /// Extra environment of this stack's origins (`ORIGIN_SMTP_URL`, ...).
+    pub origin_vars: Vec<(String, String)>,
     pub secrets: Secrets,
     pub origin_port: u16,
     pub edge_port: u16,
@@ -245,6 +249,15 @@ impl Stack {
     /// Starts a stack on `backend`: for PostgreSQL, a fresh server and database, its origins,
     /// and the proxy the edge reaches them through.
     pub fn start_with_backend(edge_vars: &[(&str, &str)], backend: Backend) -> Result<Self> {
+        Self::start_configured(edge_vars, &[], backend)
+    }
+
+    /// Starts a stack on `backend` whose edge and origins have these extra variables.
+    pub fn start_configured(
+        edge_vars: &[(&str, &str)],
+        origin_vars: &[(&str, &str)],
+        backend: Backend,
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("um-e2e-").tempdir()?;
         let (postgres, database_url, origins) = match backend {
             Backend::Sqlite => (None, format!("sqlite://{}", dir.path().join("origin.db").display()), 1),
@@ -257,6 +270,7 @@ impl Stack {
         let mut stack = Self {
             dir,
             edge_vars: edge_vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            origin_vars: origin_vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             secrets: Secrets::generate()?,
             origin_port: free_port()?,
             edge_port: free_port()?,
@@ -432,6 +446,9 @@ impl Stack {
             .env("ORIGIN_WEBAUTHN_RP_ID", "localhost")
             .env("ORIGIN_WEBAUTHN_ORIGIN", self.edge_localhost_url())
             .env("RUST_LOG", "info,sqlx=warn");
+        for (name, value) in &self.origin_vars {
+            command.env(name, value);
+        }
         Ok(command)
     }
 

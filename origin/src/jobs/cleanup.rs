@@ -1,26 +1,55 @@
-//! `cleanup`: removes what has expired: short-lived auth state (softlock counters, MFA
-//! challenges), old request nonces, accounts never activated past their deadline, and events
-//! past the retention period. Prints what it removed. Sessions live in the edge's Durable
-//! Objects, which end them by their own timeouts.
+//! `cleanup`: applies the retention table (`domain::retention::RULES`, one rule per class of
+//! data) and removes old request nonces. Reports, per class, its rule and how many rows it
+//! removed (or summarised). The edge's sessions live in its Durable Objects, which end them by
+//! their own timeouts and delete ended ones a day later (`src/gate/sessions.rs`); the origin's
+//! share of a sign-in (challenges, step-up codes, softlock counters) is `session_state`.
 
+use domain::retention::{self, DataClass};
 use domain::signing::NONCE_RETENTION_MS;
 use domain::time::UnixMillis;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::JobOptions;
 use crate::AppState;
 
 pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> anyhow::Result<Value> {
-    let (auth_state, nonces) =
-        state.store.purge_auth_state(now, now.saturating_sub_ms(NONCE_RETENTION_MS)).await?;
-    let unactivated = state.store.purge_unactivated(now).await?;
-    let cutoff = now.saturating_sub_ms(options.retention_days.saturating_mul(86_400_000));
-    let events = state.store.purge_events_before(cutoff).await?;
+    let store = &state.store;
+    let mut classes = Map::new();
+    let mut nonces = 0;
+    for rule in retention::rules(options.retention_days) {
+        let cutoff = rule.cutoff(now);
+        // Exhaustive on purpose: a new class cannot be added without saying how it is applied.
+        let removed = match rule.class {
+            DataClass::UnactivatedAccounts => store.purge_unactivated(cutoff).await?,
+            DataClass::SessionState => {
+                let (state_rows, nonce_rows) =
+                    store.purge_auth_state(cutoff, now.saturating_sub_ms(NONCE_RETENTION_MS)).await?;
+                nonces = nonce_rows;
+                state_rows
+            }
+            DataClass::Events => store.purge_events_before(cutoff).await?,
+            DataClass::LoginHistory
+            | DataClass::SecurityEvents
+            | DataClass::AuditEntries
+            | DataClass::JobRuns
+            | DataClass::SentMessages
+            | DataClass::OneTimeCodes => store.apply_retention(rule.class, cutoff).await?,
+        };
+        let name = serde_json::to_value(rule.class)?.as_str().unwrap_or_default().to_owned();
+        classes.insert(
+            name,
+            json!({
+                "age_days": rule.age_days,
+                "measured_from": rule.measured_from,
+                "action": rule.action,
+                "removed": removed,
+            }),
+        );
+    }
     Ok(json!({
-        "expired_auth_state": auth_state,
+        "at": crate::users::rfc3339(now),
+        "classes": classes,
         "expired_nonces": nonces,
-        "unactivated_accounts": unactivated,
-        "events_past_retention": events,
         "retention_days": options.retention_days,
     }))
 }

@@ -132,6 +132,33 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
     ),
     ("sms_send_counts", &[("scope", Kind::Text), ("day", Kind::Int), ("count", Kind::Int)]),
     ("edge_nonces", &[("nonce", Kind::Text), ("seen_at", Kind::Int)]),
+    (
+        "outbox",
+        &[
+            ("id", Kind::Text),
+            ("user_id", Kind::Text),
+            ("channel", Kind::Text),
+            ("message_sealed", Kind::Blob),
+            ("created_at", Kind::Int),
+            ("attempts", Kind::Int),
+            ("next_attempt_at", Kind::Int),
+            ("claimed_until", Kind::Int),
+            ("sent_at", Kind::Int),
+            ("failed_at", Kind::Int),
+            ("last_error", Kind::Text),
+        ],
+    ),
+    (
+        "one_time_codes",
+        &[
+            ("code_hash", Kind::Text),
+            ("user_id", Kind::Text),
+            ("purpose", Kind::Text),
+            ("created_at", Kind::Int),
+            ("expires_at", Kind::Int),
+            ("used_at", Kind::Int),
+        ],
+    ),
 ];
 
 /// Tables whose `id` is a BIGSERIAL in PostgreSQL: their sequences move past the copied ids.

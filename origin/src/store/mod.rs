@@ -6,7 +6,9 @@
 
 pub mod migrate;
 mod postgres;
+mod postgres_lifecycle;
 mod sqlite;
+mod sqlite_lifecycle;
 
 use std::sync::Arc;
 
@@ -118,7 +120,9 @@ pub enum UpdateOutcome {
 }
 
 #[async_trait]
-pub trait Store: ProtectionStore + PasskeyStore + EventStore + JobStore + Send + Sync {
+pub trait Store:
+    ProtectionStore + PasskeyStore + EventStore + JobStore + LifecycleStore + Send + Sync
+{
     /// Answers when the database is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -426,6 +430,132 @@ pub trait JobStore: Send + Sync {
     async fn finish_job(&self, id: i64, ok: bool, summary: &str, at: UnixMillis) -> Result<(), StoreError>;
     /// The latest runs: (job, trigger, started, finished, ok, summary), newest first.
     async fn job_runs(&self, limit: u32) -> Result<Vec<serde_json::Value>, StoreError>;
+}
+
+/// A message stored in the outbox before any attempt to send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Random; the message's idempotency key.
+    pub id: String,
+    pub user_id: String,
+    /// `email` or `sms`.
+    pub channel: String,
+    /// The message (address, subject, text, code), sealed with the user's data key.
+    pub message_sealed: Vec<u8>,
+    pub created_at: UnixMillis,
+}
+
+/// A message a dispatcher claimed: no other dispatcher tries it until the lease ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedMessage {
+    pub row: OutboxRow,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+/// A single-use code as stored (its hash only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeRow {
+    pub code_hash: String,
+    pub user_id: String,
+    /// `password_reset` or `email_verification`.
+    pub purpose: String,
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+}
+
+/// What a password reset writes, in one transaction.
+#[derive(Debug, Clone)]
+pub struct PasswordReset<'a> {
+    pub code_hash: &'a str,
+    pub user_id: &'a str,
+    pub password_hash: &'a str,
+    pub now: UnixMillis,
+    pub audit: &'a AuditEntry,
+    /// Short-lived state to delete (the account's softlock counters): exact keys, and prefixes
+    /// (every key starting with one).
+    pub state_keys: &'a [String],
+    pub state_prefixes: &'a [String],
+    pub security_event: (&'a str, &'a str),
+    pub notice: &'a OutboxRow,
+}
+
+/// The account lifecycle: the durable outbox, single-use codes (password reset, email
+/// verification), and retention.
+#[async_trait]
+pub trait LifecycleStore: Send + Sync {
+    /// Stores a message to send: its first attempt is the storing origin's (a kick); the
+    /// sweep takes it after `domain::delivery::SWEEP_GRACE_MS`.
+    async fn enqueue_message(&self, message: &OutboxRow) -> Result<(), StoreError>;
+    /// Claims message `id` until `lease_until` if it is unsent, not given up, and unclaimed
+    /// (or its claim ran out): of dispatchers racing, one gets it.
+    async fn claim_message(
+        &self,
+        id: &str,
+        now: UnixMillis,
+        lease_until: UnixMillis,
+    ) -> Result<Option<ClaimedMessage>, StoreError>;
+    /// Claims up to `limit` messages due at `now`, oldest first.
+    async fn claim_due(
+        &self,
+        now: UnixMillis,
+        lease_until: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<ClaimedMessage>, StoreError>;
+    /// Marks a claimed message sent (one more attempt). False if it was not claimed (any more).
+    async fn message_sent(&self, id: &str, at: UnixMillis) -> Result<bool, StoreError>;
+    /// Records a failed attempt: the next attempt's time, or `None` to give up (kept, marked
+    /// failed). `error` names the kind of failure, never the provider's text.
+    async fn message_failed(
+        &self,
+        id: &str,
+        error: &str,
+        retry_at: Option<UnixMillis>,
+        at: UnixMillis,
+    ) -> Result<(), StoreError>;
+    /// Messages by state: (waiting, sent, failed).
+    async fn outbox_counts(&self) -> Result<(u64, u64, u64), StoreError>;
+
+    /// Stores a single-use code and the message that carries it, in one transaction, unless
+    /// the user already has `max_recent` codes of that purpose created after `recent_after`
+    /// (then nothing is stored and it answers false).
+    async fn issue_code(
+        &self,
+        code: &CodeRow,
+        max_recent: u32,
+        recent_after: UnixMillis,
+        message: &OutboxRow,
+    ) -> Result<bool, StoreError>;
+    /// The user an unused, unexpired code of `purpose` belongs to.
+    async fn code_user(
+        &self,
+        code_hash: &str,
+        purpose: &str,
+        now: UnixMillis,
+    ) -> Result<Option<String>, StoreError>;
+    /// Uses the reset code and sets the password, in one transaction: the code (and every
+    /// other unused reset code of the user) is used, the password hash replaced, the audit
+    /// entry, the security event and the notice written, the softlock state deleted. False
+    /// (nothing written) if the code is not an unused, unexpired reset code of the user.
+    async fn reset_password(&self, reset: &PasswordReset<'_>) -> Result<bool, StoreError>;
+    /// Uses a verification code and marks the user's email verified (a new version), with an
+    /// audit entry, in one transaction. False if the code is not an unused, unexpired
+    /// verification code of the user.
+    async fn verify_email(
+        &self,
+        code_hash: &str,
+        user_id: &str,
+        now: UnixMillis,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError>;
+
+    /// Applies the retention rule of `class` with its cutoff (data older than it goes), for
+    /// the classes this trait owns; answers the rows removed (or summarised).
+    async fn apply_retention(
+        &self,
+        class: domain::retention::DataClass,
+        cutoff: UnixMillis,
+    ) -> Result<u64, StoreError>;
 }
 
 /// Opens the store a database URL names, applying pending migrations.

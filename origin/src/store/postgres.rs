@@ -45,11 +45,11 @@ impl PostgresStore {
     }
 }
 
-fn millis(t: UnixMillis) -> i64 {
+pub(super) fn millis(t: UnixMillis) -> i64 {
     i64::try_from(t.0).unwrap_or(i64::MAX)
 }
 
-fn unix(ms: i64) -> UnixMillis {
+pub(super) fn unix(ms: i64) -> UnixMillis {
     UnixMillis(u64::try_from(ms).unwrap_or(0))
 }
 
@@ -101,7 +101,7 @@ fn user_from_row(r: &sqlx::postgres::PgRow) -> Result<UserRow, sqlx::Error> {
     })
 }
 
-async fn insert_audit(
+pub(super) async fn insert_audit(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     entry: &AuditEntry,
 ) -> Result<(), sqlx::Error> {
