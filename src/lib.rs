@@ -13,6 +13,7 @@ mod openapi;
 mod origin_client;
 mod problem;
 mod profile_cache;
+mod rights;
 mod routes;
 mod schedule;
 mod sessions;

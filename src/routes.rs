@@ -14,7 +14,7 @@ use crate::events::Events;
 use crate::limits::{self, Admission, IpClass};
 use crate::problem::EdgeError;
 use crate::sessions::SecurityOp;
-use crate::{auth, health, http, openapi, sessions, users};
+use crate::{auth, health, http, openapi, rights, sessions, users};
 
 pub async fn dispatch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let path = req.path();
@@ -56,6 +56,11 @@ enum Route {
     UpdateUser(UserId),
     Upgrade(UserId),
     Insights(UserId),
+    Export(UserId),
+    ExportDownload(UserId, String),
+    Erase(UserId),
+    CancelErasure(UserId),
+    Consents(UserId),
 }
 
 fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
@@ -119,8 +124,21 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         ["api", "v1", "users", id] => user_id(id).and_then(|id| match method {
             Method::Get => Ok(Route::ReadUser(id)),
             Method::Put | Method::Patch => Ok(Route::UpdateUser(id)),
-            _ => Err(not_allowed(&[Method::Get, Method::Put, Method::Patch])),
+            Method::Delete => Ok(Route::Erase(id)),
+            _ => Err(not_allowed(&[Method::Get, Method::Put, Method::Patch, Method::Delete])),
         }),
+        ["api", "v1", "users", id, "export"] => {
+            only(method, &[Method::Post]).and_then(|()| user_id(id)).map(Route::Export)
+        }
+        ["api", "v1", "users", id, "exports", export_id] => only(method, &[Method::Get])
+            .and_then(|()| user_id(id))
+            .map(|id| Route::ExportDownload(id, (*export_id).to_owned())),
+        ["api", "v1", "users", id, "erasure", "cancel"] => {
+            only(method, &[Method::Post]).and_then(|()| user_id(id)).map(Route::CancelErasure)
+        }
+        ["api", "v1", "users", id, "consents"] => {
+            only(method, &[Method::Get, Method::Put]).and_then(|()| user_id(id)).map(Route::Consents)
+        }
         ["api", "v1", "users", id, "upgrade"] => {
             only(method, &[Method::Post]).and_then(|()| user_id(id)).map(Route::Upgrade)
         }
@@ -146,6 +164,11 @@ impl Route {
             | Route::StartEmailChange(_)
             | Route::ConfirmEmailChange(_) => "security",
             Route::SetDisabled(..) | Route::CreateUser => "admin",
+            Route::Export(_)
+            | Route::ExportDownload(..)
+            | Route::Erase(_)
+            | Route::CancelErasure(_)
+            | Route::Consents(_) => "data_rights",
             _ => "other",
         }
     }
@@ -325,6 +348,38 @@ impl Route {
                 })
                 .await
             }
+            Route::Export(id) => {
+                user_route(req, env, path, true, events, class, |req, caller, gate| {
+                    rights::start_export(req, env, caller, id, gate.stepped_up_at)
+                })
+                .await
+            }
+            Route::ExportDownload(id, export_id) => {
+                user_route(req, env, path, true, events, class, |_, caller, _| {
+                    rights::download_export(env, caller, id, export_id)
+                })
+                .await
+            }
+            Route::Erase(id) => {
+                user_route(req, env, path, true, events, class, |req, caller, _| {
+                    rights::erase(req, env, caller, id)
+                })
+                .await
+            }
+            Route::Consents(id) => {
+                user_route(req, env, path, true, events, class, |req, caller, _| {
+                    rights::consents(req, env, caller, id)
+                })
+                .await
+            }
+            // No session during the grace period (logins are refused): the password proves it,
+            // counted like a login at the origin and limited per address like one here.
+            Route::CancelErasure(id) => match limits::admit_ip(&req, env, IpClass::Login).await? {
+                Admission::Refused(r) => Ok(r),
+                Admission::Admitted(limit) => {
+                    limits::finish(rights::cancel_erasure(req, env, id).await, &limit, "ip-login", path)
+                }
+            },
         }
     }
 }
@@ -369,15 +424,18 @@ where
     F: FnOnce(Request, auth::Caller, crate::gate::GateAnswer, T) -> Fut,
     Fut: std::future::Future<Output = std::result::Result<Response, EdgeError>>,
 {
-    let (caller, admission) = limits::admit_user(&req, env, count, also).await?;
+    let (caller, collects_events, admission) = limits::admit_user(&req, env, count, also).await?;
     match admission {
         Admission::Refused(response) => {
-            events.push(
-                "rate_limited",
-                Some(caller.id.as_str()),
-                Some(class),
-                json!({ "tier": caller.token_tier }),
-            );
+            // A withdrawn `analytics` consent (the gate knows it): no usage event at all.
+            if collects_events {
+                events.push(
+                    "rate_limited",
+                    Some(caller.id.as_str()),
+                    Some(class),
+                    json!({ "tier": caller.token_tier }),
+                );
+            }
             Ok(response)
         }
         Admission::Admitted((gate, extra)) => {
@@ -386,12 +444,14 @@ where
             let user = caller.id.to_string();
             let answer =
                 limits::finish(handler(req, caller, gate.clone(), extra).await, &limit, policy, path)?;
-            events.push(
-                "api_request",
-                Some(&user),
-                Some(class),
-                json!({ "status": answer.status_code(), "tier": gate.tier }),
-            );
+            if collects_events {
+                events.push(
+                    "api_request",
+                    Some(&user),
+                    Some(class),
+                    json!({ "status": answer.status_code(), "tier": gate.tier }),
+                );
+            }
             Ok(answer)
         }
     }

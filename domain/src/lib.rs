@@ -11,6 +11,7 @@ pub mod phone;
 pub mod problem;
 pub mod profile;
 pub mod rate_limit;
+pub mod rights;
 pub mod risk;
 pub mod security;
 pub mod session;

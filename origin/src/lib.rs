@@ -12,6 +12,7 @@ pub mod outbox;
 pub mod passwords;
 pub mod pending;
 pub mod protection;
+pub mod rights;
 pub mod routes;
 pub mod signed;
 pub mod sms;

@@ -15,6 +15,7 @@ mod jobs;
 mod limits;
 mod multi_origin;
 mod protection;
+mod rights;
 mod sessions;
 
 use std::sync::Arc;
@@ -82,6 +83,7 @@ fn main() {
         .chain(hardening_auth::TESTS)
         .chain(hardening_edge::TESTS)
         .chain(hardening_data::TESTS)
+        .chain(rights::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let mut tests = tests;

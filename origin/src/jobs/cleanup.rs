@@ -16,7 +16,10 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
     let unactivated = state.store.purge_unactivated(now).await?;
     let cutoff = now.saturating_sub_ms(options.retention_days.saturating_mul(86_400_000));
     let events = state.store.purge_events_before(cutoff).await?;
+    // Erasures whose grace period is over (the edge applies its part when it next asks).
+    let erasures = state.accounts.run_due_erasures(now).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok(json!({
+        "erasures": erasures,
         "expired_auth_state": auth_state,
         "expired_nonces": nonces,
         "unactivated_accounts": unactivated,
