@@ -571,3 +571,138 @@ fn zip_sections(user_id: &str, contents: &[(&str, Value)], now: UnixMillis) -> R
     }
     Ok(writer.finish().map_err(zip_err)?.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestOrigin;
+    use crate::users::CreateUser;
+    use sqlx::Row;
+
+    async fn new_user(origin: &TestOrigin, email: &str) -> UserId {
+        let request = CreateUser {
+            email: email.to_owned(),
+            password: "a long enough passphrase 42".to_owned(),
+            tier: None,
+            role: None,
+            profile: Some(json!({ "display_name": "Erased Person" })),
+        };
+        let view = origin.state.accounts.create(&Actor::System, request, UnixMillis(1_000)).await.unwrap();
+        view["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn concurrent_export_starts_make_one_job() {
+        let origin = TestOrigin::start().await;
+        let id = new_user(&origin, "exporter@example.com").await;
+        let store = Arc::clone(&origin.state.store);
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let (store, id) = (Arc::clone(&store), id.clone());
+                tokio::spawn(async move {
+                    let new = ExportRow {
+                        id: format!("exp_{i}"),
+                        user_id: id.to_string(),
+                        requested_by: "test".into(),
+                        created_at: UnixMillis(5_000),
+                        ready_at: None,
+                        expires_at: None,
+                        downloads: 0,
+                    };
+                    let audit = AuditEntry {
+                        user_id: id.to_string(),
+                        actor: "test".into(),
+                        action: "export_requested".into(),
+                        old_value: None,
+                        new_value: None,
+                        at: UnixMillis(5_000),
+                    };
+                    let reuse = |e: &ExportRow| rights::reuses(&e.state(), UnixMillis(5_000));
+                    store.start_export(&new, &reuse, &audit).await.unwrap().unwrap()
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1);
+        let first = &results[0].0.id;
+        assert!(results.iter().all(|(e, _)| &e.id == first), "one job for all");
+    }
+
+    #[tokio::test]
+    async fn an_erasure_empties_every_table_of_the_user_and_keeps_a_record_without_them() {
+        let origin = TestOrigin::start().await;
+        let accounts = &origin.state.accounts;
+        let store = &origin.state.store;
+        let id = new_user(&origin, "erased@example.com").await;
+        let kept = new_user(&origin, "kept@example.com").await;
+        let uid = id.as_str();
+        let now = UnixMillis(10_000);
+        // Rows about the user in as many tables as a test can reach through the store.
+        accounts
+            .put_consents(&Actor::System, &id, &json!({ "consents": { "marketing": true } }), false, now)
+            .await
+            .unwrap();
+        store.append_login(uid, r#"{"network":"10.0.0.0/24"}"#, now).await.unwrap();
+        store.add_security_event(uid, "login_failure", "{}", now).await.unwrap();
+        store.state_put(&format!("mfa:{uid}"), "{}", UnixMillis(u64::MAX / 2)).await.unwrap();
+        store
+            .state_put("challenge:x", &format!(r#"{{"user_id":"{uid}"}}"#), UnixMillis(u64::MAX / 2))
+            .await
+            .unwrap();
+        store.put_pending_totp(uid, b"sealed").await.unwrap();
+        let event = crate::store::EventRow {
+            id: "ev1".into(),
+            kind: "api_request".into(),
+            user_id: Some(uid.to_owned()),
+            class: None,
+            at: 9_000,
+            data: json!({}),
+        };
+        store.store_events(&[event], now).await.unwrap();
+        let asked = EraseRequest { immediately: true, ..Default::default() };
+        let Erasure::Done { purged } =
+            accounts.request_erasure(&Actor::System, &id, asked, 14, now).await.unwrap()
+        else {
+            panic!("an immediate erasure was scheduled");
+        };
+        assert_eq!(purged["users"], 1);
+        assert_eq!(purged["events"], 1);
+        assert_eq!(purged["auth_state"], 2);
+        assert_eq!(purged["consents"], 1);
+
+        let db = origin.sqlite().await;
+        for table in crate::store::ERASED_TABLES.iter().chain(&["users"]) {
+            let rows = sqlx::query(&format!("SELECT * FROM {table}")).fetch_all(db.pool()).await.unwrap();
+            for row in rows {
+                for i in 0..row.len() {
+                    let text: Option<String> = row.try_get(i).ok().flatten();
+                    assert!(!text.unwrap_or_default().contains(uid), "{table} still names the user");
+                }
+            }
+        }
+        // The other user is untouched; the record names nobody.
+        assert!(store.user_by_id(kept.as_str()).await.unwrap().is_some());
+        let record = store.erasure_record(&accounts.erasure_subject(&id)).await.unwrap().unwrap();
+        assert_eq!(record.requested_by, "system");
+        assert!(!record.purged.contains(uid) && !record.subject.contains(uid));
+        // An event about the erased user that arrives later is dropped.
+        let late = crate::store::EventRow {
+            id: "ev2".into(),
+            kind: "api_request".into(),
+            user_id: Some(uid.to_owned()),
+            class: None,
+            at: 11_000,
+            data: json!({}),
+        };
+        assert_eq!(store.store_events(&[late], now).await.unwrap().0, 0);
+        // The edge's wipe is the last trace, until it confirms.
+        assert_eq!(store.pending_edge_wipes(10).await.unwrap(), vec![uid.to_owned()]);
+        assert!(store.edge_wiped(uid).await.unwrap());
+        assert!(store.pending_edge_wipes(10).await.unwrap().is_empty());
+        // The address can sign up again.
+        new_user(&origin, "erased@example.com").await;
+    }
+}

@@ -414,9 +414,11 @@ impl DurableObject for Gate {
             (Method::Post, "/session/create") => {
                 let new: NewSession = req.json().await?;
                 // The session's tier is the one the gate enforces once it has learnt one.
-                let tier: Tier = self.load()?.tier.unwrap_or(new.tier);
+                let state = self.load()?;
+                let tier: Tier = state.tier.unwrap_or(new.tier);
                 let max_open = usize::try_from(tier.limits().max_open_sessions).unwrap_or(usize::MAX);
-                Response::from_json(&self.sessions().create(&NewSession { tier, ..new }, max_open)?)
+                let created = self.sessions().create(&NewSession { tier, ..new }, max_open)?;
+                Response::from_json(&CreatedSession { collects_events: state.collects_events, ..created })
             }
             (Method::Post, "/session/step-up") => {
                 let request: StepUpRequest = req.json().await?;

@@ -11,6 +11,10 @@ use e2e::http::client;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use e2e::api::Api;
+use e2e::http::SignedCall;
+use e2e::{Backend, Stack};
+
 use crate::accounts::{expect, expect_problem, users};
 use crate::{Ctx, TestFn};
 
@@ -30,6 +34,10 @@ pub const TESTS: &[(&str, TestFn)] = &[
     (
         "rights::an_immediate_erasure_leaves_no_trace_in_sqlite_kv_or_the_durable_object",
         an_immediate_erasure_leaves_no_trace_in_sqlite_kv_or_the_durable_object,
+    ),
+    (
+        "rights::a_due_erasure_runs_in_the_cleanup_job_and_the_edge_cron_wipes_its_part",
+        a_due_erasure_runs_in_the_cleanup_job_and_the_edge_cron_wipes_its_part,
     ),
     (
         "rights::withdrawing_analytics_stops_events_and_gpc_opts_out_of_sharing",
@@ -354,6 +362,114 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// The files of the edge's KV (`v3/kv`) and Durable Objects (`v3/do`) that hold the id or the
+/// email. The emulator's own request traces (`v3/observability`) are its access log, not the
+/// stores an erasure wipes.
+fn edge_traces(edge_state: &Path, id: &str, email: &str) -> Result<Vec<String>> {
+    let stores: Vec<(String, Vec<u8>)> = [edge_state.join("v3/kv"), edge_state.join("v3/do")]
+        .iter()
+        .map(|d| files_under(d))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    ensure!(stores.len() >= 2, "the KV and Durable Object files were not found: {stores:?}");
+    Ok(stores
+        .into_iter()
+        .filter(|(_, bytes)| contains(bytes, id.as_bytes()) || contains(bytes, email.as_bytes()))
+        .map(|(file, bytes)| {
+            format!(
+                "{file} (id: {}, email: {})",
+                contains(&bytes, id.as_bytes()),
+                contains(&bytes, email.as_bytes())
+            )
+        })
+        .collect())
+}
+
+/// A cron trigger of the edge, fired through `wrangler dev --test-scheduled`.
+fn fire(stack: &Stack, cron: &str) -> Result<()> {
+    let url = format!("{}/__scheduled?cron={}", stack.edge_url(), cron.replace(' ', "+"));
+    let fired = client().get(url).send()?;
+    ensure!(fired.status().is_success(), "the scheduled handler answered {}", fired.status());
+    Ok(())
+}
+
+fn a_due_erasure_runs_in_the_cleanup_job_and_the_edge_cron_wipes_its_part(_ctx: &Ctx) -> Result<()> {
+    // A stack of its own whose grace period is zero: a request is due at once, and runs when
+    // the weekly cleanup fires.
+    let backend = Backend::from_env()?;
+    let stack = Stack::start_with_origin_vars(
+        &[("IP_SIGNUP_PER_HOUR", "1000"), ("IP_LOGIN_PER_MINUTE", "1000")],
+        &[("ORIGIN_ERASURE_GRACE_DAYS", "0")],
+        backend,
+    )?;
+    let api = Api::new(stack.edge_url());
+    let email = unique_email("erase-due");
+    let created = api.signup(&email, GOOD_PASSWORD, json!({ "display_name": "Due Tester" }))?;
+    expect(&created, 201)?;
+    let id = created.str("id");
+    let token = api.login(&email, GOOD_PASSWORD)?;
+    expect(&api.get(&users(&id), Some(&token))?, 200)?;
+    expect(&api.get(&users(&id), Some(&token))?, 200)?;
+    let edge_state = stack.edge_state_dir();
+    ensure!(
+        !edge_traces(&edge_state, &id, &email)?.is_empty(),
+        "the edge never held the user: the search would prove nothing"
+    );
+
+    let scheduled = api.delete_with(&users(&id), &token, &json!({ "current_password": GOOD_PASSWORD }))?;
+    expect(&scheduled, 202)?;
+    // Due, not yet run: login still says how to cancel.
+    let login =
+        api.post("/api/v1/auth/login", None, &json!({ "email": email, "password": GOOD_PASSWORD }))?;
+    expect_problem(&login, 403, "erasure-pending")?;
+
+    fire(&stack, "0 3 * * 0")?;
+    let secret = stack.secrets.shared_secret()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let runs: Value =
+            SignedCall::new("GET", "/internal/jobs/runs", b"").send(&stack.origin_url(), &secret)?.json()?;
+        let done = runs["runs"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["job"] == "cleanup" && r["ok"] == true).cloned());
+        if let Some(run) = done {
+            assert_eq!(run["summary"]["erasures"], 1, "{run}");
+            break;
+        }
+        ensure!(Instant::now() < deadline, "no finished cleanup run: {runs}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Erased at the origin: the same answer as an unknown email.
+    let old = api.post("/api/v1/auth/login", None, &json!({ "email": email, "password": GOOD_PASSWORD }))?;
+    let never = json!({ "email": unique_email("never"), "password": GOOD_PASSWORD });
+    let unknown = api.post("/api/v1/auth/login", None, &never)?;
+    assert_eq!((old.status, &old.body), (unknown.status, &unknown.body));
+    // The edge's part waits for its cron, which asks the origin what is left to wipe.
+    fire(&stack, "*/15 * * * *")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = edge_traces(&edge_state, &id, &email)?;
+        let pending: Value = SignedCall::new("GET", "/internal/erasures/pending", b"")
+            .send(&stack.origin_url(), &secret)?
+            .json()?;
+        if left.is_empty() && pending["user_ids"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the edge still holds the user: {left:#?}; pending: {pending}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    if let Some(file) = stack.stored_in_clear(id.as_bytes())? {
+        anyhow::bail!("the id is still in {file}");
+    }
+    if let Some(file) = stack.stored_in_clear(email.as_bytes())? {
+        anyhow::bail!("the email is still in {file}");
+    }
+    Ok(())
+}
+
 fn an_immediate_erasure_leaves_no_trace_in_sqlite_kv_or_the_durable_object(ctx: &Ctx) -> Result<()> {
     let (id, email, token) = signup_and_login(ctx, "erase-now")?;
     let refresh =
@@ -438,27 +554,7 @@ fn an_immediate_erasure_leaves_no_trace_in_sqlite_kv_or_the_durable_object(ctx: 
     if let Some(file) = ctx.stack.stored_in_clear(email.as_bytes())? {
         anyhow::bail!("the email is still in {file}");
     }
-    // KV (`v3/kv`) and the Durable Objects (`v3/do`); the emulator's own request traces
-    // (`v3/observability`) are its access log, not the stores the erasure wipes.
-    let stores: Vec<(String, Vec<u8>)> = [edge_state.join("v3/kv"), edge_state.join("v3/do")]
-        .iter()
-        .map(|d| files_under(d))
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .flatten()
-        .collect();
-    ensure!(stores.len() >= 2, "the KV and Durable Object files were not found: {stores:?}");
-    let left: Vec<String> = stores
-        .into_iter()
-        .filter(|(_, bytes)| contains(bytes, id.as_bytes()) || contains(bytes, email.as_bytes()))
-        .map(|(file, bytes)| {
-            format!(
-                "{file} (id: {}, email: {})",
-                contains(&bytes, id.as_bytes()),
-                contains(&bytes, email.as_bytes())
-            )
-        })
-        .collect();
+    let left = edge_traces(&edge_state, &id, &email)?;
     ensure!(left.is_empty(), "the erased user is still in the edge's files: {left:#?}");
     // The address is free again.
     expect(&ctx.api.signup(&email, GOOD_PASSWORD, json!({}))?, 201)?;
@@ -475,7 +571,7 @@ fn consent_of(answer: &Answer, purpose: &str) -> (Value, Value) {
 }
 
 fn withdrawing_analytics_stops_events_and_gpc_opts_out_of_sharing(ctx: &Ctx) -> Result<()> {
-    let (id, _, token) = signup_and_login(ctx, "consent")?;
+    let (id, email, token) = signup_and_login(ctx, "consent")?;
     let path = format!("{}/consents", users(&id));
     let defaults = ctx.api.get(&path, Some(&token))?;
     expect(&defaults, 200)?;
@@ -515,12 +611,20 @@ fn withdrawing_analytics_stops_events_and_gpc_opts_out_of_sharing(ctx: &Ctx) -> 
     assert_eq!(withdrawn.body["collects_events"], false);
     // Let the events of the requests so far arrive, then make more: none of them is collected.
     std::thread::sleep(Duration::from_secs(3));
+    let logins = |ctx: &Ctx| -> Result<u64> {
+        let insights = ctx.api.get(&format!("{}/insights", users(&id)), Some(&ctx.admin_token))?;
+        Ok(insights.body["activity_30d"]["login_success"].as_u64().unwrap_or(0))
+    };
     let settled = count(ctx)?;
+    let settled_logins = logins(ctx)?;
+    ensure!(settled_logins >= 1, "the consented login's event never arrived");
     for _ in 0..5 {
         expect(&ctx.api.get(&users(&id), Some(&token))?, 200)?;
     }
+    let token = ctx.api.login(&email, GOOD_PASSWORD)?;
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(count(ctx)?, settled, "events were collected after analytics was withdrawn");
+    assert_eq!(logins(ctx)?, settled_logins, "a login was collected after analytics was withdrawn");
 
     // Sec-GPC: 1 withdraws sale and sharing, recorded with its source; an opt-in under the
     // signal does not take.

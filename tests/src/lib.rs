@@ -201,6 +201,8 @@ pub struct Stack {
     pub dir: tempfile::TempDir,
     /// Extra Worker variables for this stack's edge (`RATE_LIMIT_WINDOW_SECS`, ...).
     pub edge_vars: Vec<(String, String)>,
+    /// Extra environment variables for this stack's origins (`ORIGIN_ERASURE_GRACE_DAYS`, ...).
+    pub origin_vars: Vec<(String, String)>,
     pub secrets: Secrets,
     pub origin_port: u16,
     pub edge_port: u16,
@@ -239,6 +241,15 @@ impl Stack {
     /// Starts a stack on `backend`: for PostgreSQL, a fresh server and database, its origins,
     /// and the proxy the edge reaches them through.
     pub fn start_with_backend(edge_vars: &[(&str, &str)], backend: Backend) -> Result<Self> {
+        Self::start_with_origin_vars(edge_vars, &[], backend)
+    }
+
+    /// [`Stack::start_with_backend`], with extra environment variables for the origins.
+    pub fn start_with_origin_vars(
+        edge_vars: &[(&str, &str)],
+        origin_vars: &[(&str, &str)],
+        backend: Backend,
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("um-e2e-").tempdir()?;
         let (postgres, database_url, origins) = match backend {
             Backend::Sqlite => (None, format!("sqlite://{}", dir.path().join("origin.db").display()), 1),
@@ -251,6 +262,7 @@ impl Stack {
         let mut stack = Self {
             dir,
             edge_vars: edge_vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            origin_vars: origin_vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             secrets: Secrets::generate()?,
             origin_port: free_port()?,
             edge_port: free_port()?,
@@ -421,7 +433,8 @@ impl Stack {
             .env("ORIGIN_OUTBOX", self.outbox_path())
             .env("ORIGIN_REPORTS_DIR", self.dir.path().join("reports"))
             .env("ORIGIN_INBOX_DIR", self.dir.path().join("inbox"))
-            .env("RUST_LOG", "info,sqlx=warn");
+            .env("RUST_LOG", "info,sqlx=warn")
+            .envs(self.origin_vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         Ok(command)
     }
 
