@@ -186,3 +186,11 @@ pub async fn apply_pending_wipes(env: &Env) {
     }
     console_log!("erasure wipes: {done} of {} applied", ids.len());
 }
+
+/// A parent's answer to a child's signup (`{"token", "decision": "grant"|"refuse"}`).
+pub async fn parental_consent(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let answer =
+        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/parental-consent", Some(&body)).await?;
+    http::json(200, &origin_json(&answer)?, None)
+}

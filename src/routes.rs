@@ -61,6 +61,7 @@ enum Route {
     Erase(UserId),
     CancelErasure(UserId),
     Consents(UserId),
+    ParentalConsent,
 }
 
 fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
@@ -75,6 +76,9 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         ["api", "v1", "auth", "step-up"] => only(method, &[Method::Post]).map(|()| Route::StepUp),
         ["api", "v1", "auth", "mfa"] => only(method, &[Method::Post]).map(|()| Route::Mfa),
         ["api", "v1", "auth", "activate"] => only(method, &[Method::Post]).map(|()| Route::Activate),
+        ["api", "v1", "auth", "parental-consent"] => {
+            only(method, &[Method::Post]).map(|()| Route::ParentalConsent)
+        }
         ["api", "v1", "auth", "mfa", "send"] => only(method, &[Method::Post]).map(|()| Route::MfaSend),
         ["api", "v1", "users", id, "mfa", "totp"] => user_id(id).and_then(|id| match method {
             Method::Post => Ok(Route::Security(id, SecurityOp::EnrolTotp)),
@@ -372,6 +376,13 @@ impl Route {
                 })
                 .await
             }
+            // A parent's answer: limited per address like the signups it completes.
+            Route::ParentalConsent => match limits::admit_ip(&req, env, IpClass::Signup).await? {
+                Admission::Refused(r) => Ok(r),
+                Admission::Admitted(limit) => {
+                    limits::finish(rights::parental_consent(req, env).await, &limit, "ip-signup", path)
+                }
+            },
             // No session during the grace period (logins are refused): the password proves it,
             // counted like a login at the origin and limited per address like one here.
             Route::CancelErasure(id) => match limits::admit_ip(&req, env, IpClass::Login).await? {

@@ -3,6 +3,7 @@
 //! natively and deterministically, and the same code runs inside the Worker on wasm32.
 
 pub mod analytics;
+pub mod coppa;
 pub mod email;
 pub mod identity;
 pub mod net;

@@ -16,3 +16,13 @@ CREATE TABLE edge_wipes (
     user_id    TEXT PRIMARY KEY NOT NULL,
     erased_at  BIGINT NOT NULL
 );
+
+-- A child's account (under 13) waits for a parent's verifiable consent: the single-use link's
+-- token is kept only as its hash, for 72 hours. Until then the account is disabled; a refusal
+-- or an expiry erases it.
+CREATE TABLE parental_consents (
+    user_id     TEXT PRIMARY KEY NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    token_hash  TEXT NOT NULL UNIQUE,
+    expires_at  BIGINT NOT NULL
+);
+CREATE INDEX parental_consents_expiry ON parental_consents (expires_at);

@@ -62,7 +62,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     }
     let outbox = outbox::Outbox::new(config.outbox_path.clone());
     let hasher = passwords::Hasher::new(config.hash_threads, config.hash_queue)?;
-    let accounts = Accounts::new(Arc::clone(&store), keyring, outbox, hasher)?;
+    let mut accounts = Accounts::new(Arc::clone(&store), keyring, outbox, hasher)?;
+    accounts.minor_under = config.minor_under;
     Ok(AppState { config: Arc::new(config), store, accounts: Arc::new(accounts), clock: Clock::System })
 }
 

@@ -537,6 +537,162 @@ impl Accounts {
     }
 }
 
+/// What a parent answers through the consent link.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParentalAnswer {
+    pub token: String,
+    /// `grant` or `refuse`.
+    pub decision: String,
+}
+
+impl Accounts {
+    /// A child's signup (under 13): the account is created disabled, with the tier's default
+    /// profile (nothing the child typed beyond the email and password), personalisation and
+    /// marketing off, and a single-use link (its hash stored, 72 hours) goes to the parent.
+    pub(crate) async fn create_child(
+        &self,
+        actor: &Actor,
+        request: crate::users::CreateUser,
+        now: UnixMillis,
+    ) -> Result<Value, ApiError> {
+        use domain::email::Email;
+        use domain::tier::Tier;
+        let email = Email::parse(&request.email)
+            .map_err(|e| crate::users::invalid_field("email", e.rule(), e.to_string()))?;
+        let parent = request
+            .parent_email
+            .as_deref()
+            .ok_or_else(|| {
+                crate::users::invalid_field(
+                    "parent_email",
+                    "required",
+                    "under 13, a parent's email is needed for their consent".into(),
+                )
+            })
+            .and_then(|p| {
+                Email::parse(p)
+                    .map_err(|e| crate::users::invalid_field("parent_email", e.rule(), e.to_string()))
+            })?;
+        if parent == email {
+            return Err(crate::users::invalid_field(
+                "parent_email",
+                "different",
+                "the parent's email must not be the child's".into(),
+            ));
+        }
+        domain::password::check_password(&request.password, &email)
+            .map_err(|e| crate::users::invalid_field("password", e.rule(), e.to_string()))?;
+        let profile = domain::profile::new_profile(Tier::Free, &Value::Null)
+            .map_err(|e| ApiError::Internal(e.summary()))?;
+        let hash = self.hasher.hash(&request.password).await?;
+        let mut account =
+            self.new_account(&email, Tier::Free, domain::identity::Role::User, profile, Some(hash), now)?;
+        // Disabled until the parent consents: no login, whatever happens to the steps below.
+        account.row.disabled_at = Some(now);
+        let audit = AuditEntry {
+            user_id: account.row.id.clone(),
+            actor: actor.to_string(),
+            action: "create".into(),
+            old_value: None,
+            new_value: Some("tier=free role=user pending=parental_consent".into()),
+            at: now,
+        };
+        self.store.insert_user(&account.row, &audit).await?;
+        self.minor_defaults(&account.row.id, now).await?;
+        let token = hex::encode([random_16(), random_16()].concat());
+        let expires = now.saturating_add_ms(domain::coppa::PARENTAL_LINK_TTL_MS);
+        self.store
+            .put_parental_request(&account.row.id, &crate::jobs::provision::token_hash(&token), expires)
+            .await?;
+        let text = format!(
+            "Your child asked to open an account. To consent, send {{\"token\": \"{token}\", \"decision\": \"grant\"}} \
+             to POST /api/v1/auth/parental-consent before {}; \"refuse\" (or no answer) deletes the account.",
+            rfc3339(expires)
+        );
+        self.outbox.send("email", parent.as_str(), &text, Some(&token), now)?;
+        Ok(json!({
+            "id": account.row.id,
+            "status": "pending_parental_consent",
+            "parental_consent_expires_at": rfc3339(expires),
+        }))
+    }
+
+    /// A minor's consents start with personalisation and marketing off (recorded as defaults).
+    pub(crate) async fn minor_defaults(&self, user_id: &str, now: UnixMillis) -> Result<(), ApiError> {
+        let defaults: Vec<rights::Consent> = rights::PURPOSES
+            .iter()
+            .filter(|p| p.default_granted(false) != p.default_granted(true))
+            .map(|&purpose| rights::Consent {
+                purpose,
+                granted: purpose.default_granted(true),
+                at: now,
+                source: rights::Source::Default,
+                policy_version: rights::POLICY_VERSION.to_owned(),
+            })
+            .collect();
+        Ok(self.store.put_consents(user_id, &defaults, &[]).await?)
+    }
+
+    /// A parent's answer: `grant` enables the account (the method recorded in the audit log),
+    /// `refuse` erases it. The link works once.
+    pub async fn parental_consent(
+        &self,
+        answer: &ParentalAnswer,
+        now: UnixMillis,
+    ) -> Result<Value, ApiError> {
+        if answer.decision != "grant" && answer.decision != "refuse" {
+            return Err(crate::users::invalid_field(
+                "decision",
+                "enum",
+                "must be \"grant\" or \"refuse\"".into(),
+            ));
+        }
+        let hash = crate::jobs::provision::token_hash(&answer.token);
+        let id = self.store.take_parental_request(&hash, now).await?.ok_or_else(|| {
+            ApiError::client(ProblemKind::NotFound, "the consent link is unknown, used or expired")
+        })?;
+        let id: UserId = id.parse().map_err(|_| ApiError::Internal(format!("bad user id {id}")))?;
+        if answer.decision == "refuse" {
+            self.erase(&id, now, "parent", now).await?;
+            return Ok(json!({ "id": id, "decision": "refuse", "erased": true }));
+        }
+        let account = self.load(&id).await?;
+        let mut row = account.row.clone();
+        row.disabled_at = None;
+        row.updated_at = now;
+        let audit = AuditEntry {
+            user_id: id.to_string(),
+            actor: "parent".into(),
+            action: "parental_consent".into(),
+            old_value: None,
+            new_value: Some("granted method=email_link".into()),
+            at: now,
+        };
+        match self.store.update_user(&row, account.row.version, &[audit]).await? {
+            crate::store::UpdateOutcome::Updated => Ok(
+                json!({ "id": id, "decision": "grant", "method": "email_link", "consented_at": rfc3339(now) }),
+            ),
+            _ => Err(ApiError::client(
+                ProblemKind::Conflict,
+                "the account changed meanwhile; use the link again",
+            )),
+        }
+    }
+
+    /// Children whose parent did not answer within 72 hours are erased (the cleanup job).
+    pub async fn purge_unconsented_children(&self, now: UnixMillis) -> Result<u64, ApiError> {
+        let mut done = 0;
+        for raw in self.store.expired_parental_requests(now, 1000).await? {
+            let Ok(id) = raw.parse::<UserId>() else { continue };
+            if self.erase(&id, now, "parental consent expired", now).await?.is_some() {
+                done += 1;
+            }
+        }
+        Ok(done)
+    }
+}
+
 /// The tier a `create` audit entry names (`tier=free role=user`).
 fn account_tier_at_creation(entry: &AuditEntry) -> Value {
     entry
@@ -586,9 +742,37 @@ mod tests {
             tier: None,
             role: None,
             profile: Some(json!({ "display_name": "Erased Person" })),
+            birth_date: None,
+            parent_email: None,
         };
         let view = origin.state.accounts.create(&Actor::System, request, UnixMillis(1_000)).await.unwrap();
         view["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_child_whose_parent_does_not_answer_in_72_hours_is_erased() {
+        let origin = TestOrigin::start().await;
+        let accounts = &origin.state.accounts;
+        let now = UnixMillis(1_764_000_000_000);
+        let request = CreateUser {
+            email: "child@example.com".to_owned(),
+            password: "a long enough passphrase 42".to_owned(),
+            tier: None,
+            role: None,
+            profile: None,
+            birth_date: Some("2020-01-01".to_owned()),
+            parent_email: Some("parent@example.com".to_owned()),
+        };
+        let pending = accounts.create(&Actor::Anonymous, request, now).await.unwrap();
+        assert_eq!(pending["status"], "pending_parental_consent");
+        let id: UserId = pending["id"].as_str().unwrap().parse().unwrap();
+        let row = origin.state.store.user_by_id(id.as_str()).await.unwrap().unwrap();
+        assert!(row.disabled_at.is_some(), "a child cannot log in before the consent");
+        let before = now.saturating_add_ms(domain::coppa::PARENTAL_LINK_TTL_MS - 1);
+        assert_eq!(accounts.purge_unconsented_children(before).await.unwrap(), 0);
+        let after = now.saturating_add_ms(domain::coppa::PARENTAL_LINK_TTL_MS);
+        assert_eq!(accounts.purge_unconsented_children(after).await.unwrap(), 1);
+        assert!(origin.state.store.user_by_id(id.as_str()).await.unwrap().is_none());
     }
 
     #[tokio::test]

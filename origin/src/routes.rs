@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{id}/erasure/cancel", post(cancel_erasure))
         .route("/users/{id}/consents", get(read_consents).put(put_consents))
         .route("/erasures/pending", get(pending_edge_wipes))
+        .route("/auth/parental-consent", post(parental_consent))
         .route("/erasures/{id}/wiped", post(edge_wiped))
         .route("/users/{id}/tier", post(change_tier))
         .route("/users/{id}/insights", get(insights))
@@ -104,6 +105,10 @@ async fn create_user(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request: CreateUser = parse(&body)?;
     let view = state.accounts.create(&actor, request, state.clock.now()).await?;
+    // A child's account waits for a parent: accepted, not yet created for use.
+    if view.get("status").and_then(Value::as_str) == Some("pending_parental_consent") {
+        return Ok((StatusCode::ACCEPTED, Json(view)));
+    }
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -579,4 +584,12 @@ async fn edge_wiped(
     }
     state.store.edge_wiped(&id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn parental_consent(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let answer: crate::rights::ParentalAnswer = parse(&body)?;
+    Ok(Json(state.accounts.parental_consent(&answer, state.clock.now()).await?))
 }

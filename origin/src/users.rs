@@ -30,6 +30,8 @@ pub struct Accounts {
     pub(crate) outbox: Outbox,
     /// The bounded argon2 pool every password check and hash goes through.
     pub hasher: passwords::Hasher,
+    /// The age under which an account is a minor's (`ORIGIN_MINOR_AGE`).
+    pub minor_under: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,6 +45,12 @@ pub struct CreateUser {
     pub role: Option<Role>,
     #[serde(default)]
     pub profile: Option<Value>,
+    /// `YYYY-MM-DD`, read before anything else: under 13 the account waits for a parent.
+    #[serde(default)]
+    pub birth_date: Option<String>,
+    /// Where the consent link goes for a child's signup.
+    #[serde(default)]
+    pub parent_email: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,7 +113,14 @@ impl Accounts {
         outbox: Outbox,
         hasher: passwords::Hasher,
     ) -> Result<Self, ApiError> {
-        Ok(Self { store, keyring, dummy_hash: passwords::dummy_hash()?, outbox, hasher })
+        Ok(Self {
+            store,
+            keyring,
+            dummy_hash: passwords::dummy_hash()?,
+            outbox,
+            hasher,
+            minor_under: domain::coppa::DEFAULT_MINOR_UNDER,
+        })
     }
 
     /// Whether `raw` is the account's password. With no account, or none set yet, it checks a
@@ -187,6 +202,16 @@ impl Accounts {
         request: CreateUser,
         now: UnixMillis,
     ) -> Result<Value, ApiError> {
+        // The declared age comes first: a child's signup stores nothing but what the parent's
+        // consent needs.
+        let group = match request.birth_date.as_deref() {
+            Some(raw) => domain::coppa::group(raw, now, self.minor_under)
+                .map_err(|e| invalid_field("birth_date", e.rule(), e.to_string()))?,
+            None => domain::coppa::AgeGroup::Adult,
+        };
+        if group == domain::coppa::AgeGroup::Child {
+            return self.create_child(actor, request, now).await;
+        }
         let tier = request.tier.unwrap_or(Tier::Free);
         let role = request.role.unwrap_or(Role::User);
         if !actor.is_admin() && tier != Tier::Free {
@@ -223,6 +248,9 @@ impl Accounts {
             at: now,
         };
         self.store.insert_user(&row, &audit).await?;
+        if group == domain::coppa::AgeGroup::Minor {
+            self.minor_defaults(&row.id, now).await?;
+        }
         self.view(&account)
     }
 

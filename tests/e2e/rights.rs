@@ -40,6 +40,10 @@ pub const TESTS: &[(&str, TestFn)] = &[
         a_due_erasure_runs_in_the_cleanup_job_and_the_edge_cron_wipes_its_part,
     ),
     (
+        "rights::an_under_13_signup_cannot_log_in_until_a_parent_consents",
+        an_under_13_signup_cannot_log_in_until_a_parent_consents,
+    ),
+    (
         "rights::withdrawing_analytics_stops_events_and_gpc_opts_out_of_sharing",
         withdrawing_analytics_stops_events_and_gpc_opts_out_of_sharing,
     ),
@@ -655,5 +659,122 @@ fn withdrawing_analytics_stops_events_and_gpc_opts_out_of_sharing(ctx: &Ctx) -> 
         "the GPC opt-out is not audited: {}",
         audit.body
     );
+    Ok(())
+}
+
+/// A birth date `years` years (and a day) before today, UTC.
+fn born_years_ago(years: i64) -> String {
+    let now = e2e::http::now().0 / 1000;
+    let days = i64::try_from(now / 86_400).unwrap() - years * 365 - years / 4 - 2;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 };
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn child_signup(ctx: &Ctx, email: &str, parent: &str) -> Result<Answer> {
+    ctx.api.post(
+        "/api/v1/users",
+        None,
+        &json!({ "email": email, "password": GOOD_PASSWORD, "birth_date": born_years_ago(10),
+                 "parent_email": parent, "profile": { "display_name": "Child Name" } }),
+    )
+}
+
+fn an_under_13_signup_cannot_log_in_until_a_parent_consents(ctx: &Ctx) -> Result<()> {
+    let (email, parent) = (unique_email("child"), unique_email("parent"));
+    // The age is read first: malformed, future, or a child without a parent's email: 400.
+    let bad = ctx.api.post(
+        "/api/v1/users",
+        None,
+        &json!({ "email": email, "password": GOOD_PASSWORD, "birth_date": "2015-02-30" }),
+    )?;
+    expect_problem(&bad, 400, "validation-failed")?;
+    let alone = ctx.api.post(
+        "/api/v1/users",
+        None,
+        &json!({ "email": email, "password": GOOD_PASSWORD, "birth_date": born_years_ago(10) }),
+    )?;
+    expect_problem(&alone, 400, "validation-failed")?;
+    assert_eq!(alone.body["errors"][0]["field"], "parent_email");
+
+    let pending = child_signup(ctx, &email, &parent)?;
+    expect(&pending, 202)?;
+    assert_eq!(pending.str("status"), "pending_parental_consent");
+    let id = pending.str("id");
+    // No login until the parent consents: the same answer as a wrong password.
+    let login =
+        ctx.api.post("/api/v1/auth/login", None, &json!({ "email": email, "password": GOOD_PASSWORD }))?;
+    expect_problem(&login, 401, "unauthenticated")?;
+    // The parent got a single-use link; the child's name was not kept.
+    let (_, token) =
+        ctx.stack.messages_for(&parent).into_iter().last().context("no message to the parent")?;
+    let token = token.context("no token in the parent's message")?;
+    let consent = "/api/v1/auth/parental-consent";
+    expect_problem(
+        &ctx.api.post(consent, None, &json!({ "token": token, "decision": "maybe" }))?,
+        400,
+        "validation-failed",
+    )?;
+    let granted = ctx.api.post(consent, None, &json!({ "token": token, "decision": "grant" }))?;
+    expect(&granted, 200)?;
+    assert_eq!(granted.str("method"), "email_link");
+    expect_problem(
+        &ctx.api.post(consent, None, &json!({ "token": token, "decision": "grant" }))?,
+        404,
+        "not-found",
+    )?;
+    let token = ctx.api.login(&email, GOOD_PASSWORD)?;
+    let view = ctx.api.get(&users(&id), Some(&token))?;
+    expect(&view, 200)?;
+    ensure!(
+        view.body["display_name"] != "Child Name",
+        "the child's name was stored before consent: {}",
+        view.body
+    );
+    // A minor: personalisation and marketing off by default.
+    let consents = ctx.api.get(&format!("{}/consents", users(&id)), Some(&token))?;
+    assert_eq!(consent_of(&consents, "personalization").0, json!(false));
+    assert_eq!(consent_of(&consents, "marketing").0, json!(false));
+    let audit = ctx.api.get(&format!("{}/audit", users(&id)), Some(&token))?;
+    ensure!(
+        audit.body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "parental_consent" && e["new"] == "granted method=email_link"),
+        "the consent and its method are not recorded: {}",
+        audit.body
+    );
+
+    // A refusal deletes the account: the address is free, the login like an unknown email's.
+    let (email2, parent2) = (unique_email("child"), unique_email("parent"));
+    expect(&child_signup(ctx, &email2, &parent2)?, 202)?;
+    let (_, token2) = ctx.stack.messages_for(&parent2).into_iter().last().context("no message")?;
+    let refused =
+        ctx.api.post(consent, None, &json!({ "token": token2.unwrap_or_default(), "decision": "refuse" }))?;
+    expect(&refused, 200)?;
+    assert_eq!(refused.body["erased"], true);
+    expect(&child_signup(ctx, &email2, &parent2)?, 202)?;
+
+    // A 14-year-old signs up directly, as a minor.
+    let teen = unique_email("teen");
+    let created = ctx.api.post(
+        "/api/v1/users",
+        None,
+        &json!({ "email": teen, "password": GOOD_PASSWORD, "birth_date": born_years_ago(14) }),
+    )?;
+    expect(&created, 201)?;
+    let teen_token = ctx.api.login(&teen, GOOD_PASSWORD)?;
+    let teen_consents = ctx.api.get(&format!("{}/consents", users(&created.str("id"))), Some(&teen_token))?;
+    assert_eq!(consent_of(&teen_consents, "personalization").0, json!(false));
+    assert_eq!(consent_of(&teen_consents, "analytics").0, json!(true));
     Ok(())
 }

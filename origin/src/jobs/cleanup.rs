@@ -18,7 +18,11 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
     let events = state.store.purge_events_before(cutoff).await?;
     // Erasures whose grace period is over (the edge applies its part when it next asks).
     let erasures = state.accounts.run_due_erasures(now).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    // Children's accounts whose parent did not consent within 72 hours.
+    let children =
+        state.accounts.purge_unconsented_children(now).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok(json!({
+        "unconsented_children": children,
         "erasures": erasures,
         "expired_auth_state": auth_state,
         "expired_nonces": nonces,

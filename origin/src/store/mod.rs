@@ -364,8 +364,9 @@ pub struct ErasureRecord {
 }
 
 /// The tables an erasure deletes a user's rows from, children first; `users` last.
-pub const ERASED_TABLES: [&str; 13] = [
+pub const ERASED_TABLES: [&str; 14] = [
     "consents",
+    "parental_consents",
     "exports",
     "erasure_requests",
     "activations",
@@ -439,6 +440,23 @@ pub trait RightsStore: Send + Sync {
     async fn pending_edge_wipes(&self, limit: u32) -> Result<Vec<String>, StoreError>;
     /// The edge wiped the user's state: the last row naming the id goes.
     async fn edge_wiped(&self, user_id: &str) -> Result<bool, StoreError>;
+
+    /// A child's account waits for a parent's consent through a link (its token's hash).
+    async fn put_parental_request(
+        &self,
+        user_id: &str,
+        token_hash: &str,
+        expires_at: UnixMillis,
+    ) -> Result<(), StoreError>;
+    /// Consumes an unexpired link, in one statement (single use); the child's user id.
+    async fn take_parental_request(
+        &self,
+        token_hash: &str,
+        now: UnixMillis,
+    ) -> Result<Option<String>, StoreError>;
+    /// Children whose parent did not answer in time.
+    async fn expired_parental_requests(&self, now: UnixMillis, limit: u32)
+        -> Result<Vec<String>, StoreError>;
 }
 
 /// Opens the store a database URL names, applying pending migrations.

@@ -1071,6 +1071,50 @@ impl SqliteStore {
 
 #[async_trait]
 impl super::RightsStore for SqliteStore {
+    async fn put_parental_request(
+        &self,
+        user_id: &str,
+        token_hash: &str,
+        expires_at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO parental_consents (user_id, token_hash, expires_at) VALUES (?, ?, ?)")
+            .bind(user_id)
+            .bind(token_hash)
+            .bind(millis(expires_at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn take_parental_request(
+        &self,
+        token_hash: &str,
+        now: UnixMillis,
+    ) -> Result<Option<String>, StoreError> {
+        // One DELETE … RETURNING: of two uses of one link, one gets the child.
+        Ok(sqlx::query_scalar(
+            "DELETE FROM parental_consents WHERE token_hash = ? AND expires_at > ? RETURNING user_id",
+        )
+        .bind(token_hash)
+        .bind(millis(now))
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn expired_parental_requests(
+        &self,
+        now: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM parental_consents WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
+        )
+        .bind(millis(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn consents(&self, user_id: &str) -> Result<Vec<domain::rights::Consent>, StoreError> {
         let rows = sqlx::query(
             "SELECT purpose, granted, at, source, policy_version FROM consents WHERE user_id = ? ORDER BY purpose",
