@@ -19,10 +19,21 @@ pub struct CachedProfile {
     pub profile: serde_json::Value,
 }
 
+/// How long a cached profile lives in KV.
+const CACHE_TTL_SECS: u64 = 7 * 24 * 60 * 60;
+
 fn key(env: &Env, user_id: &str) -> Result<String> {
-    let config = OriginConfig::from_env(env).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    // The keyed HMAC is built once per isolate (the secret does not change while it lives).
+    static SECRET: std::sync::OnceLock<domain::signing::SharedSecret> = std::sync::OnceLock::new();
+    let secret = match SECRET.get() {
+        Some(secret) => secret,
+        None => {
+            let config = OriginConfig::from_env(env).map_err(|e| worker::Error::RustError(e.to_string()))?;
+            SECRET.get_or_init(|| config.secret)
+        }
+    };
     // A label keeps this use of the secret apart from request signing.
-    Ok(format!("profile:{}", config.secret.hmac_hex(format!("kv-profile-key\0{user_id}").as_bytes())))
+    Ok(format!("profile:{}", secret.hmac_hex(format!("kv-profile-key\0{user_id}").as_bytes())))
 }
 
 /// A cached entry as it is read: the profile's JSON text is served as stored, never parsed
@@ -42,7 +53,9 @@ pub async fn get(env: &Env, user_id: &str) -> Result<Option<CachedText>> {
 pub async fn put(env: &Env, user_id: &str, entry: &CachedProfile) -> Result<()> {
     // Stored as a string: KV's JSON path would store a serde_json::Value as "{}".
     let text = serde_json::to_string(entry)?;
-    env.kv(KV_PROFILES)?.put(&key(env, user_id)?, text)?.execute().await?;
+    // Entries expire after a week (one origin read to refill): an entry orphaned by a rotation
+    // of the secret its key is derived from cannot outlive it for long.
+    env.kv(KV_PROFILES)?.put(&key(env, user_id)?, text)?.expiration_ttl(CACHE_TTL_SECS).execute().await?;
     Ok(())
 }
 

@@ -69,7 +69,8 @@ fn export(ctx: &Ctx, id: &str, token: &str) -> Result<(String, Vec<u8>)> {
     expect(&started, 202)?;
     let location = started.header("location").context("no Location")?;
     ensure!(location == started.str("location"), "Location and body differ: {}", started.body);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let asked = Instant::now();
+    let deadline = asked + Duration::from_secs(30);
     loop {
         let response = client().get(ctx.api.url(&location)).bearer_auth(token).send()?;
         match response.status().as_u16() {
@@ -82,7 +83,13 @@ fn export(ctx: &Ctx, id: &str, token: &str) -> Result<(String, Vec<u8>)> {
                 let kind =
                     response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
                 ensure!(kind == "application/zip", "content-type {kind}");
-                return Ok((location, response.bytes()?.to_vec()));
+                let bytes = response.bytes()?.to_vec();
+                eprintln!(
+                    "export: {} bytes, downloaded {} ms after the request",
+                    bytes.len(),
+                    asked.elapsed().as_millis()
+                );
+                return Ok((location, bytes));
             }
             other => anyhow::bail!("the export answered {other}: {}", response.text()?),
         }
@@ -510,7 +517,13 @@ fn an_immediate_erasure_leaves_no_trace_in_sqlite_kv_or_the_durable_object(ctx: 
     }
 
     // The owner cannot erase at once; an admin can, and the answer says what went.
+    let started = Instant::now();
     let erased = ctx.api.delete_with(&users(&id), &ctx.admin_token, &json!({ "immediately": true }))?;
+    eprintln!(
+        "immediate erasure (origin rows, KV, Durable Object): {} ms, purged {}",
+        started.elapsed().as_millis(),
+        erased.body["purged"]
+    );
     expect(&erased, 200)?;
     assert_eq!(erased.body["erased"], true);
     assert_eq!(erased.body["edge_wiped"], true, "{}", erased.body);
