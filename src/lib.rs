@@ -14,6 +14,7 @@ mod origin_client;
 mod passkeys;
 mod problem;
 mod profile_cache;
+mod rights;
 mod routes;
 mod schedule;
 mod sessions;

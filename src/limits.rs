@@ -31,7 +31,7 @@ pub async fn admit_user<T, Fut>(
     env: &Env,
     count: bool,
     also: impl FnOnce(&Caller) -> Fut,
-) -> Result<(Caller, Admission<(GateAnswer, T)>), EdgeError>
+) -> Result<(Caller, bool, Admission<(GateAnswer, T)>), EdgeError>
 where
     Fut: std::future::Future<Output = T>,
 {
@@ -46,8 +46,10 @@ where
     if let Some(reason) = &gate.session_refused {
         return Err(auth::unauthenticated(reason.clone()));
     }
+    // Whether the user's usage events may be collected (their `analytics` consent).
+    let collects = gate.collects_events;
     if gate.limit.admitted {
-        Ok((caller, Admission::Admitted((gate, extra))))
+        Ok((caller, collects, Admission::Admitted((gate, extra))))
     } else {
         let detail = format!(
             "the {} tier allows {} requests per rolling {} s",
@@ -56,7 +58,7 @@ where
             gate.limit.window_secs
         );
         let refused = refusal(&gate.limit, gate.tier.as_str(), detail)?;
-        Ok((caller, Admission::Refused(refused)))
+        Ok((caller, collects, Admission::Refused(refused)))
     }
 }
 

@@ -15,7 +15,7 @@ use crate::limits::{self, Admission, IpClass};
 use crate::passkeys::PasskeyOp;
 use crate::problem::EdgeError;
 use crate::sessions::SecurityOp;
-use crate::{auth, health, http, openapi, passkeys, sessions, users};
+use crate::{auth, health, http, openapi, passkeys, rights, sessions, users};
 
 pub async fn dispatch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let path = req.path();
@@ -65,6 +65,12 @@ enum Route {
     UpdateUser(UserId),
     Upgrade(UserId),
     Insights(UserId),
+    Export(UserId),
+    ExportDownload(UserId, String),
+    Erase(UserId),
+    CancelErasure(UserId),
+    Consents(UserId),
+    ParentalConsent,
 }
 
 fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
@@ -90,6 +96,9 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         }
         ["api", "v1", "users", id, "email", "verification"] => {
             only(method, &[Method::Post]).and_then(|()| user_id(id)).map(Route::ResendVerification)
+        }
+        ["api", "v1", "auth", "parental-consent"] => {
+            only(method, &[Method::Post]).map(|()| Route::ParentalConsent)
         }
         ["api", "v1", "auth", "mfa", "send"] => only(method, &[Method::Post]).map(|()| Route::MfaSend),
         ["api", "v1", "auth", "mfa", "webauthn"] => {
@@ -160,8 +169,21 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         ["api", "v1", "users", id] => user_id(id).and_then(|id| match method {
             Method::Get => Ok(Route::ReadUser(id)),
             Method::Put | Method::Patch => Ok(Route::UpdateUser(id)),
-            _ => Err(not_allowed(&[Method::Get, Method::Put, Method::Patch])),
+            Method::Delete => Ok(Route::Erase(id)),
+            _ => Err(not_allowed(&[Method::Get, Method::Put, Method::Patch, Method::Delete])),
         }),
+        ["api", "v1", "users", id, "export"] => {
+            only(method, &[Method::Post]).and_then(|()| user_id(id)).map(Route::Export)
+        }
+        ["api", "v1", "users", id, "exports", export_id] => only(method, &[Method::Get])
+            .and_then(|()| user_id(id))
+            .map(|id| Route::ExportDownload(id, (*export_id).to_owned())),
+        ["api", "v1", "users", id, "erasure", "cancel"] => {
+            only(method, &[Method::Post]).and_then(|()| user_id(id)).map(Route::CancelErasure)
+        }
+        ["api", "v1", "users", id, "consents"] => {
+            only(method, &[Method::Get, Method::Put]).and_then(|()| user_id(id)).map(Route::Consents)
+        }
         ["api", "v1", "users", id, "upgrade"] => {
             only(method, &[Method::Post]).and_then(|()| user_id(id)).map(Route::Upgrade)
         }
@@ -189,6 +211,11 @@ impl Route {
             | Route::ConfirmEmailChange(_)
             | Route::ResendVerification(_) => "security",
             Route::SetDisabled(..) | Route::CreateUser => "admin",
+            Route::Export(_)
+            | Route::ExportDownload(..)
+            | Route::Erase(_)
+            | Route::CancelErasure(_)
+            | Route::Consents(_) => "data_rights",
             _ => "other",
         }
     }
@@ -414,6 +441,45 @@ impl Route {
                 })
                 .await
             }
+            Route::Export(id) => {
+                user_route(req, env, path, true, events, class, |req, caller, gate| {
+                    rights::start_export(req, env, caller, id, gate.stepped_up_at)
+                })
+                .await
+            }
+            Route::ExportDownload(id, export_id) => {
+                user_route(req, env, path, true, events, class, |_, caller, _| {
+                    rights::download_export(env, caller, id, export_id)
+                })
+                .await
+            }
+            Route::Erase(id) => {
+                user_route(req, env, path, true, events, class, |req, caller, _| {
+                    rights::erase(req, env, caller, id)
+                })
+                .await
+            }
+            Route::Consents(id) => {
+                user_route(req, env, path, true, events, class, |req, caller, _| {
+                    rights::consents(req, env, caller, id)
+                })
+                .await
+            }
+            // A parent's answer: limited per address like the signups it completes.
+            Route::ParentalConsent => match limits::admit_ip(&req, env, IpClass::Signup).await? {
+                Admission::Refused(r) => Ok(r),
+                Admission::Admitted(limit) => {
+                    limits::finish(rights::parental_consent(req, env).await, &limit, "ip-signup", path)
+                }
+            },
+            // No session during the grace period (logins are refused): the password proves it,
+            // counted like a login at the origin and limited per address like one here.
+            Route::CancelErasure(id) => match limits::admit_ip(&req, env, IpClass::Login).await? {
+                Admission::Refused(r) => Ok(r),
+                Admission::Admitted(limit) => {
+                    limits::finish(rights::cancel_erasure(req, env, id).await, &limit, "ip-login", path)
+                }
+            },
         }
     }
 }
@@ -458,15 +524,18 @@ where
     F: FnOnce(Request, auth::Caller, crate::gate::GateAnswer, T) -> Fut,
     Fut: std::future::Future<Output = std::result::Result<Response, EdgeError>>,
 {
-    let (caller, admission) = limits::admit_user(&req, env, count, also).await?;
+    let (caller, collects_events, admission) = limits::admit_user(&req, env, count, also).await?;
     match admission {
         Admission::Refused(response) => {
-            events.push(
-                "rate_limited",
-                Some(caller.id.as_str()),
-                Some(class),
-                json!({ "tier": caller.token_tier }),
-            );
+            // A withdrawn `analytics` consent (the gate knows it): no usage event at all.
+            if collects_events {
+                events.push(
+                    "rate_limited",
+                    Some(caller.id.as_str()),
+                    Some(class),
+                    json!({ "tier": caller.token_tier }),
+                );
+            }
             Ok(response)
         }
         Admission::Admitted((gate, extra)) => {
@@ -475,12 +544,14 @@ where
             let user = caller.id.to_string();
             let answer =
                 limits::finish(handler(req, caller, gate.clone(), extra).await, &limit, policy, path)?;
-            events.push(
-                "api_request",
-                Some(&user),
-                Some(class),
-                json!({ "status": answer.status_code(), "tier": gate.tier }),
-            );
+            if collects_events {
+                events.push(
+                    "api_request",
+                    Some(&user),
+                    Some(class),
+                    json!({ "status": answer.status_code(), "tier": gate.tier }),
+                );
+            }
             Ok(answer)
         }
     }

@@ -92,7 +92,11 @@ pub(crate) async fn open_session(
         })
         .await?;
     let risk = verified.get("risk").and_then(|r| r.get("score")).cloned().unwrap_or(Value::Null);
-    events.push(kind, Some(&user_id), None, json!({ "risk_score": risk, "tier": tier }));
+    // A withdrawn `analytics` consent: the login is not a usage event either (the origin keeps
+    // its own login history and security events).
+    if created.collects_events {
+        events.push(kind, Some(&user_id), None, json!({ "risk_score": risk, "tier": tier }));
+    }
     // The origin records each as a security event the user can read.
     for sid in &created.evicted {
         events.push(

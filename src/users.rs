@@ -72,6 +72,10 @@ pub async fn create(mut req: Request, env: &Env, caller: Option<Caller>) -> Resu
     let body = http::read_json(&mut req, &[JSON]).await?;
     let answer = forward(env, &actor, Method::Post, "/internal/users", Some(&body)).await?;
     let view = origin_json(&answer)?;
+    // A child's signup waits for a parent's consent: nothing to cache, no session to open.
+    if answer.status == 202 {
+        return http::json(202, &view, None);
+    }
     let version = remember(env, &view).await?;
     let mut response = http::json(201, &view, Some(version))?;
     if let Some(id) = view.get("id").and_then(Value::as_str) {

@@ -3,6 +3,7 @@
 //! natively and deterministically, and the same code runs inside the Worker on wasm32.
 
 pub mod analytics;
+pub mod coppa;
 pub mod delivery;
 pub mod email;
 pub mod identity;
@@ -15,6 +16,7 @@ pub mod problem;
 pub mod profile;
 pub mod rate_limit;
 pub mod retention;
+pub mod rights;
 pub mod risk;
 pub mod security;
 pub mod session;

@@ -53,6 +53,10 @@ pub enum Template<'a> {
     PasswordResetNotice,
     /// Confirms the address given at signup.
     VerifyEmail { token: &'a str, link: &'a str, hours: u64 },
+    /// The account's erasure is scheduled for `due` (RFC 3339); how to cancel it before then.
+    ErasureScheduled { due: &'a str, cancel_path: &'a str },
+    /// To a parent: a child under 13 asked for an account; how to consent or refuse.
+    ParentalConsent { token: &'a str, deadline: &'a str },
 }
 
 /// A rendered message.
@@ -153,6 +157,36 @@ pub fn render(template: &Template<'_>, language: Language) -> Rendered {
                  {token}\nIt expires in {hours} hours."
             ),
         ),
+        (ErasureScheduled { due, cancel_path }, En) => (
+            "Your account will be erased".to_owned(),
+            format!(
+                "Your account will be erased on {due}. Until then you can cancel: POST {cancel_path} with \
+                 your password. Signing in is not possible meanwhile."
+            ),
+        ),
+        (ErasureScheduled { due, cancel_path }, Fr) => (
+            "Votre compte va être effacé".to_owned(),
+            format!(
+                "Votre compte sera effacé le {due}. D'ici là, vous pouvez annuler : POST {cancel_path} avec \
+                 votre mot de passe. La connexion est impossible en attendant."
+            ),
+        ),
+        (ParentalConsent { token, deadline }, En) => (
+            "Your child asked to open an account".to_owned(),
+            format!(
+                "Your child asked to open an account. To consent, send {{\"token\": \"{token}\", \"decision\": \
+                 \"grant\"}} to POST /api/v1/auth/parental-consent before {deadline}; \"refuse\" (or no answer) \
+                 deletes the account."
+            ),
+        ),
+        (ParentalConsent { token, deadline }, Fr) => (
+            "Votre enfant a demandé à ouvrir un compte".to_owned(),
+            format!(
+                "Votre enfant a demandé à ouvrir un compte. Pour y consentir, envoyez {{\"token\": \"{token}\", \
+                 \"decision\": \"grant\"}} à POST /api/v1/auth/parental-consent avant le {deadline} ; \
+                 \"refuse\" (ou l'absence de réponse) supprime le compte."
+            ),
+        ),
         (VerifyEmail { token, link, hours }, Fr) => (
             "Confirmez votre adresse".to_owned(),
             format!(
@@ -194,6 +228,11 @@ mod tests {
             Template::PasswordReset { token: "tok", link: "https://x/reset#tok", minutes: 30 },
             Template::PasswordResetNotice,
             Template::VerifyEmail { token: "tok", link: "https://x/verify#tok", hours: 72 },
+            Template::ErasureScheduled {
+                due: "2026-12-09T10:00:00Z",
+                cancel_path: "/api/v1/users/usr_1/erasure/cancel",
+            },
+            Template::ParentalConsent { token: "tok", deadline: "2026-11-28T10:00:00Z" },
         ];
         for t in &templates {
             let en = render(t, Language::En);

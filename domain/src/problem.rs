@@ -33,6 +33,10 @@ pub enum ProblemKind {
     StepUpRequired,
     /// The service is at capacity (password hashing saturated): retry after `Retry-After`.
     Overloaded,
+    /// The account is scheduled for erasure; the problem says how to cancel.
+    ErasurePending,
+    /// A link that worked once no longer does (an export expired or downloaded its maximum).
+    Gone,
 }
 
 impl ProblemKind {
@@ -56,6 +60,8 @@ impl ProblemKind {
             Self::BadGateway => "bad-gateway",
             Self::StepUpRequired => "step-up-required",
             Self::Overloaded => "overloaded",
+            Self::ErasurePending => "erasure-pending",
+            Self::Gone => "gone",
         }
     }
 
@@ -63,10 +69,11 @@ impl ProblemKind {
         match self {
             Self::BadRequest | Self::ValidationFailed => 400,
             Self::Unauthenticated | Self::MfaRequired | Self::LoginRefused => 401,
-            Self::Forbidden | Self::StepUpRequired => 403,
+            Self::Forbidden | Self::StepUpRequired | Self::ErasurePending => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::Conflict => 409,
+            Self::Gone => 410,
             Self::PreconditionFailed => 412,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
@@ -97,6 +104,8 @@ impl ProblemKind {
             Self::BadGateway => "The origin service answered badly",
             Self::StepUpRequired => "This change needs a fresh proof of identity",
             Self::Overloaded => "The service is at capacity",
+            Self::ErasurePending => "The account is scheduled for erasure",
+            Self::Gone => "This link no longer works",
         }
     }
 
@@ -115,7 +124,7 @@ impl ProblemKind {
 /// Every problem `type` starts with this.
 pub const TYPE_PREFIX: &str = "urn:problem-type:user-management:";
 
-const ALL: [ProblemKind; 18] = [
+const ALL: [ProblemKind; 20] = [
     ProblemKind::BadRequest,
     ProblemKind::ValidationFailed,
     ProblemKind::Unauthenticated,
@@ -134,6 +143,8 @@ const ALL: [ProblemKind; 18] = [
     ProblemKind::BadGateway,
     ProblemKind::StepUpRequired,
     ProblemKind::Overloaded,
+    ProblemKind::ErasurePending,
+    ProblemKind::Gone,
 ];
 
 /// A problem details body.

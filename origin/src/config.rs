@@ -42,6 +42,10 @@ pub const VAR_REPORTS_DIR: &str = "ORIGIN_REPORTS_DIR";
 pub const VAR_INBOX_DIR: &str = "ORIGIN_INBOX_DIR";
 /// How many days events are kept before the cleanup job removes them.
 pub const VAR_EVENT_RETENTION_DAYS: &str = "ORIGIN_EVENT_RETENTION_DAYS";
+/// Days between an owner's erasure request and the erasure (0: at the next cleanup run).
+pub const VAR_ERASURE_GRACE_DAYS: &str = "ORIGIN_ERASURE_GRACE_DAYS";
+/// The age under which an account is a minor's (personalisation and marketing start off).
+pub const VAR_MINOR_AGE: &str = "ORIGIN_MINOR_AGE";
 /// How long a request may take, in seconds, before the origin answers 503 instead.
 pub const VAR_REQUEST_TIMEOUT_SECS: &str = "ORIGIN_REQUEST_TIMEOUT_SECS";
 /// How many requests the origin handles at once; beyond it, it answers 503 at once (no queue).
@@ -93,6 +97,8 @@ pub struct Config {
     pub reports_dir: std::path::PathBuf,
     pub inbox_dir: std::path::PathBuf,
     pub event_retention_days: u64,
+    pub erasure_grace_days: u64,
+    pub minor_under: u32,
     pub hash_threads: usize,
     pub hash_queue: usize,
     /// The longest a request may take (see [`VAR_REQUEST_TIMEOUT_SECS`]).
@@ -247,6 +253,22 @@ impl Config {
             })?,
             None => DEFAULT_EVENT_RETENTION_DAYS,
         };
+        let erasure_grace_days = match lookup(VAR_ERASURE_GRACE_DAYS) {
+            Some(v) => v.trim().parse().ok().filter(|d| *d <= 3650).ok_or(ConfigError::Invalid {
+                var: VAR_ERASURE_GRACE_DAYS,
+                reason: "must be a number of days from 0 to 3650".to_owned(),
+            })?,
+            None => domain::rights::DEFAULT_ERASURE_GRACE_DAYS,
+        };
+        let minor_under = match lookup(VAR_MINOR_AGE) {
+            Some(v) => {
+                v.trim().parse().ok().filter(|a| (13..=21).contains(a)).ok_or(ConfigError::Invalid {
+                    var: VAR_MINOR_AGE,
+                    reason: "must be an age from 13 to 21".to_owned(),
+                })?
+            }
+            None => domain::coppa::DEFAULT_MINOR_UNDER,
+        };
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let count = |var: &'static str, default: usize| -> Result<usize, ConfigError> {
             match lookup(var) {
@@ -307,6 +329,8 @@ impl Config {
             reports_dir,
             inbox_dir,
             event_retention_days,
+            erasure_grace_days,
+            minor_under,
             request_timeout: std::time::Duration::from_secs(request_timeout_secs),
             max_concurrent_requests,
         })

@@ -15,6 +15,7 @@ pub mod passwords;
 pub mod pending;
 pub mod protection;
 pub mod recovery;
+pub mod rights;
 pub mod routes;
 pub mod signed;
 pub mod sms;
@@ -65,8 +66,9 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let outbox = outbox::Outbox::from_config(&config)?;
     let hasher = passwords::Hasher::new(config.hash_threads, config.hash_queue)?;
     let webauthn = passkeys::relying_party(&config.webauthn_rp_id, &config.webauthn_origin)?;
-    let accounts =
+    let mut accounts =
         Accounts::new(Arc::clone(&store), keyring, outbox, hasher, webauthn, config.public_url.clone())?;
+    accounts.minor_under = config.minor_under;
     Ok(AppState { config: Arc::new(config), store, accounts: Arc::new(accounts), clock: Clock::System })
 }
 

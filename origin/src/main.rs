@@ -164,6 +164,8 @@ async fn create_admin(email: String, password_stdin: bool, tier: String) -> anyh
         tier: Some(tier),
         role: Some(domain::identity::Role::Admin),
         profile: None,
+        birth_date: None,
+        parent_email: None,
     };
     let view = state
         .accounts

@@ -291,6 +291,8 @@ mod tests {
             tier: None,
             role: None,
             profile: Some(serde_json::json!({"language": "fr"})),
+            birth_date: None,
+            parent_email: None,
         };
         accounts.create(&Actor::Anonymous, request, now).await.unwrap();
         let store = &origin.state.store;
@@ -334,6 +336,8 @@ mod tests {
             tier: None,
             role: None,
             profile: Some(serde_json::json!({"language": "fr-CA"})),
+            birth_date: None,
+            parent_email: None,
         };
         accounts.create(&Actor::Anonymous, request, now).await.unwrap();
         assert_eq!(accounts.dispatch_due(now.saturating_add_ms(SWEEP_GRACE_MS)).await.unwrap(), 1);

@@ -428,6 +428,9 @@ impl Accounts {
             }
         };
         self.end_attempt(&locks, Attempt::Succeeded, now).await?;
+        // The right password of an account waiting for its erasure: refused, saying how to
+        // cancel (a wrong one got the same answer as any other above).
+        self.refuse_if_erasing(&row.id).await?;
 
         let assessment = risk::assess(&context, &history, recent_failures, now);
         let account = self.unseal(row)?;
@@ -620,6 +623,7 @@ impl Accounts {
                 "the challenge ended: the account was disabled or its password changed; log in again",
             ));
         };
+        self.refuse_if_erasing(id.as_str()).await?;
 
         // Count the try against the account and the challenge, atomically, before checking.
         let keys = [

@@ -31,7 +31,14 @@ pub fn router(state: AppState) -> Router {
     let internal = Router::new()
         .route("/ping", get(ping))
         .route("/users", post(create_user))
-        .route("/users/{id}", get(read_user).patch(update_user))
+        .route("/users/{id}", get(read_user).patch(update_user).delete(erase_user))
+        .route("/users/{id}/export", post(start_export))
+        .route("/users/{id}/exports/{export_id}", get(download_export))
+        .route("/users/{id}/erasure/cancel", post(cancel_erasure))
+        .route("/users/{id}/consents", get(read_consents).put(put_consents))
+        .route("/erasures/pending", get(pending_edge_wipes))
+        .route("/auth/parental-consent", post(parental_consent))
+        .route("/erasures/{id}/wiped", post(edge_wiped))
         .route("/users/{id}/tier", post(change_tier))
         .route("/users/{id}/insights", get(insights))
         .route("/users/{id}/password", post(change_password))
@@ -112,6 +119,10 @@ async fn create_user(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request: CreateUser = parse(&body)?;
     let view = state.accounts.create(&actor, request, state.clock.now()).await?;
+    // A child's account waits for a parent: accepted, not yet created for use.
+    if view.get("status").and_then(Value::as_str) == Some("pending_parental_consent") {
+        return Ok((StatusCode::ACCEPTED, Json(view)));
+    }
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -545,4 +556,180 @@ async fn resend_verification(
 ) -> Result<impl IntoResponse, ApiError> {
     let answer = state.accounts.resend_verification(&actor, &user_id(&id)?, state.clock.now()).await?;
     Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+/// `?gpc=1`: the edge saw `Sec-GPC: 1` on the request.
+#[derive(Deserialize, Default)]
+struct GpcQuery {
+    #[serde(default)]
+    gpc: Option<String>,
+}
+
+impl GpcQuery {
+    fn on(&self) -> bool {
+        self.gpc.as_deref() == Some("1")
+    }
+}
+
+async fn read_consents(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<GpcQuery>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.accounts.consents(&actor, &user_id(&id)?, query.on(), state.clock.now()).await?))
+}
+
+async fn put_consents(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<GpcQuery>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: Value = parse(&body)?;
+    Ok(Json(
+        state.accounts.put_consents(&actor, &user_id(&id)?, &request, query.on(), state.clock.now()).await?,
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ExportStart {
+    #[serde(default)]
+    current_password: Option<String>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+    /// When the caller's session last stepped up (the edge reads it from the session).
+    #[serde(default)]
+    step_up_at: Option<u64>,
+    /// The user's sessions as the edge's gate holds them.
+    #[serde(default)]
+    sessions: Value,
+}
+
+async fn start_export(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request: ExportStart = if body.is_empty() { ExportStart::default() } else { parse(&body)? };
+    let proof = Proof {
+        current_password: request.current_password,
+        method: request.method,
+        code: request.code,
+        step_up_at: request.step_up_at,
+        credential: None,
+    };
+    let id = user_id(&id)?;
+    let sessions = if request.sessions.is_null() { json!([]) } else { request.sessions };
+    let export = state.accounts.start_export(&actor, &id, &proof, sessions, state.clock.now()).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "export_id": export.id,
+            "status": if export.ready_at.is_some() { "ready" } else { "pending" },
+            "location": format!("/api/v1/users/{id}/exports/{}", export.id),
+            "requested_at": crate::users::rfc3339(export.created_at),
+        })),
+    ))
+}
+
+async fn download_export(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path((id, export_id)): Path<(String, String)>,
+) -> Result<axum::response::Response, ApiError> {
+    match state.accounts.download_export(&actor, &user_id(&id)?, &export_id, state.clock.now()).await? {
+        crate::rights::Download::Pending { retry_after_secs } => Ok((
+            StatusCode::ACCEPTED,
+            [(axum::http::header::RETRY_AFTER, retry_after_secs.to_string())],
+            Json(json!({ "export_id": export_id, "status": "pending", "retry_after": retry_after_secs })),
+        )
+            .into_response()),
+        crate::rights::Download::Ready { zip, downloads_left } => Ok((
+            StatusCode::OK,
+            [
+                (axum::http::header::CONTENT_TYPE, "application/zip".to_owned()),
+                (axum::http::HeaderName::from_static("x-downloads-left"), downloads_left.to_string()),
+            ],
+            zip,
+        )
+            .into_response()),
+    }
+}
+
+async fn erase_user(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request: crate::rights::EraseRequest =
+        if body.is_empty() { Default::default() } else { parse(&body)? };
+    let id = user_id(&id)?;
+    let grace = state.config.erasure_grace_days;
+    match state.accounts.request_erasure(&actor, &id, request, grace, state.clock.now()).await? {
+        crate::rights::Erasure::Scheduled { due_at } => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "id": id,
+                "erasure_due_at": crate::users::rfc3339(due_at),
+                "cancel": format!("/api/v1/users/{id}/erasure/cancel"),
+            })),
+        )),
+        crate::rights::Erasure::Done { purged } => {
+            Ok((StatusCode::OK, Json(json!({ "id": id, "erased": true, "purged": purged }))))
+        }
+    }
+}
+
+async fn cancel_erasure(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Cancel {
+        password: String,
+    }
+    let request: Cancel = parse(&body)?;
+    Ok(Json(state.accounts.cancel_erasure(&user_id(&id)?, &request.password, state.clock.now()).await?))
+}
+
+/// Erased users whose edge state is still to be wiped (the edge's scheduled job asks).
+async fn pending_edge_wipes(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+) -> Result<Json<Value>, ApiError> {
+    if actor != Actor::System {
+        return Err(ApiError::client(ProblemKind::Forbidden, "the edge's scheduled job asks for these"));
+    }
+    Ok(Json(json!({ "user_ids": state.store.pending_edge_wipes(100).await? })))
+}
+
+/// The edge wiped an erased user's KV entry and Durable Object.
+async fn edge_wiped(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    // The system (the scheduled job) or the admin whose erasure call the edge just applied.
+    if !actor.is_admin() {
+        return Err(ApiError::client(ProblemKind::Forbidden, "only the edge confirms a wipe"));
+    }
+    state.store.edge_wiped(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn parental_consent(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let answer: crate::rights::ParentalAnswer = parse(&body)?;
+    Ok(Json(state.accounts.parental_consent(&answer, state.clock.now()).await?))
 }

@@ -34,6 +34,8 @@ pub struct Accounts {
     pub(crate) webauthn: webauthn_rs::Webauthn,
     /// The service's public address, for the links in emails.
     pub(crate) public_url: String,
+    /// The age under which an account is a minor's (`ORIGIN_MINOR_AGE`).
+    pub minor_under: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +49,12 @@ pub struct CreateUser {
     pub role: Option<Role>,
     #[serde(default)]
     pub profile: Option<Value>,
+    /// `YYYY-MM-DD`, read before anything else: under 13 the account waits for a parent.
+    #[serde(default)]
+    pub birth_date: Option<String>,
+    /// Where the consent link goes for a child's signup.
+    #[serde(default)]
+    pub parent_email: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +127,7 @@ impl Accounts {
             hasher,
             webauthn,
             public_url,
+            minor_under: domain::coppa::DEFAULT_MINOR_UNDER,
         })
     }
 
@@ -201,6 +210,16 @@ impl Accounts {
         request: CreateUser,
         now: UnixMillis,
     ) -> Result<Value, ApiError> {
+        // The declared age comes first: a child's signup stores nothing but what the parent's
+        // consent needs.
+        let group = match request.birth_date.as_deref() {
+            Some(raw) => domain::coppa::group(raw, now, self.minor_under)
+                .map_err(|e| invalid_field("birth_date", e.rule(), e.to_string()))?,
+            None => domain::coppa::AgeGroup::Adult,
+        };
+        if group == domain::coppa::AgeGroup::Child {
+            return self.create_child(actor, request, now).await;
+        }
         let tier = request.tier.unwrap_or(Tier::Free);
         let role = request.role.unwrap_or(Role::User);
         if !actor.is_admin() && tier != Tier::Free {
@@ -241,6 +260,9 @@ impl Accounts {
         // and the owner can ask for another (`POST …/email/verification`).
         if let Err(e) = self.send_verification(&account, now).await {
             tracing::warn!(user = %row.id, error = %e, "the verification email could not be queued");
+        }
+        if group == domain::coppa::AgeGroup::Minor {
+            self.minor_defaults(&row.id, now).await?;
         }
         self.view(&account)
     }

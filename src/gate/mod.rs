@@ -68,6 +68,13 @@ pub struct GateAnswer {
     /// When the request's session last stepped up (ms), for sensitive changes.
     #[serde(default)]
     pub stepped_up_at: Option<u64>,
+    /// Whether the user's usage events may be collected (their `analytics` consent).
+    #[serde(default = "yes")]
+    pub collects_events: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,6 +111,8 @@ struct GateRow {
     profile_version: Option<i64>,
     tier: Option<String>,
     window: Option<String>,
+    #[serde(default)]
+    collects_events: Option<i64>,
 }
 
 /// The user's row as this instance last read or wrote it, its window parsed.
@@ -112,11 +121,15 @@ struct GateState {
     profile_version: Option<i64>,
     tier: Option<Tier>,
     limiter: Limiter,
+    /// The `analytics` consent as the origin last answered it (collected until told otherwise).
+    collects_events: bool,
 }
 
 #[durable_object(fetch)]
 pub struct Gate {
     env: Env,
+    /// The object's storage as a whole, for the erasure's `deleteAll`.
+    storage: worker::Storage,
     sql_storage: worker::SqlStorage,
     /// Whether this instance has made sure of its tables (once per instance, not per request).
     schema_ready: std::cell::Cell<bool>,
@@ -141,6 +154,12 @@ struct RevokeRequest {
     sid: Option<String>,
     except: Option<String>,
     reason: String,
+}
+
+/// The user's `analytics` consent, as the origin answered it.
+#[derive(Debug, Serialize, Deserialize)]
+struct ConsentRecord {
+    collects_events: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -180,6 +199,8 @@ impl Gate {
         for statement in sessions::SCHEMA {
             self.sql().exec(statement, None)?;
         }
+        // The `analytics` consent (issue 13); NULL in older rows means collected.
+        let _ = self.sql().exec("ALTER TABLE gate ADD COLUMN collects_events INTEGER", None);
         for statement in sessions::UPGRADE {
             // The column exists already in objects created by this release: that error is
             // the expected outcome, not a failure.
@@ -205,13 +226,14 @@ impl Gate {
         }
         let rows: Vec<GateRow> = self
             .sql()
-            .exec("SELECT profile_version, tier, window FROM gate WHERE id = 1", None)?
+            .exec("SELECT profile_version, tier, window, collects_events FROM gate WHERE id = 1", None)?
             .to_array()?;
         let row = rows.into_iter().next().unwrap_or_default();
         let state = GateState {
             profile_version: row.profile_version,
             tier: row.tier.as_deref().and_then(|t| t.parse().ok()),
             limiter: Self::limiter(row.window.as_deref()),
+            collects_events: row.collects_events != Some(0),
         };
         *self.state.borrow_mut() = Some(state.clone());
         Ok(state)
@@ -247,6 +269,7 @@ impl Gate {
                 limit: LimitAnswer::from_decision(decision, &policy),
                 session_refused,
                 stepped_up_at: None,
+                collects_events: row.collects_events,
             });
         }
         let mut limiter = row.limiter;
@@ -268,6 +291,7 @@ impl Gate {
             limit: LimitAnswer::from_decision(decision, &policy),
             session_refused: None,
             stepped_up_at,
+            collects_events: row.collects_events,
         })
     }
 
@@ -283,7 +307,30 @@ impl Gate {
             limit: LimitAnswer::from_decision(decision, &policy),
             session_refused: None,
             stepped_up_at: None,
+            collects_events: row.collects_events,
         })
+    }
+
+    fn record_consent(&self, consent: &ConsentRecord) -> Result<()> {
+        self.sql().exec(
+            "INSERT INTO gate (id, collects_events) VALUES (1, ?)
+             ON CONFLICT (id) DO UPDATE SET collects_events = excluded.collects_events",
+            vec![i64::from(consent.collects_events).into()],
+        )?;
+        if let Some(state) = self.state.borrow_mut().as_mut() {
+            state.collects_events = consent.collects_events;
+        }
+        Ok(())
+    }
+
+    /// The erasure: every row of this object's storage goes (`deleteAll`), and what this
+    /// instance holds in memory with it; the next request starts from nothing.
+    async fn wipe(&self) -> Result<()> {
+        self.storage.delete_all().await?;
+        *self.state.borrow_mut() = None;
+        self.session_cache.borrow_mut().clear();
+        self.schema_ready.set(false);
+        Ok(())
     }
 
     fn record(&self, record: &GateRecord) -> Result<()> {
@@ -312,7 +359,7 @@ impl Gate {
         let rows: Vec<GateRow> = self
             .sql()
             .exec(
-                "SELECT NULL AS profile_version, NULL AS tier, window FROM throttles WHERE class = ?",
+                "SELECT NULL AS profile_version, NULL AS tier, window, NULL AS collects_events FROM throttles WHERE class = ?",
                 vec![check.class.as_str().into()],
             )?
             .to_array()?;
@@ -331,9 +378,11 @@ impl Gate {
 
 impl DurableObject for Gate {
     fn new(state: State, env: Env) -> Self {
-        let sql_storage = state.storage().sql();
+        let storage = state.storage();
+        let sql_storage = storage.sql();
         Self {
             env,
+            storage,
             sql_storage,
             schema_ready: std::cell::Cell::new(false),
             config: std::cell::OnceCell::new(),
@@ -353,6 +402,14 @@ impl DurableObject for Gate {
                 Response::empty()
             }
             (Method::Post, "/peek") => Response::from_json(&self.peek()?),
+            (Method::Post, "/consent") => {
+                self.record_consent(&req.json().await?)?;
+                Response::empty()
+            }
+            (Method::Post, "/wipe") => {
+                self.wipe().await?;
+                Response::empty()
+            }
             (Method::Post, "/throttle") => Response::from_json(&self.throttle(&req.json().await?)?),
             (Method::Post, "/session/create") => {
                 let new: NewSession = req.json().await?;
@@ -360,9 +417,11 @@ impl DurableObject for Gate {
                     self.record(record)?;
                 }
                 // The session's tier is the one the gate enforces once it has learnt one.
-                let tier: Tier = self.load()?.tier.unwrap_or(new.tier);
+                let state = self.load()?;
+                let tier: Tier = state.tier.unwrap_or(new.tier);
                 let max_open = usize::try_from(tier.limits().max_open_sessions).unwrap_or(usize::MAX);
-                Response::from_json(&self.sessions().create(&NewSession { tier, ..new }, max_open)?)
+                let created = self.sessions().create(&NewSession { tier, ..new }, max_open)?;
+                Response::from_json(&CreatedSession { collects_events: state.collects_events, ..created })
             }
             (Method::Post, "/session/step-up") => {
                 let request: StepUpRequest = req.json().await?;
@@ -463,6 +522,16 @@ impl GateClient {
 
     pub async fn sessions(&self) -> Result<Vec<SessionView>> {
         self.call("/session/list", &serde_json::json!({})).await?.json().await
+    }
+
+    /// Records the user's `analytics` consent: events stop (or resume) from the next request.
+    pub async fn record_consent(&self, collects_events: bool) -> Result<()> {
+        self.call("/consent", &ConsentRecord { collects_events }).await.map(|_| ())
+    }
+
+    /// Deletes everything the object stores (an erased user's sessions, counters, tier).
+    pub async fn wipe(&self) -> Result<()> {
+        self.call("/wipe", &serde_json::json!({})).await.map(|_| ())
     }
 
     pub async fn record(&self, record: &GateRecord) -> Result<()> {

@@ -90,6 +90,14 @@ pub struct CreatedSession {
     pub pair: TokenPair,
     #[serde(default)]
     pub evicted: Vec<String>,
+    /// Whether the user's usage events may be collected (their `analytics` consent, as the
+    /// gate knows it), so the login's own event follows it too.
+    #[serde(default = "collected")]
+    pub collects_events: bool,
+}
+
+fn collected() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,7 +254,7 @@ impl Sessions<'_> {
                 new.ip.clone().into(),
             ],
         )?;
-        Ok(CreatedSession { pair, evicted })
+        Ok(CreatedSession { pair, evicted, collects_events: true })
     }
 
     /// The status of `sid` for a request (and when it last stepped up), marking the activity

@@ -19,6 +19,7 @@ mod limits;
 mod multi_origin;
 mod passkeys;
 mod protection;
+mod rights;
 mod sessions;
 
 use std::sync::Arc;
@@ -91,6 +92,7 @@ fn main() {
         .chain(contract::TESTS)
         .chain(passkeys::TESTS)
         .chain(lifecycle::TESTS)
+        .chain(rights::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let mut tests = tests;

@@ -394,6 +394,12 @@ impl Stack {
             .collect()
     }
 
+    /// Where `wrangler dev --persist-to` keeps the edge's local state (KV, Durable Objects,
+    /// queues), for tests that search its files.
+    pub fn edge_state_dir(&self) -> PathBuf {
+        self.dir.path().join("edge-state")
+    }
+
     pub fn database_path(&self) -> PathBuf {
         self.dir.path().join("origin.db")
     }

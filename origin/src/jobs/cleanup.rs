@@ -46,9 +46,16 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
             }),
         );
     }
+    // Erasures whose grace period is over (the edge applies its part when it next asks), and
+    // children's accounts whose parent did not consent within 72 hours.
+    let erasures = state.accounts.run_due_erasures(now).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let children =
+        state.accounts.purge_unconsented_children(now).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok(json!({
         "at": crate::users::rfc3339(now),
         "classes": classes,
+        "erasures": erasures,
+        "unconsented_children": children,
         "expired_nonces": nonces,
         "retention_days": options.retention_days,
     }))

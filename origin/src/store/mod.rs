@@ -121,7 +121,7 @@ pub enum UpdateOutcome {
 
 #[async_trait]
 pub trait Store:
-    ProtectionStore + PasskeyStore + EventStore + JobStore + LifecycleStore + Send + Sync
+    ProtectionStore + PasskeyStore + EventStore + JobStore + LifecycleStore + RightsStore + Send + Sync
 {
     /// Answers when the database is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -556,6 +556,147 @@ pub trait LifecycleStore: Send + Sync {
         class: domain::retention::DataClass,
         cutoff: UnixMillis,
     ) -> Result<u64, StoreError>;
+}
+
+/// An export job as stored (its archive apart: it is read only to be downloaded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportRow {
+    pub id: String,
+    pub user_id: String,
+    pub requested_by: String,
+    pub created_at: UnixMillis,
+    pub ready_at: Option<UnixMillis>,
+    pub expires_at: Option<UnixMillis>,
+    pub downloads: u32,
+}
+
+impl ExportRow {
+    pub fn state(&self) -> domain::rights::ExportState {
+        domain::rights::ExportState {
+            ready: self.ready_at.is_some(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            downloads: self.downloads,
+        }
+    }
+}
+
+/// An erasure asked for and not yet run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasureRequest {
+    pub asked_at: UnixMillis,
+    pub due_at: UnixMillis,
+    pub requested_by: String,
+}
+
+/// What remains of an erased user: no personal data (`subject` is a keyed hash of the id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasureRecord {
+    pub subject: String,
+    pub asked_at: UnixMillis,
+    pub ran_at: UnixMillis,
+    pub requested_by: String,
+    /// Rows deleted per table, as JSON.
+    pub purged: String,
+}
+
+/// The tables an erasure deletes a user's rows from, children first; `users` last.
+pub const ERASED_TABLES: [&str; 17] = [
+    "webauthn_credentials",
+    "outbox",
+    "one_time_codes",
+    "consents",
+    "parental_consents",
+    "exports",
+    "erasure_requests",
+    "activations",
+    "recovery_codes",
+    "mfa_totp",
+    "mfa_sms",
+    "login_history",
+    "security_events",
+    "audit_log",
+    "events",
+    "auth_state",
+    "sms_send_counts",
+];
+
+/// Consents, exports and erasures (issue 13).
+#[async_trait]
+pub trait RightsStore: Send + Sync {
+    /// The consent records a user (or a signal) set, one per purpose.
+    async fn consents(&self, user_id: &str) -> Result<Vec<domain::rights::Consent>, StoreError>;
+    /// Sets each consent's state and appends `audit`, in one transaction.
+    async fn put_consents(
+        &self,
+        user_id: &str,
+        consents: &[domain::rights::Consent],
+        audit: &[AuditEntry],
+    ) -> Result<(), StoreError>;
+    /// Starts an export, atomically with respect to other starts for the same user: the user's
+    /// newest export is kept when `reuse` says so (a job still running), else `new` is inserted
+    /// with `audit`. Answers the export and whether it is new; `None` when there is no such user.
+    async fn start_export(
+        &self,
+        new: &ExportRow,
+        reuse: &(dyn for<'r> Fn(&'r ExportRow) -> bool + Send + Sync),
+        audit: &AuditEntry,
+    ) -> Result<Option<(ExportRow, bool)>, StoreError>;
+    /// Stores a finished archive; false when the export is gone (its user erased meanwhile).
+    async fn finish_export(
+        &self,
+        id: &str,
+        archive_sealed: &[u8],
+        ready_at: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<bool, StoreError>;
+    async fn export(&self, id: &str) -> Result<Option<ExportRow>, StoreError>;
+    /// Counts one download of a ready export and answers its sealed archive, in one statement,
+    /// unless it expired by `now` or was downloaded `max` times already (then `None`).
+    async fn take_export(&self, id: &str, now: UnixMillis, max: u32) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Schedules an erasure (replacing an earlier request) with `audit`, in one transaction.
+    async fn request_erasure(
+        &self,
+        user_id: &str,
+        request: &ErasureRequest,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+    async fn erasure_request(&self, user_id: &str) -> Result<Option<ErasureRequest>, StoreError>;
+    /// Cancels a scheduled erasure with `audit`; false when none was scheduled.
+    async fn cancel_erasure(&self, user_id: &str, audit: &AuditEntry) -> Result<bool, StoreError>;
+    /// Users whose scheduled erasure is due at `now`.
+    async fn due_erasures(&self, now: UnixMillis, limit: u32) -> Result<Vec<String>, StoreError>;
+    /// Deletes every row about the user ([`ERASED_TABLES`], then the user), records `record`
+    /// (its `purged` filled with the counts) and the edge's pending wipe, in one transaction.
+    /// `None` when there is no such user (erased already).
+    async fn erase_user(
+        &self,
+        user_id: &str,
+        record: &ErasureRecord,
+    ) -> Result<Option<std::collections::BTreeMap<String, u64>>, StoreError>;
+    async fn erasure_record(&self, subject: &str) -> Result<Option<ErasureRecord>, StoreError>;
+    /// Users erased whose edge state (KV entry, Durable Object) is still to be wiped.
+    async fn pending_edge_wipes(&self, limit: u32) -> Result<Vec<String>, StoreError>;
+    /// The edge wiped the user's state: the last row naming the id goes.
+    async fn edge_wiped(&self, user_id: &str) -> Result<bool, StoreError>;
+
+    /// A child's account waits for a parent's consent through a link (its token's hash).
+    async fn put_parental_request(
+        &self,
+        user_id: &str,
+        token_hash: &str,
+        expires_at: UnixMillis,
+    ) -> Result<(), StoreError>;
+    /// Consumes an unexpired link, in one statement (single use); the child's user id.
+    async fn take_parental_request(
+        &self,
+        token_hash: &str,
+        now: UnixMillis,
+    ) -> Result<Option<String>, StoreError>;
+    /// Children whose parent did not answer in time.
+    async fn expired_parental_requests(&self, now: UnixMillis, limit: u32)
+        -> Result<Vec<String>, StoreError>;
 }
 
 /// Opens the store a database URL names, applying pending migrations.

@@ -727,7 +727,11 @@ impl super::EventStore for PostgresStore {
         for e in events {
             let before = stored;
             stored += sqlx::query(
-                "INSERT INTO events (id, user_id, kind, class, at, data, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                // An event about a user who no longer exists (erased while it was queued) is
+                // dropped: it would bring the erased id back.
+                "INSERT INTO events (id, user_id, kind, class, at, data, received_at) \
+                 SELECT $1, $2::TEXT, $3, $4, $5, $6, $7 \
+                 WHERE $2::TEXT IS NULL OR EXISTS (SELECT 1 FROM users WHERE id = $2::TEXT) \
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(&e.id)
@@ -1199,5 +1203,357 @@ impl super::PasskeyStore for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+fn consent_from_row(r: &sqlx::postgres::PgRow) -> Result<domain::rights::Consent, StoreError> {
+    let purpose: String = r.try_get("purpose")?;
+    let source: String = r.try_get("source")?;
+    Ok(domain::rights::Consent {
+        purpose: domain::rights::Purpose::parse(&purpose)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown consent purpose {purpose:?}")))?,
+        granted: r.try_get("granted")?,
+        at: unix(r.try_get("at")?),
+        source: domain::rights::Source::parse(&source)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown consent source {source:?}")))?,
+        policy_version: r.try_get("policy_version")?,
+    })
+}
+
+const EXPORT_COLUMNS: &str = "id, user_id, requested_by, created_at, ready_at, expires_at, downloads";
+
+fn export_from_row(r: &sqlx::postgres::PgRow) -> Result<super::ExportRow, sqlx::Error> {
+    Ok(super::ExportRow {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        requested_by: r.try_get("requested_by")?,
+        created_at: unix(r.try_get("created_at")?),
+        ready_at: r.try_get::<Option<i64>, _>("ready_at")?.map(unix),
+        expires_at: r.try_get::<Option<i64>, _>("expires_at")?.map(unix),
+        downloads: u32::try_from(r.try_get::<i64, _>("downloads")?).unwrap_or(u32::MAX),
+    })
+}
+
+#[async_trait]
+impl super::RightsStore for PostgresStore {
+    async fn put_parental_request(
+        &self,
+        user_id: &str,
+        token_hash: &str,
+        expires_at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO parental_consents (user_id, token_hash, expires_at) VALUES ($1, $2, $3)")
+            .bind(user_id)
+            .bind(token_hash)
+            .bind(millis(expires_at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn take_parental_request(
+        &self,
+        token_hash: &str,
+        now: UnixMillis,
+    ) -> Result<Option<String>, StoreError> {
+        // One DELETE … RETURNING: of two uses of one link, one gets the child.
+        Ok(sqlx::query_scalar(
+            "DELETE FROM parental_consents WHERE token_hash = $1 AND expires_at > $2 RETURNING user_id",
+        )
+        .bind(token_hash)
+        .bind(millis(now))
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn expired_parental_requests(
+        &self,
+        now: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM parental_consents WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2",
+        )
+        .bind(millis(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn consents(&self, user_id: &str) -> Result<Vec<domain::rights::Consent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT purpose, granted, at, source, policy_version FROM consents WHERE user_id = $1 ORDER BY purpose",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(consent_from_row).collect()
+    }
+
+    async fn put_consents(
+        &self,
+        user_id: &str,
+        consents: &[domain::rights::Consent],
+        audit: &[AuditEntry],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for c in consents {
+            // An upsert is one statement: concurrent changes of one purpose serialise on its row.
+            sqlx::query(
+                "INSERT INTO consents (user_id, purpose, granted, at, source, policy_version) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (user_id, purpose) DO UPDATE SET granted = excluded.granted, at = excluded.at, \
+                 source = excluded.source, policy_version = excluded.policy_version",
+            )
+            .bind(user_id)
+            .bind(c.purpose.as_str())
+            .bind(c.granted)
+            .bind(millis(c.at))
+            .bind(c.source.as_str())
+            .bind(&c.policy_version)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for entry in audit {
+            insert_audit(&mut tx, entry).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn start_export(
+        &self,
+        new: &super::ExportRow,
+        reuse: &(dyn for<'r> Fn(&'r super::ExportRow) -> bool + Send + Sync),
+        audit: &AuditEntry,
+    ) -> Result<Option<(super::ExportRow, bool)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The user's row lock serialises starts for one user across origins.
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+            .bind(&new.user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let newest = sqlx::query(&format!(
+            "SELECT {EXPORT_COLUMNS} FROM exports WHERE user_id = $1 ORDER BY created_at DESC LIMIT 1"
+        ))
+        .bind(&new.user_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| export_from_row(&r))
+        .transpose()?;
+        if let Some(existing) = newest.filter(|e| reuse(e)) {
+            tx.commit().await?;
+            return Ok(Some((existing, false)));
+        }
+        sqlx::query(
+            "INSERT INTO exports (id, user_id, requested_by, created_at, downloads) VALUES ($1, $2, $3, $4, 0)",
+        )
+        .bind(&new.id)
+        .bind(&new.user_id)
+        .bind(&new.requested_by)
+        .bind(millis(new.created_at))
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(Some((new.clone(), true)))
+    }
+
+    async fn finish_export(
+        &self,
+        id: &str,
+        archive_sealed: &[u8],
+        ready_at: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE exports SET archive_sealed = $1, ready_at = $2, expires_at = $3 WHERE id = $4",
+        )
+        .bind(archive_sealed)
+        .bind(millis(ready_at))
+        .bind(millis(expires_at))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn export(&self, id: &str) -> Result<Option<super::ExportRow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {EXPORT_COLUMNS} FROM exports WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| export_from_row(&r)).transpose()?)
+    }
+
+    async fn take_export(&self, id: &str, now: UnixMillis, max: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        // One conditional UPDATE … RETURNING: the row lock makes concurrent downloads, on any
+        // origin, count one after the other; at most `max` get the archive.
+        Ok(sqlx::query_scalar(
+            "UPDATE exports SET downloads = downloads + 1 \
+             WHERE id = $1 AND ready_at IS NOT NULL AND expires_at > $2 AND downloads < $3 \
+             RETURNING archive_sealed",
+        )
+        .bind(id)
+        .bind(millis(now))
+        .bind(i64::from(max))
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn request_erasure(
+        &self,
+        user_id: &str,
+        request: &super::ErasureRequest,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO erasure_requests (user_id, asked_at, due_at, requested_by) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (user_id) DO UPDATE SET asked_at = excluded.asked_at, due_at = excluded.due_at, \
+             requested_by = excluded.requested_by",
+        )
+        .bind(user_id)
+        .bind(millis(request.asked_at))
+        .bind(millis(request.due_at))
+        .bind(&request.requested_by)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn erasure_request(&self, user_id: &str) -> Result<Option<super::ErasureRequest>, StoreError> {
+        let row =
+            sqlx::query("SELECT asked_at, due_at, requested_by FROM erasure_requests WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row
+            .map(|r| -> Result<_, sqlx::Error> {
+                Ok(super::ErasureRequest {
+                    asked_at: unix(r.try_get("asked_at")?),
+                    due_at: unix(r.try_get("due_at")?),
+                    requested_by: r.try_get("requested_by")?,
+                })
+            })
+            .transpose()?)
+    }
+
+    async fn cancel_erasure(&self, user_id: &str, audit: &AuditEntry) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let gone = sqlx::query("DELETE FROM erasure_requests WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if gone == 0 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn due_erasures(&self, now: UnixMillis, limit: u32) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM erasure_requests WHERE due_at <= $1 ORDER BY due_at LIMIT $2",
+        )
+        .bind(millis(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn erase_user(
+        &self,
+        user_id: &str,
+        record: &super::ErasureRecord,
+    ) -> Result<Option<std::collections::BTreeMap<String, u64>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The user's row lock: a concurrent erasure (another origin's cleanup) waits, then
+        // finds no user and does nothing.
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let mut purged = std::collections::BTreeMap::new();
+        for table in super::ERASED_TABLES {
+            let statement = match table {
+                // Short-lived state names the user in its key (`mfa:<id>`) or its value (challenges).
+                "auth_state" => {
+                    "DELETE FROM auth_state WHERE strpos(key, $1) > 0 OR strpos(value, $1) > 0".to_owned()
+                }
+                "sms_send_counts" => "DELETE FROM sms_send_counts WHERE scope = 'account:' || $1".to_owned(),
+                other => format!("DELETE FROM {other} WHERE user_id = $1"),
+            };
+            let n = sqlx::query(&statement).bind(user_id).execute(&mut *tx).await?.rows_affected();
+            purged.insert(table.to_owned(), n);
+        }
+        sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(&mut *tx).await?;
+        purged.insert("users".to_owned(), 1);
+        let summary = serde_json::to_string(&purged).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO erasures (subject, asked_at, ran_at, requested_by, purged) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (subject) DO NOTHING",
+        )
+        .bind(&record.subject)
+        .bind(millis(record.asked_at))
+        .bind(millis(record.ran_at))
+        .bind(&record.requested_by)
+        .bind(&summary)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO edge_wipes (user_id, erased_at) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(millis(record.ran_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(purged))
+    }
+
+    async fn erasure_record(&self, subject: &str) -> Result<Option<super::ErasureRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT subject, asked_at, ran_at, requested_by, purged FROM erasures WHERE subject = $1",
+        )
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|r| -> Result<_, sqlx::Error> {
+                Ok(super::ErasureRecord {
+                    subject: r.try_get("subject")?,
+                    asked_at: unix(r.try_get("asked_at")?),
+                    ran_at: unix(r.try_get("ran_at")?),
+                    requested_by: r.try_get("requested_by")?,
+                    purged: r.try_get("purged")?,
+                })
+            })
+            .transpose()?)
+    }
+
+    async fn pending_edge_wipes(&self, limit: u32) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT user_id FROM edge_wipes ORDER BY erased_at LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn edge_wiped(&self, user_id: &str) -> Result<bool, StoreError> {
+        let gone = sqlx::query("DELETE FROM edge_wipes WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(gone == 1)
     }
 }
