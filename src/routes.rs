@@ -9,6 +9,7 @@ use domain::problem::{Problem, ProblemKind};
 use serde_json::json;
 use worker::{Context, Env, Method, Request, Response, Result};
 
+use crate::admin::AdminPath;
 use crate::events::Events;
 
 use crate::limits::{self, Admission, IpClass};
@@ -56,6 +57,7 @@ enum Route {
     UpdateUser(UserId),
     Upgrade(UserId),
     Insights(UserId),
+    Admin(crate::admin::AdminPath),
 }
 
 fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
@@ -124,6 +126,13 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         ["api", "v1", "users", id, "upgrade"] => {
             only(method, &[Method::Post]).and_then(|()| user_id(id)).map(Route::Upgrade)
         }
+        ["admin"] => only(method, &[Method::Get]).map(|()| Route::Admin(AdminPath::Page)),
+        ["admin", "data"] => only(method, &[Method::Get]).map(|()| Route::Admin(AdminPath::Data)),
+        ["admin", "assets", name] => only(method, &[Method::Get]).and_then(|()| {
+            AdminPath::asset(name)
+                .map(Route::Admin)
+                .ok_or_else(|| EdgeError::new(ProblemKind::NotFound, format!("no route matches {path}")))
+        }),
         ["api", "v1", "users", id, "insights"] => {
             only(method, &[Method::Get]).and_then(|()| user_id(id)).map(Route::Insights)
         }
@@ -145,7 +154,7 @@ impl Route {
             | Route::Security(..)
             | Route::StartEmailChange(_)
             | Route::ConfirmEmailChange(_) => "security",
-            Route::SetDisabled(..) | Route::CreateUser => "admin",
+            Route::SetDisabled(..) | Route::CreateUser | Route::Admin(_) => "admin",
             _ => "other",
         }
     }
@@ -312,7 +321,7 @@ impl Route {
                     if caller.actor().is_admin() {
                         return users::upgrade(req, env, caller, gate, id, events).await;
                     }
-                    match limits::admit_tier_change(env, caller.id.as_str()).await? {
+                    match limits::admit_tier_change(env, caller.id.as_str(), gate.tier.as_str()).await? {
                         Admission::Refused(r) => Ok(r),
                         Admission::Admitted(_) => users::upgrade(req, env, caller, gate, id, events).await,
                     }
@@ -322,6 +331,12 @@ impl Route {
             Route::Insights(id) => {
                 user_route(req, env, path, true, events, class, |_, caller, gate| {
                     users::insights(env, caller, gate, id)
+                })
+                .await
+            }
+            Route::Admin(what) => {
+                user_route(req, env, path, true, events, class, |_, caller, _| {
+                    crate::admin::serve(env, caller, what)
                 })
                 .await
             }

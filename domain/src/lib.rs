@@ -6,6 +6,7 @@ pub mod analytics;
 pub mod email;
 pub mod identity;
 pub mod net;
+pub mod observe;
 pub mod password;
 pub mod phone;
 pub mod problem;

@@ -5,6 +5,7 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use domain::time::UnixMillis;
@@ -16,11 +17,13 @@ pub struct Outbox {
     path: PathBuf,
     // Appends from concurrent requests must not interleave within a line.
     lock: Mutex<()>,
+    /// Messages accepted and not yet on disk (waiting for the lock or being written).
+    backlog: AtomicUsize,
 }
 
 impl Outbox {
     pub fn new(path: PathBuf) -> Self {
-        Self { path, lock: Mutex::new(()) }
+        Self { path, lock: Mutex::new(()), backlog: AtomicUsize::new(0) }
     }
 
     /// Sends `text` to `to` on `channel`; a one-time `code` in it is also recorded apart, so
@@ -35,6 +38,19 @@ impl Outbox {
     ) -> Result<(), ApiError> {
         let line =
             json!({ "channel": channel, "to": to, "text": text, "code": code, "at": now.0 }).to_string();
+        self.backlog.fetch_add(1, Ordering::SeqCst);
+        let written = self.append(&line);
+        self.backlog.fetch_sub(1, Ordering::SeqCst);
+        crate::metrics::outbox_sent(channel, written.is_ok());
+        written
+    }
+
+    /// How many messages are waiting to be written now.
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::SeqCst)
+    }
+
+    fn append(&self, line: &str) -> Result<(), ApiError> {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut options = OpenOptions::new();
         options.create(true).append(true);

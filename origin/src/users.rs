@@ -32,6 +32,13 @@ pub struct Accounts {
     pub hasher: passwords::Hasher,
 }
 
+impl Accounts {
+    /// Messages waiting to be written to the outbox (for `/metrics`).
+    pub fn outbox_backlog(&self) -> usize {
+        self.outbox.backlog()
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
@@ -223,6 +230,7 @@ impl Accounts {
             at: now,
         };
         self.store.insert_user(&row, &audit).await?;
+        crate::metrics::signup(tier.as_str(), if actor.is_admin() { "admin" } else { "signup" });
         self.view(&account)
     }
 
@@ -405,7 +413,10 @@ impl Accounts {
             at: now,
         };
         match self.store.update_user(&account.row, expected, &[audit]).await? {
-            UpdateOutcome::Updated => self.view(&account),
+            UpdateOutcome::Updated => {
+                crate::metrics::tier_migration(old_tier.as_str(), new_tier.as_str());
+                self.view(&account)
+            }
             UpdateOutcome::VersionMismatch(current) => Err(stale(expected, current)),
             UpdateOutcome::NotFound => Err(not_found(id.as_str())),
         }

@@ -15,6 +15,7 @@ mod hardening_edge;
 mod jobs;
 mod limits;
 mod multi_origin;
+mod observability;
 mod protection;
 mod sessions;
 
@@ -49,6 +50,9 @@ fn start() -> anyhow::Result<Ctx> {
             ("IP_SIGNUP_PER_HOUR", "1000000"),
             ("IP_LOGIN_PER_MINUTE", "1000000"),
             ("REFRESH_REUSE_GRACE_SECS", "2"),
+            // Edge isolates ship their metric aggregates every second (10 s by default), so
+            // the observability tests see the edge's counts at the origin quickly.
+            ("EDGE_METRICS_FLUSH_SECS", "1"),
         ],
         backend,
     )?;
@@ -84,6 +88,7 @@ fn main() {
         .chain(hardening_edge::TESTS)
         .chain(hardening_data::TESTS)
         .chain(browser::TESTS)
+        .chain(observability::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let mut tests = tests;

@@ -160,6 +160,8 @@ pub struct Secrets {
     /// The edge's Ed25519 signing key: a 32-byte seed in base64, and its key id.
     pub jwt_seed_b64: String,
     pub jwt_kid: String,
+    /// The bearer token of the origins' `GET /metrics` (`ORIGIN_METRICS_TOKEN`).
+    pub metrics_token: String,
 }
 
 impl Secrets {
@@ -171,6 +173,7 @@ impl Secrets {
             previous_master_keys: String::new(),
             jwt_seed_b64: base64::engine::general_purpose::STANDARD.encode(random_bytes(32)?),
             jwt_kid: format!("test-{}", hex::encode(random_bytes(4)?)),
+            metrics_token: hex::encode(random_bytes(24)?),
         })
     }
 
@@ -421,6 +424,7 @@ impl Stack {
             .env("ORIGIN_OUTBOX", self.outbox_path())
             .env("ORIGIN_REPORTS_DIR", self.dir.path().join("reports"))
             .env("ORIGIN_INBOX_DIR", self.dir.path().join("inbox"))
+            .env("ORIGIN_METRICS_TOKEN", &self.secrets.metrics_token)
             .env("RUST_LOG", "info,sqlx=warn");
         Ok(command)
     }

@@ -45,11 +45,14 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
     let mut test = Vec::new();
     let mut segments: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut segment_rows = String::from("user_id,tier,segment,engagement\n");
+    // Each user's features today, scored once the model is trained (the churn-risk deciles).
+    let mut today = Vec::with_capacity(users.len());
     for (id, tier, created) in &users {
         let events: &[Activity] = activity.get(id).map(Vec::as_slice).unwrap_or(&[]);
         let engagement = analytics::engagement(events, now);
         let tenure_now = now.0.saturating_sub(created.0) / DAY_MS;
         let segment = analytics::segment(&engagement, tenure_now);
+        today.push(engagement.components.features(tenure_now));
         *segments.entry(segment).or_default() += 1;
         let _ = writeln!(
             segment_rows,
@@ -85,6 +88,10 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
         None
     };
 
+    let churn_risk = model.as_ref().map(|m| {
+        let probabilities: Vec<f64> = today.iter().map(|x| m.probability(x)).collect();
+        domain::observe::churn_deciles(&probabilities)
+    });
     let cohorts = cohort_retention(&users, &activity, now);
     create_private_dir(&options.reports)?;
     let mut cohort_csv = String::from("cohort,users,month,retention\n");
@@ -116,6 +123,8 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
         "held_out": test.len(),
         "model": if model.is_some() { "churn model trained and stored" } else { "too little data to train a churn model" },
         "segments": field(&report, "segments"),
+        "churn_risk": churn_risk,
+        "cohorts": field(&report, "cohorts"),
         "reports": dir.display().to_string(),
     }))
 }
