@@ -448,3 +448,53 @@ fn render(d: &Dashboard) -> Result<Markup, ApiError> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EventRow;
+    use crate::testing::TestOrigin;
+
+    fn event(id: &str, kind: &str, tier: &str, at: u64) -> EventRow {
+        EventRow {
+            id: id.to_owned(),
+            kind: kind.to_owned(),
+            user_id: Some("usr_00000000000000000000000000000001".to_owned()),
+            class: None,
+            at,
+            data: serde_json::json!({ "tier": tier }),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_dashboard_counts_the_last_hour_by_minute_and_tier() {
+        let origin = TestOrigin::start().await;
+        let now = UnixMillis(1_700_000_000_000);
+        let events = vec![
+            event("e1", "api_request", "premium", now.0 - 1_000),
+            event("e2", "api_request", "premium", now.0 - 61_000),
+            event("e3", "rate_limited", "free", now.0 - 2_000),
+            event("e4", "login_success", "free", now.0 - 3_000),
+            // Older than the hour: not shown.
+            event("e5", "api_request", "premium", now.0 - 3_700_000),
+        ];
+        origin.state.store.store_events(&events, now).await.unwrap();
+        let d = Dashboard::read(&origin.state, now).await.unwrap();
+        assert_eq!(d.activity.requests.iter().sum::<u64>(), 2);
+        assert_eq!(d.activity.requests[59], 1);
+        assert_eq!(d.activity.requests[58], 1);
+        assert_eq!(d.activity.logins[59], 1);
+        let tier = |name: &str| d.tiers.iter().find(|t| t.tier == name).unwrap();
+        assert_eq!((tier("premium").requests, tier("premium").refusals), (2, 0));
+        assert_eq!((tier("free").requests, tier("free").refusals), (0, 1));
+        assert!(!d.compliance.tracked);
+        let page = render(&d).unwrap().into_string();
+        assert!(page.contains("id=\"table-tiers\""), "the tiers table is in the page");
+        // The data block is the whole JSON document (no text in it can close the element).
+        let start = page.find("id=\"dashboard-data\"").unwrap();
+        let open = start + page[start..].find('>').unwrap() + 1;
+        let close = open + page[open..].find("</script>").unwrap();
+        let data: Value = serde_json::from_str(&page[open..close]).unwrap();
+        assert_eq!(data["activity"]["requests"][59], 1);
+    }
+}
