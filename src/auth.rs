@@ -70,7 +70,10 @@ fn bearer(req: &Request) -> Result<Option<String>, EdgeError> {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
             Ok(Some(token.trim().to_owned()))
         }
-        _ => Err(unauthenticated("the Authorization header must be `Bearer <access token>`")),
+        _ => {
+            crate::metrics::token_failure("malformed");
+            Err(unauthenticated("the Authorization header must be `Bearer <access token>`"))
+        }
     }
 }
 
@@ -80,14 +83,17 @@ fn bearer(req: &Request) -> Result<Option<String>, EdgeError> {
 async fn claims(env: &Env, token: &str) -> Result<token::AccessClaims, EdgeError> {
     let auth = auth(env)?;
     let at = now();
-    let unverified =
-        token::prepare_access(token, &auth.keyset, at).map_err(|e| unauthenticated(e.to_string()))?;
+    let refuse = |e: token::TokenError| {
+        crate::metrics::token_failure(domain::observe::token_failure_reason(&e));
+        unauthenticated(e.to_string())
+    };
+    let unverified = token::prepare_access(token, &auth.keyset, at).map_err(refuse)?;
     if !webcrypto::verify(unverified.key(), unverified.signed_part().as_bytes(), unverified.signature())
         .await?
     {
-        return Err(unauthenticated(token::TokenError::BadSignature.to_string()));
+        return Err(refuse(token::TokenError::BadSignature));
     }
-    token::accept_access(&unverified, &auth.policy, at).map_err(|e| unauthenticated(e.to_string()))
+    token::accept_access(&unverified, &auth.policy, at).map_err(refuse)
 }
 
 /// Ed25519 verification by WebCrypto (`crypto.subtle`), with each public key imported once per
@@ -167,16 +173,22 @@ mod webcrypto {
 
 async fn validate(env: &Env, token: &str) -> Result<Caller, EdgeError> {
     let claims = claims(env, token).await?;
-    let id: UserId =
-        claims.sub.parse().map_err(|_| unauthenticated("the token's subject is not a user id"))?;
-    let role: Role = claims.role.parse().map_err(|_| unauthenticated("the token's role is unknown"))?;
-    let token_tier: Tier = claims.tier.parse().map_err(|_| unauthenticated("the token's tier is unknown"))?;
+    let bad_claims = |detail: &str| {
+        crate::metrics::token_failure("bad_claims");
+        unauthenticated(detail)
+    };
+    let id: UserId = claims.sub.parse().map_err(|_| bad_claims("the token's subject is not a user id"))?;
+    let role: Role = claims.role.parse().map_err(|_| bad_claims("the token's role is unknown"))?;
+    let token_tier: Tier = claims.tier.parse().map_err(|_| bad_claims("the token's tier is unknown"))?;
     Ok(Caller { id, role, token_tier, sid: claims.sid.clone(), claims })
 }
 
 /// The caller, who must present a valid access token.
 pub async fn authenticate(req: &Request, env: &Env) -> Result<Caller, EdgeError> {
-    let token = bearer(req)?.ok_or_else(|| unauthenticated("an access token is required"))?;
+    let token = bearer(req)?.ok_or_else(|| {
+        crate::metrics::token_failure("missing");
+        unauthenticated("an access token is required")
+    })?;
     validate(env, &token).await
 }
 

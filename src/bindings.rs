@@ -17,6 +17,19 @@ pub const KV_PROFILES: &str = "PROFILES";
 pub const QUEUE_EVENTS: &str = "EVENTS";
 /// Durable Object namespace: one gate per user (see `gate.rs`).
 pub const DO_GATE: &str = "GATE";
+/// Workers Analytics Engine dataset: one data point per admission decision (see `metrics.rs`).
+pub const AE_EDGE_ANALYTICS: &str = "EDGE_ANALYTICS";
+/// How often (seconds) an isolate ships its metric aggregate to the origin; default 10.
+pub const VAR_EDGE_METRICS_FLUSH_SECS: &str = "EDGE_METRICS_FLUSH_SECS";
+pub const DEFAULT_EDGE_METRICS_FLUSH_SECS: u64 = 10;
+
+/// The metric aggregate's flush interval in milliseconds (an unreadable value: the default).
+pub fn metrics_flush_ms(env: &Env) -> u64 {
+    text(env, VAR_EDGE_METRICS_FLUSH_SECS)
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or(DEFAULT_EDGE_METRICS_FLUSH_SECS)
+        .saturating_mul(1000)
+}
 
 /// Secret: the Ed25519 seed (32 bytes, standard base64) that signs access tokens.
 pub const SECRET_JWT_SIGNING_KEY: &str = "JWT_SIGNING_KEY";

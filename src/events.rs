@@ -32,6 +32,48 @@ pub struct Event {
     pub data: Value,
 }
 
+/// An event as it waits in the queue. The queue's JavaScript bridge (serde-wasm-bindgen) turns
+/// a `serde_json::Value` object into a JS `Map`, which the queue then stores as `{}`: the event's
+/// data would arrive empty. So the data travels as JSON text and is parsed back by the consumer.
+/// (`data` is read too, for messages queued in the older shape.)
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueuedEvent {
+    pub id: String,
+    pub kind: String,
+    pub user_id: Option<String>,
+    pub class: Option<String>,
+    pub at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_json: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl From<Event> for QueuedEvent {
+    fn from(e: Event) -> Self {
+        QueuedEvent {
+            id: e.id,
+            kind: e.kind,
+            user_id: e.user_id,
+            class: e.class,
+            at: e.at,
+            data_json: Some(e.data.to_string()),
+            data: None,
+        }
+    }
+}
+
+impl From<QueuedEvent> for Event {
+    fn from(q: QueuedEvent) -> Self {
+        let data = match (q.data_json, q.data) {
+            (Some(text), _) => serde_json::from_str(&text).unwrap_or(Value::Null),
+            (None, Some(value)) => value,
+            (None, None) => Value::Null,
+        };
+        Event { id: q.id, kind: q.kind, user_id: q.user_id, class: q.class, at: q.at, data }
+    }
+}
+
 /// The events of one request.
 #[derive(Default)]
 pub struct Events(RefCell<Vec<Event>>);
@@ -55,7 +97,14 @@ impl Events {
 
     /// Sends the request's events to the queue after the answer, without delaying it.
     pub fn ship(self, env: &Env, ctx: &Context) {
-        let events = self.0.into_inner();
+        // The isolate's metric aggregate rides along when its interval is up.
+        if let Some(aggregate) = crate::metrics::take_due(env, now().0) {
+            match serde_json::to_value(&aggregate) {
+                Ok(data) => self.push(domain::observe::EDGE_METRICS_EVENT, None, None, data),
+                Err(e) => console_error!("edge metrics not serialisable: {e}"),
+            }
+        }
+        let events: Vec<QueuedEvent> = self.0.into_inner().into_iter().map(QueuedEvent::from).collect();
         if events.is_empty() {
             return;
         }
@@ -81,8 +130,9 @@ const RETRY_DELAY_SECS: u32 = 2;
 /// acknowledges it; if even that fails, the queue retries the batch itself. A queue's own
 /// retries are capped (100), re-queueing is not: however long the origin is away, nothing is
 /// dropped.
-async fn requeue(batch: &MessageBatch<Event>, events: Vec<Event>, env: &Env) {
-    let again = BatchMessageBuilder::new().messages(events).delay_seconds(RETRY_DELAY_SECS).build();
+async fn requeue(batch: &MessageBatch<QueuedEvent>, events: Vec<Event>, env: &Env) {
+    let queued: Vec<QueuedEvent> = events.into_iter().map(QueuedEvent::from).collect();
+    let again = BatchMessageBuilder::new().messages(queued).delay_seconds(RETRY_DELAY_SECS).build();
     match env.queue(QUEUE_EVENTS) {
         Ok(queue) if queue.send_batch(again).await.is_ok() => batch.ack_all(),
         _ => batch.retry_all_with_options(
@@ -93,9 +143,9 @@ async fn requeue(batch: &MessageBatch<Event>, events: Vec<Event>, env: &Env) {
 
 /// The queue consumer: one signed call per batch; the batch is acknowledged only when the
 /// origin has stored it (or it is safely back on the queue).
-pub async fn consume(batch: MessageBatch<Event>, env: &Env) {
+pub async fn consume(batch: MessageBatch<QueuedEvent>, env: &Env) {
     let events: Vec<Event> = match batch.messages() {
-        Ok(messages) => messages.into_iter().map(|m| m.into_body()).collect(),
+        Ok(messages) => messages.into_iter().map(|m| Event::from(m.into_body())).collect(),
         Err(e) => {
             console_error!("unreadable event batch, retrying: {e}");
             batch.retry_all_with_options(

@@ -2,6 +2,7 @@
 //! Bindings come in through [`bindings`], requests are dispatched by [`routes`], and every
 //! error leaves as RFC 9457 problem+json through [`problem`].
 
+mod admin;
 mod auth;
 mod bindings;
 mod events;
@@ -9,6 +10,7 @@ mod gate;
 mod health;
 mod http;
 mod limits;
+mod metrics;
 mod openapi;
 mod origin_client;
 mod passkeys;
@@ -28,7 +30,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
 }
 
 #[event(queue)]
-async fn queue(batch: MessageBatch<events::Event>, env: Env, _ctx: Context) -> Result<()> {
+async fn queue(batch: MessageBatch<events::QueuedEvent>, env: Env, _ctx: Context) -> Result<()> {
     events::consume(batch, &env).await;
     Ok(())
 }

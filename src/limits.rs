@@ -37,18 +37,22 @@ where
 {
     let caller = auth::authenticate(req, env).await?;
     let client = GateClient::for_user(env, caller.id.as_str())?;
+    let asked = crate::origin_client::now().0;
     let (gate, extra) = futures_util::future::join(
         client.check(caller.token_tier, count, caller.sid.as_deref()),
         also(&caller),
     )
     .await;
     let gate = gate?;
+    let gate_ms = crate::origin_client::now().0.saturating_sub(asked);
     if let Some(reason) = &gate.session_refused {
+        crate::metrics::token_failure("session_ended");
         return Err(auth::unauthenticated(reason.clone()));
     }
     // Whether the user's usage events may be collected (their `analytics` consent).
     let collects = gate.collects_events;
     if gate.limit.admitted {
+        crate::metrics::admitted(env, gate.tier.as_str(), gate_ms);
         Ok((caller, collects, Admission::Admitted((gate, extra))))
     } else {
         let detail = format!(
@@ -57,6 +61,7 @@ where
             gate.limit.limit.unwrap_or(0),
             gate.limit.window_secs
         );
+        crate::metrics::refused(env, gate.tier.as_str(), "tier_quota", gate_ms);
         let refused = refusal(&gate.limit, gate.tier.as_str(), detail)?;
         Ok((caller, collects, Admission::Refused(refused)))
     }
@@ -106,10 +111,14 @@ pub async fn admit_ip(req: &Request, env: &Env, class: IpClass) -> Result<Admiss
         IpClass::Recovery => (3600, config.ip_recovery_per_hour),
         IpClass::Health => (60, config.ip_health_per_minute),
     };
+    let asked = crate::origin_client::now().0;
     let limit = GateClient::for_ip(env, &client_key(req))?.throttle(class.name(), window_secs, quota).await?;
+    let gate_ms = crate::origin_client::now().0.saturating_sub(asked);
     if limit.admitted {
+        crate::metrics::admitted(env, "none", gate_ms);
         Ok(Admission::Admitted(limit))
     } else {
+        crate::metrics::refused(env, "none", &class.name().replace('-', "_"), gate_ms);
         let detail =
             format!("at most {quota} requests per {window_secs} s from one address on this endpoint");
         Ok(Admission::Refused(refusal(&limit, class.name(), detail)?))
@@ -122,14 +131,21 @@ pub const UPGRADE_CLASS: &str = "tier-change";
 /// Counts a tier change against the user's own small hourly limit of tier changes. It is a
 /// class of its own, so it spends nothing of the general quota: a free user who used that up
 /// must still be able to upgrade.
-pub async fn admit_tier_change(env: &Env, user_id: &str) -> Result<Admission<LimitAnswer>, EdgeError> {
+pub async fn admit_tier_change(
+    env: &Env,
+    user_id: &str,
+    tier: &str,
+) -> Result<Admission<LimitAnswer>, EdgeError> {
     let config = RateLimitConfig::from_env(env)
         .map_err(|e| EdgeError::Runtime(worker::Error::RustError(e.to_string())))?;
     let quota = config.tier_changes_per_hour;
+    let asked = crate::origin_client::now().0;
     let limit = GateClient::for_user(env, user_id)?.throttle(UPGRADE_CLASS, 3600, quota).await?;
+    let gate_ms = crate::origin_client::now().0.saturating_sub(asked);
     if limit.admitted {
         Ok(Admission::Admitted(limit))
     } else {
+        crate::metrics::refused(env, tier, "tier_change_limit", gate_ms);
         let detail = format!("at most {quota} tier changes per rolling hour");
         Ok(Admission::Refused(refusal(&limit, UPGRADE_CLASS, detail)?))
     }

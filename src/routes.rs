@@ -9,6 +9,7 @@ use domain::problem::{Problem, ProblemKind};
 use serde_json::json;
 use worker::{Context, Env, Method, Request, Response, Result};
 
+use crate::admin::AdminPath;
 use crate::events::Events;
 
 use crate::limits::{self, Admission, IpClass};
@@ -71,6 +72,7 @@ enum Route {
     CancelErasure(UserId),
     Consents(UserId),
     ParentalConsent,
+    Admin(crate::admin::AdminPath),
 }
 
 fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
@@ -187,6 +189,13 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         ["api", "v1", "users", id, "upgrade"] => {
             only(method, &[Method::Post]).and_then(|()| user_id(id)).map(Route::Upgrade)
         }
+        ["admin"] => only(method, &[Method::Get]).map(|()| Route::Admin(AdminPath::Page)),
+        ["admin", "data"] => only(method, &[Method::Get]).map(|()| Route::Admin(AdminPath::Data)),
+        ["admin", "assets", name] => only(method, &[Method::Get]).and_then(|()| {
+            AdminPath::asset(name)
+                .map(Route::Admin)
+                .ok_or_else(|| EdgeError::new(ProblemKind::NotFound, format!("no route matches {path}")))
+        }),
         ["api", "v1", "users", id, "insights"] => {
             only(method, &[Method::Get]).and_then(|()| user_id(id)).map(Route::Insights)
         }
@@ -210,7 +219,7 @@ impl Route {
             | Route::StartEmailChange(_)
             | Route::ConfirmEmailChange(_)
             | Route::ResendVerification(_) => "security",
-            Route::SetDisabled(..) | Route::CreateUser => "admin",
+            Route::SetDisabled(..) | Route::CreateUser | Route::Admin(_) => "admin",
             Route::Export(_)
             | Route::ExportDownload(..)
             | Route::Erase(_)
@@ -428,7 +437,7 @@ impl Route {
                     if caller.actor().is_admin() {
                         return users::upgrade(req, env, caller, gate, id, events).await;
                     }
-                    match limits::admit_tier_change(env, caller.id.as_str()).await? {
+                    match limits::admit_tier_change(env, caller.id.as_str(), gate.tier.as_str()).await? {
                         Admission::Refused(r) => Ok(r),
                         Admission::Admitted(_) => users::upgrade(req, env, caller, gate, id, events).await,
                     }
@@ -480,6 +489,12 @@ impl Route {
                     limits::finish(rights::cancel_erasure(req, env, id).await, &limit, "ip-login", path)
                 }
             },
+            Route::Admin(what) => {
+                user_route(req, env, path, true, events, class, |_, caller, _| {
+                    crate::admin::serve(env, caller, what)
+                })
+                .await
+            }
         }
     }
 }

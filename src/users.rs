@@ -118,6 +118,7 @@ pub async fn read(
                 let mut response =
                     http::json_text(200, String::from(Box::<str>::from(cached.profile)), Some(version))?;
                 response.headers_mut().set(SOURCE_HEADER, "cache")?;
+                crate::metrics::profile_read(true);
                 return Ok(response);
             }
         }
@@ -127,6 +128,7 @@ pub async fn read(
     let version = remember(env, &view).await?;
     let mut response = http::json(200, &view, Some(version))?;
     response.headers_mut().set(SOURCE_HEADER, "origin")?;
+    crate::metrics::profile_read(false);
     Ok(response)
 }
 

@@ -9,6 +9,7 @@ pub mod email;
 pub mod identity;
 pub mod messages;
 pub mod net;
+pub mod observe;
 pub mod passkey;
 pub mod password;
 pub mod phone;

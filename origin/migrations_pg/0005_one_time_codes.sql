@@ -14,6 +14,6 @@ CREATE INDEX one_time_codes_expiry ON one_time_codes (expires_at);
 
 -- Retention (domain::retention) deletes by age: these make its deletes indexed.
 CREATE INDEX login_history_at ON login_history (at);
-CREATE INDEX security_events_at ON security_events (at);
+CREATE INDEX IF NOT EXISTS security_events_at ON security_events (at); -- also made by 0003 (observe)
 CREATE INDEX audit_log_at ON audit_log (at);
 CREATE INDEX job_runs_started ON job_runs (started_at);

@@ -63,6 +63,10 @@ pub const VAR_HASH_THREADS: &str = "ORIGIN_HASH_THREADS";
 /// (default: eight per thread).
 pub const VAR_HASH_QUEUE: &str = "ORIGIN_HASH_QUEUE";
 
+/// The bearer token `GET /metrics` requires (at least 16 characters). Unset: `/metrics` is off
+/// (404), so a deployment never exposes its numbers by accident.
+pub const VAR_METRICS_TOKEN: &str = "ORIGIN_METRICS_TOKEN";
+
 pub const DEFAULT_BIND: &str = "127.0.0.1:8788";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/origin.db";
 pub const DEFAULT_MASTER_KEY_ID: &str = "k1";
@@ -109,6 +113,8 @@ pub struct Config {
     pub webauthn_rp_id: String,
     /// The WebAuthn origin (see [`VAR_WEBAUTHN_ORIGIN`]).
     pub webauthn_origin: String,
+    /// The token `/metrics` requires, if it is served (see [`VAR_METRICS_TOKEN`]).
+    pub metrics_token: Option<MetricsToken>,
 }
 
 /// Who carries emails.
@@ -133,6 +139,16 @@ pub enum SmsDelivery {
         auth_token: String,
         from: String,
     },
+}
+
+/// The metrics scrape token. Never printed.
+#[derive(Clone)]
+pub struct MetricsToken(pub String);
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(..)")
+    }
 }
 
 /// The data-encryption master key and its id. Never printed.
@@ -289,6 +305,17 @@ impl Config {
             )?,
             None => DEFAULT_REQUEST_TIMEOUT_SECS,
         };
+        let metrics_token = match lookup(VAR_METRICS_TOKEN).map(|t| t.trim().to_owned()) {
+            None => None,
+            Some(t) if t.is_empty() => None,
+            Some(t) if t.len() >= 16 && t.chars().all(|c| c.is_ascii_graphic()) => Some(MetricsToken(t)),
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    var: VAR_METRICS_TOKEN,
+                    reason: "must be at least 16 printable ASCII characters without spaces".to_owned(),
+                })
+            }
+        };
         let max_concurrent_requests = match lookup(VAR_MAX_CONCURRENT_REQUESTS) {
             Some(v) => v.trim().parse().ok().filter(|n: &usize| (1..=100_000).contains(n)).ok_or(
                 ConfigError::Invalid {
@@ -333,6 +360,7 @@ impl Config {
             minor_under,
             request_timeout: std::time::Duration::from_secs(request_timeout_secs),
             max_concurrent_requests,
+            metrics_token,
         })
     }
 }
@@ -383,6 +411,14 @@ mod tests {
         assert_eq!(c.master_key.id, "k1");
         assert_eq!(c.request_timeout, std::time::Duration::from_secs(30));
         assert_eq!(c.max_concurrent_requests, 512);
+        assert!(c.metrics_token.is_none());
+        let short = Config::from_lookup(env(&[
+            (VAR_SHARED_SECRET, SECRET),
+            (VAR_MASTER_KEY, KEY),
+            (VAR_METRICS_TOKEN, "short"),
+        ]))
+        .unwrap_err();
+        assert!(short.to_string().contains(VAR_METRICS_TOKEN), "{short}");
         let err = Config::from_lookup(env(&[(VAR_MASTER_KEY, KEY)])).unwrap_err();
         assert_eq!(err.to_string(), "ORIGIN_SHARED_SECRET is not set");
     }

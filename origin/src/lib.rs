@@ -1,6 +1,7 @@
 //! The origin service: the single source of truth. It serves the edge's signed internal API
 //! (see `domain::signing`) and, unsigned, only its own health probe.
 
+pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod crypto;
@@ -9,6 +10,7 @@ pub mod email_change;
 pub mod errors;
 pub mod http_layers;
 pub mod jobs;
+pub mod metrics;
 pub mod outbox;
 pub mod passkeys;
 pub mod passwords;
@@ -78,6 +80,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // The recorder is installed before the first request, so nothing counted is lost.
+    metrics::handle();
     let limits = http_layers::RequestLimits::from_config(&state.config);
     let app = http_layers::apply(routes::router(state), limits);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;

@@ -195,6 +195,7 @@ impl Accounts {
                 Err(crate::delivery::SendError::Temporary(format!("{} timeout", sender.name())))
             });
         let at = Clock::System.now().max(now);
+        crate::metrics::outbox_sent(&row.channel, outcome.is_ok());
         match outcome {
             Ok(()) => {
                 self.store.message_sent(&row.id, at).await?;

@@ -185,6 +185,11 @@ impl Hasher {
         self.capacity.saturating_sub(self.permits.available_permits())
     }
 
+    /// Threads plus queue places: how many checks may be in flight before one is refused.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub fn threads(&self) -> usize {
         self.threads
     }

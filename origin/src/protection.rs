@@ -13,6 +13,7 @@
 //! of a success. A crash in the milliseconds after an answer may lose those; it never loses a
 //! counter, a challenge or a factor, which are written before the answer.
 
+use crate::metrics::{self, outcome};
 use domain::email::Email;
 use domain::identity::{Actor, Role, UserId};
 use domain::messages::Template;
@@ -376,7 +377,7 @@ impl Accounts {
     pub async fn login(&self, request: LoginRequest, now: UnixMillis) -> Result<Value, ApiError> {
         // Every login costs one argon2 check: its place is taken first, so that a flood beyond
         // the pool is refused at once (503 + Retry-After), before any database work.
-        let place = self.hasher.reserve()?;
+        let place = self.hasher.reserve().inspect_err(|_| metrics::login(outcome::OVERLOADED, "none"))?;
         let normalised_email = Email::parse(&request.email)
             .map(|e| e.as_str().to_owned())
             .unwrap_or_else(|_| request.email.trim().to_lowercase());
@@ -395,7 +396,9 @@ impl Accounts {
         };
         let locks = LockKeys::of(&account_key, context.network.as_deref(), device.as_deref());
         let (recent_failures, waiting) = self.begin_attempt(&locks, now).await?;
+        let tier_seen = row.as_ref().map_or("none", |r| r.tier.as_str()).to_owned();
         if let Some(wait) = waiting {
+            metrics::login(outcome::SOFTLOCKED, &tier_seen);
             // An attempt during a pause is a failure too, refused without checking the
             // password: hammering only lengthens the pause.
             if let Some(r) = &row {
@@ -419,6 +422,7 @@ impl Accounts {
         let row = match row {
             Some(r) if matches && r.disabled_at.is_none() && r.password_hash.is_some() => r,
             other => {
+                metrics::login(outcome::WRONG_PASSWORD, &tier_seen);
                 self.end_attempt(&locks, Attempt::Failed, now).await?;
                 if let Some(r) = &other {
                     let detail = json!({ "network": context.network, "device_known": device.is_some() });
@@ -433,6 +437,7 @@ impl Accounts {
         self.refuse_if_erasing(&row.id).await?;
 
         let assessment = risk::assess(&context, &history, recent_failures, now);
+        metrics::risk(&assessment);
         let account = self.unseal(row)?;
         let settings = &account.profile.security_settings;
         let floor = floor_of(&account)?;
@@ -441,6 +446,7 @@ impl Accounts {
         let risk_event = json!({ "score": assessment.score, "signals": assessment.signals });
         match security::second_factor(&enrolled, settings, &floor, risky, assessment.score >= risk::EXTREME) {
             SecondFactor::Refuse => {
+                metrics::login(outcome::REFUSED_RISK, &tier_seen);
                 self.event_later(&account.row.id, "risk_assessed", risk_event, now);
                 self.event_later(&account.row.id, "login_refused", json!({ "score": assessment.score }), now);
                 Err(ApiError::client(
@@ -449,6 +455,7 @@ impl Accounts {
                 ))
             }
             SecondFactor::Ask { reason, factors } => {
+                metrics::login(outcome::MFA_REQUIRED, &tier_seen);
                 let id = format!("chl_{}", hex::encode(random_16()));
                 let methods: Vec<String> = factors.iter().map(|f| f.as_str().to_owned()).collect();
                 let challenge = Challenge {
@@ -504,6 +511,7 @@ impl Accounts {
         let floor = floor_of(&account)?;
         let limits = floor.session_limits(&account.profile.security_settings);
         events.push(("login_success", json!({ "network": context.network, "risk": risk.score })));
+        metrics::login(outcome::SUCCESS, &account.row.tier);
         let store = std::sync::Arc::clone(&self.store);
         let user_id = account.row.id.clone();
         let context_json = serde_json::to_string(&context).map_err(internal)?;
@@ -675,6 +683,8 @@ impl Accounts {
                 self.store.state_delete(&key).await?;
             }
             self.event_later(id.as_str(), "mfa_failure", json!({ "method": answer.method }), now);
+            metrics::mfa(&answer.method, false);
+            metrics::login(outcome::MFA_FAILED, &row.tier);
             return Err(ApiError::client(
                 ProblemKind::Unauthenticated,
                 "the code is wrong, expired or already used",
@@ -685,6 +695,7 @@ impl Accounts {
         if self.store.state_take(&key, now).await?.is_none() {
             return Err(refused_challenge());
         }
+        metrics::mfa(&answer.method, true);
         let account = self.unseal(row)?;
         let events = vec![("mfa_success", json!({ "method": answer.method }))];
         self.logged_in(account, challenge.context, &challenge.risk, events, now)
@@ -1090,7 +1101,7 @@ fn recovery_code() -> String {
     data_encoding::BASE32_NOPAD.encode(&bytes)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -77,8 +77,11 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(crate::metrics::serve))
         .nest("/internal", internal)
+        .nest("/admin", crate::admin::router(state.clone()))
         .fallback(not_found)
+        .layer(middleware::from_fn(crate::metrics::track_http))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -386,7 +389,24 @@ async fn store_events(
         return Err(ApiError::client(ProblemKind::Forbidden, "events come from the edge's queue consumer"));
     }
     let batch: EventBatch = parse(&body)?;
-    let (stored, duplicates) = state.store.store_events(&batch.events, state.clock.now()).await?;
+    let now = state.clock.now();
+    // The edge's metric aggregates are stored like any event (their id makes a redelivery a
+    // duplicate) and added to the metrics only when stored the first time.
+    let (aggregates, events): (Vec<_>, Vec<_>) =
+        batch.events.into_iter().partition(|e| e.kind == domain::observe::EDGE_METRICS_EVENT);
+    let (mut stored, mut duplicates) = state.store.store_events(&events, now).await?;
+    for aggregate in aggregates {
+        let (new, again) = state.store.store_events(std::slice::from_ref(&aggregate), now).await?;
+        if new > 0 {
+            match serde_json::from_value::<domain::observe::EdgeAggregate>(aggregate.data.clone()) {
+                Ok(counts) => crate::metrics::edge(&counts),
+                Err(e) => tracing::warn!(error = %e, "an edge metrics aggregate did not parse"),
+            }
+        }
+        stored += new;
+        duplicates += again;
+    }
+    crate::metrics::events(stored, duplicates);
     Ok(Json(serde_json::json!({ "stored": stored, "duplicates": duplicates })))
 }
 

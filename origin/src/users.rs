@@ -256,6 +256,7 @@ impl Accounts {
             at: now,
         };
         self.store.insert_user(&row, &audit).await?;
+        crate::metrics::signup(tier.as_str(), if actor.is_admin() { "admin" } else { "signup" });
         // The account exists whatever happens to this email: a failure to queue it is logged,
         // and the owner can ask for another (`POST …/email/verification`).
         if let Err(e) = self.send_verification(&account, now).await {
@@ -446,7 +447,10 @@ impl Accounts {
             at: now,
         };
         match self.store.update_user(&account.row, expected, &[audit]).await? {
-            UpdateOutcome::Updated => self.view(&account),
+            UpdateOutcome::Updated => {
+                crate::metrics::tier_migration(old_tier.as_str(), new_tier.as_str());
+                self.view(&account)
+            }
             UpdateOutcome::VersionMismatch(current) => Err(stale(expected, current)),
             UpdateOutcome::NotFound => Err(not_found(id.as_str())),
         }

@@ -17,6 +17,7 @@ mod jobs;
 mod lifecycle;
 mod limits;
 mod multi_origin;
+mod observability;
 mod passkeys;
 mod protection;
 mod rights;
@@ -54,6 +55,9 @@ fn start() -> anyhow::Result<Ctx> {
             ("IP_LOGIN_PER_MINUTE", "1000000"),
             ("IP_RECOVERY_PER_HOUR", "1000000"),
             ("REFRESH_REUSE_GRACE_SECS", "2"),
+            // Edge isolates ship their metric aggregates every second (10 s by default), so
+            // the observability tests see the edge's counts at the origin quickly.
+            ("EDGE_METRICS_FLUSH_SECS", "1"),
         ],
         backend,
     )?;
@@ -93,6 +97,7 @@ fn main() {
         .chain(passkeys::TESTS)
         .chain(lifecycle::TESTS)
         .chain(rights::TESTS)
+        .chain(observability::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let mut tests = tests;

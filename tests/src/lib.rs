@@ -162,6 +162,8 @@ pub struct Secrets {
     /// The edge's Ed25519 signing key: a 32-byte seed in base64, and its key id.
     pub jwt_seed_b64: String,
     pub jwt_kid: String,
+    /// The bearer token of the origins' `GET /metrics` (`ORIGIN_METRICS_TOKEN`).
+    pub metrics_token: String,
 }
 
 impl Secrets {
@@ -173,6 +175,7 @@ impl Secrets {
             previous_master_keys: String::new(),
             jwt_seed_b64: base64::engine::general_purpose::STANDARD.encode(random_bytes(32)?),
             jwt_kid: format!("test-{}", hex::encode(random_bytes(4)?)),
+            metrics_token: hex::encode(random_bytes(24)?),
         })
     }
 
@@ -451,6 +454,7 @@ impl Stack {
             // http://localhost:<port> (localhost resolves to 127.0.0.1, where wrangler listens).
             .env("ORIGIN_WEBAUTHN_RP_ID", "localhost")
             .env("ORIGIN_WEBAUTHN_ORIGIN", self.edge_localhost_url())
+            .env("ORIGIN_METRICS_TOKEN", &self.secrets.metrics_token)
             .env("RUST_LOG", "info,sqlx=warn");
         for (name, value) in &self.origin_vars {
             command.env(name, value);

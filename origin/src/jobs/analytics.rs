@@ -45,6 +45,8 @@ struct Described {
     engagement: u32,
     /// The 30-day periods since signup with activity (`analytics::active_periods`).
     periods: u32,
+    /// The churn model's features as of now.
+    today: [f64; 5],
 }
 
 /// Describes every user from their events as the store streams them, one user at a time.
@@ -78,7 +80,8 @@ impl<'a> Describer<'a> {
         }
         let periods = analytics::active_periods(events, *created);
         if let Some(slot) = self.described.get_mut(at) {
-            *slot = Some(Described { segment, engagement: engagement.score, periods });
+            let today = engagement.components.features(tenure_now);
+            *slot = Some(Described { segment, engagement: engagement.score, periods, today });
         }
         self.progress.inc(1);
     }
@@ -150,6 +153,11 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
         None
     };
 
+    // Each user's features today, scored by the trained model: the churn-risk deciles.
+    let churn_risk = model.as_ref().map(|m| {
+        let probabilities: Vec<f64> = described.iter().flatten().map(|d| m.probability(&d.today)).collect();
+        domain::observe::churn_deciles(&probabilities)
+    });
     let cohorts: BTreeMap<String, (usize, Vec<f64>)> = cohort_members
         .into_iter()
         .map(|(cohort, members)| {
@@ -189,6 +197,8 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
         "held_out": test.len(),
         "model": if model.is_some() { "churn model trained and stored" } else { "too little data to train a churn model" },
         "segments": field(&report, "segments"),
+        "churn_risk": churn_risk,
+        "cohorts": field(&report, "cohorts"),
         "reports": dir.display().to_string(),
     }))
 }

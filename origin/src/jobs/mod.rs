@@ -14,39 +14,83 @@ pub mod tiers;
 use std::path::PathBuf;
 
 use domain::time::UnixMillis;
-use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
 use crate::AppState;
 
-/// Where a job's progress goes: a bar on a terminal, nowhere in the service.
-pub struct Progress(Option<ProgressBar>);
+/// Where a job's progress goes: a bar (indicatif) when the CLI runs on a terminal, plain lines
+/// on stderr at every tenth of the work when it does not (a log, a pipe, CI), nowhere in the
+/// service.
+pub struct Progress(Shown);
+
+enum Shown {
+    Bar(ProgressBar),
+    Lines { what: String, len: u64, done: AtomicU64, printed_tenths: AtomicU64 },
+    Hidden,
+}
 
 impl Progress {
+    /// A bar on a terminal, else plain lines.
     pub fn bar(len: u64, what: &str) -> Self {
-        let bar = ProgressBar::new(len);
+        if std::io::stderr().is_terminal() {
+            Self::terminal(len, what)
+        } else {
+            Self::lines(len, what)
+        }
+    }
+
+    fn terminal(len: u64, what: &str) -> Self {
+        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
         if let Ok(style) =
             ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)")
         {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_message(what.to_owned());
-        Self(Some(bar))
+        Self(Shown::Bar(bar))
+    }
+
+    /// Plain lines: `what: 500/5000 (10%)` at each tenth, and one when done.
+    pub fn lines(len: u64, what: &str) -> Self {
+        eprintln!("{what}: 0/{len}");
+        Self(Shown::Lines {
+            what: what.to_owned(),
+            len,
+            done: AtomicU64::new(0),
+            printed_tenths: AtomicU64::new(0),
+        })
     }
 
     pub fn hidden() -> Self {
-        Self(None)
+        Self(Shown::Hidden)
     }
 
     pub fn inc(&self, n: u64) {
-        if let Some(b) = &self.0 {
-            b.inc(n);
+        match &self.0 {
+            Shown::Bar(b) => b.inc(n),
+            Shown::Lines { what, len, done, printed_tenths } => {
+                let now = done.fetch_add(n, Ordering::Relaxed).saturating_add(n);
+                let tenths = if *len == 0 { 10 } else { (now.min(*len) * 10) / len };
+                let before = printed_tenths.fetch_max(tenths, Ordering::Relaxed);
+                if tenths > before && tenths < 10 {
+                    eprintln!("{what}: {now}/{len} ({}%)", tenths * 10);
+                }
+            }
+            Shown::Hidden => {}
         }
     }
 
     pub fn finish(&self) {
-        if let Some(b) = &self.0 {
-            b.finish_and_clear();
+        match &self.0 {
+            Shown::Bar(b) => b.finish_and_clear(),
+            Shown::Lines { what, len, done, .. } => {
+                eprintln!("{what}: {}/{len} done", done.load(Ordering::Relaxed).min(*len));
+            }
+            Shown::Hidden => {}
         }
     }
 }
@@ -76,6 +120,7 @@ pub struct JobOptions {
     pub inbox: PathBuf,
     /// How long events are kept.
     pub retention_days: u64,
+    /// Run from the CLI: progress is shown (a bar on a terminal, lines otherwise).
     pub interactive: bool,
 }
 
@@ -102,6 +147,7 @@ pub async fn run(
     now: UnixMillis,
 ) -> anyhow::Result<Value> {
     let id = state.store.start_job(name, trigger.as_str(), now).await?;
+    let started = std::time::Instant::now();
     let outcome = match name {
         "provision-users" => provision::run(state, file, options, now).await,
         "analyze-tiers" => tiers::run(state, options, now).await,
@@ -119,6 +165,7 @@ pub async fn run(
         other => Err(anyhow::anyhow!("no job {other:?} (jobs: {})", JOBS.join(", "))),
     };
     let finished = state.clock.now();
+    crate::metrics::job(name, outcome.is_ok(), started.elapsed().as_secs_f64());
     match &outcome {
         Ok(summary) => state.store.finish_job(id, true, &summary.to_string(), finished).await?,
         Err(e) => {

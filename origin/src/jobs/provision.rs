@@ -185,6 +185,7 @@ async fn flush(
     for ((user, _), line) in chunk.iter().zip(lines.iter()) {
         if created.contains(&user.id) {
             tokens.push_str(line);
+            crate::metrics::signup(&user.tier, "provisioning");
         }
     }
     chunk.clear();

@@ -26,6 +26,7 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
         users.iter().enumerate().map(|(i, (id, _, _))| (id.as_str(), i)).collect();
     let progress = options.progress(users.len() as u64, "tiers");
     let mut distribution: BTreeMap<String, u64> = BTreeMap::new();
+    let mut recommendations: BTreeMap<String, u64> = BTreeMap::new();
     let mut upgrades = Vec::new();
     let mut downgrades = Vec::new();
     let mut seen = vec![false; users.len()];
@@ -36,6 +37,7 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
         let tenure = now.0.saturating_sub(created.0) / DAY_MS;
         let r = analytics::recommend_tier(tier, events, tenure, now);
         if let Some(to) = r.tier {
+            *recommendations.entry(format!("{tier}->{to}")).or_default() += 1;
             let entry = json!({ "user_id": id, "from": tier, "to": to, "evidence": r.reason });
             if to > tier {
                 upgrades.push(entry);
@@ -89,6 +91,7 @@ pub async fn run(state: &AppState, options: &JobOptions, now: UnixMillis) -> any
         "distribution": field(&report, "distribution"),
         "upgrade_candidates": field(&report, "upgrade_candidates"),
         "downgrade_candidates": field(&report, "downgrade_candidates"),
+        "recommendations": recommendations,
         "report": path.display().to_string(),
     }))
 }

@@ -121,7 +121,15 @@ pub enum UpdateOutcome {
 
 #[async_trait]
 pub trait Store:
-    ProtectionStore + PasskeyStore + EventStore + JobStore + LifecycleStore + RightsStore + Send + Sync
+    ProtectionStore
+    + PasskeyStore
+    + EventStore
+    + JobStore
+    + LifecycleStore
+    + RightsStore
+    + ObserveStore
+    + Send
+    + Sync
 {
     /// Answers when the database is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -697,6 +705,49 @@ pub trait RightsStore: Send + Sync {
     /// Children whose parent did not answer in time.
     async fn expired_parental_requests(&self, now: UnixMillis, limit: u32)
         -> Result<Vec<String>, StoreError>;
+}
+
+/// The connections of the store's pool, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    /// Connections open now (busy or idle).
+    pub open: u32,
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
+}
+
+/// What observability reads: bounded aggregates for `/metrics` and the admin dashboard. Each
+/// is one read query (no write, nothing to keep atomic), served by an index on time.
+#[async_trait]
+pub trait ObserveStore: Send + Sync {
+    fn pool_use(&self) -> PoolUse;
+    /// Users per tier.
+    async fn tier_counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    /// How many distinct users have an event since `since`.
+    async fn active_users_since(&self, since: UnixMillis) -> Result<u64, StoreError>;
+    /// Counts per (minute since the epoch, kind) of the events since `since`, and of the
+    /// accounts created since then as kind `signup`.
+    async fn activity_counts(&self, since: UnixMillis) -> Result<Vec<(u64, String, u64)>, StoreError>;
+    /// Counts per (kind, tier in the event's data, `none` without one) of the events since
+    /// `since` whose kind is one of `kinds`.
+    async fn usage_by_tier(
+        &self,
+        since: UnixMillis,
+        kinds: &[&str],
+    ) -> Result<Vec<(String, String, u64)>, StoreError>;
+    /// Every user's security events since `since`, newest first, at most `limit`:
+    /// (user id, event).
+    async fn security_events_since(
+        &self,
+        since: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<(String, SecurityEvent)>, StoreError>;
+    /// The latest successful run of `job`: when it finished, and its summary.
+    async fn last_successful_run(
+        &self,
+        job: &str,
+    ) -> Result<Option<(UnixMillis, serde_json::Value)>, StoreError>;
 }
 
 /// Opens the store a database URL names, applying pending migrations.

@@ -1557,3 +1557,116 @@ impl super::RightsStore for PostgresStore {
         Ok(gone == 1)
     }
 }
+
+#[async_trait]
+impl super::ObserveStore for PostgresStore {
+    fn pool_use(&self) -> super::PoolUse {
+        super::PoolUse {
+            open: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        }
+    }
+
+    async fn tier_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT tier, COUNT(*) AS n FROM users GROUP BY tier ORDER BY tier")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.try_get("tier")?, count(r.try_get("n")?))))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    async fn active_users_since(&self, since: UnixMillis) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(DISTINCT user_id) FROM events WHERE at >= $1 AND user_id IS NOT NULL",
+        )
+        .bind(millis(since))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count(n))
+    }
+
+    async fn activity_counts(&self, since: UnixMillis) -> Result<Vec<(u64, String, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at / 60000 AS minute, kind, COUNT(*) AS n FROM events WHERE at >= $1 GROUP BY 1, 2 \
+             UNION ALL SELECT created_at / 60000, 'signup', COUNT(*) FROM users WHERE created_at >= $1 GROUP BY 1",
+        )
+        .bind(millis(since))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok((count(r.try_get("minute")?), r.try_get("kind")?, count(r.try_get("n")?))))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    async fn usage_by_tier(
+        &self,
+        since: UnixMillis,
+        kinds: &[&str],
+    ) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let kinds: Vec<String> = kinds.iter().map(|k| (*k).to_owned()).collect();
+        let rows = sqlx::query(
+            "SELECT kind, COALESCE(data::json->>'tier', 'none') AS tier, COUNT(*) AS n FROM events \
+             WHERE at >= $1 AND kind = ANY($2) GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .bind(millis(since))
+        .bind(kinds)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.try_get("kind")?, r.try_get("tier")?, count(r.try_get("n")?))))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    async fn security_events_since(
+        &self,
+        since: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<(String, super::SecurityEvent)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, kind, detail, at FROM security_events WHERE at >= $1 ORDER BY at DESC, id DESC LIMIT $2",
+        )
+        .bind(millis(since))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("user_id")?,
+                    super::SecurityEvent {
+                        kind: r.try_get("kind")?,
+                        detail: r.try_get("detail")?,
+                        at: unix(r.try_get("at")?),
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    async fn last_successful_run(
+        &self,
+        job: &str,
+    ) -> Result<Option<(UnixMillis, serde_json::Value)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT finished_at, summary FROM job_runs WHERE job = $1 AND ok ORDER BY id DESC LIMIT 1",
+        )
+        .bind(job)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let finished: Option<i64> = r.try_get("finished_at")?;
+        let summary: Option<String> = r.try_get("summary")?;
+        let summary = summary.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(serde_json::Value::Null);
+        Ok(Some((unix(finished.unwrap_or(0)), summary)))
+    }
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
