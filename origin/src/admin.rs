@@ -133,10 +133,8 @@ pub struct Security {
 
 #[derive(Debug, Serialize)]
 pub struct Compliance {
-    /// Whether this version keeps requests for erasure, export and consent. It does not yet:
-    /// the section says so instead of showing zeros that would look like a fact.
-    pub tracked: bool,
-    pub note: &'static str,
+    /// In flight now, and done in the last 24 hours.
+    pub counts: crate::store::ComplianceCounts,
 }
 
 #[derive(Debug, Serialize)]
@@ -273,8 +271,7 @@ impl Dashboard {
             tiers: tiers.into_values().collect(),
             security,
             compliance: Compliance {
-                tracked: false,
-                note: "This version keeps no erasure, export or consent requests; this section lists them once they are stored.",
+                counts: state.store.compliance_counts(now.saturating_sub_ms(24 * 3_600_000), now).await?,
             },
             business,
         })
@@ -396,14 +393,16 @@ fn render(d: &Dashboard) -> Result<Markup, ApiError> {
                     section #compliance {
                         h2 { "Compliance" }
                         table #table-compliance {
-                            thead { tr { th { "requests" } th { "pending" } } }
+                            thead { tr { th { "requests" } th { "now" } th { "last 24 h" } } }
                             tbody {
-                                tr { th { "erasure" } td { "not tracked" } }
-                                tr { th { "export" } td { "not tracked" } }
-                                tr { th { "consent changes" } td { "not tracked" } }
+                                tr { th { "erasures (grace period / run)" } td { (d.compliance.counts.erasures_pending) } td { (d.compliance.counts.erasures_done) } }
+                                tr { th { "edge wipes to confirm" } td { (d.compliance.counts.edge_wipes_pending) } td { "" } }
+                                tr { th { "exports (building / ready)" } td { (d.compliance.counts.exports_building) } td { (d.compliance.counts.exports_ready) " ready" } }
+                                tr { th { "consent changes" } td { "" } td { (d.compliance.counts.consent_changes) } }
+                                tr { th { "children waiting for a parent" } td { (d.compliance.counts.parental_pending) } td { "" } }
                             }
                         }
-                        p.note { (d.compliance.note) }
+                        p.note { "Counts only: who asked is in each user's audit trail." }
                     }
                     section #business {
                         h2 { "Business" small { @match &d.business.analytics_at { Some(at) => { "analytics of " (short_time(at)) " UTC" }, None => { "no analytics run yet" } } } }
@@ -488,7 +487,7 @@ mod tests {
         let tier = |name: &str| d.tiers.iter().find(|t| t.tier == name).unwrap();
         assert_eq!((tier("premium").requests, tier("premium").refusals), (2, 0));
         assert_eq!((tier("free").requests, tier("free").refusals), (0, 1));
-        assert!(!d.compliance.tracked);
+        assert_eq!(d.compliance.counts, crate::store::ComplianceCounts::default());
         let page = render(&d).unwrap().into_string();
         assert!(page.contains("id=\"table-tiers\""), "the tiers table is in the page");
         // The data block is the whole JSON document (no text in it can close the element).

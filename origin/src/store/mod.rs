@@ -707,6 +707,25 @@ pub trait RightsStore: Send + Sync {
         -> Result<Vec<String>, StoreError>;
 }
 
+/// Data-rights requests, counted for the dashboard (no user named).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ComplianceCounts {
+    /// Erasures scheduled and not yet run (in their grace period).
+    pub erasures_pending: u64,
+    /// Erasures run since the window's start.
+    pub erasures_done: u64,
+    /// Erased users whose edge state (KV, Durable Object) is still to be wiped.
+    pub edge_wipes_pending: u64,
+    /// Export archives being built.
+    pub exports_building: u64,
+    /// Export archives ready and not expired.
+    pub exports_ready: u64,
+    /// Consent records set or changed since the window's start.
+    pub consent_changes: u64,
+    /// Children's accounts waiting for a parent's consent.
+    pub parental_pending: u64,
+}
+
 /// The connections of the store's pool, for `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolUse {
@@ -748,6 +767,12 @@ pub trait ObserveStore: Send + Sync {
         &self,
         job: &str,
     ) -> Result<Option<(UnixMillis, serde_json::Value)>, StoreError>;
+    /// The data-rights work in flight at `now` and done since `since` (the dashboard's compliance).
+    async fn compliance_counts(
+        &self,
+        since: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<ComplianceCounts, StoreError>;
 }
 
 /// Opens the store a database URL names, applying pending migrations.

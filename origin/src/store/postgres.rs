@@ -1665,6 +1665,36 @@ impl super::ObserveStore for PostgresStore {
         let summary = summary.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(serde_json::Value::Null);
         Ok(Some((unix(finished.unwrap_or(0)), summary)))
     }
+    async fn compliance_counts(
+        &self,
+        since: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<super::ComplianceCounts, StoreError> {
+        // One statement: every count read in the same snapshot.
+        let r = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM erasure_requests) AS erasures_pending,
+                    (SELECT COUNT(*) FROM erasures WHERE ran_at >= $1) AS erasures_done,
+                    (SELECT COUNT(*) FROM edge_wipes) AS edge_wipes_pending,
+                    (SELECT COUNT(*) FROM exports WHERE ready_at IS NULL) AS exports_building,
+                    (SELECT COUNT(*) FROM exports WHERE ready_at IS NOT NULL AND expires_at >= $2) AS exports_ready,
+                    (SELECT COUNT(*) FROM consents WHERE at >= $1) AS consent_changes,
+                    (SELECT COUNT(*) FROM parental_consents) AS parental_pending",
+        )
+        .bind(millis(since))
+        .bind(millis(now))
+        .fetch_one(&self.pool)
+        .await?;
+        let n = |name: &str| -> Result<u64, StoreError> { Ok(count(r.try_get::<i64, _>(name)?)) };
+        Ok(super::ComplianceCounts {
+            erasures_pending: n("erasures_pending")?,
+            erasures_done: n("erasures_done")?,
+            edge_wipes_pending: n("edge_wipes_pending")?,
+            exports_building: n("exports_building")?,
+            exports_ready: n("exports_ready")?,
+            consent_changes: n("consent_changes")?,
+            parental_pending: n("parental_pending")?,
+        })
+    }
 }
 
 fn count(n: i64) -> u64 {
