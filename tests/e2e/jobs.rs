@@ -218,6 +218,9 @@ fn a_sqlite_database_migrates_to_postgres_and_serves_from_there(_: &Ctx) -> Resu
     let (code, _, err) = stack.origin_cli(&["generate-analytics"])?;
     ensure!(code == 0, "generate-analytics failed: {err}");
     api.login(&email, GOOD_PASSWORD)?;
+    // Writes stop first, as an operator stops them before moving the data (the edge's queue
+    // keeps what arrives meanwhile for the origin that comes back on the copy).
+    stack.stop_origin();
 
     let server = Postgres::start()?;
     let target = server.create_database("migrated")?;

@@ -130,6 +130,51 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("last_used_at", Kind::Int),
         ],
     ),
+    (
+        "consents",
+        &[
+            ("user_id", Kind::Text),
+            ("purpose", Kind::Text),
+            ("granted", Kind::Bool),
+            ("at", Kind::Int),
+            ("source", Kind::Text),
+            ("policy_version", Kind::Text),
+        ],
+    ),
+    (
+        "exports",
+        &[
+            ("id", Kind::Text),
+            ("user_id", Kind::Text),
+            ("requested_by", Kind::Text),
+            ("created_at", Kind::Int),
+            ("ready_at", Kind::Int),
+            ("expires_at", Kind::Int),
+            ("downloads", Kind::Int),
+            ("archive_sealed", Kind::Blob),
+        ],
+    ),
+    (
+        "erasure_requests",
+        &[
+            ("user_id", Kind::Text),
+            ("asked_at", Kind::Int),
+            ("due_at", Kind::Int),
+            ("requested_by", Kind::Text),
+        ],
+    ),
+    (
+        "erasures",
+        &[
+            ("subject", Kind::Text),
+            ("asked_at", Kind::Int),
+            ("ran_at", Kind::Int),
+            ("requested_by", Kind::Text),
+            ("purged", Kind::Text),
+        ],
+    ),
+    ("edge_wipes", &[("user_id", Kind::Text), ("erased_at", Kind::Int)]),
+    ("parental_consents", &[("user_id", Kind::Text), ("token_hash", Kind::Text), ("expires_at", Kind::Int)]),
     ("sms_send_counts", &[("scope", Kind::Text), ("day", Kind::Int), ("count", Kind::Int)]),
     ("edge_nonces", &[("nonce", Kind::Text), ("seen_at", Kind::Int)]),
     (
