@@ -94,7 +94,7 @@ pub fn event_id(provider: &str, user_id: &str, provider_track_id: &str, played_a
     }
     h.update(played_at.0.to_be_bytes());
     let digest = h.finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("lp-{hex}")
 }
 
