@@ -246,7 +246,7 @@ impl Route {
                 }
             },
             Route::Jwks => http::json(200, &auth::jwks(env)?, None),
-            Route::OpenApi => openapi::serve(),
+            Route::OpenApi => Err(openapi::missing()),
             Route::Login => match limits::admit_ip(&req, env, IpClass::Login).await? {
                 Admission::Refused(r) => Ok(r),
                 Admission::Admitted(limit) => {
@@ -514,11 +514,17 @@ where
     F: FnOnce(Request, auth::Caller, crate::gate::GateAnswer) -> Fut,
     Fut: std::future::Future<Output = std::result::Result<Response, EdgeError>>,
 {
-    let also = |_: &auth::Caller| std::future::ready(());
-    user_route_with(req, env, path, count, events, class, also, |req, caller, gate, ()| {
+    user_route_with(req, env, path, count, events, class, no_prefetch, |req, caller, gate, ()| {
         handler(req, caller, gate)
     })
     .await
+}
+
+/// The `also` of a route that reads nothing while the gate answers. A named function, not a
+/// closure inside [`user_route`]: a closure would be a new type for every route, and the whole
+/// admission (token check, gate call) would be compiled once per route into the wasm.
+fn no_prefetch(_: &auth::Caller) -> std::future::Ready<()> {
+    std::future::ready(())
 }
 
 /// [`user_route`], with `also` run while the gate answers and its result given to `handler`.
@@ -557,8 +563,11 @@ where
             let limit = gate.limit;
             let policy = gate.tier.as_str();
             let user = caller.id.to_string();
-            let answer =
-                limits::finish(handler(req, caller, gate.clone(), extra).await, &limit, policy, path)?;
+            // Boxed: each handler's state machine stays its own function instead of being
+            // inlined into one dispatch future that holds every route's states (wasm size).
+            let handled: std::pin::Pin<Box<dyn std::future::Future<Output = _> + '_>> =
+                Box::pin(handler(req, caller, gate.clone(), extra));
+            let answer = limits::finish(handled.await, &limit, policy, path)?;
             if collects_events {
                 events.push(
                     "api_request",

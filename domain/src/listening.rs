@@ -109,7 +109,10 @@ mod tests {
         assert_ne!(a, event_id("spotify", "u1", "t1", UnixMillis(1_001)));
         assert_ne!(a, event_id("lastfm", "u1", "t1", UnixMillis(1_000)));
         // The separator keeps ("ab", "c") apart from ("a", "bc").
-        assert_ne!(event_id("spotify", "ab", "c", UnixMillis(0)), event_id("spotify", "a", "bc", UnixMillis(0)));
+        assert_ne!(
+            event_id("spotify", "ab", "c", UnixMillis(0)),
+            event_id("spotify", "a", "bc", UnixMillis(0))
+        );
     }
 
     #[test]
@@ -140,7 +143,8 @@ mod tests {
 
     #[test]
     fn features_out_of_range_are_invalid() {
-        let f = AudioFeatures { energy: 0.5, valence: 0.5, danceability: 0.5, tempo: 120.0, acousticness: 0.1 };
+        let f =
+            AudioFeatures { energy: 0.5, valence: 0.5, danceability: 0.5, tempo: 120.0, acousticness: 0.1 };
         assert!(f.is_valid());
         assert!(!AudioFeatures { energy: 1.5, ..f }.is_valid());
         assert!(!AudioFeatures { tempo: f64::NAN, ..f }.is_valid());
