@@ -10,7 +10,7 @@ use crate::auth::Caller;
 use crate::events::Events;
 use crate::http::{self, forward, origin_json, JSON, MERGE_PATCH_JSON};
 use crate::problem::EdgeError;
-use crate::sessions::{authorize, open_session, ClientContext};
+use crate::sessions::{authorize, forward_login};
 
 /// What a protected passkey route does.
 #[derive(Debug, Clone)]
@@ -30,31 +30,14 @@ pub async fn login_options(env: &Env) -> Result<Response, EdgeError> {
 }
 
 /// `POST /api/v1/auth/passkey`: `{ceremony_id, credential}` → tokens and a session.
-pub async fn login(mut req: Request, env: &Env, events: &Events) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
-    let client = ClientContext::of(&req, &body)?;
-    let forwarded = json!({
-        "ceremony_id": body.get("ceremony_id").cloned().unwrap_or(Value::Null),
-        "credential": body.get("credential").cloned().unwrap_or(Value::Null),
-        "device_token": client.device_token,
-        "context": { "ip": client.ip, "country": client.country, "user_agent": client.user_agent },
-    });
-    let answer = match forward(
-        env,
-        &Actor::Anonymous,
-        Method::Post,
-        "/internal/auth/webauthn/login",
-        Some(&forwarded),
-    )
-    .await
-    {
-        Ok(answer) => answer,
-        Err(e) => {
-            events.push("login_failure", None, None, json!({ "method": "passkey" }));
-            return Err(e);
-        }
-    };
-    open_session(env, &client, &origin_json(&answer)?, answer.status, events, "passkey_login").await
+pub async fn login(req: Request, env: &Env, events: &Events) -> Result<Response, EdgeError> {
+    let fields = ["ceremony_id", "credential"];
+    forward_login(req, env, events, "/internal/auth/webauthn/login", &fields, refused, "passkey_login").await
+}
+
+/// Every failed passwordless sign-in is counted, whatever failed.
+fn refused(_: &EdgeError) -> Option<(&'static str, Value)> {
+    Some(("login_failure", json!({ "method": "passkey" })))
 }
 
 /// `POST /api/v1/auth/mfa/webauthn`: `{challenge_id}` → the assertion options of a login's

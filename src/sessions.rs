@@ -121,39 +121,62 @@ pub(crate) async fn open_session(
     http::json(200, &answer, None)
 }
 
-pub async fn login(mut req: Request, env: &Env, events: &Events) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
-    let client = ClientContext::of(&req, &body)?;
-    let forwarded = json!({
-        "email": body.get("email").cloned().unwrap_or(Value::Null),
-        "password": body.get("password").cloned().unwrap_or(Value::Null),
-        "device_token": client.device_token,
-        "context": { "ip": client.ip, "country": client.country, "user_agent": client.user_agent },
-    });
-    let answer = match forward(
+pub async fn login(req: Request, env: &Env, events: &Events) -> Result<Response, EdgeError> {
+    forward_login(
+        req,
         env,
-        &Actor::Anonymous,
-        Method::Post,
+        events,
         "/internal/auth/verify",
-        Some(&forwarded),
+        &["email", "password"],
+        login_refused,
+        "login_success",
     )
     .await
-    {
-        Ok(answer) => answer,
-        Err(EdgeError::Problem(problem)) => {
-            // Refusals carry no user id: the origin keeps per-account failures in its own
-            // security events; this counts them for the business.
-            let kind = if problem.extensions.contains_key("challenge_id") {
-                "login_mfa_required"
-            } else {
-                "login_failure"
-            };
-            events.push(kind, None, None, json!({ "status": problem.status }));
-            return Err(EdgeError::Problem(problem));
-        }
-        Err(e) => return Err(e),
-    };
-    open_session(env, &client, &origin_json(&answer)?, answer.status, events, "login_success").await
+}
+
+/// What a refused password login counts as. Refusals carry no user id: the origin keeps
+/// per-account failures in its own security events; this counts them for the business.
+fn login_refused(error: &EdgeError) -> Option<(&'static str, Value)> {
+    let EdgeError::Problem(problem) = error else { return None };
+    let kind =
+        if problem.extensions.contains_key("challenge_id") { "login_mfa_required" } else { "login_failure" };
+    Some((kind, json!({ "status": problem.status })))
+}
+
+/// A sign-in (password or passkey): the body's `fields` and the client's context go to the
+/// origin at `path`; what it accepts opens a session ([`open_session`], event `success`), what
+/// it refuses is counted as `refused` says.
+pub(crate) async fn forward_login(
+    mut req: Request,
+    env: &Env,
+    events: &Events,
+    path: &str,
+    fields: &[&str],
+    refused: fn(&EdgeError) -> Option<(&'static str, Value)>,
+    success: &str,
+) -> Result<Response, EdgeError> {
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let client = ClientContext::of(&req, &body)?;
+    let mut forwarded = serde_json::Map::new();
+    for field in fields {
+        forwarded.insert((*field).to_owned(), body.get(*field).cloned().unwrap_or(Value::Null));
+    }
+    forwarded.insert("device_token".into(), json!(client.device_token));
+    forwarded.insert(
+        "context".into(),
+        json!({ "ip": client.ip, "country": client.country, "user_agent": client.user_agent }),
+    );
+    let answer =
+        match forward(env, &Actor::Anonymous, Method::Post, path, Some(&Value::Object(forwarded))).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                if let Some((kind, data)) = refused(&e) {
+                    events.push(kind, None, None, data);
+                }
+                return Err(e);
+            }
+        };
+    open_session(env, &client, &origin_json(&answer)?, answer.status, events, success).await
 }
 
 /// Completes an MFA challenge (`{challenge_id, method, code}`) and opens the session.
