@@ -21,10 +21,14 @@ struct Figures {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// CPU per request of workerd, and of the rest of `wrangler dev` (its Node.js), in ms.
+    workerd_ms: f64,
+    wrangler_ms: f64,
 }
 
-fn measure(url: &str, token: &str, connections: usize) -> Figures {
+fn measure(url: &str, token: &str, connections: usize, edge_group: i32) -> Figures {
     let per_connection = REQUESTS / connections;
+    let cpu_before = e2e::cpu::group_seconds(edge_group);
     let started = Instant::now();
     let mut latencies: Vec<Duration> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..connections)
@@ -47,11 +51,20 @@ fn measure(url: &str, token: &str, connections: usize) -> Figures {
         handles.into_iter().flat_map(|h| h.join().expect("worker")).collect()
     });
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = e2e::cpu::group_seconds(edge_group);
+    let count = latencies.len() as f64;
+    let per_request = |before: f64, after: f64| (after - before) * 1e3 / count;
     latencies.sort_unstable();
     let pick = |q: f64| {
         latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3
     };
-    Figures { rps: latencies.len() as f64 / elapsed, p50_ms: pick(0.50), p99_ms: pick(0.99) }
+    Figures {
+        rps: latencies.len() as f64 / elapsed,
+        p50_ms: pick(0.50),
+        p99_ms: pick(0.99),
+        workerd_ms: per_request(cpu_before.0, cpu_after.0),
+        wrangler_ms: per_request(cpu_before.1, cpu_after.1),
+    }
 }
 
 fn main() {
@@ -84,13 +97,22 @@ fn main() {
     let wasm = repo_root().join("build/index_bg.wasm");
     let raw = std::fs::read(&wasm).map(|b| b.len()).unwrap_or(0);
     println!("edge benchmark: wrangler dev (workerd) on 127.0.0.1, {REQUESTS} requests per line");
-    println!("{:<48} {:>6} {:>10} {:>9} {:>9}", "request", "conns", "req/s", "p50 ms", "p99 ms");
+    // CPU per request changes little when other programs share the machine, unlike req/s: it
+    // is the figure that compares two builds measured on a busy machine.
+    println!(
+        "{:<48} {:>6} {:>10} {:>9} {:>9} {:>12} {:>13}",
+        "request", "conns", "req/s", "p50 ms", "p99 ms", "workerd cpu", "wrangler cpu"
+    );
+    let edge_group = stack.edge.as_ref().and_then(e2e::Service::pgid).expect("the edge's process group");
     for (name, url) in
         [("profile read (token + gate DO + KV)", &read), ("token check only (no I/O)", &introspect)]
     {
         for connections in [1, 16] {
-            let f = measure(url, &token, connections);
-            println!("{name:<48} {connections:>6} {:>10.0} {:>9.2} {:>9.2}", f.rps, f.p50_ms, f.p99_ms);
+            let f = measure(url, &token, connections, edge_group);
+            println!(
+                "{name:<48} {connections:>6} {:>10.0} {:>9.2} {:>9.2} {:>9.2} ms {:>10.2} ms",
+                f.rps, f.p50_ms, f.p99_ms, f.workerd_ms, f.wrangler_ms
+            );
         }
     }
     println!("edge wasm: {raw} bytes raw ({} KiB)", raw / 1024);

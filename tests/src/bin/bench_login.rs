@@ -148,37 +148,15 @@ fn logins(target: Target, email: &str, device: &str, connections: usize, seconds
     }
 }
 
-/// CPU seconds (user + system) used so far by every process in process group `pgid`
-/// (a service and its children: `wrangler dev` and its workerd), from `/proc/<pid>/stat`.
-fn cpu_seconds(pgid: i32) -> f64 {
-    let ticks_per_sec = 100.0; // USER_HZ on Linux
-    let mut ticks = 0u64;
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        // The command name (field 2) may hold spaces; the fields after its ')' are fixed.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // After ')': state(0) ppid(1) pgrp(2) ... utime(11) stime(12)
-        if fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
-            ticks += fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
-        }
-    }
-    ticks as f64 / ticks_per_sec
-}
-
-/// CPU seconds used so far by this process (all its threads).
-fn own_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (ticks(11) + ticks(12)) as f64 / 100.0
-}
-
 /// CPU seconds of the origin, the edge (wrangler + workerd) and this process, now.
 fn cpu_now(stack: &Stack) -> [f64; 3] {
-    let group = |s: &Option<e2e::Service>| s.as_ref().and_then(e2e::Service::pgid).map_or(0.0, cpu_seconds);
-    [group(&stack.origin), group(&stack.edge), own_cpu_seconds()]
+    let group = |s: &Option<e2e::Service>| {
+        s.as_ref().and_then(e2e::Service::pgid).map_or(0.0, |g| {
+            let (workerd, rest) = e2e::cpu::group_seconds(g);
+            workerd + rest
+        })
+    };
+    [group(&stack.origin), group(&stack.edge), e2e::cpu::own_seconds()]
 }
 
 fn peak_rss_mib(stack: &Stack) -> u64 {
