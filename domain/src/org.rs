@@ -109,7 +109,7 @@ pub enum OrgError {
     AdminsAreTheOwners,
     #[error("the owner cannot leave or be removed: transfer the ownership first")]
     OwnerStays,
-    #[error("a {0} may not do this in the organization")]
+    #[error("the organization's {0} role does not allow this")]
     NotAllowed(OrgRole),
     #[error("the new owner must be a member of the organization")]
     NotAMember,

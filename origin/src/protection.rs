@@ -456,7 +456,10 @@ impl Accounts {
                 ))
             }
             SecondFactor::Ask { reason, factors } => {
-                let factors = org_policies.map_or(factors.clone(), |p| p.restrict(factors));
+                let factors = match &org_policies {
+                    Some(policies) => policies.restrict(factors),
+                    None => factors,
+                };
                 metrics::login(outcome::MFA_REQUIRED, &tier_seen);
                 let id = format!("chl_{}", hex::encode(random_16()));
                 let methods: Vec<String> = factors.iter().map(|f| f.as_str().to_owned()).collect();

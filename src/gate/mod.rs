@@ -318,6 +318,7 @@ impl Gate {
                 org: row.org_id(),
             });
         }
+        let org = row.org_id();
         let mut limiter = row.limiter;
         let decision =
             if check.count { limiter.decide(now(), &policy) } else { limiter.peek(now(), &policy) };
@@ -338,7 +339,7 @@ impl Gate {
             session_refused: None,
             stepped_up_at,
             collects_events: row.collects_events,
-            org: row.org_id(),
+            org,
         })
     }
 
