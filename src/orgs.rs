@@ -33,7 +33,8 @@ pub enum OrgOp {
 }
 
 fn org_id(raw: &str) -> Result<String, EdgeError> {
-    let valid = raw.strip_prefix("org_").is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    let valid =
+        raw.strip_prefix("org_").is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()));
     if valid {
         Ok(raw.to_owned())
     } else {
@@ -111,7 +112,12 @@ impl OrgOp {
     fn has_body(&self) -> bool {
         matches!(
             self,
-            OrgOp::Create | OrgOp::Policies(_) | OrgOp::Invite(_) | OrgOp::Accept | OrgOp::Role(..) | OrgOp::Transfer(_)
+            OrgOp::Create
+                | OrgOp::Policies(_)
+                | OrgOp::Invite(_)
+                | OrgOp::Accept
+                | OrgOp::Role(..)
+                | OrgOp::Transfer(_)
         )
     }
 }
@@ -134,7 +140,9 @@ async fn add_open_sessions(env: &Env, view: &mut Value) -> Result<(), EdgeError>
     for member in members {
         let Some(id) = member.get("user_id").and_then(Value::as_str) else { continue };
         let open = GateClient::for_user(env, id)?.sessions().await?.len();
-        member["active_sessions"] = json!(open);
+        if let Some(object) = member.as_object_mut() {
+            object.insert("active_sessions".into(), json!(open));
+        }
     }
     Ok(())
 }

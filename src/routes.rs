@@ -200,9 +200,13 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         ["api", "v1", "users", id, "insights"] => {
             only(method, &[Method::Get]).and_then(|()| user_id(id)).map(Route::Insights)
         }
-        ["api", "v1", rest @ ..] if matches!(rest.first(), Some(&("orgs" | "invitations"))) => orgs::route(method, rest)
-            .unwrap_or_else(|| Err(EdgeError::new(ProblemKind::NotFound, format!("no route matches {path}"))))
-            .map(Route::Orgs),
+        ["api", "v1", rest @ ..] if matches!(rest.first(), Some(&("orgs" | "invitations"))) => {
+            orgs::route(method, rest)
+                .unwrap_or_else(|| {
+                    Err(EdgeError::new(ProblemKind::NotFound, format!("no route matches {path}")))
+                })
+                .map(Route::Orgs)
+        }
         _ => Err(EdgeError::new(ProblemKind::NotFound, format!("no route matches {path}"))),
     }
 }

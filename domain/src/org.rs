@@ -356,8 +356,11 @@ impl OrgPolicies {
     /// The policies with domains lower-cased and lists deduplicated, or every rule broken.
     pub fn normalised(mut self, tier: Tier) -> Result<OrgPolicies, Vec<FieldError>> {
         let mut errors = Vec::new();
-        self.allowed_email_domains =
-            self.allowed_email_domains.iter().map(|d| d.trim().trim_start_matches('@').to_lowercase()).collect();
+        self.allowed_email_domains = self
+            .allowed_email_domains
+            .iter()
+            .map(|d| d.trim().trim_start_matches('@').to_lowercase())
+            .collect();
         self.allowed_email_domains.sort();
         self.allowed_email_domains.dedup();
         if self.allowed_email_domains.len() > MAX_POLICY_ENTRIES {
@@ -378,7 +381,11 @@ impl OrgPolicies {
         let cap = tier.limits().max_open_sessions;
         if let Some(max) = self.max_sessions {
             if max == 0 || u64::from(max) > u64::from(cap) {
-                errors.push(field_error("max_sessions", "range", format!("must be 1 to {cap}, the tier's cap")));
+                errors.push(field_error(
+                    "max_sessions",
+                    "range",
+                    format!("must be 1 to {cap}, the tier's cap"),
+                ));
             }
         }
         if let Some(list) = &mut self.allowed_integrations {
@@ -627,7 +634,10 @@ mod tests {
             )
             .unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
-        assert_eq!(fields, vec!["allowed_email_domains", "mfa_methods", "max_sessions", "allowed_integrations"]);
+        assert_eq!(
+            fields,
+            vec!["allowed_email_domains", "mfa_methods", "max_sessions", "allowed_integrations"]
+        );
         let unknown = base.patched(&json!({ "owner": "me" }), Tier::Enterprise).unwrap_err();
         assert_eq!(unknown[0].rule, "schema");
         assert!(base.patched(&json!([1]), Tier::Enterprise).is_err());
@@ -657,7 +667,8 @@ mod tests {
 
     #[test]
     fn allowed_methods_narrow_the_challenge_unless_nothing_is_left() {
-        let policy = OrgPolicies { mfa_methods: vec![Factor::Webauthn, Factor::Totp], ..OrgPolicies::default() };
+        let policy =
+            OrgPolicies { mfa_methods: vec![Factor::Webauthn, Factor::Totp], ..OrgPolicies::default() };
         assert_eq!(
             policy.restrict(vec![Factor::Webauthn, Factor::Totp, Factor::Email, Factor::RecoveryCode]),
             vec![Factor::Webauthn, Factor::Totp]

@@ -69,6 +69,13 @@ fn no_member(id: &str) -> ApiError {
     ApiError::client(ProblemKind::NotFound, format!("no member {id} in this organization"))
 }
 
+/// Sets a member of an answer's JSON object.
+fn set(view: &mut Value, key: &str, value: Value) {
+    if let Some(object) = view.as_object_mut() {
+        object.insert(key.to_owned(), value);
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(e.to_string())
 }
@@ -126,7 +133,14 @@ impl Standing {
     }
 }
 
-fn audit_row(org: &str, actor: &Actor, action: &str, user: Option<&str>, detail: Option<String>, at: UnixMillis) -> OrgAuditRow {
+fn audit_row(
+    org: &str,
+    actor: &Actor,
+    action: &str,
+    user: Option<&str>,
+    detail: Option<String>,
+    at: UnixMillis,
+) -> OrgAuditRow {
     OrgAuditRow {
         org_id: org.to_owned(),
         actor: actor.to_string(),
@@ -220,12 +234,24 @@ impl Accounts {
             .collect()
     }
 
-    pub async fn create_org(&self, actor: &Actor, request: CreateOrg, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn create_org(
+        &self,
+        actor: &Actor,
+        request: CreateOrg,
+        now: UnixMillis,
+    ) -> Result<Value, ApiError> {
         let Some(caller) = actor.user_id() else {
-            return Err(ApiError::client(ProblemKind::Forbidden, "organizations are created by a signed-in user"));
+            return Err(ApiError::client(
+                ProblemKind::Forbidden,
+                "organizations are created by a signed-in user",
+            ));
         };
         let admin = actor.is_admin();
-        let own = self.store.user_by_id(caller.as_str()).await?.ok_or_else(|| crate::users::not_found(caller.as_str()))?;
+        let own = self
+            .store
+            .user_by_id(caller.as_str())
+            .await?
+            .ok_or_else(|| crate::users::not_found(caller.as_str()))?;
         let own_tier: Tier = own.tier.parse().map_err(internal)?;
         if !org::may_create(admin, own_tier) {
             return Err(ApiError::Client(
@@ -242,12 +268,22 @@ impl Accounts {
         if !admin && (tier != own_tier || seats != org::plan_seats(tier)) {
             return Err(ApiError::client(
                 ProblemKind::Forbidden,
-                format!("self-service creates a {own_tier} organization with {} seats; ask an admin for more", org::plan_seats(own_tier)),
+                format!(
+                    "self-service creates a {own_tier} organization with {} seats; ask an admin for more",
+                    org::plan_seats(own_tier)
+                ),
             ));
         }
         let owner_id = match request.owner_id.as_deref() {
-            Some(raw) if admin => raw.parse::<UserId>().map_err(|_| invalid_field("owner_id", "user-id", format!("{raw:?} is not a user id")))?,
-            Some(_) => return Err(ApiError::client(ProblemKind::Forbidden, "only a platform admin names another owner")),
+            Some(raw) if admin => raw
+                .parse::<UserId>()
+                .map_err(|_| invalid_field("owner_id", "user-id", format!("{raw:?} is not a user id")))?,
+            Some(_) => {
+                return Err(ApiError::client(
+                    ProblemKind::Forbidden,
+                    "only a platform admin names another owner",
+                ))
+            }
             None => caller.clone(),
         };
         if self.store.user_by_id(owner_id.as_str()).await?.is_none() {
@@ -264,13 +300,14 @@ impl Accounts {
         if let Err(e) = org::check_seat_count(seats) {
             errors.push(e);
         }
-        let policies = match OrgPolicies::default().patched(request.policies.as_ref().unwrap_or(&json!({})), tier) {
-            Ok(p) => Some(p),
-            Err(mut e) => {
-                errors.append(&mut e);
-                None
-            }
-        };
+        let policies =
+            match OrgPolicies::default().patched(request.policies.as_ref().unwrap_or(&json!({})), tier) {
+                Ok(p) => Some(p),
+                Err(mut e) => {
+                    errors.append(&mut e);
+                    None
+                }
+            };
         let (Some(name), Some(policies), true) = (name, policies, errors.is_empty()) else {
             return Err(field_problems(&errors));
         };
@@ -297,7 +334,8 @@ impl Accounts {
             OrgCreate::Created => {}
             OrgCreate::SlugTaken => {
                 return Err(ApiError::Client(
-                    Problem::new(ProblemKind::Conflict, format!("the slug {} is taken", row.slug)).with("rule", "slug-unique"),
+                    Problem::new(ProblemKind::Conflict, format!("the slug {} is taken", row.slug))
+                        .with("rule", "slug-unique"),
                 ))
             }
             OrgCreate::AlreadyMember => {
@@ -308,8 +346,13 @@ impl Accounts {
             }
         }
         let mut view = self.org_view(&row, now).await?;
-        let update = GateUpdate { user_id: owner_id.to_string(), grant: Some(grant(&row, OrgRole::Owner)?), at: now.0, end_sessions: false };
-        view["gate"] = json!([update]);
+        let update = GateUpdate {
+            user_id: owner_id.to_string(),
+            grant: Some(grant(&row, OrgRole::Owner)?),
+            at: now.0,
+            end_sessions: false,
+        };
+        set(&mut view, "gate", json!([update]));
         Ok(view)
     }
 
@@ -318,27 +361,34 @@ impl Accounts {
         standing.may(OrgAction::Read)?;
         let mut view = self.org_view(&standing.org, now).await?;
         if standing.member {
-            view["your_role"] = json!(standing.role);
+            set(&mut view, "your_role", json!(standing.role));
         }
         Ok(view)
     }
 
     /// Changes the policies (a JSON merge patch of them); every member's gate learns them.
-    pub async fn update_policies(&self, actor: &Actor, id: &str, patch: &Value, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn update_policies(
+        &self,
+        actor: &Actor,
+        id: &str,
+        patch: &Value,
+        now: UnixMillis,
+    ) -> Result<Value, ApiError> {
         let standing = self.standing(actor, id).await?;
         standing.may(OrgAction::UpdatePolicies)?;
         let org = standing.org;
         let policies = policies_of(&org)?.patched(patch, tier_of(&org)?).map_err(|e| field_problems(&e))?;
         let json = serde_json::to_string(&policies).map_err(internal)?;
         let fields: Vec<&String> = patch.as_object().map(|o| o.keys().collect()).unwrap_or_default();
-        let detail = Some(format!("fields={}", fields.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(",")));
+        let detail =
+            Some(format!("fields={}", fields.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(",")));
         let audit = audit_row(&org.id, actor, "policies_updated", None, detail, now);
         if !self.store.put_org_policies(&org.id, &json, now, &audit).await? {
             return Err(no_org(id));
         }
         let org = self.store.org(&org.id).await?.ok_or_else(|| no_org(id))?;
         let mut view = self.org_view(&org, now).await?;
-        view["gate"] = json!(self.grants_for_all(&org, now).await?);
+        set(&mut view, "gate", json!(self.grants_for_all(&org, now).await?));
         Ok(view)
     }
 
@@ -357,7 +407,13 @@ impl Accounts {
 
     /// Invites an address: refused (409, naming the seats) when members and pending
     /// invitations hold every seat; the email goes through the outbox in the same transaction.
-    pub async fn invite(&self, actor: &Actor, id: &str, request: Invite, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn invite(
+        &self,
+        actor: &Actor,
+        id: &str,
+        request: Invite,
+        now: UnixMillis,
+    ) -> Result<Value, ApiError> {
         let standing = self.standing(actor, id).await?;
         standing.may(OrgAction::Invite)?;
         let role = request.role.unwrap_or(OrgRole::Member);
@@ -368,16 +424,22 @@ impl Accounts {
             return Err(refused(&OrgError::AdminsAreTheOwners));
         }
         let org = standing.org;
-        let email = Email::parse(&request.email).map_err(|e| invalid_field("email", e.rule(), e.to_string()))?;
+        let email =
+            Email::parse(&request.email).map_err(|e| invalid_field("email", e.rule(), e.to_string()))?;
         let policies = policies_of(&org)?;
         if !policies.email_allowed(email.as_str()) {
             return Err(invalid_field(
                 "email",
                 "allowed-email-domains",
-                format!("the organization invites addresses at {} only", policies.allowed_email_domains.join(", ")),
+                format!(
+                    "the organization invites addresses at {} only",
+                    policies.allowed_email_domains.join(", ")
+                ),
             ));
         }
-        let inviter_id = actor.user_id().ok_or_else(|| ApiError::client(ProblemKind::Forbidden, "invitations come from a user"))?;
+        let inviter_id = actor
+            .user_id()
+            .ok_or_else(|| ApiError::client(ProblemKind::Forbidden, "invitations come from a user"))?;
         let inviter = self.load(inviter_id).await?;
         let mut random = [0u8; 32];
         random[..16].copy_from_slice(&random_16());
@@ -386,7 +448,8 @@ impl Accounts {
         let invitation_id = format!("inv_{}", hex::encode(random_16()));
         let expires_at = org::invitation_expiry(now);
         let deadline = rfc3339(expires_at);
-        let template = domain::messages::Template::OrgInvitation { org: &org.name, token: &token, deadline: &deadline };
+        let template =
+            domain::messages::Template::OrgInvitation { org: &org.name, token: &token, deadline: &deadline };
         let message = self.message(&inviter, "email", email.as_str(), &template, Some(&token), now)?;
         let invitation = InvitationRow {
             id: invitation_id.clone(),
@@ -394,7 +457,9 @@ impl Accounts {
             org_id: org.id.clone(),
             invited_by: inviter.row.id.clone(),
             email_index: self.keyring.email_index(email.as_str()),
-            email_sealed: inviter.data_key.seal(email.as_str().as_bytes(), &format!("{}/invitation/{invitation_id}", inviter.row.id)),
+            email_sealed: inviter
+                .data_key
+                .seal(email.as_str().as_bytes(), &format!("{}/invitation/{invitation_id}", inviter.row.id)),
             role: role.as_str().to_owned(),
             created_at: now,
             expires_at,
@@ -403,7 +468,14 @@ impl Accounts {
             revoked_at: None,
         };
         // The audit entry names the invitation, never the address.
-        let audit = audit_row(&org.id, actor, "member_invited", None, Some(format!("invitation={invitation_id} role={role}")), now);
+        let audit = audit_row(
+            &org.id,
+            actor,
+            "member_invited",
+            None,
+            Some(format!("invitation={invitation_id} role={role}")),
+            now,
+        );
         match self.store.invite(&invitation, now, &audit, &message).await? {
             InviteOutcome::Invited => {}
             InviteOutcome::SeatsFull { seats } => return Err(refused(&OrgError::SeatsFull { seats })),
@@ -435,7 +507,11 @@ impl Accounts {
                 Some(row) => {
                     let inviter = self.unseal(row)?;
                     let context = format!("{}/invitation/{}", inviter.row.id, invitation.id);
-                    inviter.data_key.open(&invitation.email_sealed, &context).ok().and_then(|b| String::from_utf8(b).ok())
+                    inviter
+                        .data_key
+                        .open(&invitation.email_sealed, &context)
+                        .ok()
+                        .and_then(|b| String::from_utf8(b).ok())
                 }
                 None => None,
             };
@@ -451,9 +527,17 @@ impl Accounts {
     }
 
     /// Accepts an invitation for the signed-in account whose address it was sent to.
-    pub async fn accept_invitation(&self, actor: &Actor, token: &str, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn accept_invitation(
+        &self,
+        actor: &Actor,
+        token: &str,
+        now: UnixMillis,
+    ) -> Result<Value, ApiError> {
         let Some(user) = actor.user_id() else {
-            return Err(ApiError::client(ProblemKind::Forbidden, "sign in with the invited address to accept"));
+            return Err(ApiError::client(
+                ProblemKind::Forbidden,
+                "sign in with the invited address to accept",
+            ));
         };
         let unknown = || ApiError::client(ProblemKind::NotFound, "no such invitation");
         if !org::is_token(token) {
@@ -467,12 +551,18 @@ impl Accounts {
             revoked: invitation.revoked_at.is_some(),
         };
         if !state.usable(now) {
-            return Err(ApiError::client(ProblemKind::Gone, "the invitation was used, revoked or has expired"));
+            return Err(ApiError::client(
+                ProblemKind::Gone,
+                "the invitation was used, revoked or has expired",
+            ));
         }
         let org = self.store.org(&invitation.org_id).await?.ok_or_else(unknown)?;
         let account = self.load(user).await?;
         if !policies_of(&org)?.email_allowed(&account.email) {
-            return Err(ApiError::client(ProblemKind::Forbidden, "the organization's policy no longer allows this address"));
+            return Err(ApiError::client(
+                ProblemKind::Forbidden,
+                "the organization's policy no longer allows this address",
+            ));
         }
         let mut indexes = vec![self.keyring.email_index(&account.email)];
         indexes.extend(self.keyring.retired_email_indexes(&account.email));
@@ -482,50 +572,96 @@ impl Accounts {
             AcceptOutcome::Joined(member) => {
                 let role = role_of(&member.role)?;
                 let mut view = self.org_view(&org, now).await?;
-                view["your_role"] = json!(role);
-                let update = GateUpdate { user_id: user.to_string(), grant: Some(grant(&org, role)?), at: now.0, end_sessions: false };
-                view["gate"] = json!([update]);
+                set(&mut view, "your_role", json!(role));
+                let update = GateUpdate {
+                    user_id: user.to_string(),
+                    grant: Some(grant(&org, role)?),
+                    at: now.0,
+                    end_sessions: false,
+                };
+                set(&mut view, "gate", json!([update]));
                 Ok(view)
             }
-            AcceptOutcome::Unusable => Err(ApiError::client(ProblemKind::Gone, "the invitation was used, revoked or has expired")),
-            AcceptOutcome::WrongAddress => Err(ApiError::client(ProblemKind::Forbidden, "this invitation was sent to another address")),
+            AcceptOutcome::Unusable => {
+                Err(ApiError::client(ProblemKind::Gone, "the invitation was used, revoked or has expired"))
+            }
+            AcceptOutcome::WrongAddress => {
+                Err(ApiError::client(ProblemKind::Forbidden, "this invitation was sent to another address"))
+            }
             AcceptOutcome::AlreadyMember => Err(ApiError::Client(
-                Problem::new(ProblemKind::Conflict, "you belong to an organization already").with("rule", "one-organization"),
+                Problem::new(ProblemKind::Conflict, "you belong to an organization already")
+                    .with("rule", "one-organization"),
             )),
         }
     }
 
-    pub async fn change_role(&self, actor: &Actor, id: &str, user: &str, new: OrgRole, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn change_role(
+        &self,
+        actor: &Actor,
+        id: &str,
+        user: &str,
+        new: OrgRole,
+        now: UnixMillis,
+    ) -> Result<Value, ApiError> {
         let standing = self.standing(actor, id).await?;
         let current = self.member_role(&standing.org, user).await?;
         org::check_role_change(standing.role, current, new).map_err(|e| refused(&e))?;
         let detail = Some(format!("{current}->{new}"));
         let audit = audit_row(&standing.org.id, actor, "role_changed", Some(user), detail, now);
-        if current != new && !self.store.set_member_role(&standing.org.id, user, current.as_str(), new.as_str(), &audit).await? {
-            return Err(ApiError::client(ProblemKind::Conflict, "the member's role changed meanwhile; read it again"));
+        if current != new
+            && !self
+                .store
+                .set_member_role(&standing.org.id, user, current.as_str(), new.as_str(), &audit)
+                .await?
+        {
+            return Err(ApiError::client(
+                ProblemKind::Conflict,
+                "the member's role changed meanwhile; read it again",
+            ));
         }
-        let update = GateUpdate { user_id: user.to_owned(), grant: Some(grant(&standing.org, new)?), at: now.0, end_sessions: false };
+        let update = GateUpdate {
+            user_id: user.to_owned(),
+            grant: Some(grant(&standing.org, new)?),
+            at: now.0,
+            end_sessions: false,
+        };
         Ok(json!({ "user_id": user, "role": new, "gate": [update] }))
     }
 
     /// Removes a member (or a member leaves): their sessions end at once and their tier falls
     /// back to their own.
-    pub async fn remove_member(&self, actor: &Actor, id: &str, user: &str, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn remove_member(
+        &self,
+        actor: &Actor,
+        id: &str,
+        user: &str,
+        now: UnixMillis,
+    ) -> Result<Value, ApiError> {
         let standing = self.standing(actor, id).await?;
         let current = self.member_role(&standing.org, user).await?;
         let itself = actor.user_id().is_some_and(|u| u.as_str() == user);
         org::check_removal(standing.role, current, itself).map_err(|e| refused(&e))?;
         let action = if itself { "member_left" } else { "member_removed" };
-        let audit = audit_row(&standing.org.id, actor, action, Some(user), Some(format!("role={current}")), now);
+        let audit =
+            audit_row(&standing.org.id, actor, action, Some(user), Some(format!("role={current}")), now);
         if !self.store.remove_member(&standing.org.id, user, current.as_str(), &audit).await? {
-            return Err(ApiError::client(ProblemKind::Conflict, "the member's role changed meanwhile; read it again"));
+            return Err(ApiError::client(
+                ProblemKind::Conflict,
+                "the member's role changed meanwhile; read it again",
+            ));
         }
         let update = GateUpdate { user_id: user.to_owned(), grant: None, at: now.0, end_sessions: true };
         Ok(json!({ "user_id": user, "removed": true, "gate": [update] }))
     }
 
     /// An admin ends a member's sessions (audited); the edge revokes them in the member's gate.
-    pub async fn end_member_sessions(&self, actor: &Actor, id: &str, user: &str, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn end_member_sessions(
+        &self,
+        actor: &Actor,
+        id: &str,
+        user: &str,
+        now: UnixMillis,
+    ) -> Result<Value, ApiError> {
         let standing = self.standing(actor, id).await?;
         standing.may(OrgAction::EndSessions)?;
         let target = self.member_role(&standing.org, user).await?;
@@ -533,14 +669,27 @@ impl Accounts {
         if target >= OrgRole::Admin && standing.role != OrgRole::Owner && !itself {
             return Err(refused(&OrgError::AdminsAreTheOwners));
         }
-        self.store.append_org_audit(&audit_row(&standing.org.id, actor, "sessions_ended", Some(user), None, now)).await?;
-        let update = GateUpdate { user_id: user.to_owned(), grant: Some(grant(&standing.org, target)?), at: now.0, end_sessions: true };
+        self.store
+            .append_org_audit(&audit_row(&standing.org.id, actor, "sessions_ended", Some(user), None, now))
+            .await?;
+        let update = GateUpdate {
+            user_id: user.to_owned(),
+            grant: Some(grant(&standing.org, target)?),
+            at: now.0,
+            end_sessions: true,
+        };
         Ok(json!({ "user_id": user, "gate": [update] }))
     }
 
     /// Hands the organization to another member: the owner only, with a fresh proof (a
     /// step-up of their session within 5 minutes, or the password and a code in the request).
-    pub async fn transfer_ownership(&self, actor: &Actor, id: &str, request: Transfer, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn transfer_ownership(
+        &self,
+        actor: &Actor,
+        id: &str,
+        request: Transfer,
+        now: UnixMillis,
+    ) -> Result<Value, ApiError> {
         let standing = self.standing(actor, id).await?;
         if !standing.member {
             return Err(refused(&OrgError::NotAllowed(OrgRole::Admin)));
@@ -549,7 +698,11 @@ impl Accounts {
         let owner = actor.user_id().ok_or_else(|| no_org(id))?.clone();
         let new_owner = request.new_owner.as_str();
         if new_owner == owner.as_str() {
-            return Err(invalid_field("new_owner", "another-member", "the new owner must be another member".into()));
+            return Err(invalid_field(
+                "new_owner",
+                "another-member",
+                "the new owner must be another member".into(),
+            ));
         }
         self.member_role(&standing.org, new_owner).await.map_err(|_| refused(&OrgError::NotAMember))?;
         let proof = Proof {
@@ -563,13 +716,28 @@ impl Accounts {
         let detail = Some(format!("from={owner} to={new_owner}"));
         let audit = audit_row(&standing.org.id, actor, "ownership_transferred", Some(new_owner), detail, now);
         if !self.store.transfer_ownership(&standing.org.id, owner.as_str(), new_owner, &audit).await? {
-            return Err(ApiError::client(ProblemKind::Conflict, "the roles changed meanwhile; read them again"));
+            return Err(ApiError::client(
+                ProblemKind::Conflict,
+                "the roles changed meanwhile; read them again",
+            ));
         }
         let updates = vec![
-            GateUpdate { user_id: new_owner.to_owned(), grant: Some(grant(&standing.org, OrgRole::Owner)?), at: now.0, end_sessions: false },
-            GateUpdate { user_id: owner.to_string(), grant: Some(grant(&standing.org, OrgRole::Admin)?), at: now.0, end_sessions: false },
+            GateUpdate {
+                user_id: new_owner.to_owned(),
+                grant: Some(grant(&standing.org, OrgRole::Owner)?),
+                at: now.0,
+                end_sessions: false,
+            },
+            GateUpdate {
+                user_id: owner.to_string(),
+                grant: Some(grant(&standing.org, OrgRole::Admin)?),
+                at: now.0,
+                end_sessions: false,
+            },
         ];
-        Ok(json!({ "owner": new_owner, "previous_owner": owner, "previous_owner_role": OrgRole::Admin, "gate": updates }))
+        Ok(
+            json!({ "owner": new_owner, "previous_owner": owner, "previous_owner_role": OrgRole::Admin, "gate": updates }),
+        )
     }
 
     pub async fn org_audit(&self, actor: &Actor, id: &str) -> Result<Value, ApiError> {

@@ -262,7 +262,10 @@ impl Gate {
         }
         let rows: Vec<GateRow> = self
             .sql()
-            .exec("SELECT profile_version, tier, window, collects_events, org, org_at FROM gate WHERE id = 1", None)?
+            .exec(
+                "SELECT profile_version, tier, window, collects_events, org, org_at FROM gate WHERE id = 1",
+                None,
+            )?
             .to_array()?;
         let row = rows.into_iter().next().unwrap_or_default();
         let state = GateState {
@@ -508,7 +511,8 @@ impl DurableObject for Gate {
                 let cap = state.org.as_ref().and_then(|g| g.max_sessions).map_or(cap, |m| m.min(cap));
                 let max_open = usize::try_from(cap).unwrap_or(usize::MAX);
                 let org = state.org_id();
-                let created = self.sessions().create(&NewSession { tier, ..new }, max_open, org.as_deref())?;
+                let created =
+                    self.sessions().create(&NewSession { tier, ..new }, max_open, org.as_deref())?;
                 Response::from_json(&CreatedSession { collects_events: state.collects_events, ..created })
             }
             (Method::Post, "/session/step-up") => {

@@ -23,13 +23,22 @@ pub const TESTS: &[(&str, TestFn)] = &[
         "orgs::removal_ends_the_members_sessions_at_once_and_their_tier_falls_back",
         removal_ends_the_members_sessions_at_once_and_their_tier_falls_back,
     ),
-    ("orgs::roles_change_within_the_rules_and_the_audit_trail_is_for_admins", roles_change_within_the_rules_and_the_audit_trail_is_for_admins),
-    ("orgs::an_ownership_transfer_needs_the_owners_fresh_proof", an_ownership_transfer_needs_the_owners_fresh_proof),
+    (
+        "orgs::roles_change_within_the_rules_and_the_audit_trail_is_for_admins",
+        roles_change_within_the_rules_and_the_audit_trail_is_for_admins,
+    ),
+    (
+        "orgs::an_ownership_transfer_needs_the_owners_fresh_proof",
+        an_ownership_transfer_needs_the_owners_fresh_proof,
+    ),
     (
         "orgs::the_posture_view_shows_security_facts_only_and_admins_end_sessions",
         the_posture_view_shows_security_facts_only_and_admins_end_sessions,
     ),
-    ("orgs::self_service_creation_is_for_enterprise_accounts", self_service_creation_is_for_enterprise_accounts),
+    (
+        "orgs::self_service_creation_is_for_enterprise_accounts",
+        self_service_creation_is_for_enterprise_accounts,
+    ),
 ];
 
 struct Person {
@@ -87,7 +96,8 @@ fn invitation_token(ctx: &Ctx, email: &str) -> Result<String> {
 fn join(ctx: &Ctx, org: &str, owner: &Person, member: &mut Person) -> Result<()> {
     expect(&invite(ctx, org, &owner.token, &member.email)?, 201)?;
     let token = invitation_token(ctx, &member.email)?;
-    let accepted = ctx.api.post("/api/v1/invitations/accept", Some(&member.token), &json!({ "token": token }))?;
+    let accepted =
+        ctx.api.post("/api/v1/invitations/accept", Some(&member.token), &json!({ "token": token }))?;
     expect(&accepted, 200)?;
     member.token = ctx.stack.login_with_email_code(&ctx.api, &member.email, GOOD_PASSWORD)?;
     Ok(())
@@ -115,17 +125,29 @@ fn an_org_with_three_seats_refuses_a_fourth_invitation_even_when_they_race(ctx: 
         expect_problem(answer, 409, "conflict")?;
         assert_eq!(answer.body["seats"], 3);
         assert_eq!(answer.body["rule"], "seats");
-        ensure!(answer.str("detail").contains("3 seats"), "the refusal does not name the limit: {}", answer.body);
+        ensure!(
+            answer.str("detail").contains("3 seats"),
+            "the refusal does not name the limit: {}",
+            answer.body
+        );
     }
     // Members and pending invitations hold all 3 seats: a 4th is refused, pending counted.
     let read = ctx.api.get(&orgs(&org), Some(&owner.token))?;
     expect(&read, 200)?;
-    assert_eq!((read.body["members"].as_u64(), read.body["pending_invitations"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        (read.body["members"].as_u64(), read.body["pending_invitations"].as_u64()),
+        (Some(1), Some(2))
+    );
     expect_problem(&invite(ctx, &org, &owner.token, &unique_email("fourth"))?, 409, "conflict")?;
     // The pending invitations are listed with their addresses (the organization's own data).
     let pending = ctx.api.get(&format!("{}/invitations", orgs(&org)), Some(&owner.token))?;
     expect(&pending, 200)?;
-    let listed: Vec<&str> = pending.body["invitations"].as_array().context("no list")?.iter().filter_map(|i| i["email"].as_str()).collect();
+    let listed: Vec<&str> = pending.body["invitations"]
+        .as_array()
+        .context("no list")?
+        .iter()
+        .filter_map(|i| i["email"].as_str())
+        .collect();
     assert_eq!(listed.len(), 2);
     for i in &invited {
         ensure!(listed.contains(&i.str("email").as_str()), "{} not listed in {listed:?}", i.str("email"));
@@ -145,15 +167,18 @@ fn an_invited_user_accepts_and_gets_the_org_tier_and_mfa_policy_on_the_next_requ
     let token = invitation_token(ctx, &member.email)?;
     // The invitation works for the invited address only.
     let stranger = person(ctx, "stranger")?;
-    let wrong = ctx.api.post("/api/v1/invitations/accept", Some(&stranger.token), &json!({ "token": token }))?;
+    let wrong =
+        ctx.api.post("/api/v1/invitations/accept", Some(&stranger.token), &json!({ "token": token }))?;
     expect_problem(&wrong, 403, "forbidden")?;
 
-    let accepted = ctx.api.post("/api/v1/invitations/accept", Some(&member.token), &json!({ "token": token }))?;
+    let accepted =
+        ctx.api.post("/api/v1/invitations/accept", Some(&member.token), &json!({ "token": token }))?;
     expect(&accepted, 200)?;
     assert_eq!(accepted.body["id"], org.as_str());
     assert_eq!(accepted.body["your_role"], "member");
     // Single use.
-    let again = ctx.api.post("/api/v1/invitations/accept", Some(&stranger.token), &json!({ "token": token }))?;
+    let again =
+        ctx.api.post("/api/v1/invitations/accept", Some(&stranger.token), &json!({ "token": token }))?;
     expect_problem(&again, 410, "gone")?;
 
     // The next request: the session was opened with a password alone, and the organization
@@ -162,7 +187,11 @@ fn an_invited_user_accepts_and_gets_the_org_tier_and_mfa_policy_on_the_next_requ
     expect_problem(&next, 401, "unauthenticated")?;
     ensure!(next.str("detail").contains("second factor"), "{}", next.body);
     // Signing in again asks for one (an email code: the member has no authenticator yet).
-    let first = ctx.api.post("/api/v1/auth/login", None, &json!({ "email": member.email, "password": GOOD_PASSWORD }))?;
+    let first = ctx.api.post(
+        "/api/v1/auth/login",
+        None,
+        &json!({ "email": member.email, "password": GOOD_PASSWORD }),
+    )?;
     expect_problem(&first, 401, "mfa-required")?;
     let token = ctx.stack.login_with_email_code(&ctx.api, &member.email, GOOD_PASSWORD)?;
     let now = ctx.api.get(&users(&member.id), Some(&token))?;
@@ -177,12 +206,17 @@ fn an_invited_user_accepts_and_gets_the_org_tier_and_mfa_policy_on_the_next_requ
 
     // A policy change reaches the member's gate at once: without the requirement, a
     // password-only session is accepted again.
-    let relaxed = ctx.api.patch(&format!("{}/policies", orgs(&org)), &owner.token, &json!({ "mfa_required": false }))?;
+    let relaxed = ctx.api.patch(
+        &format!("{}/policies", orgs(&org)),
+        &owner.token,
+        &json!({ "mfa_required": false }),
+    )?;
     expect(&relaxed, 200)?;
     assert_eq!(relaxed.body["policies"]["mfa_required"], false);
     let password_only = ctx.api.login(&member.email, GOOD_PASSWORD)?;
     expect(&ctx.api.get(&users(&member.id), Some(&password_only))?, 200)?;
-    let strict = ctx.api.patch(&format!("{}/policies", orgs(&org)), &owner.token, &json!({ "mfa_required": true }))?;
+    let strict =
+        ctx.api.patch(&format!("{}/policies", orgs(&org)), &owner.token, &json!({ "mfa_required": true }))?;
     expect(&strict, 200)?;
     expect_problem(&ctx.api.get(&users(&member.id), Some(&password_only))?, 401, "unauthenticated")?;
     expect(&ctx.api.get(&users(&member.id), Some(&token))?, 200)?;
@@ -197,7 +231,8 @@ fn removal_ends_the_members_sessions_at_once_and_their_tier_falls_back(ctx: &Ctx
     let second = ctx.stack.login_with_email_code(&ctx.api, &member.email, GOOD_PASSWORD)?;
     expect(&ctx.api.get(&users(&member.id), Some(&member.token))?, 200)?;
 
-    let removed = ctx.api.delete_with(&format!("{}/members/{}", orgs(&org), member.id), &owner.token, &json!({}))?;
+    let removed =
+        ctx.api.delete_with(&format!("{}/members/{}", orgs(&org), member.id), &owner.token, &json!({}))?;
     expect(&removed, 204)?;
     for token in [&member.token, &second] {
         let refused = ctx.api.get(&users(&member.id), Some(token))?;
@@ -214,7 +249,8 @@ fn removal_ends_the_members_sessions_at_once_and_their_tier_falls_back(ctx: &Ctx
     // No longer a member: the organization is not theirs to read.
     expect_problem(&ctx.api.get(&orgs(&org), Some(&token))?, 404, "not-found")?;
     // The owner cannot be removed (nor leave) without a transfer first.
-    let owner_out = ctx.api.delete_with(&format!("{}/members/{}", orgs(&org), owner.id), &owner.token, &json!({}))?;
+    let owner_out =
+        ctx.api.delete_with(&format!("{}/members/{}", orgs(&org), owner.id), &owner.token, &json!({}))?;
     expect_problem(&owner_out, 403, "forbidden")?;
     assert_eq!(owner_out.body["rule"], "owner-stays");
     Ok(())
@@ -231,7 +267,11 @@ fn roles_change_within_the_rules_and_the_audit_trail_is_for_admins(ctx: &Ctx) ->
     // A member may not invite, change roles, or read the trail.
     let as_member = invite(ctx, &org, &bob.token, &unique_email("nope"))?;
     expect_problem(&as_member, 403, "forbidden")?;
-    expect_problem(&ctx.api.put(&role(&alice.id), &bob.token, &json!({ "role": "admin" }), None)?, 403, "forbidden")?;
+    expect_problem(
+        &ctx.api.put(&role(&alice.id), &bob.token, &json!({ "role": "admin" }), None)?,
+        403,
+        "forbidden",
+    )?;
     expect_problem(&ctx.api.get(&format!("{}/audit", orgs(&org)), Some(&bob.token))?, 403, "forbidden")?;
 
     // The owner makes alice an admin; she runs members but does not make admins.
@@ -251,11 +291,20 @@ fn roles_change_within_the_rules_and_the_audit_trail_is_for_admins(ctx: &Ctx) ->
         .as_array()
         .context("no members")?
         .iter()
-        .map(|m| (m["user_id"].as_str().unwrap_or_default().to_owned(), m["role"].as_str().unwrap_or_default().to_owned()))
+        .map(|m| {
+            (
+                m["user_id"].as_str().unwrap_or_default().to_owned(),
+                m["role"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         roles,
-        vec![(owner.id.clone(), "owner".into()), (alice.id.clone(), "admin".into()), (bob.id.clone(), "member".into())]
+        vec![
+            (owner.id.clone(), "owner".into()),
+            (alice.id.clone(), "admin".into()),
+            (bob.id.clone(), "member".into())
+        ]
     );
     // An outsider learns nothing of the organization.
     let outsider = person(ctx, "outsider")?;
@@ -308,10 +357,19 @@ fn an_ownership_transfer_needs_the_owners_fresh_proof(ctx: &Ctx) -> Result<()> {
         Some(&owner.token),
         &json!({ "new_owner": heir.id, "current_password": "not the password at all" }),
     )?;
-    ensure!(wrong.status == 401 || wrong.status == 403, "a wrong password answered {}: {}", wrong.status, wrong.body);
+    ensure!(
+        wrong.status == 401 || wrong.status == 403,
+        "a wrong password answered {}: {}",
+        wrong.status,
+        wrong.body
+    );
 
     // After a step-up of the owner's session, the transfer goes through.
-    let stepped = ctx.api.post("/api/v1/auth/step-up", Some(&owner.token), &json!({ "current_password": GOOD_PASSWORD }))?;
+    let stepped = ctx.api.post(
+        "/api/v1/auth/step-up",
+        Some(&owner.token),
+        &json!({ "current_password": GOOD_PASSWORD }),
+    )?;
     expect(&stepped, 200)?;
     let done = ctx.api.post(&transfer, Some(&owner.token), &body)?;
     expect(&done, 200)?;
@@ -340,23 +398,35 @@ fn the_posture_view_shows_security_facts_only_and_admins_end_sessions(ctx: &Ctx)
     let members = posture.body["members"].as_array().context("no members")?;
     assert_eq!(members.len(), 2);
     for m in members {
-        let mut keys: Vec<&str> = m.as_object().context("not an object")?.keys().map(String::as_str).collect();
+        let mut keys: Vec<&str> =
+            m.as_object().context("not an object")?.keys().map(String::as_str).collect();
         keys.sort_unstable();
-        assert_eq!(keys, vec!["active_sessions", "factors", "last_login_at", "mfa_enrolled", "role", "user_id"]);
+        assert_eq!(
+            keys,
+            vec!["active_sessions", "factors", "last_login_at", "mfa_enrolled", "role", "user_id"]
+        );
     }
-    let seen = members.iter().find(|m| m["user_id"] == member.id.as_str()).context("the member is missing")?;
+    let seen =
+        members.iter().find(|m| m["user_id"] == member.id.as_str()).context("the member is missing")?;
     assert_eq!(seen["mfa_enrolled"], false);
     assert_eq!(seen["role"], "member");
     ensure!(seen["last_login_at"].as_str().is_some(), "no last login: {seen}");
     // The signup's password-only session was refused by the policy; the code sign-in is open.
     ensure!(seen["active_sessions"].as_u64().is_some_and(|n| n >= 1), "{seen}");
     let text = posture.body.to_string();
-    ensure!(!text.contains(&member.email) && !text.contains("Org Tester"), "personal data in the posture: {text}");
+    ensure!(
+        !text.contains(&member.email) && !text.contains("Org Tester"),
+        "personal data in the posture: {text}"
+    );
     // A member does not see it.
     expect_problem(&ctx.api.get(&format!("{}/posture", orgs(&org)), Some(&member.token))?, 403, "forbidden")?;
 
     // The owner ends the member's sessions: at once.
-    let ended = ctx.api.delete_with(&format!("{}/members/{}/sessions", orgs(&org), member.id), &owner.token, &json!({}))?;
+    let ended = ctx.api.delete_with(
+        &format!("{}/members/{}/sessions", orgs(&org), member.id),
+        &owner.token,
+        &json!({}),
+    )?;
     expect(&ended, 204)?;
     expect_problem(&ctx.api.get(&users(&member.id), Some(&member.token))?, 401, "unauthenticated")?;
     let after = ctx.api.get(&format!("{}/posture", orgs(&org)), Some(&owner.token))?;
@@ -379,7 +449,11 @@ fn self_service_creation_is_for_enterprise_accounts(ctx: &Ctx) -> Result<()> {
     expect_problem(&refused, 403, "forbidden")?;
     assert_eq!(refused.body["rule"], "org-tier");
     // Upgraded to enterprise (by an admin), the same user creates it, with the plan's seats.
-    let upgraded = ctx.api.post(&format!("{}/upgrade", users(&free.id)), Some(&ctx.admin_token), &json!({ "tier": "enterprise" }))?;
+    let upgraded = ctx.api.post(
+        &format!("{}/upgrade", users(&free.id)),
+        Some(&ctx.admin_token),
+        &json!({ "tier": "enterprise" }),
+    )?;
     expect(&upgraded, 200)?;
     let token = ctx.stack.login_with_email_code(&ctx.api, &free.email, GOOD_PASSWORD)?;
     let bad = ctx.api.post("/api/v1/orgs", Some(&token), &json!({ "name": "x", "slug": "Not A Slug" }))?;
@@ -388,7 +462,11 @@ fn self_service_creation_is_for_enterprise_accounts(ctx: &Ctx) -> Result<()> {
     expect(&created, 201)?;
     assert_eq!(created.body["seats"], 25);
     assert_eq!(created.header("location"), Some(orgs(&created.str("id"))));
-    let taken = ctx.api.post("/api/v1/orgs", Some(&ctx.admin_token), &json!({ "name": "Copy", "slug": body["slug"], "owner_id": person(ctx, "copy")?.id }))?;
+    let taken = ctx.api.post(
+        "/api/v1/orgs",
+        Some(&ctx.admin_token),
+        &json!({ "name": "Copy", "slug": body["slug"], "owner_id": person(ctx, "copy")?.id }),
+    )?;
     expect_problem(&taken, 409, "conflict")?;
     Ok(())
 }

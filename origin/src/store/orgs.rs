@@ -88,7 +88,9 @@ pub enum OrgCreate {
 pub enum InviteOutcome {
     Invited,
     /// Members and pending invitations hold every seat (the organization's seats).
-    SeatsFull { seats: u32 },
+    SeatsFull {
+        seats: u32,
+    },
     /// An unused invitation to this address is pending already.
     Pending,
     NoOrg,
@@ -107,8 +109,12 @@ pub enum AcceptOutcome {
 #[async_trait]
 pub trait OrgStore: Send + Sync {
     /// Creates an organization with its owner and the first audit entry, in one transaction.
-    async fn create_org(&self, org: &OrgRow, owner: &MemberRow, audit: &OrgAuditRow)
-        -> Result<OrgCreate, StoreError>;
+    async fn create_org(
+        &self,
+        org: &OrgRow,
+        owner: &MemberRow,
+        audit: &OrgAuditRow,
+    ) -> Result<OrgCreate, StoreError>;
     async fn org(&self, id: &str) -> Result<Option<OrgRow>, StoreError>;
     /// The organization a user belongs to, and their membership.
     async fn membership(&self, user_id: &str) -> Result<Option<(OrgRow, MemberRow)>, StoreError>;
@@ -133,8 +139,11 @@ pub trait OrgStore: Send + Sync {
         message: &OutboxRow,
     ) -> Result<InviteOutcome, StoreError>;
     /// The invitations still pending at `now`, oldest first.
-    async fn pending_invitations(&self, org_id: &str, now: UnixMillis)
-        -> Result<Vec<InvitationRow>, StoreError>;
+    async fn pending_invitations(
+        &self,
+        org_id: &str,
+        now: UnixMillis,
+    ) -> Result<Vec<InvitationRow>, StoreError>;
     async fn invitation(&self, token_hash: &str) -> Result<Option<InvitationRow>, StoreError>;
     /// Uses an invitation for `user_id` whose address has one of `email_indexes`, and makes
     /// them a member with `audit`, in one transaction: of two acceptances racing, one joins.

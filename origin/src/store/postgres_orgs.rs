@@ -10,7 +10,8 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use super::orgs::{
-    AcceptOutcome, InvitationRow, InviteOutcome, MemberRow, OrgAuditRow, OrgCreate, OrgRow, OrgStore, PostureRow,
+    AcceptOutcome, InvitationRow, InviteOutcome, MemberRow, OrgAuditRow, OrgCreate, OrgRow, OrgStore,
+    PostureRow,
 };
 use super::postgres::{millis, unix};
 use super::{OutboxRow, PostgresStore, StoreError};
@@ -18,7 +19,8 @@ use super::{OutboxRow, PostgresStore, StoreError};
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Postgres>;
 
 const ORG_COLUMNS: &str = "id, slug, name, tier, seats, policies, created_by, created_at, updated_at";
-const INVITATION_COLUMNS: &str = "id, token_hash, org_id, user_id, email_index, email_sealed, role, created_at, \
+const INVITATION_COLUMNS: &str =
+    "id, token_hash, org_id, user_id, email_index, email_sealed, role, created_at, \
      expires_at, accepted_at, accepted_by, revoked_at";
 /// An invitation that still holds a seat at `?`.
 const PENDING: &str = "accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $2";
@@ -64,15 +66,17 @@ fn invitation_from(r: &PgRow) -> Result<InvitationRow, sqlx::Error> {
 }
 
 async fn insert_audit(tx: &mut Tx<'_>, a: &OrgAuditRow) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO org_audit (org_id, actor, action, user_id, detail, at) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(&a.org_id)
-        .bind(&a.actor)
-        .bind(&a.action)
-        .bind(&a.user_id)
-        .bind(&a.detail)
-        .bind(millis(a.at))
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO org_audit (org_id, actor, action, user_id, detail, at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&a.org_id)
+    .bind(&a.actor)
+    .bind(&a.action)
+    .bind(&a.user_id)
+    .bind(&a.detail)
+    .bind(millis(a.at))
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -119,18 +123,20 @@ impl OrgStore for PostgresStore {
         if taken.is_some() {
             return Ok(OrgCreate::SlugTaken);
         }
-        let inserted = sqlx::query(&format!("INSERT INTO orgs ({ORG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
-            .bind(&org.id)
-            .bind(&org.slug)
-            .bind(&org.name)
-            .bind(&org.tier)
-            .bind(i64::from(org.seats))
-            .bind(&org.policies)
-            .bind(&org.created_by)
-            .bind(millis(org.created_at))
-            .bind(millis(org.updated_at))
-            .execute(&mut *tx)
-            .await;
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO orgs ({ORG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(&org.id)
+        .bind(&org.slug)
+        .bind(&org.name)
+        .bind(&org.tier)
+        .bind(i64::from(org.seats))
+        .bind(&org.policies)
+        .bind(&org.created_by)
+        .bind(millis(org.created_at))
+        .bind(millis(org.updated_at))
+        .execute(&mut *tx)
+        .await;
         match inserted {
             Err(e) if unique_violation(&e) => return Ok(OrgCreate::SlugTaken),
             other => other?,
@@ -252,7 +258,11 @@ impl OrgStore for PostgresStore {
         Ok(InviteOutcome::Invited)
     }
 
-    async fn pending_invitations(&self, org_id: &str, now: UnixMillis) -> Result<Vec<InvitationRow>, StoreError> {
+    async fn pending_invitations(
+        &self,
+        org_id: &str,
+        now: UnixMillis,
+    ) -> Result<Vec<InvitationRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {INVITATION_COLUMNS} FROM org_invitations WHERE org_id = $1 AND {PENDING} ORDER BY created_at"
         ))
@@ -264,10 +274,11 @@ impl OrgStore for PostgresStore {
     }
 
     async fn invitation(&self, token_hash: &str) -> Result<Option<InvitationRow>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {INVITATION_COLUMNS} FROM org_invitations WHERE token_hash = $1"))
-            .bind(token_hash)
-            .fetch_optional(self.pool())
-            .await?;
+        let row =
+            sqlx::query(&format!("SELECT {INVITATION_COLUMNS} FROM org_invitations WHERE token_hash = $1"))
+                .bind(token_hash)
+                .fetch_optional(self.pool())
+                .await?;
         Ok(row.as_ref().map(invitation_from).transpose()?)
     }
 
@@ -326,14 +337,15 @@ impl OrgStore for PostgresStore {
         audit: &OrgAuditRow,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin().await?;
-        let changed = sqlx::query("UPDATE org_members SET role = $1 WHERE org_id = $2 AND user_id = $3 AND role = $4")
-            .bind(role)
-            .bind(org_id)
-            .bind(user_id)
-            .bind(expected)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let changed =
+            sqlx::query("UPDATE org_members SET role = $1 WHERE org_id = $2 AND user_id = $3 AND role = $4")
+                .bind(role)
+                .bind(org_id)
+                .bind(user_id)
+                .bind(expected)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         if changed == 0 {
             return Ok(false);
         }

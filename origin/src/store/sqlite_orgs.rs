@@ -8,7 +8,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use super::orgs::{
-    AcceptOutcome, InvitationRow, InviteOutcome, MemberRow, OrgAuditRow, OrgCreate, OrgRow, OrgStore, PostureRow,
+    AcceptOutcome, InvitationRow, InviteOutcome, MemberRow, OrgAuditRow, OrgCreate, OrgRow, OrgStore,
+    PostureRow,
 };
 use super::sqlite::{millis, unix};
 use super::{OutboxRow, SqliteStore, StoreError};
@@ -16,7 +17,8 @@ use super::{OutboxRow, SqliteStore, StoreError};
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Sqlite>;
 
 const ORG_COLUMNS: &str = "id, slug, name, tier, seats, policies, created_by, created_at, updated_at";
-const INVITATION_COLUMNS: &str = "id, token_hash, org_id, user_id, email_index, email_sealed, role, created_at, \
+const INVITATION_COLUMNS: &str =
+    "id, token_hash, org_id, user_id, email_index, email_sealed, role, created_at, \
      expires_at, accepted_at, accepted_by, revoked_at";
 /// An invitation that still holds a seat at `?`.
 const PENDING: &str = "accepted_at IS NULL AND revoked_at IS NULL AND expires_at > ?";
@@ -62,15 +64,17 @@ fn invitation_from(r: &SqliteRow) -> Result<InvitationRow, sqlx::Error> {
 }
 
 async fn insert_audit(tx: &mut Tx<'_>, a: &OrgAuditRow) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO org_audit (org_id, actor, action, user_id, detail, at) VALUES (?, ?, ?, ?, ?, ?)")
-        .bind(&a.org_id)
-        .bind(&a.actor)
-        .bind(&a.action)
-        .bind(&a.user_id)
-        .bind(&a.detail)
-        .bind(millis(a.at))
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO org_audit (org_id, actor, action, user_id, detail, at) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&a.org_id)
+    .bind(&a.actor)
+    .bind(&a.action)
+    .bind(&a.user_id)
+    .bind(&a.detail)
+    .bind(millis(a.at))
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -239,7 +243,11 @@ impl OrgStore for SqliteStore {
         Ok(InviteOutcome::Invited)
     }
 
-    async fn pending_invitations(&self, org_id: &str, now: UnixMillis) -> Result<Vec<InvitationRow>, StoreError> {
+    async fn pending_invitations(
+        &self,
+        org_id: &str,
+        now: UnixMillis,
+    ) -> Result<Vec<InvitationRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {INVITATION_COLUMNS} FROM org_invitations WHERE org_id = ? AND {PENDING} ORDER BY created_at"
         ))
@@ -251,10 +259,11 @@ impl OrgStore for SqliteStore {
     }
 
     async fn invitation(&self, token_hash: &str) -> Result<Option<InvitationRow>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {INVITATION_COLUMNS} FROM org_invitations WHERE token_hash = ?"))
-            .bind(token_hash)
-            .fetch_optional(self.pool())
-            .await?;
+        let row =
+            sqlx::query(&format!("SELECT {INVITATION_COLUMNS} FROM org_invitations WHERE token_hash = ?"))
+                .bind(token_hash)
+                .fetch_optional(self.pool())
+                .await?;
         Ok(row.as_ref().map(invitation_from).transpose()?)
     }
 
@@ -310,14 +319,15 @@ impl OrgStore for SqliteStore {
         audit: &OrgAuditRow,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let changed = sqlx::query("UPDATE org_members SET role = ? WHERE org_id = ? AND user_id = ? AND role = ?")
-            .bind(role)
-            .bind(org_id)
-            .bind(user_id)
-            .bind(expected)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let changed =
+            sqlx::query("UPDATE org_members SET role = ? WHERE org_id = ? AND user_id = ? AND role = ?")
+                .bind(role)
+                .bind(org_id)
+                .bind(user_id)
+                .bind(expected)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         if changed == 0 {
             return Ok(false);
         }
