@@ -463,6 +463,20 @@ mod tests {
     }
 
     #[test]
+    fn a_members_token_names_the_organization() {
+        let k = key("k1", 1);
+        let subject = Subject { org: Some("org_1"), ..subject() };
+        let token = issue_access(&k, &policy(), &subject, "jti-1", NOW).unwrap();
+        let claims = validate_access(&token, &keyset(&k), &policy(), NOW).unwrap();
+        assert_eq!(claims.org.as_deref(), Some("org_1"));
+        // Without an organization the claim is absent, not null.
+        let plain = issue(&k, &policy(), NOW);
+        let payload = plain.split('.').nth(1).unwrap();
+        let json = String::from_utf8(URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert!(!json.contains("\"org\""), "{json}");
+    }
+
+    #[test]
     fn expiry_and_maturity_use_the_leeway() {
         let k = key("k1", 1);
         let token = issue(&k, &policy(), NOW);
