@@ -211,12 +211,13 @@ pub fn issue_access_token(
     tier: &str,
     role: &str,
     session_id: Option<&str>,
+    org: Option<&str>,
 ) -> Result<IssuedToken, EdgeError> {
     let auth = auth(env)?;
     let mut jti = [0u8; 16];
     getrandom::getrandom(&mut jti)
         .map_err(|e| EdgeError::Runtime(worker::Error::RustError(e.to_string())))?;
-    let subject = Subject { user_id, tier, role, session_id };
+    let subject = Subject { user_id, tier, role, session_id, org };
     let token = token::issue_access(&auth.signing, &auth.policy, &subject, &hex::encode(jti), now())
         .map_err(|e| EdgeError::Runtime(worker::Error::RustError(e.to_string())))?;
     Ok(IssuedToken { token, expires_in: auth.policy.ttl_secs })

@@ -12,6 +12,7 @@ mod http;
 mod limits;
 mod metrics;
 mod openapi;
+mod orgs;
 mod origin_client;
 mod passkeys;
 mod problem;

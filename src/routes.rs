@@ -16,7 +16,7 @@ use crate::limits::{self, Admission, IpClass};
 use crate::passkeys::PasskeyOp;
 use crate::problem::EdgeError;
 use crate::sessions::SecurityOp;
-use crate::{auth, health, http, openapi, passkeys, rights, sessions, users};
+use crate::{auth, health, http, openapi, orgs, passkeys, rights, sessions, users};
 
 pub async fn dispatch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let path = req.path();
@@ -73,6 +73,7 @@ enum Route {
     Consents(UserId),
     ParentalConsent,
     Admin(crate::admin::AdminPath),
+    Orgs(orgs::OrgOp),
 }
 
 fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
@@ -199,6 +200,13 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         ["api", "v1", "users", id, "insights"] => {
             only(method, &[Method::Get]).and_then(|()| user_id(id)).map(Route::Insights)
         }
+        ["api", "v1", rest @ ..] if matches!(rest.first(), Some(&("orgs" | "invitations"))) => {
+            orgs::route(method, rest)
+                .unwrap_or_else(|| {
+                    Err(EdgeError::new(ProblemKind::NotFound, format!("no route matches {path}")))
+                })
+                .map(Route::Orgs)
+        }
         _ => Err(EdgeError::new(ProblemKind::NotFound, format!("no route matches {path}"))),
     }
 }
@@ -225,6 +233,7 @@ impl Route {
             | Route::Erase(_)
             | Route::CancelErasure(_)
             | Route::Consents(_) => "data_rights",
+            Route::Orgs(_) => "orgs",
             _ => "other",
         }
     }
@@ -489,6 +498,12 @@ impl Route {
                     limits::finish(rights::cancel_erasure(req, env, id).await, &limit, "ip-login", path)
                 }
             },
+            Route::Orgs(op) => {
+                user_route(req, env, path, true, events, class, |req, caller, gate| {
+                    orgs::handle(req, env, caller, op, gate.stepped_up_at)
+                })
+                .await
+            }
             Route::Admin(what) => {
                 user_route(req, env, path, true, events, class, |_, caller, _| {
                     crate::admin::serve(env, caller, what)
@@ -601,7 +616,7 @@ fn only(method: &Method, allowed: &[Method]) -> std::result::Result<(), EdgeErro
     }
 }
 
-fn not_allowed(allowed: &[Method]) -> EdgeError {
+pub(crate) fn not_allowed(allowed: &[Method]) -> EdgeError {
     let names: Vec<&str> = allowed.iter().map(|m| m.as_ref()).collect();
     EdgeError::Problem(
         Problem::new(ProblemKind::MethodNotAllowed, format!("allowed: {}", names.join(", ")))

@@ -76,6 +76,11 @@ pub(crate) async fn open_session(
     // The session lists the device by the id inside its token (`dt1.<id>.<mac>`).
     let device_id = device_token.as_deref().and_then(|t| t.split('.').nth(1)).map(str::to_owned);
     let gate = GateClient::for_user(env, &user_id)?;
+    // The member's organization, as the origin answered the login: the gate records it with
+    // the session, and the token names it.
+    let org: Option<domain::org::OrgGrant> =
+        verified.get("org").cloned().and_then(|g| serde_json::from_value(g).ok());
+    let org_at = verified.get("org_at").and_then(Value::as_u64);
     // The gate learns the tier the origin holds, so the edge enforces it from now on.
     let idle_timeout_minutes = Some(u32::try_from(timeout).unwrap_or(u32::MAX));
     let created = gate
@@ -89,6 +94,11 @@ pub(crate) async fn open_session(
             device_id,
             user_agent: client.user_agent.clone(),
             ip: Some(client.ip.clone()),
+            // A password alone opens a `login_success`; an MFA completion or a passkey (with
+            // user verification) signs in with a second factor.
+            second_factor: kind != "login_success",
+            org: org.clone(),
+            org_at,
         })
         .await?;
     let risk = verified.get("risk").and_then(|r| r.get("score")).cloned().unwrap_or(Value::Null);
@@ -109,7 +119,10 @@ pub(crate) async fn open_session(
     let mut answer = serde_json::to_value(&created.pair)?;
     if let Some(o) = answer.as_object_mut() {
         o.insert("user_id".into(), json!(user_id));
-        o.insert("tier".into(), json!(tier));
+        o.insert("tier".into(), json!(domain::org::effective_tier(tier, org.as_ref().map(|g| g.tier))));
+        if let Some(grant) = &org {
+            o.insert("org".into(), json!({ "id": grant.org, "role": grant.role }));
+        }
         o.insert("role".into(), json!(role));
         if let Some(token) = device_token {
             o.insert("device_token".into(), json!(token));

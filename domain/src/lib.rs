@@ -11,6 +11,7 @@ pub mod listening;
 pub mod messages;
 pub mod net;
 pub mod observe;
+pub mod org;
 pub mod passkey;
 pub mod password;
 pub mod phone;

@@ -57,6 +57,8 @@ pub enum Template<'a> {
     ErasureScheduled { due: &'a str, cancel_path: &'a str },
     /// To a parent: a child under 13 asked for an account; how to consent or refuse.
     ParentalConsent { token: &'a str, deadline: &'a str },
+    /// An invitation to join organization `org`; accepted by the account with this address.
+    OrgInvitation { org: &'a str, token: &'a str, deadline: &'a str },
 }
 
 /// A rendered message.
@@ -187,6 +189,22 @@ pub fn render(template: &Template<'_>, language: Language) -> Rendered {
                  \"refuse\" (ou l'absence de réponse) supprime le compte."
             ),
         ),
+        (OrgInvitation { org, token, deadline }, En) => (
+            format!("You are invited to join {org}"),
+            format!(
+                "You are invited to join the organization {org}. Sign in (or sign up) with this address, \
+                 then send {{\"token\": \"{token}\"}} to POST /api/v1/invitations/accept before {deadline}. \
+                 The invitation works once."
+            ),
+        ),
+        (OrgInvitation { org, token, deadline }, Fr) => (
+            format!("Vous êtes invité à rejoindre {org}"),
+            format!(
+                "Vous êtes invité à rejoindre l'organisation {org}. Connectez-vous (ou créez un compte) avec \
+                 cette adresse, puis envoyez {{\"token\": \"{token}\"}} à POST /api/v1/invitations/accept \
+                 avant le {deadline}. L'invitation ne sert qu'une fois."
+            ),
+        ),
         (VerifyEmail { token, link, hours }, Fr) => (
             "Confirmez votre adresse".to_owned(),
             format!(
@@ -226,6 +244,7 @@ mod tests {
             Template::EmailChangeNotice { masked_new: "j***@example.com" },
             Template::PhoneCode { code: "123456", minutes: 10 },
             Template::PasswordReset { token: "tok", link: "https://x/reset#tok", minutes: 30 },
+            Template::OrgInvitation { org: "Acme", token: "tok", deadline: "2026-12-10T00:00:00Z" },
             Template::PasswordResetNotice,
             Template::VerifyEmail { token: "tok", link: "https://x/verify#tok", hours: 72 },
             Template::ErasureScheduled {

@@ -39,6 +39,10 @@ pub struct SessionRecord {
     /// changes accept it for `security::STEP_UP_MAX_AGE_MS`.
     #[serde(default)]
     pub stepped_up_at: Option<UnixMillis>,
+    /// Whether the sign-in that opened the session used a second factor (an organization that
+    /// requires one refuses sessions opened without).
+    #[serde(default)]
+    pub second_factor: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +91,7 @@ impl SessionRecord {
             previous: None,
             revoked: None,
             stepped_up_at: None,
+            second_factor: false,
         }
     }
 

@@ -247,6 +247,10 @@ pub struct AccessClaims {
     /// The session the token belongs to (sessions arrive with refresh tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The organization the user belongs to when the token was issued (a hint like `tier`:
+    /// the gate holds the current membership).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
 }
 
 /// The `typ` claim of access tokens.
@@ -259,6 +263,7 @@ pub struct Subject<'a> {
     pub tier: &'a str,
     pub role: &'a str,
     pub session_id: Option<&'a str>,
+    pub org: Option<&'a str>,
 }
 
 fn datetime(t: UnixMillis) -> DateTime<Utc> {
@@ -291,6 +296,7 @@ pub fn issue_access(
         tier: subject.tier.to_owned(),
         role: subject.role.to_owned(),
         sid: subject.session_id.map(str::to_owned),
+        org: subject.org.map(str::to_owned),
     })
     .set_duration_and_issuance(&options, secs(policy.ttl_secs))
     .set_not_before(at);
@@ -425,7 +431,7 @@ mod tests {
     }
 
     fn subject() -> Subject<'static> {
-        Subject { user_id: "usr_1", tier: "premium", role: "user", session_id: None }
+        Subject { user_id: "usr_1", tier: "premium", role: "user", session_id: None, org: None }
     }
 
     fn issue(k: &SigningKey, p: &TokenPolicy, now: UnixMillis) -> String {
@@ -451,8 +457,23 @@ mod tests {
                 tier: "premium".into(),
                 role: "user".into(),
                 sid: None,
+                org: None,
             }
         );
+    }
+
+    #[test]
+    fn a_members_token_names_the_organization() {
+        let k = key("k1", 1);
+        let subject = Subject { org: Some("org_1"), ..subject() };
+        let token = issue_access(&k, &policy(), &subject, "jti-1", NOW).unwrap();
+        let claims = validate_access(&token, &keyset(&k), &policy(), NOW).unwrap();
+        assert_eq!(claims.org.as_deref(), Some("org_1"));
+        // Without an organization the claim is absent, not null.
+        let plain = issue(&k, &policy(), NOW);
+        let payload = plain.split('.').nth(1).unwrap();
+        let json = String::from_utf8(URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert!(!json.contains("\"org\""), "{json}");
     }
 
     #[test]

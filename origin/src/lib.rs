@@ -11,6 +11,7 @@ pub mod errors;
 pub mod http_layers;
 pub mod jobs;
 pub mod metrics;
+pub mod orgs;
 pub mod outbox;
 pub mod passkeys;
 pub mod passwords;

@@ -587,6 +587,6 @@ impl Accounts {
             ("risk_assessed", json!({ "score": assessment.score, "signals": assessment.signals })),
             ("passkey_login", json!({ "credential": row.id, "label": row.label })),
         ];
-        self.login_answer(account, context, &assessment, events, now)
+        self.login_answer(account, context, &assessment, events, now).await
     }
 }

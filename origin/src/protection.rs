@@ -326,7 +326,7 @@ impl Accounts {
     }
 
     /// The answer of a completed login (see [`Self::logged_in`]).
-    pub(crate) fn login_answer(
+    pub(crate) async fn login_answer(
         &self,
         account: Account,
         context: LoginContext,
@@ -334,7 +334,7 @@ impl Accounts {
         events: Vec<(&'static str, Value)>,
         now: UnixMillis,
     ) -> Result<Value, ApiError> {
-        self.logged_in(account, context, risk, events, now)
+        self.logged_in(account, context, risk, events, now).await
     }
 
     async fn history(&self, user_id: &str) -> Result<Vec<PastLogin>, ApiError> {
@@ -440,7 +440,8 @@ impl Accounts {
         metrics::risk(&assessment);
         let account = self.unseal(row)?;
         let settings = &account.profile.security_settings;
-        let floor = floor_of(&account)?;
+        // An organization's policy adds to the member's own floor and narrows the factors.
+        let (floor, org_policies) = self.member_floor(&account).await?;
         let enrolled = self.store.enrolled_factors(&account.row.id).await?;
         let risky = assessment.score >= settings.risk_score_threshold;
         let risk_event = json!({ "score": assessment.score, "signals": assessment.signals });
@@ -455,6 +456,10 @@ impl Accounts {
                 ))
             }
             SecondFactor::Ask { reason, factors } => {
+                let factors = match &org_policies {
+                    Some(policies) => policies.restrict(factors),
+                    None => factors,
+                };
                 metrics::login(outcome::MFA_REQUIRED, &tier_seen);
                 let id = format!("chl_{}", hex::encode(random_16()));
                 let methods: Vec<String> = factors.iter().map(|f| f.as_str().to_owned()).collect();
@@ -491,13 +496,13 @@ impl Accounts {
                 ))
             }
             SecondFactor::NotNeeded => {
-                self.logged_in(account, context, &assessment, vec![("risk_assessed", risk_event)], now)
+                self.logged_in(account, context, &assessment, vec![("risk_assessed", risk_event)], now).await
             }
         }
     }
 
     /// The answer of a completed login, and what it records (after the answer).
-    fn logged_in(
+    async fn logged_in(
         &self,
         account: Account,
         mut context: LoginContext,
@@ -508,8 +513,11 @@ impl Accounts {
         let device_id = context.device_id.clone().unwrap_or_else(|| hex::encode(random_16()));
         let device_token = self.device_token(&account.row.id, &device_id);
         context.device_id = Some(device_id);
-        let floor = floor_of(&account)?;
+        let (floor, _) = self.member_floor(&account).await?;
         let limits = floor.session_limits(&account.profile.security_settings);
+        // The edge's gate learns the member's organization with the session (and the token
+        // carries it as the `org` claim).
+        let org = self.org_grant(&account.row.id).await?;
         events.push(("login_success", json!({ "network": context.network, "risk": risk.score })));
         metrics::login(outcome::SUCCESS, &account.row.tier);
         let store = std::sync::Arc::clone(&self.store);
@@ -530,6 +538,8 @@ impl Accounts {
             "session_absolute_ms": limits.absolute_ms,
             "device_token": device_token,
             "risk": risk,
+            "org": org,
+            "org_at": now.0,
         }))
     }
 
@@ -698,7 +708,7 @@ impl Accounts {
         metrics::mfa(&answer.method, true);
         let account = self.unseal(row)?;
         let events = vec![("mfa_success", json!({ "method": answer.method }))];
-        self.logged_in(account, challenge.context, &challenge.risk, events, now)
+        self.logged_in(account, challenge.context, &challenge.risk, events, now).await
     }
 
     /// Takes a counted second-factor try off the account's count: it was a good code.

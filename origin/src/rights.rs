@@ -324,8 +324,19 @@ impl Accounts {
             .map(|e| json!({ "id": e.id, "kind": e.kind, "class": e.class, "at": rfc3339(UnixMillis(e.at)), "data": e.data }))
             .collect();
         let insights = self.insights(&Actor::System, &id, now).await?;
+        // The user's membership (none or one): which organization, their role, since when.
+        let organization: Vec<Value> = self
+            .store
+            .membership(uid)
+            .await?
+            .map(|(org, member)| {
+                json!({ "org_id": org.id, "slug": org.slug, "name": org.name,
+                        "role": member.role, "joined_at": rfc3339(member.joined_at) })
+            })
+            .into_iter()
+            .collect();
 
-        let contents: [(&str, Value); 12] = [
+        let contents: [(&str, Value); 13] = [
             ("profile", profile),
             (
                 "security_settings",
@@ -341,6 +352,7 @@ impl Accounts {
             ("mfa_factors", Value::Array(factors)),
             ("analytics_events", Value::Array(events)),
             ("insights", insights),
+            ("organization", Value::Array(organization)),
         ];
         debug_assert!(contents.iter().map(|(n, _)| *n).eq(rights::EXPORT_SECTIONS));
         let zip = zip_sections(uid, &contents, now)?;

@@ -16,6 +16,7 @@
 //! records, the configuration) and writes every change through: a request reads no row it has
 //! read before, and writes only what changed.
 
+use domain::org::OrgGrant;
 use domain::rate_limit::{Decision, Limiter, Policy};
 use domain::tier::Tier;
 use domain::time::UnixMillis;
@@ -71,6 +72,9 @@ pub struct GateAnswer {
     /// Whether the user's usage events may be collected (their `analytics` consent).
     #[serde(default = "yes")]
     pub collects_events: bool,
+    /// The organization the user belongs to (its tier is `tier` meanwhile).
+    #[serde(default)]
+    pub org: Option<String>,
 }
 
 fn yes() -> bool {
@@ -113,6 +117,11 @@ struct GateRow {
     window: Option<String>,
     #[serde(default)]
     collects_events: Option<i64>,
+    /// The organization's grant (`domain::org::OrgGrant`, JSON), and when it was decided.
+    #[serde(default)]
+    org: Option<String>,
+    #[serde(default)]
+    org_at: Option<i64>,
 }
 
 /// The user's row as this instance last read or wrote it, its window parsed.
@@ -123,6 +132,20 @@ struct GateState {
     limiter: Limiter,
     /// The `analytics` consent as the origin last answered it (collected until told otherwise).
     collects_events: bool,
+    /// The user's organization, as the origin last decided it (at `org_at`).
+    org: Option<OrgGrant>,
+    org_at: Option<i64>,
+}
+
+impl GateState {
+    /// The tier the edge enforces: the organization's while a member, the user's own after.
+    fn enforced_tier(&self, hint: Tier) -> Tier {
+        domain::org::effective_tier(self.tier.unwrap_or(hint), self.org.as_ref().map(|g| g.tier))
+    }
+
+    fn org_id(&self) -> Option<String> {
+        self.org.as_ref().map(|g| g.org.clone())
+    }
 }
 
 #[durable_object(fetch)]
@@ -154,6 +177,16 @@ struct RevokeRequest {
     sid: Option<String>,
     except: Option<String>,
     reason: String,
+}
+
+/// The user's organization as the origin decided it at `at` (ms); `end_sessions` ends every
+/// open session too (a removal, or an organization admin ending them).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OrgRecord {
+    pub grant: Option<OrgGrant>,
+    pub at: u64,
+    #[serde(default)]
+    pub end_sessions: bool,
 }
 
 /// The user's `analytics` consent, as the origin answered it.
@@ -201,6 +234,9 @@ impl Gate {
         }
         // The `analytics` consent (issue 13); NULL in older rows means collected.
         let _ = self.sql().exec("ALTER TABLE gate ADD COLUMN collects_events INTEGER", None);
+        // The user's organization (issue 19); NULL: none.
+        let _ = self.sql().exec("ALTER TABLE gate ADD COLUMN org TEXT", None);
+        let _ = self.sql().exec("ALTER TABLE gate ADD COLUMN org_at INTEGER", None);
         for statement in sessions::UPGRADE {
             // The column exists already in objects created by this release: that error is
             // the expected outcome, not a failure.
@@ -226,7 +262,10 @@ impl Gate {
         }
         let rows: Vec<GateRow> = self
             .sql()
-            .exec("SELECT profile_version, tier, window, collects_events FROM gate WHERE id = 1", None)?
+            .exec(
+                "SELECT profile_version, tier, window, collects_events, org, org_at FROM gate WHERE id = 1",
+                None,
+            )?
             .to_array()?;
         let row = rows.into_iter().next().unwrap_or_default();
         let state = GateState {
@@ -234,6 +273,8 @@ impl Gate {
             tier: row.tier.as_deref().and_then(|t| t.parse().ok()),
             limiter: Self::limiter(row.window.as_deref()),
             collects_events: row.collects_events != Some(0),
+            org: row.org.as_deref().and_then(|g| serde_json::from_str(g).ok()),
+            org_at: row.org_at,
         };
         *self.state.borrow_mut() = Some(state.clone());
         Ok(state)
@@ -251,13 +292,20 @@ impl Gate {
     fn check(&self, check: &RequestCheck) -> Result<GateAnswer> {
         let config = self.config()?;
         let mut row = self.load()?;
-        let tier = row.tier.unwrap_or(check.tier_hint);
+        let tier = row.enforced_tier(check.tier_hint);
         let policy = config.user_policy(tier);
-        // A revoked or timed-out session is refused before anything is counted.
+        // A revoked or timed-out session is refused before anything is counted, and so is one
+        // opened without a second factor when the user's organization requires one.
         let (session_refused, stepped_up_at) = match &check.sid {
             Some(sid) => {
-                let (status, stepped_up_at) = self.sessions().check(sid)?;
-                (status.reason(), stepped_up_at.map(|t| t.0))
+                let (status, stepped_up_at, second_factor) = self.sessions().check(sid)?;
+                let refused = status.reason().or_else(|| {
+                    row.org
+                        .as_ref()
+                        .filter(|g| !g.admits_session(second_factor))
+                        .map(|_| sessions::ORG_NEEDS_SECOND_FACTOR.to_owned())
+                });
+                (refused, stepped_up_at.map(|t| t.0))
             }
             None => (Some("the token belongs to no session".to_owned()), None),
         };
@@ -270,8 +318,10 @@ impl Gate {
                 session_refused,
                 stepped_up_at: None,
                 collects_events: row.collects_events,
+                org: row.org_id(),
             });
         }
+        let org = row.org_id();
         let mut limiter = row.limiter;
         let decision =
             if check.count { limiter.decide(now(), &policy) } else { limiter.peek(now(), &policy) };
@@ -292,13 +342,14 @@ impl Gate {
             session_refused: None,
             stepped_up_at,
             collects_events: row.collects_events,
+            org,
         })
     }
 
     fn peek(&self) -> Result<GateAnswer> {
         let config = self.config()?;
         let mut row = self.load()?;
-        let tier = row.tier.unwrap_or(Tier::Free);
+        let tier = row.enforced_tier(Tier::Free);
         let policy = config.user_policy(tier);
         let decision = row.limiter.peek(now(), &policy);
         Ok(GateAnswer {
@@ -308,7 +359,36 @@ impl Gate {
             session_refused: None,
             stepped_up_at: None,
             collects_events: row.collects_events,
+            org: row.org_id(),
         })
+    }
+
+    /// Records the user's organization as the origin decided it at `at` (an older decision
+    /// arriving late changes nothing), and ends the sessions when it says so.
+    fn record_org(&self, update: &OrgRecord) -> Result<()> {
+        let at = i64::try_from(update.at).unwrap_or(i64::MAX);
+        if self.load()?.org_at.is_some_and(|known| known > at) {
+            return Ok(());
+        }
+        let grant = update.grant.as_ref().map(serde_json::to_string).transpose()?;
+        self.sql().exec(
+            "INSERT INTO gate (id, org, org_at) VALUES (1, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET org = excluded.org, org_at = excluded.org_at",
+            vec![grant.into(), at.into()],
+        )?;
+        if let Some(state) = self.state.borrow_mut().as_mut() {
+            state.org = update.grant.clone();
+            state.org_at = Some(at);
+        }
+        if update.end_sessions {
+            let reason = if update.grant.is_some() {
+                "ended by an administrator of the organization"
+            } else {
+                "removed from the organization"
+            };
+            self.sessions().revoke_all(None, reason)?;
+        }
+        Ok(())
     }
 
     fn record_consent(&self, consent: &ConsentRecord) -> Result<()> {
@@ -402,6 +482,10 @@ impl DurableObject for Gate {
                 Response::empty()
             }
             (Method::Post, "/peek") => Response::from_json(&self.peek()?),
+            (Method::Post, "/org") => {
+                self.record_org(&req.json().await?)?;
+                Response::empty()
+            }
             (Method::Post, "/consent") => {
                 self.record_consent(&req.json().await?)?;
                 Response::empty()
@@ -416,11 +500,19 @@ impl DurableObject for Gate {
                 if let Some(record) = &new.record {
                     self.record(record)?;
                 }
-                // The session's tier is the one the gate enforces once it has learnt one.
+                if let Some(at) = new.org_at {
+                    self.record_org(&OrgRecord { grant: new.org.clone(), at, end_sessions: false })?;
+                }
+                // The session's tier is the one the gate enforces once it has learnt one (the
+                // organization's for a member), and so is its cap (an organization's may be lower).
                 let state = self.load()?;
-                let tier: Tier = state.tier.unwrap_or(new.tier);
-                let max_open = usize::try_from(tier.limits().max_open_sessions).unwrap_or(usize::MAX);
-                let created = self.sessions().create(&NewSession { tier, ..new }, max_open)?;
+                let tier: Tier = state.enforced_tier(new.tier);
+                let cap = tier.limits().max_open_sessions;
+                let cap = state.org.as_ref().and_then(|g| g.max_sessions).map_or(cap, |m| m.min(cap));
+                let max_open = usize::try_from(cap).unwrap_or(usize::MAX);
+                let org = state.org_id();
+                let created =
+                    self.sessions().create(&NewSession { tier, ..new }, max_open, org.as_deref())?;
                 Response::from_json(&CreatedSession { collects_events: state.collects_events, ..created })
             }
             (Method::Post, "/session/step-up") => {
@@ -429,10 +521,16 @@ impl DurableObject for Gate {
             }
             (Method::Post, "/session/refresh") => {
                 let request: RefreshRequest = req.json().await?;
-                let tier = self.load()?.tier.unwrap_or(Tier::Free);
+                let state = self.load()?;
+                let tier = state.enforced_tier(Tier::Free);
                 let grace_ms = crate::bindings::refresh_grace_ms(&self.env);
-                let outcome: std::result::Result<TokenPair, RefreshFailure> =
-                    self.sessions().refresh(&request.user_id, &request.token, tier, grace_ms)?;
+                let outcome: std::result::Result<TokenPair, RefreshFailure> = self.sessions().refresh(
+                    &request.user_id,
+                    &request.token,
+                    tier,
+                    grace_ms,
+                    state.org.as_ref(),
+                )?;
                 Response::from_json(&outcome)
             }
             (Method::Post, "/session/revoke") => {
@@ -522,6 +620,11 @@ impl GateClient {
 
     pub async fn sessions(&self) -> Result<Vec<SessionView>> {
         self.call("/session/list", &serde_json::json!({})).await?.json().await
+    }
+
+    /// Records the user's organization: its tier and policies apply from the next request.
+    pub async fn record_org(&self, record: &OrgRecord) -> Result<()> {
+        self.call("/org", record).await.map(|_| ())
     }
 
     /// Records the user's `analytics` consent: events stop (or resume) from the next request.

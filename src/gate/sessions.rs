@@ -40,6 +40,10 @@ pub const UPGRADE: [&str; 2] = [
     "CREATE INDEX IF NOT EXISTS sessions_by_end ON sessions (ended_at)",
 ];
 
+/// Why a session opened without a second factor is refused in an organization requiring one.
+pub const ORG_NEEDS_SECOND_FACTOR: &str =
+    "your organization requires a second factor: sign in again with one";
+
 /// What the edge knows of a new session at login.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewSession {
@@ -57,6 +61,14 @@ pub struct NewSession {
     /// by the gate before the session opens: one call to the gate per login, not two.
     #[serde(default)]
     pub record: Option<super::GateRecord>,
+    /// Whether the sign-in used a second factor (an organization may require one).
+    #[serde(default)]
+    pub second_factor: bool,
+    /// The user's organization as the origin answered the login (`None`: none), and when.
+    #[serde(default)]
+    pub org: Option<domain::org::OrgGrant>,
+    #[serde(default)]
+    pub org_at: Option<u64>,
 }
 
 /// The tokens a login or a refresh answers with.
@@ -208,9 +220,16 @@ impl Sessions<'_> {
         Ok(open)
     }
 
-    fn pair(&self, user_id: &str, sid: &str, role: &str, tier: Tier) -> Result<(TokenPair, String)> {
+    fn pair(
+        &self,
+        user_id: &str,
+        sid: &str,
+        role: &str,
+        tier: Tier,
+        org: Option<&str>,
+    ) -> Result<(TokenPair, String)> {
         let refresh_token = format!("rt.{user_id}.{sid}.{}", random_b64(32)?);
-        let issued = auth::issue_access_token(self.env, user_id, tier.as_str(), role, Some(sid))
+        let issued = auth::issue_access_token(self.env, user_id, tier.as_str(), role, Some(sid), org)
             .map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
         let refresh_hash = hash(&refresh_token);
         Ok((
@@ -226,7 +245,7 @@ impl Sessions<'_> {
     }
 
     /// Opens a session, first ending the least recently used ones beyond `max_open`.
-    pub fn create(&self, new: &NewSession, max_open: usize) -> Result<CreatedSession> {
+    pub fn create(&self, new: &NewSession, max_open: usize, org: Option<&str>) -> Result<CreatedSession> {
         // A login is when the table grows, so it is when ended sessions are swept: the table
         // holds the open sessions (at most `max_open`) and those ended within the last day.
         self.forget_ended()?;
@@ -237,9 +256,10 @@ impl Sessions<'_> {
             self.revoke(sid, "session limit reached: a newer login replaced it")?;
         }
         let sid = format!("ses_{}", random_b64(18)?);
-        let (pair, refresh_hash) = self.pair(&new.user_id, &sid, &new.role, new.tier)?;
+        let (pair, refresh_hash) = self.pair(&new.user_id, &sid, &new.role, new.tier, org)?;
         let idle = u64::from(new.idle_timeout_minutes).saturating_mul(60_000);
         let mut record = SessionRecord::new(&sid, &refresh_hash, idle, self.now);
+        record.second_factor = new.second_factor;
         if let Some(absolute_ms) = new.absolute_ms {
             record = record.with_absolute_lifetime(absolute_ms);
         }
@@ -257,18 +277,18 @@ impl Sessions<'_> {
         Ok(CreatedSession { pair, evicted, collects_events: true })
     }
 
-    /// The status of `sid` for a request (and when it last stepped up), marking the activity
-    /// when active.
-    pub fn check(&self, sid: &str) -> Result<(SessionStatus, Option<UnixMillis>)> {
+    /// The status of `sid` for a request, when it last stepped up and whether it was opened
+    /// with a second factor, marking the activity when active.
+    pub fn check(&self, sid: &str) -> Result<(SessionStatus, Option<UnixMillis>, bool)> {
         let Some(mut record) = self.record(sid)? else {
-            return Ok((SessionStatus::Revoked("unknown session".into()), None));
+            return Ok((SessionStatus::Revoked("unknown session".into()), None, false));
         };
         let status = record.status(self.now);
         if status == SessionStatus::Active {
             record.touch(self.now);
             self.save(&record)?;
         }
-        Ok((status, record.stepped_up_at))
+        Ok((status, record.stepped_up_at, record.second_factor))
     }
 
     /// Records that `sid` proved its user again now; false when it is not active.
@@ -289,9 +309,14 @@ impl Sessions<'_> {
         token: &str,
         tier: Tier,
         grace_ms: u64,
+        org: Option<&domain::org::OrgGrant>,
     ) -> Result<std::result::Result<TokenPair, RefreshFailure>> {
         let Some((_, sid)) = user_of(token) else { return Ok(Err(RefreshFailure::Unknown)) };
         let Some((record, row)) = self.load(sid)? else { return Ok(Err(RefreshFailure::Unknown)) };
+        if org.is_some_and(|g| !g.admits_session(record.second_factor)) {
+            return Ok(Err(RefreshFailure::Inactive(ORG_NEEDS_SECOND_FACTOR.to_owned())));
+        }
+        let org = org.map(|g| g.org.as_str());
         let presented = hash(token);
         let used: Vec<serde_json::Value> = self
             .sql
@@ -299,7 +324,7 @@ impl Sessions<'_> {
             .to_array()?;
         match decide_refresh(&record, &presented, !used.is_empty(), self.now) {
             RefreshDecision::Rotate => {
-                let (pair, new_hash) = self.pair(user_id, sid, &row.role, tier)?;
+                let (pair, new_hash) = self.pair(user_id, sid, &row.role, tier, org)?;
                 let next = record.rotated(&new_hash, serde_json::to_string(&pair)?, grace_ms, self.now);
                 self.save(&next)?;
                 self.sql.exec(

@@ -244,7 +244,7 @@ fn bad_tokens_get_401(ctx: &Ctx) -> Result<()> {
     // differs from a good token.
     let claims = ctx.api.get("/api/v1/auth/token", Some(&token))?;
     let sid = claims.str("sid");
-    let subject = Subject { user_id: &id, tier: "free", role: "user", session_id: Some(&sid) };
+    let subject = Subject { user_id: &id, tier: "free", role: "user", session_id: Some(&sid), org: None };
     let mint =
         |key: &SigningKey, at: UnixMillis| issue_access(key, &token_policy(), &subject, "t", at).unwrap();
 

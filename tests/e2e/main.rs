@@ -18,6 +18,7 @@ mod lifecycle;
 mod limits;
 mod multi_origin;
 mod observability;
+mod orgs;
 mod passkeys;
 mod protection;
 mod rights;
@@ -98,6 +99,7 @@ fn main() {
         .chain(lifecycle::TESTS)
         .chain(rights::TESTS)
         .chain(observability::TESTS)
+        .chain(orgs::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let mut tests = tests;

@@ -204,10 +204,57 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("used_at", Kind::Int),
         ],
     ),
+    (
+        "orgs",
+        &[
+            ("id", Kind::Text),
+            ("slug", Kind::Text),
+            ("name", Kind::Text),
+            ("tier", Kind::Text),
+            ("seats", Kind::Int),
+            ("policies", Kind::Text),
+            ("created_by", Kind::Text),
+            ("created_at", Kind::Int),
+            ("updated_at", Kind::Int),
+        ],
+    ),
+    (
+        "org_members",
+        &[("org_id", Kind::Text), ("user_id", Kind::Text), ("role", Kind::Text), ("joined_at", Kind::Int)],
+    ),
+    (
+        "org_invitations",
+        &[
+            ("token_hash", Kind::Text),
+            ("id", Kind::Text),
+            ("org_id", Kind::Text),
+            ("user_id", Kind::Text),
+            ("email_index", Kind::Blob),
+            ("email_sealed", Kind::Blob),
+            ("role", Kind::Text),
+            ("created_at", Kind::Int),
+            ("expires_at", Kind::Int),
+            ("accepted_at", Kind::Int),
+            ("accepted_by", Kind::Text),
+            ("revoked_at", Kind::Int),
+        ],
+    ),
+    (
+        "org_audit",
+        &[
+            ("id", Kind::Int),
+            ("org_id", Kind::Text),
+            ("actor", Kind::Text),
+            ("action", Kind::Text),
+            ("user_id", Kind::Text),
+            ("detail", Kind::Text),
+            ("at", Kind::Int),
+        ],
+    ),
 ];
 
 /// Tables whose `id` is a BIGSERIAL in PostgreSQL: their sequences move past the copied ids.
-const SERIAL_TABLES: [&str; 4] = ["audit_log", "login_history", "security_events", "job_runs"];
+const SERIAL_TABLES: [&str; 5] = ["audit_log", "login_history", "security_events", "job_runs", "org_audit"];
 
 /// Rows per multi-row INSERT (at most 15 columns: far below PostgreSQL's 65,535 parameters).
 const BATCH: i64 = 500;

@@ -5,10 +5,13 @@
 //! The store moves rows, not meaning: sealing, validation and authorisation happen above it.
 
 pub mod migrate;
+pub mod orgs;
 mod postgres;
 mod postgres_lifecycle;
+mod postgres_orgs;
 mod sqlite;
 mod sqlite_lifecycle;
+mod sqlite_orgs;
 
 use std::sync::Arc;
 
@@ -16,6 +19,7 @@ use async_trait::async_trait;
 use domain::analytics::Activity;
 use domain::time::UnixMillis;
 
+pub use orgs::OrgStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -128,6 +132,7 @@ pub trait Store:
     + LifecycleStore
     + RightsStore
     + ObserveStore
+    + OrgStore
     + Send
     + Sync
 {
@@ -609,7 +614,10 @@ pub struct ErasureRecord {
 }
 
 /// The tables an erasure deletes a user's rows from, children first; `users` last.
-pub const ERASED_TABLES: [&str; 17] = [
+pub const ERASED_TABLES: [&str; 20] = [
+    "org_invitations",
+    "org_members",
+    "org_audit",
     "webauthn_credentials",
     "outbox",
     "one_time_codes",

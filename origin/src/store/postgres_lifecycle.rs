@@ -28,7 +28,7 @@ fn claimed_from_row(r: &sqlx::postgres::PgRow) -> Result<ClaimedMessage, sqlx::E
     })
 }
 
-async fn insert_message(
+pub(super) async fn insert_message(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     m: &OutboxRow,
 ) -> Result<(), sqlx::Error> {

@@ -28,7 +28,7 @@ fn claimed_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ClaimedMessage, sqlx:
     })
 }
 
-async fn insert_message(
+pub(super) async fn insert_message(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     m: &OutboxRow,
 ) -> Result<(), sqlx::Error> {
