@@ -143,6 +143,19 @@ fn refuse(code: ErrorCode, description: impl Into<String>) -> TokenError {
     TokenError { code, description: description.into() }
 }
 
+impl From<TokenError> for crate::problem::Problem {
+    /// An RFC 9457 problem that is also an RFC 6749 §5.2 error body: `error` and
+    /// `error_description` beside `type`, `title` and `status`.
+    fn from(e: TokenError) -> Self {
+        use crate::problem::{Problem, ProblemKind};
+        let kind =
+            if e.code == ErrorCode::InvalidClient { ProblemKind::Unauthenticated } else { ProblemKind::BadRequest };
+        Problem::new(kind, e.description.clone())
+            .with("error", e.code.as_str())
+            .with("error_description", e.description)
+    }
+}
+
 /// A well-formed client credentials request; the secret is still to be checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRequest {
@@ -299,6 +312,8 @@ mod tests {
             ErrorCode::InvalidScope
         );
         assert_eq!(ErrorCode::InvalidClient.status(), 401);
+        let problem = crate::problem::Problem::from(refuse(ErrorCode::InvalidClient, "unknown client"));
+        assert_eq!((problem.status, problem.extensions["error"].as_str()), (401, Some("invalid_client")));
         assert_eq!(ErrorCode::InvalidScope.status(), 400);
     }
 

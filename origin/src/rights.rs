@@ -324,8 +324,15 @@ impl Accounts {
             .map(|e| json!({ "id": e.id, "kind": e.kind, "class": e.class, "at": rfc3339(UnixMillis(e.at)), "data": e.data }))
             .collect();
         let insights = self.insights(&Actor::System, &id, now).await?;
+        let usage: Vec<Value> = self
+            .store
+            .usage(uid)
+            .await?
+            .into_iter()
+            .map(|(resource, used, at)| json!({ "resource": resource, "used": used, "updated_at": rfc3339(at) }))
+            .collect();
 
-        let contents: [(&str, Value); 12] = [
+        let contents: [(&str, Value); 13] = [
             ("profile", profile),
             (
                 "security_settings",
@@ -341,6 +348,7 @@ impl Accounts {
             ("mfa_factors", Value::Array(factors)),
             ("analytics_events", Value::Array(events)),
             ("insights", insights),
+            ("usage", Value::Array(usage)),
         ];
         debug_assert!(contents.iter().map(|(n, _)| *n).eq(rights::EXPORT_SECTIONS));
         let zip = zip_sections(uid, &contents, now)?;
