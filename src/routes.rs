@@ -73,6 +73,7 @@ enum Route {
     Consents(UserId),
     ParentalConsent,
     Admin(crate::admin::AdminPath),
+    Entitlements(crate::entitlements::Op),
 }
 
 fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
@@ -199,7 +200,9 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         ["api", "v1", "users", id, "insights"] => {
             only(method, &[Method::Get]).and_then(|()| user_id(id)).map(Route::Insights)
         }
-        _ => Err(EdgeError::new(ProblemKind::NotFound, format!("no route matches {path}"))),
+        other => crate::entitlements::route(method, other)
+            .unwrap_or_else(|| Err(EdgeError::new(ProblemKind::NotFound, format!("no route matches {path}"))))
+            .map(Route::Entitlements),
     }
 }
 
@@ -495,13 +498,14 @@ impl Route {
                 })
                 .await
             }
+            Route::Entitlements(op) => crate::entitlements::handle(op, req, env, path, events, class).await,
         }
     }
 }
 
 /// Admits a protected request (authentication and the gate's one call), runs `handler`, and
 /// sets the limit's header fields on whatever it answers.
-async fn user_route<F, Fut>(
+pub(crate) async fn user_route<F, Fut>(
     req: Request,
     env: &Env,
     path: &str,
@@ -584,7 +588,7 @@ fn method_of(req: &Request) -> Method {
     }
 }
 
-fn only(method: &Method, allowed: &[Method]) -> std::result::Result<(), EdgeError> {
+pub(crate) fn only(method: &Method, allowed: &[Method]) -> std::result::Result<(), EdgeError> {
     if allowed.contains(method) {
         Ok(())
     } else {
@@ -592,7 +596,7 @@ fn only(method: &Method, allowed: &[Method]) -> std::result::Result<(), EdgeErro
     }
 }
 
-fn not_allowed(allowed: &[Method]) -> EdgeError {
+pub(crate) fn not_allowed(allowed: &[Method]) -> EdgeError {
     let names: Vec<&str> = allowed.iter().map(|m| m.as_ref()).collect();
     EdgeError::Problem(
         Problem::new(ProblemKind::MethodNotAllowed, format!("allowed: {}", names.join(", ")))
@@ -600,6 +604,6 @@ fn not_allowed(allowed: &[Method]) -> EdgeError {
     )
 }
 
-fn user_id(raw: &str) -> std::result::Result<UserId, EdgeError> {
+pub(crate) fn user_id(raw: &str) -> std::result::Result<UserId, EdgeError> {
     raw.parse().map_err(|_| EdgeError::new(ProblemKind::NotFound, format!("no user {raw}")))
 }
