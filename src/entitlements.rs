@@ -16,12 +16,10 @@ use domain::entitlements::SERVICE_REQUESTS_PER_MINUTE;
 use domain::identity::{Actor, UserId};
 use domain::oauth::{self, Scope};
 use domain::problem::{Problem, ProblemKind};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 
 use crate::auth::{self, Caller, ServiceCaller};
-use crate::bindings::{OriginConfig, KV_PROFILES};
 use crate::events::Events;
 use crate::gate::{GateAnswer, GateClient};
 use crate::http::{self, forward, origin_json, JSON};
@@ -154,7 +152,7 @@ async fn token(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
     });
     let answer = match forward(env, &Actor::Anonymous, Method::Post, "/internal/oauth/token", Some(&body)).await {
         Ok(answer) => origin_json(&answer)?,
-        Err(EdgeError::Problem(problem)) => return oauth_error(&problem, basic),
+        Err(EdgeError::Problem(problem)) if problem.status < 500 => return oauth_error(&problem, basic),
         Err(e) => return Err(e),
     };
     let (Some(client_id), Some(scope)) =
@@ -325,7 +323,11 @@ pub async fn forget(env: &Env, user_id: &str) -> Result<(), EdgeError> {
 /// The KV cache of entitlements, beside the profiles: `entitlements:<keyed hash of the id>` →
 /// `{"epoch": n, "view": {...}}` (the key names no user, as in `profile_cache`).
 mod cache {
-    use super::*;
+    use serde::{Deserialize, Serialize};
+    use serde_json::Value;
+    use worker::Env;
+
+    use crate::bindings::{OriginConfig, KV_PROFILES};
 
     /// An hour: usage moves often, and a miss costs one origin read.
     const TTL_SECS: u64 = 3600;

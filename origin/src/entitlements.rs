@@ -367,3 +367,100 @@ async fn report_usage(
     let body: Value = parse(&body)?;
     Ok(Json(state.accounts.report_usage(&actor, &user_id(&id)?, &body, state.clock.now()).await?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestOrigin;
+    use crate::users::CreateUser;
+
+    const NOW: UnixMillis = UnixMillis(1_764_000_000_000);
+
+    async fn free_user(origin: &TestOrigin, email: &str) -> UserId {
+        let request = CreateUser {
+            email: email.to_owned(),
+            password: "a long enough passphrase 42".to_owned(),
+            tier: None,
+            role: None,
+            profile: None,
+            birth_date: None,
+            parent_email: None,
+        };
+        let view = origin.state.accounts.create(&Actor::System, request, NOW).await.unwrap();
+        view["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    async fn client(origin: &TestOrigin, scopes: &[&str]) -> (Actor, String) {
+        let request = NewClient { name: "svc".into(), scopes: scopes.iter().map(|s| (*s).to_owned()).collect() };
+        let created = origin.state.accounts.create_service_client(&Actor::System, request, NOW).await.unwrap();
+        let id = ClientId::parse(created["client_id"].as_str().unwrap()).unwrap();
+        (Actor::Service { client_id: id }, created["client_secret"].as_str().unwrap().to_owned())
+    }
+
+    fn body(resource: &str, delta: i64, key: &str) -> Value {
+        json!({ "resource": resource, "delta": delta, "idempotency_key": key })
+    }
+
+    #[tokio::test]
+    async fn concurrent_reports_admit_exactly_the_room_left_and_retries_count_once() {
+        let origin = TestOrigin::start().await;
+        let accounts = std::sync::Arc::clone(&origin.state.accounts);
+        let user = free_user(&origin, "meter@example.com").await;
+        let (service, _) = client(&origin, &["usage:write"]).await;
+        accounts.report_usage(&service, &user, &body("playlists", 8, "k0"), NOW).await.unwrap();
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let (accounts, service, user) = (std::sync::Arc::clone(&accounts), service.clone(), user.clone());
+                tokio::spawn(async move {
+                    accounts.report_usage(&service, &user, &body("playlists", 1, &format!("k{}", i % 10 + 1)), NOW).await
+                })
+            })
+            .collect();
+        let mut admitted = std::collections::BTreeSet::new();
+        for task in tasks {
+            if let Ok(answer) = task.await.unwrap() {
+                admitted.insert(answer["used"].as_u64().unwrap());
+            }
+        }
+        // Ten keys sent twice each: two are admitted (used 9, then 10), retries get the same.
+        assert_eq!(admitted, [9, 10].into_iter().collect());
+        let seen = accounts.entitlements(&Actor::System, &user).await.unwrap();
+        assert_eq!(seen["playlists"], json!({ "limit": 10, "used": 10, "remaining": 0, "read_only": false }));
+        let refused = accounts.report_usage(&service, &user, &body("playlists", 1, "k99"), NOW).await.unwrap_err();
+        let ApiError::Client(problem) = refused else { panic!("not a refusal") };
+        assert_eq!((problem.status, problem.extensions["limit"].as_u64()), (403, Some(10)));
+        // Deleting is admitted.
+        let freed = accounts.report_usage(&service, &user, &body("playlists", -3, "k100"), NOW).await.unwrap();
+        assert_eq!(freed["used"], 7);
+    }
+
+    #[tokio::test]
+    async fn secrets_are_checked_and_scopes_enforced() {
+        let origin = TestOrigin::start().await;
+        let accounts = &origin.state.accounts;
+        let (reader, secret) = client(&origin, &["entitlements:read"]).await;
+        let Actor::Service { client_id } = &reader else { unreachable!() };
+        let check = |secret: &str, scopes: Option<Vec<Scope>>| ClientCheck {
+            client_id: client_id.clone(),
+            client_secret: secret.to_owned(),
+            scopes,
+        };
+        let granted = accounts.check_service_client(check(&secret, None)).await.unwrap();
+        assert_eq!(granted["scope"], "entitlements:read");
+        let wrong = accounts.check_service_client(check("svs_wrong", None)).await.unwrap_err();
+        assert!(matches!(wrong, ApiError::Client(ref p) if p.extensions["error"] == "invalid_client"));
+        let beyond = accounts.check_service_client(check(&secret, Some(vec![Scope::UsageWrite]))).await.unwrap_err();
+        assert!(matches!(beyond, ApiError::Client(ref p) if p.extensions["error"] == "invalid_scope"));
+        // The stored hash is not the secret.
+        let row = accounts.store.service_client(client_id.as_str()).await.unwrap().unwrap();
+        assert!(!row.secret_hash.contains(&secret) && row.secret_hash.len() == 64);
+
+        let user = free_user(&origin, "scoped@example.com").await;
+        let refused = accounts.report_usage(&reader, &user, &body("playlists", 1, "k"), NOW).await.unwrap_err();
+        assert!(matches!(refused, ApiError::Client(ref p) if p.extensions["error"] == "insufficient_scope"));
+        assert!(accounts.entitlements(&reader, &user).await.is_ok());
+        accounts.revoke_service_client(&Actor::System, client_id.as_str(), NOW).await.unwrap();
+        assert!(accounts.check_service_client(check(&secret, None)).await.is_err());
+        assert!(accounts.entitlements(&reader, &user).await.is_err());
+    }
+}

@@ -95,7 +95,13 @@ impl EntitlementStore for SqliteStore {
                 .fetch_all(self.pool())
                 .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("resource")?, count(r.try_get("used")?), unix(r.try_get("updated_at")?))))
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("resource")?,
+                    count(r.try_get::<i64, _>("used")?),
+                    unix(r.try_get::<i64, _>("updated_at")?),
+                ))
+            })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
     }
