@@ -206,7 +206,8 @@ pub async fn service(env: &Env, token: &str) -> Result<ServiceCaller, EdgeError>
     };
     let client_id = domain::oauth::ClientId::parse(&claims.client_id)
         .ok_or_else(|| bad_claims("the token's client is not a service client id"))?;
-    let scopes = domain::oauth::parse_scopes(&claims.scope).map_err(|_| bad_claims("the token's scope is unknown"))?;
+    let scopes =
+        domain::oauth::parse_scopes(&claims.scope).map_err(|_| bad_claims("the token's scope is unknown"))?;
     Ok(ServiceCaller { client_id, scopes })
 }
 

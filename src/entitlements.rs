@@ -81,7 +81,8 @@ pub async fn handle(
             Admission::Admitted(limit) => limits::finish(token(req, env).await, &limit, "ip-login", path),
         },
         Op::CreateClient => {
-            user_route(req, env, path, true, events, class, |req, caller, _| create_client(req, env, caller)).await
+            user_route(req, env, path, true, events, class, |req, caller, _| create_client(req, env, caller))
+                .await
         }
         Op::ListClients => {
             user_route(req, env, path, true, events, class, |_, caller, _| list_clients(env, caller)).await
@@ -150,11 +151,12 @@ async fn token(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
         "client_secret": request.client_secret,
         "scopes": request.scopes,
     });
-    let answer = match forward(env, &Actor::Anonymous, Method::Post, "/internal/oauth/token", Some(&body)).await {
-        Ok(answer) => origin_json(&answer)?,
-        Err(EdgeError::Problem(problem)) if problem.status < 500 => return oauth_error(&problem, basic),
-        Err(e) => return Err(e),
-    };
+    let answer =
+        match forward(env, &Actor::Anonymous, Method::Post, "/internal/oauth/token", Some(&body)).await {
+            Ok(answer) => origin_json(&answer)?,
+            Err(EdgeError::Problem(problem)) if problem.status < 500 => return oauth_error(&problem, basic),
+            Err(e) => return Err(e),
+        };
     let (Some(client_id), Some(scope)) =
         (answer.get("client_id").and_then(Value::as_str), answer.get("scope").and_then(Value::as_str))
     else {
@@ -186,7 +188,8 @@ fn require_admin(caller: &Caller) -> Result<(), EdgeError> {
 async fn create_client(mut req: Request, env: &Env, caller: Caller) -> Result<Response, EdgeError> {
     require_admin(&caller)?;
     let body = http::read_json(&mut req, &[JSON]).await?;
-    let answer = forward(env, &caller.actor(), Method::Post, "/internal/service-clients", Some(&body)).await?;
+    let answer =
+        forward(env, &caller.actor(), Method::Post, "/internal/service-clients", Some(&body)).await?;
     let created = origin_json(&answer)?;
     let mut response = http::json(201, &created, None)?;
     if let Some(id) = created.get("client_id").and_then(Value::as_str) {
@@ -212,13 +215,18 @@ async fn revoke_client(env: &Env, caller: Caller, client: String) -> Result<Resp
 }
 
 /// Authenticates a service and counts the request against its client's per-minute limit.
-async fn admit_service(req: &Request, env: &Env) -> Result<(ServiceCaller, Admission<crate::gate::LimitAnswer>), EdgeError> {
+async fn admit_service(
+    req: &Request,
+    env: &Env,
+) -> Result<(ServiceCaller, Admission<crate::gate::LimitAnswer>), EdgeError> {
     let token = auth::bearer(req)?.ok_or_else(|| {
         crate::metrics::token_failure("missing");
         auth::unauthenticated("a service access token is required")
     })?;
     if domain::token::claimed_type(&token).as_deref() != Some(domain::token::SERVICE_TYP) {
-        return Err(auth::unauthenticated("this operation takes a service access token (client credentials)"));
+        return Err(auth::unauthenticated(
+            "this operation takes a service access token (client credentials)",
+        ));
     }
     let service = auth::service(env, &token).await?;
     let gate = GateClient::for_user(env, &format!("svc:{}", service.client_id))?;
@@ -226,7 +234,8 @@ async fn admit_service(req: &Request, env: &Env) -> Result<(ServiceCaller, Admis
     if limit.admitted {
         Ok((service, Admission::Admitted(limit)))
     } else {
-        let detail = format!("a service client may make {SERVICE_REQUESTS_PER_MINUTE} requests per rolling minute");
+        let detail =
+            format!("a service client may make {SERVICE_REQUESTS_PER_MINUTE} requests per rolling minute");
         Ok((service, Admission::Refused(limits::refusal(&limit, SERVICE_CLASS, detail)?)))
     }
 }
@@ -237,9 +246,12 @@ fn require_scope(service: &ServiceCaller, scope: Scope) -> Result<(), EdgeError>
         return Ok(());
     }
     Err(EdgeError::Problem(
-        Problem::new(ProblemKind::Forbidden, format!("this token's scope does not include {}", scope.as_str()))
-            .with("error", "insufficient_scope")
-            .with("scope", scope.as_str()),
+        Problem::new(
+            ProblemKind::Forbidden,
+            format!("this token's scope does not include {}", scope.as_str()),
+        )
+        .with("error", "insufficient_scope")
+        .with("scope", scope.as_str()),
     ))
 }
 
@@ -271,7 +283,12 @@ fn authorize(caller: &Caller, target: &UserId) -> Result<(), EdgeError> {
     }
 }
 
-async fn read_as_user(env: &Env, caller: Caller, gate: GateAnswer, id: UserId) -> Result<Response, EdgeError> {
+async fn read_as_user(
+    env: &Env,
+    caller: Caller,
+    gate: GateAnswer,
+    id: UserId,
+) -> Result<Response, EdgeError> {
     authorize(&caller, &id)?;
     // The caller's own gate answered with the admission; anyone else's is asked, uncounted.
     let epoch = if caller.id == id {

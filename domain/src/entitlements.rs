@@ -143,7 +143,8 @@ pub fn parse_report(body: &Value) -> Result<UsageReport, Vec<FieldError>> {
     if resource.is_none() {
         errors.push(err("resource", "required: \"playlists\" or \"storage_bytes\""));
     }
-    let delta = object.get("delta").and_then(Value::as_i64).filter(|d| d.unsigned_abs() <= MAX_DELTA.unsigned_abs());
+    let delta =
+        object.get("delta").and_then(Value::as_i64).filter(|d| d.unsigned_abs() <= MAX_DELTA.unsigned_abs());
     if delta.is_none() {
         errors.push(err("delta", &format!("required: an integer between -{MAX_DELTA} and {MAX_DELTA}")));
     }
@@ -151,7 +152,9 @@ pub fn parse_report(body: &Value) -> Result<UsageReport, Vec<FieldError>> {
     if key.is_none() {
         errors.push(err(
             "idempotency_key",
-            &format!("required: 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters, unique per report"),
+            &format!(
+                "required: 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters, unique per report"
+            ),
         ));
     }
     match (resource, delta, key) {
@@ -267,7 +270,12 @@ pub fn compute(facts: &Facts<'_>) -> Entitlements {
     let (limit, used, remaining, playlists_read_only) = metered(Resource::Playlists, &mut restrictions);
     let playlists = Playlists { limit, used, remaining, read_only: playlists_read_only };
     let (limit, used, remaining, storage_read_only) = metered(Resource::StorageBytes, &mut restrictions);
-    let storage = Storage { limit_bytes: limit, used_bytes: used, remaining_bytes: remaining, read_only: storage_read_only };
+    let storage = Storage {
+        limit_bytes: limit,
+        used_bytes: used,
+        remaining_bytes: remaining,
+        read_only: storage_read_only,
+    };
 
     let mut allowed = rules.limits.integrations.clone();
     if let Some(policy) = facts.organization.and_then(|o| o.integrations.as_ref()) {
@@ -275,7 +283,9 @@ pub fn compute(facts: &Facts<'_>) -> Entitlements {
     }
     let data_sharing = granted(facts.consents, Purpose::ThirdPartyIntegrations);
     if !data_sharing {
-        restrictions.push("integrations: no data is shared with them without the third_party_integrations consent".into());
+        restrictions.push(
+            "integrations: no data is shared with them without the third_party_integrations consent".into(),
+        );
     }
 
     let personalization = granted(facts.consents, Purpose::Personalization);
@@ -284,7 +294,11 @@ pub fn compute(facts: &Facts<'_>) -> Entitlements {
     }
     let federated_learning = granted(facts.consents, Purpose::FederatedLearning);
     let ai_features = AiFeatures {
-        personalization_levels: if personalization { rules.features.personalization_levels.clone() } else { Vec::new() },
+        personalization_levels: if personalization {
+            rules.features.personalization_levels.clone()
+        } else {
+            Vec::new()
+        },
         custom_model_training: personalization && rules.features.custom_model_training,
         federated_learning,
     };
@@ -348,8 +362,14 @@ mod tests {
         let before = compute(&facts(Tier::Premium, &consents, Usage { playlists: 15, storage_bytes: 0 }));
         assert_eq!(before.playlists, Playlists { limit: None, used: 15, remaining: None, read_only: false });
         let after = compute(&facts(Tier::Free, &consents, Usage { playlists: 15, storage_bytes: 0 }));
-        assert_eq!(after.playlists, Playlists { limit: Some(10), used: 15, remaining: Some(0), read_only: true });
-        assert!(after.restrictions.iter().any(|r| r.starts_with("playlists: 15 used is over the free tier's limit of 10")));
+        assert_eq!(
+            after.playlists,
+            Playlists { limit: Some(10), used: 15, remaining: Some(0), read_only: true }
+        );
+        assert!(after
+            .restrictions
+            .iter()
+            .any(|r| r.starts_with("playlists: 15 used is over the free tier's limit of 10")));
         // Adding is refused, removing admitted, until it is back within the limit.
         assert_eq!(decide(15, 1, Some(10)), UsageDecision::Refused { used: 15, limit: 10 });
         assert_eq!(decide(15, -5, Some(10)), UsageDecision::Admitted { used: 10 });
@@ -397,19 +417,37 @@ mod tests {
         let e = compute(&facts(Tier::Enterprise, &consents, Usage::default()));
         assert_eq!(
             e.ai_features,
-            AiFeatures { personalization_levels: vec![], custom_model_training: false, federated_learning: true }
+            AiFeatures {
+                personalization_levels: vec![],
+                custom_model_training: false,
+                federated_learning: true
+            }
         );
         assert!(e.integrations.data_sharing);
-        assert_eq!(e.restrictions, vec!["ai_features: personalization is off without the personalization consent"]);
+        assert_eq!(
+            e.restrictions,
+            vec!["ai_features: personalization is off without the personalization consent"]
+        );
         let with_it = effective(&[stored(Purpose::Personalization, true)], UnixMillis(0), false);
-        assert!(compute(&facts(Tier::Enterprise, &with_it, Usage::default())).ai_features.custom_model_training);
+        assert!(
+            compute(&facts(Tier::Enterprise, &with_it, Usage::default())).ai_features.custom_model_training
+        );
     }
 
     #[test]
     fn an_organization_supplies_the_tier_and_narrows_integrations() {
         let consents = defaults();
-        let org = OrgGrant { id: "org_1".into(), tier: Tier::Enterprise, integrations: Some(vec!["slack".into(), "jira".into()]) };
-        let e = compute(&Facts { tier: Tier::Free, consents: &consents, usage: Usage { playlists: 50, storage_bytes: 0 }, organization: Some(&org) });
+        let org = OrgGrant {
+            id: "org_1".into(),
+            tier: Tier::Enterprise,
+            integrations: Some(vec!["slack".into(), "jira".into()]),
+        };
+        let e = compute(&Facts {
+            tier: Tier::Free,
+            consents: &consents,
+            usage: Usage { playlists: 50, storage_bytes: 0 },
+            organization: Some(&org),
+        });
         assert_eq!(e.tier, Tier::Enterprise);
         assert_eq!(e.requests.per_hour, Some(50_000));
         assert_eq!(e.playlists.limit, None);
@@ -421,13 +459,24 @@ mod tests {
     #[test]
     fn reports_are_parsed_strictly() {
         let ok = parse_report(&json!({"resource": "playlists", "delta": -2, "idempotency_key": "k-1"}));
-        assert_eq!(ok, Ok(UsageReport { resource: Resource::Playlists, delta: -2, idempotency_key: "k-1".into() }));
-        let bad = parse_report(&json!({"resource": "songs", "delta": 1.5, "idempotency_key": "", "x": 1})).unwrap_err();
+        assert_eq!(
+            ok,
+            Ok(UsageReport { resource: Resource::Playlists, delta: -2, idempotency_key: "k-1".into() })
+        );
+        let bad = parse_report(&json!({"resource": "songs", "delta": 1.5, "idempotency_key": "", "x": 1}))
+            .unwrap_err();
         let fields: Vec<&str> = bad.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["x", "resource", "delta", "idempotency_key"]);
-        assert!(parse_report(&json!({"resource": "storage_bytes", "delta": MAX_DELTA + 1, "idempotency_key": "k"})).is_err());
-        assert!(parse_report(&json!({"resource": "storage_bytes", "delta": 1, "idempotency_key": "a b"})).is_err());
-        assert!(parse_report(&json!({"resource": "storage_bytes", "delta": 1, "idempotency_key": "k".repeat(129)})).is_err());
+        assert!(parse_report(
+            &json!({"resource": "storage_bytes", "delta": MAX_DELTA + 1, "idempotency_key": "k"})
+        )
+        .is_err());
+        assert!(parse_report(&json!({"resource": "storage_bytes", "delta": 1, "idempotency_key": "a b"}))
+            .is_err());
+        assert!(parse_report(
+            &json!({"resource": "storage_bytes", "delta": 1, "idempotency_key": "k".repeat(129)})
+        )
+        .is_err());
         assert!(parse_report(&json!([])).is_err());
     }
 

@@ -111,7 +111,9 @@ pub enum Actor {
     System,
     /// A platform service authenticated with its client credentials (`domain::oauth`); the
     /// edge checked its token's scope, the origin checks the client's.
-    Service { client_id: crate::oauth::ClientId },
+    Service {
+        client_id: crate::oauth::ClientId,
+    },
 }
 
 impl Actor {

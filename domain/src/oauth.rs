@@ -148,8 +148,11 @@ impl From<TokenError> for crate::problem::Problem {
     /// `error_description` beside `type`, `title` and `status`.
     fn from(e: TokenError) -> Self {
         use crate::problem::{Problem, ProblemKind};
-        let kind =
-            if e.code == ErrorCode::InvalidClient { ProblemKind::Unauthenticated } else { ProblemKind::BadRequest };
+        let kind = if e.code == ErrorCode::InvalidClient {
+            ProblemKind::Unauthenticated
+        } else {
+            ProblemKind::BadRequest
+        };
         Problem::new(kind, e.description.clone())
             .with("error", e.code.as_str())
             .with("error_description", e.description)
@@ -188,22 +191,21 @@ pub fn parse_token_request(form: &[u8], authorization: Option<&str>) -> Result<T
         }
         None => return Err(refuse(ErrorCode::InvalidRequest, "grant_type is required (client_credentials)")),
     }
-    let (id, secret) = match (basic_credentials(authorization)?, param("client_id"), param("client_secret")) {
-        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-            return Err(refuse(
+    let (id, secret) =
+        match (basic_credentials(authorization)?, param("client_id"), param("client_secret")) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => return Err(refuse(
                 ErrorCode::InvalidRequest,
                 "authenticate the client once: HTTP Basic or client_id/client_secret in the body, not both",
-            ))
-        }
-        (Some(pair), None, None) => pair,
-        (None, Some(id), Some(secret)) => (id.to_owned(), secret.to_owned()),
-        (None, _, _) => {
-            return Err(refuse(
-                ErrorCode::InvalidClient,
-                "client authentication is required (HTTP Basic, or client_id and client_secret)",
-            ))
-        }
-    };
+            )),
+            (Some(pair), None, None) => pair,
+            (None, Some(id), Some(secret)) => (id.to_owned(), secret.to_owned()),
+            (None, _, _) => {
+                return Err(refuse(
+                    ErrorCode::InvalidClient,
+                    "client authentication is required (HTTP Basic, or client_id and client_secret)",
+                ))
+            }
+        };
     let client_id = ClientId::parse(&id).ok_or_else(|| refuse(ErrorCode::InvalidClient, "unknown client"))?;
     let scopes = match param("scope") {
         None => None,
@@ -229,7 +231,10 @@ fn basic_credentials(authorization: Option<&str>) -> Result<Option<(String, Stri
     let text = String::from_utf8(decoded).map_err(|_| bad())?;
     let (id, secret) = text.split_once(':').ok_or_else(bad)?;
     let unescape = |s: &str| -> String {
-        form_urlencoded::parse(format!("v={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+        form_urlencoded::parse(format!("v={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
     };
     Ok(Some((unescape(id), unescape(secret))))
 }
@@ -278,7 +283,10 @@ mod tests {
             Ok(vec![Scope::UsageWrite, Scope::EntitlementsRead])
         );
         assert_eq!(parse_scopes("usage:write admin"), Err("admin".into()));
-        assert_eq!(scope_string(&[Scope::UsageWrite, Scope::EntitlementsRead]), "usage:write entitlements:read");
+        assert_eq!(
+            scope_string(&[Scope::UsageWrite, Scope::EntitlementsRead]),
+            "usage:write entitlements:read"
+        );
     }
 
     #[test]
@@ -295,7 +303,8 @@ mod tests {
 
     #[test]
     fn refusals_carry_the_rfc_6749_codes() {
-        let code = |form: &str, auth: Option<&str>| parse_token_request(form.as_bytes(), auth).unwrap_err().code;
+        let code =
+            |form: &str, auth: Option<&str>| parse_token_request(form.as_bytes(), auth).unwrap_err().code;
         assert_eq!(code("grant_type=password", None), ErrorCode::UnsupportedGrantType);
         assert_eq!(code("scope=usage:write", None), ErrorCode::InvalidRequest);
         assert_eq!(code("grant_type=client_credentials", None), ErrorCode::InvalidClient);
@@ -306,7 +315,10 @@ mod tests {
         let both = format!("grant_type=client_credentials&client_id={ID}");
         assert_eq!(code(&both, Some(&basic(ID, "x"))), ErrorCode::InvalidRequest);
         assert_eq!(code("grant_type=client_credentials", Some("Bearer abc")), ErrorCode::InvalidClient);
-        assert_eq!(code("grant_type=client_credentials", Some(&basic("svc_1", "x"))), ErrorCode::InvalidClient);
+        assert_eq!(
+            code("grant_type=client_credentials", Some(&basic("svc_1", "x"))),
+            ErrorCode::InvalidClient
+        );
         assert_eq!(
             code("grant_type=client_credentials&scope=root", Some(&basic(ID, "x"))),
             ErrorCode::InvalidScope

@@ -709,7 +709,10 @@ mod tests {
         let client = "svc_0123456789abcdef0123456789abcdef";
         let service = issue_service(&k, &policy(), client, "usage:write", "j", NOW).unwrap();
         let claims = validate_service(&service, &keyset(&k), &policy(), NOW).unwrap();
-        assert_eq!((claims.sub.as_str(), claims.scope.as_str(), claims.typ.as_str()), (client, "usage:write", "service"));
+        assert_eq!(
+            (claims.sub.as_str(), claims.scope.as_str(), claims.typ.as_str()),
+            (client, "usage:write", "service")
+        );
         assert_eq!(claimed_type(&service).as_deref(), Some("service"));
         assert_eq!(validate_access(&service, &keyset(&k), &policy(), NOW), Err(TokenError::WrongType));
         let user = issue(&k, &policy(), NOW);

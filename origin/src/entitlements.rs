@@ -103,9 +103,12 @@ fn oauth_refusal(code: oauth::ErrorCode, description: &str) -> ApiError {
 /// A service's call without the scope it needs (RFC 6750 §3.1 `insufficient_scope`).
 fn insufficient_scope(scope: Scope) -> ApiError {
     ApiError::Client(
-        Problem::new(ProblemKind::Forbidden, format!("this service client lacks the {} scope", scope.as_str()))
-            .with("error", "insufficient_scope")
-            .with("scope", scope.as_str()),
+        Problem::new(
+            ProblemKind::Forbidden,
+            format!("this service client lacks the {} scope", scope.as_str()),
+        )
+        .with("error", "insufficient_scope")
+        .with("scope", scope.as_str()),
     )
 }
 
@@ -145,7 +148,9 @@ impl Accounts {
         let row = ServiceClientRow {
             id: id.to_string(),
             name: name.to_owned(),
-            secret_hash: hex::encode(self.keyring.secret_mac(SECRET_PURPOSE, format!("{id}:{secret}").as_bytes())),
+            secret_hash: hex::encode(
+                self.keyring.secret_mac(SECRET_PURPOSE, format!("{id}:{secret}").as_bytes()),
+            ),
             scopes: oauth::scope_string(&scopes),
             created_at: now,
             revoked_at: None,
@@ -166,7 +171,12 @@ impl Accounts {
     }
 
     /// Revokes a client: no new token, and its current tokens are refused here at once.
-    pub async fn revoke_service_client(&self, actor: &Actor, id: &str, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn revoke_service_client(
+        &self,
+        actor: &Actor,
+        id: &str,
+        now: UnixMillis,
+    ) -> Result<Value, ApiError> {
         require_admin(actor)?;
         let unknown = || ApiError::client(ProblemKind::NotFound, format!("no active service client {id}"));
         if ClientId::parse(id).is_none() || !self.store.revoke_service_client(id, now).await? {
@@ -181,19 +191,28 @@ impl Accounts {
     /// scopes it asked for are among its own. Answers the client id and the granted scope.
     pub async fn check_service_client(&self, check: ClientCheck) -> Result<Value, ApiError> {
         let id = check.client_id.as_str();
-        let candidates = self.keyring.secret_macs(SECRET_PURPOSE, format!("{id}:{}", check.client_secret).as_bytes());
+        let candidates =
+            self.keyring.secret_macs(SECRET_PURPOSE, format!("{id}:{}", check.client_secret).as_bytes());
         let row = self.store.service_client(id).await?;
         let matches = row.as_ref().is_some_and(|r| {
-            candidates.iter().fold(false, |found, c| found | same(hex::encode(c).as_bytes(), r.secret_hash.as_bytes()))
+            candidates
+                .iter()
+                .fold(false, |found, c| found | same(hex::encode(c).as_bytes(), r.secret_hash.as_bytes()))
         });
         let row = match row {
             Some(row) if matches && row.revoked_at.is_none() => row,
             // One answer for an unknown client, a wrong secret and a revoked client.
-            _ => return Err(oauth_refusal(oauth::ErrorCode::InvalidClient, "the client credentials are not valid")),
+            _ => {
+                return Err(oauth_refusal(
+                    oauth::ErrorCode::InvalidClient,
+                    "the client credentials are not valid",
+                ))
+            }
         };
         let has = oauth::parse_scopes(&row.scopes)
             .map_err(|s| ApiError::Internal(format!("client {id} has an unknown scope {s:?}")))?;
-        let granted = oauth::grant_scopes(check.scopes.as_deref(), &has).map_err(|e| ApiError::Client(e.into()))?;
+        let granted =
+            oauth::grant_scopes(check.scopes.as_deref(), &has).map_err(|e| ApiError::Client(e.into()))?;
         Ok(json!({ "client_id": id, "scope": oauth::scope_string(&granted) }))
     }
 
@@ -209,7 +228,10 @@ impl Accounts {
                     Err(insufficient_scope(scope))
                 }
             }
-            _ => Err(ApiError::client(ProblemKind::Unauthenticated, "the service client is revoked or unknown")),
+            _ => Err(ApiError::client(
+                ProblemKind::Unauthenticated,
+                "the service client is revoked or unknown",
+            )),
         }
     }
 
@@ -249,11 +271,15 @@ impl Accounts {
         now: UnixMillis,
     ) -> Result<Value, ApiError> {
         let Actor::Service { client_id } = actor else {
-            return Err(ApiError::client(ProblemKind::Forbidden, "usage is reported by platform services only"));
+            return Err(ApiError::client(
+                ProblemKind::Forbidden,
+                "usage is reported by platform services only",
+            ));
         };
         self.service_with(client_id, Scope::UsageWrite).await?;
         let report = entitlements::parse_report(body).map_err(|errors| {
-            let detail = errors.iter().map(|e| format!("{}: {}", e.field, e.detail)).collect::<Vec<_>>().join("; ");
+            let detail =
+                errors.iter().map(|e| format!("{}: {}", e.field, e.detail)).collect::<Vec<_>>().join("; ");
             ApiError::Client(
                 Problem::new(ProblemKind::ValidationFailed, detail)
                     .with("errors", serde_json::to_value(&errors).unwrap_or(Value::Null)),
@@ -276,7 +302,8 @@ impl Accounts {
             UsageApplied::New(stored) => (stored, false),
             UsageApplied::Replayed(stored) => (stored, true),
         };
-        if stored.user_id != id.as_str() || stored.resource != change.resource || stored.delta != change.delta {
+        if stored.user_id != id.as_str() || stored.resource != change.resource || stored.delta != change.delta
+        {
             return Err(ApiError::Client(
                 Problem::new(
                     ProblemKind::Conflict,
@@ -327,7 +354,10 @@ async fn create_client(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request: NewClient = parse(&body)?;
-    Ok((StatusCode::CREATED, Json(state.accounts.create_service_client(&actor, request, state.clock.now()).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(state.accounts.create_service_client(&actor, request, state.clock.now()).await?),
+    ))
 }
 
 async fn list_clients(
@@ -345,7 +375,10 @@ async fn revoke_client(
     Ok(Json(state.accounts.revoke_service_client(&actor, &client_id, state.clock.now()).await?))
 }
 
-async fn check_client(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+async fn check_client(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
     let check: ClientCheck = parse(&body)?;
     Ok(Json(state.accounts.check_service_client(check).await?))
 }
@@ -391,8 +424,10 @@ mod tests {
     }
 
     async fn client(origin: &TestOrigin, scopes: &[&str]) -> (Actor, String) {
-        let request = NewClient { name: "svc".into(), scopes: scopes.iter().map(|s| (*s).to_owned()).collect() };
-        let created = origin.state.accounts.create_service_client(&Actor::System, request, NOW).await.unwrap();
+        let request =
+            NewClient { name: "svc".into(), scopes: scopes.iter().map(|s| (*s).to_owned()).collect() };
+        let created =
+            origin.state.accounts.create_service_client(&Actor::System, request, NOW).await.unwrap();
         let id = ClientId::parse(created["client_id"].as_str().unwrap()).unwrap();
         (Actor::Service { client_id: id }, created["client_secret"].as_str().unwrap().to_owned())
     }
@@ -410,9 +445,17 @@ mod tests {
         accounts.report_usage(&service, &user, &body("playlists", 8, "k0"), NOW).await.unwrap();
         let tasks: Vec<_> = (0..20)
             .map(|i| {
-                let (accounts, service, user) = (std::sync::Arc::clone(&accounts), service.clone(), user.clone());
+                let (accounts, service, user) =
+                    (std::sync::Arc::clone(&accounts), service.clone(), user.clone());
                 tokio::spawn(async move {
-                    accounts.report_usage(&service, &user, &body("playlists", 1, &format!("k{}", i % 10 + 1)), NOW).await
+                    accounts
+                        .report_usage(
+                            &service,
+                            &user,
+                            &body("playlists", 1, &format!("k{}", i % 10 + 1)),
+                            NOW,
+                        )
+                        .await
                 })
             })
             .collect();
@@ -426,11 +469,13 @@ mod tests {
         assert_eq!(admitted, [9, 10].into_iter().collect());
         let seen = accounts.entitlements(&Actor::System, &user).await.unwrap();
         assert_eq!(seen["playlists"], json!({ "limit": 10, "used": 10, "remaining": 0, "read_only": false }));
-        let refused = accounts.report_usage(&service, &user, &body("playlists", 1, "k99"), NOW).await.unwrap_err();
+        let refused =
+            accounts.report_usage(&service, &user, &body("playlists", 1, "k99"), NOW).await.unwrap_err();
         let ApiError::Client(problem) = refused else { panic!("not a refusal") };
         assert_eq!((problem.status, problem.extensions["limit"].as_u64()), (403, Some(10)));
         // Deleting is admitted.
-        let freed = accounts.report_usage(&service, &user, &body("playlists", -3, "k100"), NOW).await.unwrap();
+        let freed =
+            accounts.report_usage(&service, &user, &body("playlists", -3, "k100"), NOW).await.unwrap();
         assert_eq!(freed["used"], 7);
     }
 
@@ -449,14 +494,16 @@ mod tests {
         assert_eq!(granted["scope"], "entitlements:read");
         let wrong = accounts.check_service_client(check("svs_wrong", None)).await.unwrap_err();
         assert!(matches!(wrong, ApiError::Client(ref p) if p.extensions["error"] == "invalid_client"));
-        let beyond = accounts.check_service_client(check(&secret, Some(vec![Scope::UsageWrite]))).await.unwrap_err();
+        let beyond =
+            accounts.check_service_client(check(&secret, Some(vec![Scope::UsageWrite]))).await.unwrap_err();
         assert!(matches!(beyond, ApiError::Client(ref p) if p.extensions["error"] == "invalid_scope"));
         // The stored hash is not the secret.
         let row = accounts.store.service_client(client_id.as_str()).await.unwrap().unwrap();
         assert!(!row.secret_hash.contains(&secret) && row.secret_hash.len() == 64);
 
         let user = free_user(&origin, "scoped@example.com").await;
-        let refused = accounts.report_usage(&reader, &user, &body("playlists", 1, "k"), NOW).await.unwrap_err();
+        let refused =
+            accounts.report_usage(&reader, &user, &body("playlists", 1, "k"), NOW).await.unwrap_err();
         assert!(matches!(refused, ApiError::Client(ref p) if p.extensions["error"] == "insufficient_scope"));
         assert!(accounts.entitlements(&reader, &user).await.is_ok());
         accounts.revoke_service_client(&Actor::System, client_id.as_str(), NOW).await.unwrap();

@@ -36,11 +36,18 @@ pub const TESTS: &[(&str, TestFn)] = &[
 
 /// A service client made by the shared admin: (client id, secret).
 fn service_client(ctx: &Ctx, name: &str, scopes: &[&str]) -> Result<(String, String)> {
-    let created =
-        ctx.api.post("/api/v1/service-clients", Some(&ctx.admin_token), &json!({ "name": name, "scopes": scopes }))?;
+    let created = ctx.api.post(
+        "/api/v1/service-clients",
+        Some(&ctx.admin_token),
+        &json!({ "name": name, "scopes": scopes }),
+    )?;
     expect(&created, 201)?;
     let (id, secret) = (created.str("client_id"), created.str("client_secret"));
-    ensure!(id.starts_with("svc_") && secret.starts_with("svs_"), "a client without its credentials: {}", created.body);
+    ensure!(
+        id.starts_with("svc_") && secret.starts_with("svs_"),
+        "a client without its credentials: {}",
+        created.body
+    );
     Ok((id, secret))
 }
 
@@ -114,12 +121,18 @@ fn twenty_parallel_reports_at_nine_playlists_admit_exactly_the_tenth(ctx: &Ctx) 
     assert_eq!(admitted[0].body["used"], 10);
     for refusal in &refused {
         expect_problem(refusal, 403, "entitlement-exceeded")?;
-        assert_eq!((refusal.body["resource"].as_str(), refusal.body["limit"].as_u64()), (Some("playlists"), Some(10)));
+        assert_eq!(
+            (refusal.body["resource"].as_str(), refusal.body["limit"].as_u64()),
+            (Some("playlists"), Some(10))
+        );
         ensure!(refusal.str("detail").contains("is 10"), "the refusal names the limit: {}", refusal.body);
     }
     let seen = entitlements(ctx, &user_token, &user)?;
     expect(&seen, 200)?;
-    assert_eq!(seen.body["playlists"], json!({ "limit": 10, "used": 10, "remaining": 0, "read_only": false }));
+    assert_eq!(
+        seen.body["playlists"],
+        json!({ "limit": 10, "used": 10, "remaining": 0, "read_only": false })
+    );
     Ok(())
 }
 
@@ -130,7 +143,10 @@ fn a_retried_report_with_the_same_key_counts_once(ctx: &Ctx) -> Result<()> {
     let key = unique_key("upload");
     let first = report(&ctx.api, &token, &user, "storage_bytes", 40_000_000, &key)?;
     expect(&first, 200)?;
-    assert_eq!((first.body["used"].as_u64(), first.body["replayed"].as_bool()), (Some(40_000_000), Some(false)));
+    assert_eq!(
+        (first.body["used"].as_u64(), first.body["replayed"].as_bool()),
+        (Some(40_000_000), Some(false))
+    );
     // The retries, some at once: the same answer, counted once.
     let retries: Vec<Answer> = std::thread::scope(|scope| {
         let api = &ctx.api;
@@ -141,14 +157,20 @@ fn a_retried_report_with_the_same_key_counts_once(ctx: &Ctx) -> Result<()> {
     })?;
     for retry in &retries {
         expect(retry, 200)?;
-        assert_eq!((retry.body["used"].as_u64(), retry.body["replayed"].as_bool()), (Some(40_000_000), Some(true)));
+        assert_eq!(
+            (retry.body["used"].as_u64(), retry.body["replayed"].as_bool()),
+            (Some(40_000_000), Some(true))
+        );
     }
     // A new key counts; one past the 100 MB refuses, and its retry is refused the same way.
     expect(&report(&ctx.api, &token, &user, "storage_bytes", 50_000_000, &unique_key("second"))?, 200)?;
     let over_key = unique_key("over");
     let over = report(&ctx.api, &token, &user, "storage_bytes", 20_000_000, &over_key)?;
     expect_problem(&over, 403, "entitlement-exceeded")?;
-    assert_eq!((over.body["limit"].as_u64(), over.body["used"].as_u64()), (Some(100_000_000), Some(90_000_000)));
+    assert_eq!(
+        (over.body["limit"].as_u64(), over.body["used"].as_u64()),
+        (Some(100_000_000), Some(90_000_000))
+    );
     let again = report(&ctx.api, &token, &user, "storage_bytes", 20_000_000, &over_key)?;
     expect_problem(&again, 403, "entitlement-exceeded")?;
     assert_eq!(again.body["replayed"], true);
@@ -171,12 +193,18 @@ fn a_token_without_usage_write_is_refused(ctx: &Ctx) -> Result<()> {
     let (user, user_token) = free_user(ctx, "meter-scope")?;
     let refused = report(&ctx.api, &token, &user, "playlists", 1, &unique_key("scope"))?;
     expect_problem(&refused, 403, "forbidden")?;
-    assert_eq!((refused.str("error"), refused.str("scope")), ("insufficient_scope".into(), "usage:write".into()));
+    assert_eq!(
+        (refused.str("error"), refused.str("scope")),
+        ("insufficient_scope".into(), "usage:write".into())
+    );
     // It may read what its scope allows, for any user.
     let read = entitlements(ctx, &token, &user)?;
     expect(&read, 200)?;
     assert_eq!(read.body["playlists"]["used"], 0);
-    ensure!(read.header("ratelimit-policy").is_some_and(|p| p.starts_with("\"service\"")), "a service's limit");
+    ensure!(
+        read.header("ratelimit-policy").is_some_and(|p| p.starts_with("\"service\"")),
+        "a service's limit"
+    );
     // A client that may not ask for usage:write does not get it by asking.
     let asked = token_request(ctx, &client, &secret, "grant_type=client_credentials&scope=usage%3Awrite")?;
     expect_problem(&asked, 400, "bad-request")?;
@@ -197,7 +225,11 @@ fn a_downgrade_makes_the_excess_read_only_and_keeps_it(ctx: &Ctx) -> Result<()> 
     let token = service_token(ctx, &client, &secret)?;
     let (user, user_token) = free_user(ctx, "meter-downgrade")?;
     let upgrade = |tier: &str| -> Result<()> {
-        let answer = ctx.api.post(&format!("{}/upgrade", users(&user)), Some(&user_token), &json!({ "tier": tier }))?;
+        let answer = ctx.api.post(
+            &format!("{}/upgrade", users(&user)),
+            Some(&user_token),
+            &json!({ "tier": tier }),
+        )?;
         expect(&answer, 200)
     };
     upgrade("premium")?;
@@ -213,7 +245,9 @@ fn a_downgrade_makes_the_excess_read_only_and_keeps_it(ctx: &Ctx) -> Result<()> 
     assert_eq!(free.body["playlists"], json!({ "limit": 10, "used": 15, "remaining": 0, "read_only": true }));
     let restrictions = free.body["restrictions"].as_array().context("restrictions")?;
     ensure!(
-        restrictions.iter().any(|r| r.as_str().is_some_and(|r| r.starts_with("playlists: 15 used") && r.contains("read-only"))),
+        restrictions.iter().any(|r| r
+            .as_str()
+            .is_some_and(|r| r.starts_with("playlists: 15 used") && r.contains("read-only"))),
         "the read-only playlists are not named: {restrictions:?}"
     );
     // Nothing more may be added; deleting is admitted.
@@ -237,8 +271,12 @@ fn a_wrong_secret_a_revoked_client_and_other_grants_are_refused(ctx: &Ctx) -> Re
     let wrong = token_request(ctx, &client, "svs_not-the-secret", "grant_type=client_credentials")?;
     expect_problem(&wrong, 401, "unauthenticated")?;
     assert_eq!(wrong.str("error"), "invalid_client");
-    ensure!(wrong.header("www-authenticate").is_some_and(|h| h.starts_with("Basic")), "401 without WWW-Authenticate");
-    let unknown = token_request(ctx, "svc_00000000000000000000000000000000", &secret, "grant_type=client_credentials")?;
+    ensure!(
+        wrong.header("www-authenticate").is_some_and(|h| h.starts_with("Basic")),
+        "401 without WWW-Authenticate"
+    );
+    let unknown =
+        token_request(ctx, "svc_00000000000000000000000000000000", &secret, "grant_type=client_credentials")?;
     assert_eq!((unknown.status, unknown.str("error")), (401, "invalid_client".into()));
     let password = token_request(ctx, &client, &secret, "grant_type=password&username=a&password=b")?;
     assert_eq!((password.status, password.str("error")), (400, "unsupported_grant_type".into()));
@@ -255,7 +293,11 @@ fn a_wrong_secret_a_revoked_client_and_other_grants_are_refused(ctx: &Ctx) -> Re
 
     // Revoked: no new token, and the tokens it holds stop working at the origin.
     let token = posted.str("access_token");
-    let revoked = send(client().delete(ctx.api.url(&format!("/api/v1/service-clients/{client}"))).bearer_auth(&ctx.admin_token))?;
+    let revoked = send(
+        client()
+            .delete(ctx.api.url(&format!("/api/v1/service-clients/{client}")))
+            .bearer_auth(&ctx.admin_token),
+    )?;
     expect(&revoked, 200)?;
     ensure!(revoked.body["revoked_at"].is_string(), "revoked_at in {}", revoked.body);
     let after = token_request(ctx, &client, &secret, "grant_type=client_credentials")?;
@@ -264,12 +306,25 @@ fn a_wrong_secret_a_revoked_client_and_other_grants_are_refused(ctx: &Ctx) -> Re
     expect_problem(&entitlements(ctx, &token, &user)?, 401, "unauthenticated")?;
     // Only admins manage clients.
     let (_, user_token) = free_user(ctx, "meter-not-admin")?;
-    let denied = ctx.api.post("/api/v1/service-clients", Some(&user_token), &json!({ "name": "x", "scopes": ["usage:write"] }))?;
+    let denied = ctx.api.post(
+        "/api/v1/service-clients",
+        Some(&user_token),
+        &json!({ "name": "x", "scopes": ["usage:write"] }),
+    )?;
     expect_problem(&denied, 403, "forbidden")?;
     let listed = ctx.api.get("/api/v1/service-clients", Some(&ctx.admin_token))?;
     expect(&listed, 200)?;
-    let mine = listed.body["clients"].as_array().context("clients")?.iter().find(|c| c["client_id"] == client.as_str()).cloned();
-    ensure!(mine.is_some_and(|c| c["revoked_at"].is_string() && c.get("client_secret").is_none()), "the list: {}", listed.body);
+    let mine = listed.body["clients"]
+        .as_array()
+        .context("clients")?
+        .iter()
+        .find(|c| c["client_id"] == client.as_str())
+        .cloned();
+    ensure!(
+        mine.is_some_and(|c| c["revoked_at"].is_string() && c.get("client_secret").is_none()),
+        "the list: {}",
+        listed.body
+    );
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use sqlx::Row;
 
 use super::postgres::{millis, unix};
 use super::{
-    EntitlementStore, ServiceClientRow, PostgresStore, StoreError, UsageApplied, UsageChange, UsageReportRow,
+    EntitlementStore, PostgresStore, ServiceClientRow, StoreError, UsageApplied, UsageChange, UsageReportRow,
 };
 
 fn client_from_row(r: &sqlx::postgres::PgRow) -> Result<ServiceClientRow, sqlx::Error> {
@@ -46,7 +46,8 @@ fn report_from_row(r: &sqlx::postgres::PgRow) -> Result<UsageReportRow, sqlx::Er
     })
 }
 
-const REPORT: &str = "SELECT user_id, resource, delta, admitted, used, usage_limit, created_at FROM usage_reports \
+const REPORT: &str =
+    "SELECT user_id, resource, delta, admitted, used, usage_limit, created_at FROM usage_reports \
                       WHERE client_id = $1 AND idempotency_key = $2";
 
 #[async_trait]
@@ -76,26 +77,29 @@ impl EntitlementStore for PostgresStore {
     }
 
     async fn service_clients(&self) -> Result<Vec<ServiceClientRow>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM service_clients ORDER BY created_at, id").fetch_all(self.pool()).await?;
+        let rows = sqlx::query("SELECT * FROM service_clients ORDER BY created_at, id")
+            .fetch_all(self.pool())
+            .await?;
         Ok(rows.iter().map(client_from_row).collect::<Result<_, _>>()?)
     }
 
     async fn revoke_service_client(&self, id: &str, at: UnixMillis) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE service_clients SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(millis(at))
-            .bind(id)
-            .execute(self.pool())
-            .await?;
+        let done =
+            sqlx::query("UPDATE service_clients SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(millis(at))
+                .bind(id)
+                .execute(self.pool())
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn usage(&self, user_id: &str) -> Result<Vec<(String, u64, UnixMillis)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT resource, used, updated_at FROM usage_counters WHERE user_id = $1 ORDER BY resource")
-                .bind(user_id)
-                .fetch_all(self.pool())
-                .await?;
+        let rows = sqlx::query(
+            "SELECT resource, used, updated_at FROM usage_counters WHERE user_id = $1 ORDER BY resource",
+        )
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -128,14 +132,18 @@ impl EntitlementStore for PostgresStore {
         .bind(millis(change.now))
         .execute(&mut *tx)
         .await?;
-        let used: i64 =
-            sqlx::query_scalar("SELECT used FROM usage_counters WHERE user_id = $1 AND resource = $2 FOR UPDATE")
-                .bind(change.user_id)
-                .bind(change.resource)
-                .fetch_one(&mut *tx)
-                .await?;
-        let answered =
-            sqlx::query(REPORT).bind(change.client_id).bind(change.idempotency_key).fetch_optional(&mut *tx).await?;
+        let used: i64 = sqlx::query_scalar(
+            "SELECT used FROM usage_counters WHERE user_id = $1 AND resource = $2 FOR UPDATE",
+        )
+        .bind(change.user_id)
+        .bind(change.resource)
+        .fetch_one(&mut *tx)
+        .await?;
+        let answered = sqlx::query(REPORT)
+            .bind(change.client_id)
+            .bind(change.idempotency_key)
+            .fetch_optional(&mut *tx)
+            .await?;
         if let Some(row) = answered {
             let report = report_from_row(&row)?;
             tx.rollback().await?;
@@ -146,13 +154,15 @@ impl EntitlementStore for PostgresStore {
             UsageDecision::Refused { used, .. } => (false, used),
         };
         if admitted {
-            sqlx::query("UPDATE usage_counters SET used = $1, updated_at = $2 WHERE user_id = $3 AND resource = $4")
-                .bind(stored(after))
-                .bind(millis(change.now))
-                .bind(change.user_id)
-                .bind(change.resource)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE usage_counters SET used = $1, updated_at = $2 WHERE user_id = $3 AND resource = $4",
+            )
+            .bind(stored(after))
+            .bind(millis(change.now))
+            .bind(change.user_id)
+            .bind(change.resource)
+            .execute(&mut *tx)
+            .await?;
         }
         let report = UsageReportRow {
             user_id: change.user_id.to_owned(),

@@ -44,7 +44,8 @@ fn report_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<UsageReportRow, sqlx::
     })
 }
 
-const REPORT: &str = "SELECT user_id, resource, delta, admitted, used, usage_limit, created_at FROM usage_reports \
+const REPORT: &str =
+    "SELECT user_id, resource, delta, admitted, used, usage_limit, created_at FROM usage_reports \
                       WHERE client_id = ? AND idempotency_key = ?";
 
 #[async_trait]
@@ -74,26 +75,29 @@ impl EntitlementStore for SqliteStore {
     }
 
     async fn service_clients(&self) -> Result<Vec<ServiceClientRow>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM service_clients ORDER BY created_at, id").fetch_all(self.pool()).await?;
+        let rows = sqlx::query("SELECT * FROM service_clients ORDER BY created_at, id")
+            .fetch_all(self.pool())
+            .await?;
         Ok(rows.iter().map(client_from_row).collect::<Result<_, _>>()?)
     }
 
     async fn revoke_service_client(&self, id: &str, at: UnixMillis) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE service_clients SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-            .bind(millis(at))
-            .bind(id)
-            .execute(self.pool())
-            .await?;
+        let done =
+            sqlx::query("UPDATE service_clients SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(millis(at))
+                .bind(id)
+                .execute(self.pool())
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn usage(&self, user_id: &str) -> Result<Vec<(String, u64, UnixMillis)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT resource, used, updated_at FROM usage_counters WHERE user_id = ? ORDER BY resource")
-                .bind(user_id)
-                .fetch_all(self.pool())
-                .await?;
+        let rows = sqlx::query(
+            "SELECT resource, used, updated_at FROM usage_counters WHERE user_id = ? ORDER BY resource",
+        )
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -119,8 +123,11 @@ impl EntitlementStore for SqliteStore {
             .bind(millis(change.forget_before))
             .execute(&mut *tx)
             .await?;
-        let answered =
-            sqlx::query(REPORT).bind(change.client_id).bind(change.idempotency_key).fetch_optional(&mut *tx).await?;
+        let answered = sqlx::query(REPORT)
+            .bind(change.client_id)
+            .bind(change.idempotency_key)
+            .fetch_optional(&mut *tx)
+            .await?;
         if let Some(row) = answered {
             let report = report_from_row(&row)?;
             tx.commit().await?;
