@@ -267,8 +267,8 @@ fn a_downgrade_makes_the_excess_read_only_and_keeps_it(ctx: &Ctx) -> Result<()> 
 }
 
 fn a_wrong_secret_a_revoked_client_and_other_grants_are_refused(ctx: &Ctx) -> Result<()> {
-    let (client, secret) = service_client(ctx, "composer", &["entitlements:read"])?;
-    let wrong = token_request(ctx, &client, "svs_not-the-secret", "grant_type=client_credentials")?;
+    let (client_id, secret) = service_client(ctx, "composer", &["entitlements:read"])?;
+    let wrong = token_request(ctx, &client_id, "svs_not-the-secret", "grant_type=client_credentials")?;
     expect_problem(&wrong, 401, "unauthenticated")?;
     assert_eq!(wrong.str("error"), "invalid_client");
     ensure!(
@@ -278,13 +278,13 @@ fn a_wrong_secret_a_revoked_client_and_other_grants_are_refused(ctx: &Ctx) -> Re
     let unknown =
         token_request(ctx, "svc_00000000000000000000000000000000", &secret, "grant_type=client_credentials")?;
     assert_eq!((unknown.status, unknown.str("error")), (401, "invalid_client".into()));
-    let password = token_request(ctx, &client, &secret, "grant_type=password&username=a&password=b")?;
+    let password = token_request(ctx, &client_id, &secret, "grant_type=password&username=a&password=b")?;
     assert_eq!((password.status, password.str("error")), (400, "unsupported_grant_type".into()));
     // The secret in the body (client_secret_post) works too; as JSON it is not a token request.
     let posted = send(
         client_builder(ctx)
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("grant_type=client_credentials&client_id={client}&client_secret={secret}")),
+            .body(format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}")),
     )?;
     expect(&posted, 200)?;
     assert_eq!(posted.str("scope"), "entitlements:read");
@@ -295,12 +295,12 @@ fn a_wrong_secret_a_revoked_client_and_other_grants_are_refused(ctx: &Ctx) -> Re
     let token = posted.str("access_token");
     let revoked = send(
         client()
-            .delete(ctx.api.url(&format!("/api/v1/service-clients/{client}")))
+            .delete(ctx.api.url(&format!("/api/v1/service-clients/{client_id}")))
             .bearer_auth(&ctx.admin_token),
     )?;
     expect(&revoked, 200)?;
     ensure!(revoked.body["revoked_at"].is_string(), "revoked_at in {}", revoked.body);
-    let after = token_request(ctx, &client, &secret, "grant_type=client_credentials")?;
+    let after = token_request(ctx, &client_id, &secret, "grant_type=client_credentials")?;
     assert_eq!((after.status, after.str("error")), (401, "invalid_client".into()));
     let (user, _) = free_user(ctx, "meter-revoked")?;
     expect_problem(&entitlements(ctx, &token, &user)?, 401, "unauthenticated")?;
@@ -318,7 +318,7 @@ fn a_wrong_secret_a_revoked_client_and_other_grants_are_refused(ctx: &Ctx) -> Re
         .as_array()
         .context("clients")?
         .iter()
-        .find(|c| c["client_id"] == client.as_str())
+        .find(|c| c["client_id"] == client_id.as_str())
         .cloned();
     ensure!(
         mine.is_some_and(|c| c["revoked_at"].is_string() && c.get("client_secret").is_none()),
