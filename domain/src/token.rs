@@ -714,7 +714,8 @@ mod tests {
             (client, "usage:write", "service")
         );
         assert_eq!(claimed_type(&service).as_deref(), Some("service"));
-        assert_eq!(validate_access(&service, &keyset(&k), &policy(), NOW), Err(TokenError::WrongType));
+        // Its claims are not an access token's: refused before any of them is read.
+        assert_eq!(validate_access(&service, &keyset(&k), &policy(), NOW), Err(TokenError::Malformed));
         let user = issue(&k, &policy(), NOW);
         assert_eq!(claimed_type(&user).as_deref(), Some("access"));
         assert!(validate_service(&user, &keyset(&k), &policy(), NOW).is_err());
