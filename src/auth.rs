@@ -64,7 +64,7 @@ pub fn unauthenticated(detail: impl Into<String>) -> EdgeError {
 }
 
 /// The bearer token of a request: `None` when there is no Authorization header.
-fn bearer(req: &Request) -> Result<Option<String>, EdgeError> {
+pub(crate) fn bearer(req: &Request) -> Result<Option<String>, EdgeError> {
     let Some(header) = req.headers().get("authorization")? else { return Ok(None) };
     match header.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
@@ -169,6 +169,57 @@ mod webcrypto {
         let answer = JsFuture::from(promise).await.map_err(|e| failed("verify", &e))?;
         Ok(answer.as_bool().unwrap_or(false) && answer.dyn_ref::<worker::js_sys::Boolean>().is_some())
     }
+}
+
+/// A platform service authenticated by a service access token (`domain::oauth`).
+#[derive(Debug, Clone)]
+pub struct ServiceCaller {
+    pub client_id: domain::oauth::ClientId,
+    pub scopes: Vec<domain::oauth::Scope>,
+}
+
+impl ServiceCaller {
+    pub fn actor(&self) -> Actor {
+        Actor::Service { client_id: self.client_id.clone() }
+    }
+}
+
+/// Validates a service access token like [`claims`] does a user's: header and key, the
+/// signature by WebCrypto, then the claims (`typ` must be `service`). No I/O.
+pub async fn service(env: &Env, token: &str) -> Result<ServiceCaller, EdgeError> {
+    let auth = auth(env)?;
+    let at = now();
+    let refuse = |e: token::TokenError| {
+        crate::metrics::token_failure(domain::observe::token_failure_reason(&e));
+        unauthenticated(e.to_string())
+    };
+    let unverified = token::prepare_access(token, &auth.keyset, at).map_err(refuse)?;
+    if !webcrypto::verify(unverified.key(), unverified.signed_part().as_bytes(), unverified.signature())
+        .await?
+    {
+        return Err(refuse(token::TokenError::BadSignature));
+    }
+    let claims = token::accept_service(&unverified, &auth.policy, at).map_err(refuse)?;
+    let bad_claims = |detail: &str| {
+        crate::metrics::token_failure("bad_claims");
+        unauthenticated(detail)
+    };
+    let client_id = domain::oauth::ClientId::parse(&claims.client_id)
+        .ok_or_else(|| bad_claims("the token's client is not a service client id"))?;
+    let scopes =
+        domain::oauth::parse_scopes(&claims.scope).map_err(|_| bad_claims("the token's scope is unknown"))?;
+    Ok(ServiceCaller { client_id, scopes })
+}
+
+/// Issues a service access token for a client the origin has just checked.
+pub fn issue_service_token(env: &Env, client_id: &str, scope: &str) -> Result<IssuedToken, EdgeError> {
+    let auth = auth(env)?;
+    let mut jti = [0u8; 16];
+    getrandom::getrandom(&mut jti)
+        .map_err(|e| EdgeError::Runtime(worker::Error::RustError(e.to_string())))?;
+    let token = token::issue_service(&auth.signing, &auth.policy, client_id, scope, &hex::encode(jti), now())
+        .map_err(|e| EdgeError::Runtime(worker::Error::RustError(e.to_string())))?;
+    Ok(IssuedToken { token, expires_in: auth.policy.ttl_secs })
 }
 
 async fn validate(env: &Env, token: &str) -> Result<Caller, EdgeError> {

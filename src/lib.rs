@@ -5,6 +5,7 @@
 mod admin;
 mod auth;
 mod bindings;
+mod entitlements;
 mod events;
 mod gate;
 mod health;

@@ -165,7 +165,7 @@ pub fn set_headers(response: &mut Response, limit: &LimitAnswer, policy: &str) -
     Ok(())
 }
 
-fn refusal(limit: &LimitAnswer, policy: &str, detail: String) -> Result<Response, EdgeError> {
+pub(crate) fn refusal(limit: &LimitAnswer, policy: &str, detail: String) -> Result<Response, EdgeError> {
     let retry_after = limit.retry_after_secs.unwrap_or(limit.window_secs);
     let problem = Problem::new(ProblemKind::RateLimited, format!("{detail}; retry in {retry_after} s"))
         .with("retry_after", retry_after)

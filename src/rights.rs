@@ -97,6 +97,7 @@ pub async fn download_export(
 /// user's Durable Object stores; then tells the origin, which forgets the id.
 pub async fn wipe(env: &Env, id: &str, actor: &Actor) -> Result<(), EdgeError> {
     crate::profile_cache::delete(env, id).await?;
+    crate::entitlements::forget(env, id).await?;
     GateClient::for_user(env, id)?.wipe().await?;
     forward(env, actor, Method::Post, &format!("/internal/erasures/{id}/wiped"), None).await?;
     Ok(())

@@ -74,6 +74,7 @@ enum Route {
     ParentalConsent,
     Admin(crate::admin::AdminPath),
     Orgs(orgs::OrgOp),
+    Entitlements(crate::entitlements::Op),
 }
 
 fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
@@ -207,7 +208,9 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
                 })
                 .map(Route::Orgs)
         }
-        _ => Err(EdgeError::new(ProblemKind::NotFound, format!("no route matches {path}"))),
+        other => crate::entitlements::route(method, other)
+            .unwrap_or_else(|| Err(EdgeError::new(ProblemKind::NotFound, format!("no route matches {path}"))))
+            .map(Route::Entitlements),
     }
 }
 
@@ -510,13 +513,14 @@ impl Route {
                 })
                 .await
             }
+            Route::Entitlements(op) => crate::entitlements::handle(op, req, env, path, events, class).await,
         }
     }
 }
 
 /// Admits a protected request (authentication and the gate's one call), runs `handler`, and
 /// sets the limit's header fields on whatever it answers.
-async fn user_route<F, Fut>(
+pub(crate) async fn user_route<F, Fut>(
     req: Request,
     env: &Env,
     path: &str,
@@ -608,7 +612,7 @@ fn method_of(req: &Request) -> Method {
     }
 }
 
-fn only(method: &Method, allowed: &[Method]) -> std::result::Result<(), EdgeError> {
+pub(crate) fn only(method: &Method, allowed: &[Method]) -> std::result::Result<(), EdgeError> {
     if allowed.contains(method) {
         Ok(())
     } else {
@@ -624,6 +628,6 @@ pub(crate) fn not_allowed(allowed: &[Method]) -> EdgeError {
     )
 }
 
-fn user_id(raw: &str) -> std::result::Result<UserId, EdgeError> {
+pub(crate) fn user_id(raw: &str) -> std::result::Result<UserId, EdgeError> {
     raw.parse().map_err(|_| EdgeError::new(ProblemKind::NotFound, format!("no user {raw}")))
 }

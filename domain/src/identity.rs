@@ -109,6 +109,11 @@ pub enum Actor {
     },
     /// The origin's own jobs and CLI, and the edge's scheduled triggers.
     System,
+    /// A platform service authenticated with its client credentials (`domain::oauth`); the
+    /// edge checked its token's scope, the origin checks the client's.
+    Service {
+        client_id: crate::oauth::ClientId,
+    },
 }
 
 impl Actor {
@@ -137,6 +142,7 @@ impl fmt::Display for Actor {
         match self {
             Actor::Anonymous => f.write_str("anonymous"),
             Actor::System => f.write_str("system"),
+            Actor::Service { client_id } => write!(f, "service:{client_id}"),
             Actor::User { id, role } => write!(f, "user:{id}:{role}"),
         }
     }
@@ -149,6 +155,11 @@ impl FromStr for Actor {
         match s {
             "anonymous" => Ok(Actor::Anonymous),
             "system" => Ok(Actor::System),
+            _ if s.starts_with("service:") => s
+                .strip_prefix("service:")
+                .and_then(crate::oauth::ClientId::parse)
+                .map(|client_id| Actor::Service { client_id })
+                .ok_or_else(|| format!("{s:?} is not an actor")),
             _ => {
                 let rest = s.strip_prefix("user:").ok_or_else(|| format!("{s:?} is not an actor"))?;
                 let (id, role) = rest.rsplit_once(':').ok_or_else(|| format!("{s:?} is not an actor"))?;
@@ -181,7 +192,11 @@ mod tests {
     #[test]
     fn actors_round_trip() {
         let user = Actor::User { id: UserId::from_random([1; 16]), role: Role::Admin };
-        for actor in [Actor::Anonymous, Actor::System, user] {
+        let service = Actor::Service { client_id: crate::oauth::ClientId::from_random([2; 16]) };
+        assert_eq!(service.to_string(), "service:svc_02020202020202020202020202020202");
+        assert!(!service.is_admin() && service.user_id().is_none());
+        assert!("service:svc_1".parse::<Actor>().is_err());
+        for actor in [Actor::Anonymous, Actor::System, user, service] {
             assert_eq!(actor.to_string().parse::<Actor>(), Ok(actor));
         }
         assert!("user:usr_x:admin".parse::<Actor>().is_err());

@@ -37,6 +37,8 @@ pub enum ProblemKind {
     ErasurePending,
     /// A link that worked once no longer does (an export expired or downloaded its maximum).
     Gone,
+    /// A usage report beyond the user's entitlement: the problem names the limit.
+    EntitlementExceeded,
 }
 
 impl ProblemKind {
@@ -62,6 +64,7 @@ impl ProblemKind {
             Self::Overloaded => "overloaded",
             Self::ErasurePending => "erasure-pending",
             Self::Gone => "gone",
+            Self::EntitlementExceeded => "entitlement-exceeded",
         }
     }
 
@@ -69,7 +72,7 @@ impl ProblemKind {
         match self {
             Self::BadRequest | Self::ValidationFailed => 400,
             Self::Unauthenticated | Self::MfaRequired | Self::LoginRefused => 401,
-            Self::Forbidden | Self::StepUpRequired | Self::ErasurePending => 403,
+            Self::Forbidden | Self::StepUpRequired | Self::ErasurePending | Self::EntitlementExceeded => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::Conflict => 409,
@@ -106,6 +109,7 @@ impl ProblemKind {
             Self::Overloaded => "The service is at capacity",
             Self::ErasurePending => "The account is scheduled for erasure",
             Self::Gone => "This link no longer works",
+            Self::EntitlementExceeded => "The entitlement does not allow this",
         }
     }
 
@@ -124,7 +128,7 @@ impl ProblemKind {
 /// Every problem `type` starts with this.
 pub const TYPE_PREFIX: &str = "urn:problem-type:user-management:";
 
-const ALL: [ProblemKind; 20] = [
+const ALL: [ProblemKind; 21] = [
     ProblemKind::BadRequest,
     ProblemKind::ValidationFailed,
     ProblemKind::Unauthenticated,
@@ -145,6 +149,7 @@ const ALL: [ProblemKind; 20] = [
     ProblemKind::Overloaded,
     ProblemKind::ErasurePending,
     ProblemKind::Gone,
+    ProblemKind::EntitlementExceeded,
 ];
 
 /// A problem details body.

@@ -384,7 +384,27 @@ pub fn accept_access(
     policy: &TokenPolicy,
     now: UnixMillis,
 ) -> Result<AccessClaims, TokenError> {
-    let claims: Claims<AccessClaims> =
+    let custom: AccessClaims = accept_times(verified, policy, now)?;
+    if custom.typ != ACCESS_TYP {
+        return Err(TokenError::WrongType);
+    }
+    if custom.iss != policy.issuer {
+        return Err(TokenError::WrongIssuer);
+    }
+    if custom.aud != policy.audience {
+        return Err(TokenError::WrongAudience);
+    }
+    Ok(custom)
+}
+
+/// `exp`, `nbf` and the lifetime of a token whose signature the caller verified; its custom
+/// claims for the caller to check.
+fn accept_times<C: serde::de::DeserializeOwned>(
+    verified: &UnverifiedAccess<'_>,
+    policy: &TokenPolicy,
+    now: UnixMillis,
+) -> Result<C, TokenError> {
+    let claims: Claims<C> =
         verified.untrusted.deserialize_claims_unchecked().map_err(|_| TokenError::Malformed)?;
 
     let at = datetime(now);
@@ -401,8 +421,65 @@ pub fn accept_access(
         (Some(_), Some(_)) => return Err(TokenError::LifetimeTooLong),
         _ => return Err(TokenError::Malformed),
     }
-    let custom = claims.custom;
-    if custom.typ != ACCESS_TYP {
+    Ok(claims.custom)
+}
+
+/// The `typ` claim of service access tokens (OAuth 2.0 client credentials).
+pub const SERVICE_TYP: &str = "service";
+
+/// The claims of a service access token beyond `exp`, `nbf` and `iat`: its subject is the
+/// service client (RFC 9068 §2.2: `sub` and `client_id` both name it), `scope` what it may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub client_id: String,
+    pub jti: String,
+    pub typ: String,
+    /// Space-delimited scopes (`domain::oauth::Scope`).
+    pub scope: String,
+}
+
+/// Issues a service access token for `client_id` with `scope`, valid from `now` for the
+/// policy's lifetime. The same header and key as a user's token; `typ` tells them apart, so
+/// neither is ever accepted where the other is expected.
+pub fn issue_service(
+    key: &SigningKey,
+    policy: &TokenPolicy,
+    client_id: &str,
+    scope: &str,
+    jti: &str,
+    now: UnixMillis,
+) -> Result<String, TokenError> {
+    if policy.ttl_secs > MAX_TTL_SECS {
+        return Err(TokenError::LifetimeTooLong);
+    }
+    let at = datetime(now);
+    let options = TimeOptions::new(secs(policy.leeway_secs), move || at);
+    let claims = Claims::new(ServiceClaims {
+        iss: policy.issuer.clone(),
+        aud: policy.audience.clone(),
+        sub: client_id.to_owned(),
+        client_id: client_id.to_owned(),
+        jti: jti.to_owned(),
+        typ: SERVICE_TYP.to_owned(),
+        scope: scope.to_owned(),
+    })
+    .set_duration_and_issuance(&options, secs(policy.ttl_secs))
+    .set_not_before(at);
+    let header = Header::empty().with_key_id(key.kid.clone()).with_token_type(ACCESS_HEADER_TYP);
+    Ed25519.token(&header, &claims, &key.secret).map_err(|e| TokenError::Signing(e.to_string()))
+}
+
+/// The claims half of validation for a service token (see [`accept_access`]).
+pub fn accept_service(
+    verified: &UnverifiedAccess<'_>,
+    policy: &TokenPolicy,
+    now: UnixMillis,
+) -> Result<ServiceClaims, TokenError> {
+    let custom: ServiceClaims = accept_times(verified, policy, now)?;
+    if custom.typ != SERVICE_TYP || custom.sub != custom.client_id {
         return Err(TokenError::WrongType);
     }
     if custom.iss != policy.issuer {
@@ -412,6 +489,34 @@ pub fn accept_access(
         return Err(TokenError::WrongAudience);
     }
     Ok(custom)
+}
+
+/// Validates a service token at `now`. No I/O.
+pub fn validate_service(
+    token: &str,
+    keys: &Keyset,
+    policy: &TokenPolicy,
+    now: UnixMillis,
+) -> Result<ServiceClaims, TokenError> {
+    let unverified = prepare_access(token, keys, now)?;
+    Ed25519.validator::<ServiceClaims>(&unverified.key.key).validate(&unverified.untrusted).map_err(|e| {
+        match e {
+            jwt_compact::ValidationError::InvalidSignature => TokenError::BadSignature,
+            _ => TokenError::Malformed,
+        }
+    })?;
+    accept_service(&unverified, policy, now)
+}
+
+/// The `typ` claim a token says it has, unverified: only to choose which validation runs
+/// (each checks `typ` again after the signature).
+pub fn claimed_type(token: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Typ {
+        typ: String,
+    }
+    let untrusted = UntrustedToken::new(token).ok()?;
+    untrusted.deserialize_claims_unchecked::<Typ>().ok().map(|c| c.custom.typ)
 }
 
 #[cfg(test)]
@@ -617,6 +722,28 @@ mod tests {
                 "{header}"
             );
         }
+    }
+
+    #[test]
+    fn service_and_user_tokens_are_never_taken_for_each_other() {
+        let k = key("k1", 1);
+        let client = "svc_0123456789abcdef0123456789abcdef";
+        let service = issue_service(&k, &policy(), client, "usage:write", "j", NOW).unwrap();
+        let claims = validate_service(&service, &keyset(&k), &policy(), NOW).unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.scope.as_str(), claims.typ.as_str()),
+            (client, "usage:write", "service")
+        );
+        assert_eq!(claimed_type(&service).as_deref(), Some("service"));
+        // Its claims are not an access token's: refused before any of them is read.
+        assert_eq!(validate_access(&service, &keyset(&k), &policy(), NOW), Err(TokenError::Malformed));
+        let user = issue(&k, &policy(), NOW);
+        assert_eq!(claimed_type(&user).as_deref(), Some("access"));
+        assert!(validate_service(&user, &keyset(&k), &policy(), NOW).is_err());
+        let late = UnixMillis(NOW.0 + 931_000);
+        assert_eq!(validate_service(&service, &keyset(&k), &policy(), late), Err(TokenError::Expired));
+        let impostor = issue_service(&key("k1", 2), &policy(), client, "usage:write", "j", NOW).unwrap();
+        assert_eq!(validate_service(&impostor, &keyset(&k), &policy(), NOW), Err(TokenError::BadSignature));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod config;
 pub mod crypto;
 pub mod delivery;
 pub mod email_change;
+pub mod entitlements;
 pub mod errors;
 pub mod http_layers;
 pub mod jobs;

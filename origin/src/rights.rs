@@ -335,8 +335,15 @@ impl Accounts {
             })
             .into_iter()
             .collect();
+        let usage: Vec<Value> = self
+            .store
+            .usage(uid)
+            .await?
+            .into_iter()
+            .map(|(resource, used, at)| json!({ "resource": resource, "used": used, "updated_at": rfc3339(at) }))
+            .collect();
 
-        let contents: [(&str, Value); 13] = [
+        let contents = [
             ("profile", profile),
             (
                 "security_settings",
@@ -353,8 +360,9 @@ impl Accounts {
             ("analytics_events", Value::Array(events)),
             ("insights", insights),
             ("organization", Value::Array(organization)),
+            ("usage", Value::Array(usage)),
         ];
-        debug_assert!(contents.iter().map(|(n, _)| *n).eq(rights::EXPORT_SECTIONS));
+        debug_assert!(contents.iter().map(|(n, _)| *n).eq(rights::EXPORT_SECTIONS.iter().copied()));
         let zip = zip_sections(uid, &contents, now)?;
         let sealed = account.data_key.seal(&zip, &format!("{uid}/export/{}", export.id));
         let expires = now.saturating_add_ms(rights::EXPORT_TTL_MS);

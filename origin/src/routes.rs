@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/webauthn/login", post(passwordless_login))
         .route("/auth/mfa/webauthn", post(mfa_webauthn_options))
         .merge(crate::orgs::routes())
+        .merge(crate::entitlements::routes())
         .route("/{*rest}", any(not_found))
         .layer(middleware::from_fn_with_state(state.clone(), require_edge_signature));
 

@@ -75,6 +75,10 @@ pub struct GateAnswer {
     /// The organization the user belongs to (its tier is `tier` meanwhile).
     #[serde(default)]
     pub org: Option<String>,
+    /// Moves whenever what the user's entitlements are computed from changes through the edge
+    /// (tier, consents, usage): a cached view computed under another epoch is not served.
+    #[serde(default)]
+    pub entitlements_epoch: u64,
 }
 
 fn yes() -> bool {
@@ -122,6 +126,8 @@ struct GateRow {
     org: Option<String>,
     #[serde(default)]
     org_at: Option<i64>,
+    #[serde(default)]
+    entitlements_epoch: Option<i64>,
 }
 
 /// The user's row as this instance last read or wrote it, its window parsed.
@@ -135,6 +141,7 @@ struct GateState {
     /// The user's organization, as the origin last decided it (at `org_at`).
     org: Option<OrgGrant>,
     org_at: Option<i64>,
+    entitlements_epoch: u64,
 }
 
 impl GateState {
@@ -237,6 +244,8 @@ impl Gate {
         // The user's organization (issue 19); NULL: none.
         let _ = self.sql().exec("ALTER TABLE gate ADD COLUMN org TEXT", None);
         let _ = self.sql().exec("ALTER TABLE gate ADD COLUMN org_at INTEGER", None);
+        // The entitlements epoch (issue 19); NULL in older rows is 0.
+        let _ = self.sql().exec("ALTER TABLE gate ADD COLUMN entitlements_epoch INTEGER", None);
         for statement in sessions::UPGRADE {
             // The column exists already in objects created by this release: that error is
             // the expected outcome, not a failure.
@@ -263,7 +272,7 @@ impl Gate {
         let rows: Vec<GateRow> = self
             .sql()
             .exec(
-                "SELECT profile_version, tier, window, collects_events, org, org_at FROM gate WHERE id = 1",
+                "SELECT profile_version, tier, window, collects_events, org, org_at, entitlements_epoch FROM gate WHERE id = 1",
                 None,
             )?
             .to_array()?;
@@ -275,6 +284,7 @@ impl Gate {
             collects_events: row.collects_events != Some(0),
             org: row.org.as_deref().and_then(|g| serde_json::from_str(g).ok()),
             org_at: row.org_at,
+            entitlements_epoch: row.entitlements_epoch.and_then(|e| u64::try_from(e).ok()).unwrap_or(0),
         };
         *self.state.borrow_mut() = Some(state.clone());
         Ok(state)
@@ -319,6 +329,7 @@ impl Gate {
                 stepped_up_at: None,
                 collects_events: row.collects_events,
                 org: row.org_id(),
+                entitlements_epoch: row.entitlements_epoch,
             });
         }
         let org = row.org_id();
@@ -343,6 +354,7 @@ impl Gate {
             stepped_up_at,
             collects_events: row.collects_events,
             org,
+            entitlements_epoch: row.entitlements_epoch,
         })
     }
 
@@ -360,6 +372,7 @@ impl Gate {
             stepped_up_at: None,
             collects_events: row.collects_events,
             org: row.org_id(),
+            entitlements_epoch: row.entitlements_epoch,
         })
     }
 
@@ -392,6 +405,8 @@ impl Gate {
     }
 
     fn record_consent(&self, consent: &ConsentRecord) -> Result<()> {
+        // Consents narrow the entitlements.
+        self.touch_entitlements()?;
         self.sql().exec(
             "INSERT INTO gate (id, collects_events) VALUES (1, ?)
              ON CONFLICT (id) DO UPDATE SET collects_events = excluded.collects_events",
@@ -417,7 +432,12 @@ impl Gate {
         // Versions only move forward: two writes acknowledged out of order must not make the
         // gate forget the newer one, nor take the older one's tier (or its session timeout).
         let version = i64::try_from(record.profile_version).unwrap_or(i64::MAX);
-        let newest = self.load()?.profile_version.is_none_or(|known| version >= known);
+        let known = self.load()?;
+        let newest = known.profile_version.is_none_or(|v| version >= v);
+        // A new tier changes the entitlements.
+        if newest && known.tier != Some(record.tier) {
+            self.touch_entitlements()?;
+        }
         if let (true, Some(minutes)) = (newest, record.idle_timeout_minutes) {
             self.sessions().set_idle_timeout(u64::from(minutes).saturating_mul(60_000))?;
         }
@@ -434,12 +454,26 @@ impl Gate {
         Ok(())
     }
 
+    /// Moves the entitlements epoch: cached entitlements computed before are not served.
+    fn touch_entitlements(&self) -> Result<()> {
+        self.sql().exec(
+            "INSERT INTO gate (id, entitlements_epoch) VALUES (1, 1)
+             ON CONFLICT (id) DO UPDATE SET entitlements_epoch = COALESCE(gate.entitlements_epoch, 0) + 1",
+            None,
+        )?;
+        if let Some(state) = self.state.borrow_mut().as_mut() {
+            state.entitlements_epoch += 1;
+        }
+        Ok(())
+    }
+
     fn throttle(&self, check: &ThrottleCheck) -> Result<LimitAnswer> {
         let policy = Policy::rolling(check.window_secs, check.buckets, Some(check.quota));
         let rows: Vec<GateRow> = self
             .sql()
             .exec(
-                "SELECT NULL AS profile_version, NULL AS tier, window, NULL AS collects_events FROM throttles WHERE class = ?",
+                "SELECT NULL AS profile_version, NULL AS tier, window, NULL AS collects_events, \
+                 NULL AS entitlements_epoch FROM throttles WHERE class = ?",
                 vec![check.class.as_str().into()],
             )?
             .to_array()?;
@@ -488,6 +522,10 @@ impl DurableObject for Gate {
             }
             (Method::Post, "/consent") => {
                 self.record_consent(&req.json().await?)?;
+                Response::empty()
+            }
+            (Method::Post, "/entitlements/touch") => {
+                self.touch_entitlements()?;
                 Response::empty()
             }
             (Method::Post, "/wipe") => {
@@ -630,6 +668,11 @@ impl GateClient {
     /// Records the user's `analytics` consent: events stop (or resume) from the next request.
     pub async fn record_consent(&self, collects_events: bool) -> Result<()> {
         self.call("/consent", &ConsentRecord { collects_events }).await.map(|_| ())
+    }
+
+    /// Records that the user's entitlements changed (a usage report the origin applied).
+    pub async fn touch_entitlements(&self) -> Result<()> {
+        self.call("/entitlements/touch", &serde_json::json!({})).await.map(|_| ())
     }
 
     /// Deletes everything the object stores (an erased user's sessions, counters, tier).

@@ -9,6 +9,7 @@ mod accounts;
 mod analytics;
 mod browser;
 mod contract;
+mod entitlements;
 mod foundation;
 mod hardening_auth;
 mod hardening_data;
@@ -100,6 +101,7 @@ fn main() {
         .chain(rights::TESTS)
         .chain(observability::TESTS)
         .chain(orgs::TESTS)
+        .chain(entitlements::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let mut tests = tests;

@@ -159,7 +159,8 @@ fn an_export_after_a_step_up_holds_every_section_as_the_manifest_says(ctx: &Ctx)
             "mfa_factors",
             "analytics_events",
             "insights",
-            "organization"
+            "organization",
+            "usage"
         ]
     );
     let mut parsed = std::collections::BTreeMap::new();

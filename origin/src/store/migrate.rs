@@ -251,6 +251,35 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("at", Kind::Int),
         ],
     ),
+    (
+        "service_clients",
+        &[
+            ("id", Kind::Text),
+            ("name", Kind::Text),
+            ("secret_hash", Kind::Text),
+            ("scopes", Kind::Text),
+            ("created_at", Kind::Int),
+            ("revoked_at", Kind::Int),
+        ],
+    ),
+    (
+        "usage_counters",
+        &[("user_id", Kind::Text), ("resource", Kind::Text), ("used", Kind::Int), ("updated_at", Kind::Int)],
+    ),
+    (
+        "usage_reports",
+        &[
+            ("client_id", Kind::Text),
+            ("idempotency_key", Kind::Text),
+            ("user_id", Kind::Text),
+            ("resource", Kind::Text),
+            ("delta", Kind::Int),
+            ("admitted", Kind::Bool),
+            ("used", Kind::Int),
+            ("usage_limit", Kind::Int),
+            ("created_at", Kind::Int),
+        ],
+    ),
 ];
 
 /// Tables whose `id` is a BIGSERIAL in PostgreSQL: their sequences move past the copied ids.

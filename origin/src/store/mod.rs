@@ -7,9 +7,11 @@
 pub mod migrate;
 pub mod orgs;
 mod postgres;
+mod postgres_entitlements;
 mod postgres_lifecycle;
 mod postgres_orgs;
 mod sqlite;
+mod sqlite_entitlements;
 mod sqlite_lifecycle;
 mod sqlite_orgs;
 
@@ -133,6 +135,7 @@ pub trait Store:
     + RightsStore
     + ObserveStore
     + OrgStore
+    + EntitlementStore
     + Send
     + Sync
 {
@@ -614,10 +617,12 @@ pub struct ErasureRecord {
 }
 
 /// The tables an erasure deletes a user's rows from, children first; `users` last.
-pub const ERASED_TABLES: [&str; 20] = [
+pub const ERASED_TABLES: &[&str] = &[
     "org_invitations",
     "org_members",
     "org_audit",
+    "usage_counters",
+    "usage_reports",
     "webauthn_credentials",
     "outbox",
     "one_time_codes",
@@ -781,6 +786,75 @@ pub trait ObserveStore: Send + Sync {
         since: UnixMillis,
         now: UnixMillis,
     ) -> Result<ComplianceCounts, StoreError>;
+}
+
+/// A service client as stored (its secret only as a keyed hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceClientRow {
+    pub id: String,
+    pub name: String,
+    pub secret_hash: String,
+    /// Space-delimited scopes (`domain::oauth::Scope`).
+    pub scopes: String,
+    pub created_at: UnixMillis,
+    pub revoked_at: Option<UnixMillis>,
+}
+
+/// A usage report to apply: `delta` to the user's `resource`, decided under `limit` by
+/// `domain::entitlements::decide`, once per (client, idempotency key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageChange<'a> {
+    pub client_id: &'a str,
+    pub idempotency_key: &'a str,
+    pub user_id: &'a str,
+    pub resource: &'a str,
+    pub delta: i64,
+    pub limit: Option<u64>,
+    pub now: UnixMillis,
+    /// Reports answered before this are forgotten (their keys count again).
+    pub forget_before: UnixMillis,
+}
+
+/// A report's answer as stored: what a retry with the same key is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageReportRow {
+    pub user_id: String,
+    pub resource: String,
+    pub delta: i64,
+    pub admitted: bool,
+    /// The total after the report (admitted) or the unchanged one (refused).
+    pub used: u64,
+    pub limit: Option<u64>,
+    pub created_at: UnixMillis,
+}
+
+/// What applying a usage report found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsageApplied {
+    /// Decided and recorded now (counted if admitted).
+    New(UsageReportRow),
+    /// The key was answered before: that answer, nothing counted. It may be another report's
+    /// (another user, resource or delta): the caller compares.
+    Replayed(UsageReportRow),
+    NoUser,
+}
+
+/// Service clients and metering (issue 19).
+#[async_trait]
+pub trait EntitlementStore: Send + Sync {
+    async fn insert_service_client(&self, row: &ServiceClientRow) -> Result<(), StoreError>;
+    async fn service_client(&self, id: &str) -> Result<Option<ServiceClientRow>, StoreError>;
+    /// Every client, oldest first.
+    async fn service_clients(&self) -> Result<Vec<ServiceClientRow>, StoreError>;
+    /// Revokes a client; false when there is no such client or it was revoked already.
+    async fn revoke_service_client(&self, id: &str, at: UnixMillis) -> Result<bool, StoreError>;
+    /// What a user uses of each resource they ever reported: (resource, used, updated_at).
+    async fn usage(&self, user_id: &str) -> Result<Vec<(String, u64, UnixMillis)>, StoreError>;
+    /// Applies a report atomically: under the user's counter's lock (`FOR UPDATE` on
+    /// PostgreSQL, the write lock on SQLite) a key already answered gets its answer back;
+    /// otherwise the decision is taken on the current count, the count moved if admitted and
+    /// the answer recorded under the key, in one transaction.
+    async fn apply_usage(&self, change: &UsageChange<'_>) -> Result<UsageApplied, StoreError>;
 }
 
 /// Opens the store a database URL names, applying pending migrations.

@@ -1484,7 +1484,7 @@ impl super::RightsStore for PostgresStore {
             return Ok(None);
         }
         let mut purged = std::collections::BTreeMap::new();
-        for table in super::ERASED_TABLES {
+        for &table in super::ERASED_TABLES {
             let statement = match table {
                 // Short-lived state names the user in its key (`mfa:<id>`) or its value (challenges).
                 "auth_state" => {
