@@ -7,6 +7,7 @@ pub mod coppa;
 pub mod delivery;
 pub mod email;
 pub mod identity;
+pub mod integrations;
 pub mod listening;
 pub mod messages;
 pub mod net;
