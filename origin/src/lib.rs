@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod email_change;
 pub mod errors;
 pub mod http_layers;
+pub mod integrations;
 pub mod jobs;
 pub mod metrics;
 pub mod outbox;

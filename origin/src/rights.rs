@@ -324,8 +324,9 @@ impl Accounts {
             .map(|e| json!({ "id": e.id, "kind": e.kind, "class": e.class, "at": rfc3339(UnixMillis(e.at)), "data": e.data }))
             .collect();
         let insights = self.insights(&Actor::System, &id, now).await?;
+        let integrations = crate::integrations::export_section(self, &account).await?;
 
-        let contents: [(&str, Value); 12] = [
+        let contents: [(&str, Value); 13] = [
             ("profile", profile),
             (
                 "security_settings",
@@ -341,6 +342,7 @@ impl Accounts {
             ("mfa_factors", Value::Array(factors)),
             ("analytics_events", Value::Array(events)),
             ("insights", insights),
+            ("integrations", integrations),
         ];
         debug_assert!(contents.iter().map(|(n, _)| *n).eq(rights::EXPORT_SECTIONS));
         let zip = zip_sections(uid, &contents, now)?;

@@ -4,10 +4,13 @@
 //!
 //! The store moves rows, not meaning: sealing, validation and authorisation happen above it.
 
+pub mod integrations;
 pub mod migrate;
 mod postgres;
+mod postgres_integrations;
 mod postgres_lifecycle;
 mod sqlite;
+mod sqlite_integrations;
 mod sqlite_lifecycle;
 
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use async_trait::async_trait;
 use domain::analytics::Activity;
 use domain::time::UnixMillis;
 
+pub use integrations::{IntegrationRow, IntegrationStore, LocalKeyRow};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -128,6 +132,7 @@ pub trait Store:
     + LifecycleStore
     + RightsStore
     + ObserveStore
+    + IntegrationStore
     + Send
     + Sync
 {
@@ -609,7 +614,9 @@ pub struct ErasureRecord {
 }
 
 /// The tables an erasure deletes a user's rows from, children first; `users` last.
-pub const ERASED_TABLES: [&str; 17] = [
+pub const ERASED_TABLES: [&str; 19] = [
+    "integrations",
+    "integration_keys",
     "webauthn_credentials",
     "outbox",
     "one_time_codes",
