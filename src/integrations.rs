@@ -29,7 +29,8 @@ pub enum Op {
 }
 
 fn service(raw: &str) -> Result<&'static Service, EdgeError> {
-    integrations::find(raw).ok_or_else(|| EdgeError::new(ProblemKind::NotFound, format!("no integration {raw}")))
+    integrations::find(raw)
+        .ok_or_else(|| EdgeError::new(ProblemKind::NotFound, format!("no integration {raw}")))
 }
 
 /// The hub's routes: `segments` is the path after the leading `/`. `None` when the path is
@@ -45,10 +46,20 @@ pub fn route(
         ["api", "v1", "integrations", svc, "callback"] => {
             only(&[Method::Get]).and_then(|()| service(svc)).map(Op::Callback)
         }
-        ["api", "v1", "users", id, "integrations"] => only(&[Method::Get]).and_then(|()| user_id(id)).map(Op::List),
-        ["api", "v1", "users", id, "integrations", svc] => only(&[Method::Post, Method::Delete])
-            .and_then(|()| Ok((user_id(id)?, service(svc)?)))
-            .map(|(id, svc)| if *method == Method::Post { Op::Connect(id, svc) } else { Op::Disconnect(id, svc) }),
+        ["api", "v1", "users", id, "integrations"] => {
+            only(&[Method::Get]).and_then(|()| user_id(id)).map(Op::List)
+        }
+        ["api", "v1", "users", id, "integrations", svc] => {
+            only(&[Method::Post, Method::Delete]).and_then(|()| Ok((user_id(id)?, service(svc)?))).map(
+                |(id, svc)| {
+                    if *method == Method::Post {
+                        Op::Connect(id, svc)
+                    } else {
+                        Op::Disconnect(id, svc)
+                    }
+                },
+            )
+        }
         _ => return None,
     })
 }
@@ -86,7 +97,9 @@ pub fn catalogue(tier: Tier) -> Result<Response, EdgeError> {
 /// The caller's connected services, as the origin lists them.
 pub async fn list(env: &Env, caller: Caller, id: UserId) -> Result<Response, EdgeError> {
     authorize(&caller, &id)?;
-    let answer = forward(env, &caller.actor(), Method::Get, &format!("/internal/users/{id}/integrations"), None).await?;
+    let answer =
+        forward(env, &caller.actor(), Method::Get, &format!("/internal/users/{id}/integrations"), None)
+            .await?;
     http::json(200, &origin_json(&answer)?, None)
 }
 
@@ -126,7 +139,12 @@ pub async fn connect(
 }
 
 /// Disconnects: the origin revokes at the provider and deletes the tokens.
-pub async fn disconnect(env: &Env, caller: Caller, id: UserId, svc: &'static Service) -> Result<Response, EdgeError> {
+pub async fn disconnect(
+    env: &Env,
+    caller: Caller,
+    id: UserId,
+    svc: &'static Service,
+) -> Result<Response, EdgeError> {
     authorize(&caller, &id)?;
     let path = format!("/internal/users/{id}/integrations/{}", svc.id);
     let answer = forward(env, &caller.actor(), Method::Delete, &path, None).await?;
@@ -160,8 +178,9 @@ pub async fn callback(req: Request, env: &Env, svc: &'static Service) -> Result<
     let answer = forward(env, &Actor::Anonymous, Method::Post, &path, Some(&body)).await?;
     let mut response = http::json(200, &origin_json(&answer)?, None)?;
     // The binding served its one use.
-    response
-        .headers_mut()
-        .set("set-cookie", &format!("{BINDING_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax"))?;
+    response.headers_mut().set(
+        "set-cookie",
+        &format!("{BINDING_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax"),
+    )?;
     Ok(response)
 }

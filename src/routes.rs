@@ -12,11 +12,11 @@ use worker::{Context, Env, Method, Request, Response, Result};
 use crate::admin::AdminPath;
 use crate::events::Events;
 
+use crate::integrations::Op as IntegrationOp;
 use crate::limits::{self, Admission, IpClass};
 use crate::passkeys::PasskeyOp;
 use crate::problem::EdgeError;
 use crate::sessions::SecurityOp;
-use crate::integrations::Op as IntegrationOp;
 use crate::{auth, health, http, integrations, openapi, passkeys, rights, sessions, users};
 
 pub async fn dispatch(req: Request, env: Env, ctx: Context) -> Result<Response> {
@@ -512,8 +512,10 @@ impl Route {
                 .await
             }
             Route::Integrations(IntegrationOp::List(id)) => {
-                user_route(req, env, path, true, events, class, |_, caller, _| integrations::list(env, caller, id))
-                    .await
+                user_route(req, env, path, true, events, class, |_, caller, _| {
+                    integrations::list(env, caller, id)
+                })
+                .await
             }
             Route::Integrations(IntegrationOp::Connect(id, svc)) => {
                 user_route(req, env, path, true, events, class, |_, caller, gate| {

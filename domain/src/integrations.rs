@@ -91,7 +91,13 @@ pub const CATALOGUE: [Service; 17] = [
         AuthKind::Oauth2Pkce,
         &["https://www.googleapis.com/auth/youtube.readonly"],
     ),
-    service("amazon_music", "Amazon Music", Category::Music, AuthKind::Oauth2, &["profile", "amazon_music:access"]),
+    service(
+        "amazon_music",
+        "Amazon Music",
+        Category::Music,
+        AuthKind::Oauth2,
+        &["profile", "amazon_music:access"],
+    ),
     service("lastfm", "Last.fm", Category::Social, AuthKind::Lastfm, &[]),
     service("discord", "Discord", Category::Social, AuthKind::Oauth2Pkce, &["identify", "email"]),
     service(
@@ -111,7 +117,13 @@ pub const CATALOGUE: [Service; 17] = [
         AuthKind::Oauth2Pkce,
         &["openid", "email", "https://www.googleapis.com/auth/calendar.events"],
     ),
-    service("salesforce", "Salesforce", Category::Enterprise, AuthKind::Oauth2Pkce, &["api", "refresh_token"]),
+    service(
+        "salesforce",
+        "Salesforce",
+        Category::Enterprise,
+        AuthKind::Oauth2Pkce,
+        &["api", "refresh_token"],
+    ),
     service(
         "microsoft_365",
         "Microsoft 365",
@@ -158,7 +170,7 @@ pub fn grant_in(entries: &[String], service: &Service) -> Option<Grant> {
     let basic = format!("{}_basic", service.id);
     if entries.iter().any(|e| e == "all" || e == service.id) {
         Some(Grant::Full)
-    } else if entries.iter().any(|e| *e == basic) {
+    } else if entries.contains(&basic) {
         Some(Grant::Basic)
     } else {
         None
@@ -397,11 +409,20 @@ mod tests {
         assert_eq!(ids.len(), 17);
         let count = |c| CATALOGUE.iter().filter(|s| s.category == c).count();
         assert_eq!(
-            [Category::Music, Category::Social, Category::Productivity, Category::Enterprise, Category::Creative]
-                .map(count),
+            [
+                Category::Music,
+                Category::Social,
+                Category::Productivity,
+                Category::Enterprise,
+                Category::Creative
+            ]
+            .map(count),
             [4, 4, 3, 3, 3]
         );
-        assert!(CATALOGUE.iter().filter(|s| s.auth == AuthKind::Local).all(|s| s.category == Category::Creative));
+        assert!(CATALOGUE
+            .iter()
+            .filter(|s| s.auth == AuthKind::Local)
+            .all(|s| s.category == Category::Creative));
         for s in &CATALOGUE {
             assert!(s.basic_scopes.iter().all(|b| s.scopes.contains(b)), "{}", s.id);
         }

@@ -12,16 +12,40 @@ use serde_json::{json, Value};
 use crate::{Ctx, TestFn};
 
 pub const TESTS: &[(&str, TestFn)] = &[
-    ("integrations::the_catalogue_lists_seventeen_services_with_tier_rules", the_catalogue_lists_seventeen_services_with_tier_rules),
-    ("integrations::a_free_user_asking_for_slack_gets_403_naming_the_rule", a_free_user_asking_for_slack_gets_403_naming_the_rule),
-    ("integrations::spotify_connects_with_pkce_refreshes_syncs_and_disconnects", spotify_connects_with_pkce_refreshes_syncs_and_disconnects),
-    ("integrations::discord_slack_and_google_calendar_connect_refresh_and_revoke", discord_slack_and_google_calendar_connect_refresh_and_revoke),
+    (
+        "integrations::the_catalogue_lists_seventeen_services_with_tier_rules",
+        the_catalogue_lists_seventeen_services_with_tier_rules,
+    ),
+    (
+        "integrations::a_free_user_asking_for_slack_gets_403_naming_the_rule",
+        a_free_user_asking_for_slack_gets_403_naming_the_rule,
+    ),
+    (
+        "integrations::spotify_connects_with_pkce_refreshes_syncs_and_disconnects",
+        spotify_connects_with_pkce_refreshes_syncs_and_disconnects,
+    ),
+    (
+        "integrations::discord_slack_and_google_calendar_connect_refresh_and_revoke",
+        discord_slack_and_google_calendar_connect_refresh_and_revoke,
+    ),
     ("integrations::lastfm_connects_with_its_signed_session", lastfm_connects_with_its_signed_session),
-    ("integrations::a_local_integration_gets_a_scoped_key_shown_once", a_local_integration_gets_a_scoped_key_shown_once),
-    ("integrations::a_state_works_once_for_its_service_and_browser", a_state_works_once_for_its_service_and_browser),
-    ("integrations::invalid_grant_marks_needs_reconnect_and_mails_the_user", invalid_grant_marks_needs_reconnect_and_mails_the_user),
+    (
+        "integrations::a_local_integration_gets_a_scoped_key_shown_once",
+        a_local_integration_gets_a_scoped_key_shown_once,
+    ),
+    (
+        "integrations::a_state_works_once_for_its_service_and_browser",
+        a_state_works_once_for_its_service_and_browser,
+    ),
+    (
+        "integrations::invalid_grant_marks_needs_reconnect_and_mails_the_user",
+        invalid_grant_marks_needs_reconnect_and_mails_the_user,
+    ),
     ("integrations::a_rate_limited_sync_waits_for_retry_after", a_rate_limited_sync_waits_for_retry_after),
-    ("integrations::a_downgrade_disables_what_the_new_tier_does_not_allow", a_downgrade_disables_what_the_new_tier_does_not_allow),
+    (
+        "integrations::a_downgrade_disables_what_the_new_tier_does_not_allow",
+        a_downgrade_disables_what_the_new_tier_does_not_allow,
+    ),
 ];
 
 fn expect(answer: &Answer, status: u16) -> Result<()> {
@@ -84,9 +108,8 @@ fn binding(answer: &Answer) -> Result<String> {
 }
 
 fn callback(ctx: &Ctx, service: &str, params: &[(String, String)], cookie: Option<&str>) -> Result<Answer> {
-    let mut request = browser()?
-        .get(ctx.api.url(&format!("/api/v1/integrations/{service}/callback")))
-        .query(params);
+    let mut request =
+        browser()?.get(ctx.api.url(&format!("/api/v1/integrations/{service}/callback"))).query(params);
     if let Some(c) = cookie {
         request = request.header("cookie", c);
     }
@@ -153,8 +176,22 @@ fn the_catalogue_lists_seventeen_services_with_tier_rules(ctx: &Ctx) -> Result<(
     assert_eq!(
         ids,
         vec![
-            "spotify", "apple_music", "youtube_music", "amazon_music", "lastfm", "discord", "twitter", "instagram",
-            "slack", "notion", "google_calendar", "salesforce", "microsoft_365", "jira", "ableton_live", "logic_pro",
+            "spotify",
+            "apple_music",
+            "youtube_music",
+            "amazon_music",
+            "lastfm",
+            "discord",
+            "twitter",
+            "instagram",
+            "slack",
+            "notion",
+            "google_calendar",
+            "salesforce",
+            "microsoft_365",
+            "jira",
+            "ableton_live",
+            "logic_pro",
             "fl_studio"
         ]
     );
@@ -164,11 +201,17 @@ fn the_catalogue_lists_seventeen_services_with_tier_rules(ctx: &Ctx) -> Result<(
             .as_array()
             .into_iter()
             .flatten()
-            .map(|t| (t["tier"].as_str().unwrap_or("").to_owned(), t["grant"].as_str().unwrap_or("").to_owned()))
+            .map(|t| {
+                (t["tier"].as_str().unwrap_or("").to_owned(), t["grant"].as_str().unwrap_or("").to_owned())
+            })
             .collect()
     };
-    let pairs = |v: &[(&str, &str)]| v.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect::<Vec<_>>();
-    assert_eq!(tiers("spotify"), pairs(&[("free", "basic"), ("premium", "full"), ("enterprise", "full"), ("vip", "full")]));
+    let pairs =
+        |v: &[(&str, &str)]| v.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect::<Vec<_>>();
+    assert_eq!(
+        tiers("spotify"),
+        pairs(&[("free", "basic"), ("premium", "full"), ("enterprise", "full"), ("vip", "full")])
+    );
     assert_eq!(tiers("slack"), pairs(&[("enterprise", "full"), ("vip", "full")]));
     assert_eq!(tiers("discord"), pairs(&[("premium", "full"), ("enterprise", "full"), ("vip", "full")]));
     assert_eq!(by_id("spotify")["yours"], "basic");
@@ -209,7 +252,8 @@ fn spotify_connects_with_pkce_refreshes_syncs_and_disconnects(ctx: &Ctx) -> Resu
     let started = connect(ctx, &id, &token, "spotify")?;
     expect(&started, 200)?;
     let url = reqwest::Url::parse(&started.str("authorize_url"))?;
-    let query: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let query: Vec<(String, String)> =
+        url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     assert_eq!(url.path(), "/authorize");
     assert_eq!(param(&query, "client_id"), Some("test-spotify"));
     assert_eq!(param(&query, "code_challenge_method"), Some("S256"));
@@ -233,7 +277,10 @@ fn spotify_connects_with_pkce_refreshes_syncs_and_disconnects(ctx: &Ctx) -> Resu
     assert_eq!(ctx.stack.stored_in_clear(live[0].as_bytes())?, None);
     let before = one(ctx, &id, &token, "spotify")?;
     assert_eq!(before["status"], "active");
-    assert_eq!(before["scopes"], json!(["user-read-email", "user-read-recently-played", "user-library-read"]));
+    assert_eq!(
+        before["scopes"],
+        json!(["user-read-email", "user-read-recently-played", "user-library-read"])
+    );
 
     // The refresh job renews a token that expires within 5 minutes.
     let summary = job(ctx, "refresh-integrations")?;
@@ -241,7 +288,10 @@ fn spotify_connects_with_pkce_refreshes_syncs_and_disconnects(ctx: &Ctx) -> Resu
     ensure!(fake.calls().contains(&"token refresh_token".to_owned()), "calls: {:?}", fake.calls());
     let after = fake.live_access_tokens();
     assert_eq!(after.len(), 2, "the refreshed token is live beside the first (until it expires)");
-    assert_eq!(ctx.stack.stored_in_clear(after.iter().find(|t| **t != live[0]).context("new")?.as_bytes())?, None);
+    assert_eq!(
+        ctx.stack.stored_in_clear(after.iter().find(|t| **t != live[0]).context("new")?.as_bytes())?,
+        None
+    );
 
     // The sync: two plays and one saved track become three track_played events, once.
     for (n, at) in [("1", "2026-11-30T10:00:00.000Z"), ("2", "2026-11-30T10:04:00.000Z")] {
@@ -253,7 +303,13 @@ fn spotify_connects_with_pkce_refreshes_syncs_and_disconnects(ctx: &Ctx) -> Resu
             at: at.into(),
         });
     }
-    fake.add_saved(Track { id: "track9".into(), name: "Saved".into(), artist: "Other".into(), duration_ms: 180_000, at: "2026-11-29T08:00:00Z".into() });
+    fake.add_saved(Track {
+        id: "track9".into(),
+        name: "Saved".into(),
+        artist: "Other".into(),
+        duration_ms: 180_000,
+        at: "2026-11-29T08:00:00Z".into(),
+    });
     let first = job(ctx, "sync-integrations")?;
     assert_eq!(first["events_stored"], 3, "{first}");
     assert_eq!(first["rate_limited"], 0);
@@ -284,7 +340,8 @@ fn discord_slack_and_google_calendar_connect_refresh_and_revoke(ctx: &Ctx) -> Re
         let started = connect(ctx, &id, &token, service)?;
         expect(&started, 200)?;
         let url = reqwest::Url::parse(&started.str("authorize_url"))?;
-        let query: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let query: Vec<(String, String)> =
+            url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         assert_eq!(param(&query, "code_challenge").is_some(), pkce, "{service}");
         if service == "google_calendar" {
             assert_eq!(param(&query, "access_type"), Some("offline"));
@@ -340,7 +397,10 @@ fn a_local_integration_gets_a_scoped_key_shown_once(ctx: &Ctx) -> Result<()> {
     let first = connect(ctx, &id, &token, "ableton_live")?;
     expect(&first, 201)?;
     let key = first.str("key");
-    ensure!(key.starts_with("umk_ableton_live_") && key.len() == "umk_ableton_live_".len() + 32, "key: {key}");
+    ensure!(
+        key.starts_with("umk_ableton_live_") && key.len() == "umk_ableton_live_".len() + 32,
+        "key: {key}"
+    );
     assert_eq!(first.body["scopes"], json!(["projects:read", "listening:write"]));
     assert_eq!(ctx.stack.stored_in_clear(key.as_bytes())?, None);
     let item = one(ctx, &id, &token, "ableton_live")?;
@@ -368,7 +428,8 @@ fn a_state_works_once_for_its_service_and_browser(ctx: &Ctx) -> Result<()> {
     let cookie = binding(&started)?;
     let params = approve(&started.str("authorize_url"))?;
     let code = param(&params, "code").context("code")?.to_owned();
-    let with_state = |state: &str| vec![("code".to_owned(), code.clone()), ("state".to_owned(), state.to_owned())];
+    let with_state =
+        |state: &str| vec![("code".to_owned(), code.clone()), ("state".to_owned(), state.to_owned())];
     // A state nobody issued.
     let wrong = callback(ctx, "spotify", &with_state(&"ab".repeat(32)), Some(&cookie))?;
     expect(&wrong, 400)?;
@@ -415,7 +476,9 @@ fn invalid_grant_marks_needs_reconnect_and_mails_the_user(ctx: &Ctx) -> Result<(
     // The notice goes through the durable outbox (sent by the serving origin's dispatcher).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mail = loop {
-        if let Some((text, _)) = ctx.stack.messages_for(&email).into_iter().find(|(t, _)| t.contains("Spotify")) {
+        if let Some((text, _)) =
+            ctx.stack.messages_for(&email).into_iter().find(|(t, _)| t.contains("Spotify"))
+        {
             break text;
         }
         ensure!(std::time::Instant::now() < deadline, "no reconnect mail for {email}");
@@ -437,10 +500,20 @@ fn a_rate_limited_sync_waits_for_retry_after(ctx: &Ctx) -> Result<()> {
     let (_lock, fake) = provider(ctx)?;
     let (id, _, token) = user(ctx, "free")?;
     connect_fully(ctx, &id, &token, "spotify")?;
-    fake.add_play(Track { id: "t1".into(), name: "One".into(), artist: "A".into(), duration_ms: 100_000, at: "2026-12-01T09:00:00Z".into() });
+    fake.add_play(Track {
+        id: "t1".into(),
+        name: "One".into(),
+        artist: "A".into(),
+        duration_ms: 100_000,
+        at: "2026-12-01T09:00:00Z".into(),
+    });
     fake.rate_limit(Some(2));
     let limited = job(ctx, "sync-integrations")?;
-    assert_eq!((limited["rate_limited"].as_u64(), limited["events_stored"].as_u64()), (Some(1), Some(0)), "{limited}");
+    assert_eq!(
+        (limited["rate_limited"].as_u64(), limited["events_stored"].as_u64()),
+        (Some(1), Some(0)),
+        "{limited}"
+    );
     let item = one(ctx, &id, &token, "spotify")?;
     assert_eq!(item["last_error"], "rate_limited");
     assert!(item["retry_at"].is_string());
@@ -463,7 +536,8 @@ fn a_downgrade_disables_what_the_new_tier_does_not_allow(ctx: &Ctx) -> Result<()
     let (_lock, _fake) = provider(ctx)?;
     let (id, _, token) = user(ctx, "premium")?;
     connect_fully(ctx, &id, &token, "discord")?;
-    let down = ctx.api.post(&format!("/api/v1/users/{id}/upgrade"), Some(&token), &json!({ "tier": "free" }))?;
+    let down =
+        ctx.api.post(&format!("/api/v1/users/{id}/upgrade"), Some(&token), &json!({ "tier": "free" }))?;
     expect(&down, 200)?;
     assert_eq!(down.body["tier"], "free");
     assert_eq!(down.body["integrations_disabled"], json!(["discord"]));

@@ -56,7 +56,8 @@ fn start() -> anyhow::Result<Ctx> {
     let backend = Backend::from_env()?;
     let provider_port = e2e::free_port()?;
     let provider_vars = e2e::oauth::origin_vars(provider_port);
-    let origin_vars: Vec<(&str, &str)> = provider_vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let origin_vars: Vec<(&str, &str)> =
+        provider_vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let stack = Stack::start_configured(
         &[
             ("IP_SIGNUP_PER_HOUR", "1000000"),

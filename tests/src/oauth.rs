@@ -184,10 +184,19 @@ fn router(world: Shared) -> Router {
         .route("/api/auth.revoke", post(revoke))
         .route("/revoke", post(revoke))
         // Identity.
-        .route("/v1/me", get(|s, h| identity(s, h, json!({ "id": "spotify-listener", "display_name": "Listener" }))))
-        .route("/api/users/@me", get(|s, h| identity(s, h, json!({ "id": "42", "username": "discord-listener" }))))
+        .route(
+            "/v1/me",
+            get(|s, h| identity(s, h, json!({ "id": "spotify-listener", "display_name": "Listener" }))),
+        )
+        .route(
+            "/api/users/@me",
+            get(|s, h| identity(s, h, json!({ "id": "42", "username": "discord-listener" }))),
+        )
         .route("/api/auth.test", get(|s, h| identity(s, h, json!({ "ok": true, "user": "slack-listener" }))))
-        .route("/v1/userinfo", get(|s, h| identity(s, h, json!({ "sub": "7", "email": "listener@calendar.test" }))))
+        .route(
+            "/v1/userinfo",
+            get(|s, h| identity(s, h, json!({ "sub": "7", "email": "listener@calendar.test" }))),
+        )
         // Spotify's music API.
         .route("/v1/me/player/recently-played", get(recently_played))
         .route("/v1/me/tracks", get(saved_tracks))
@@ -242,7 +251,9 @@ async fn authorize(State(world): State<Shared>, Query(q): Query<HashMap<String, 
 
 /// The client's id and secret: HTTP Basic (RFC 6749 §2.3.1) or the form's fields.
 fn client(headers: &HeaderMap, form: &HashMap<String, String>) -> Option<(String, String)> {
-    if let Some(basic) = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic ")) {
+    if let Some(basic) =
+        headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic "))
+    {
         let decoded = base64::engine::general_purpose::STANDARD.decode(basic).ok()?;
         let text = String::from_utf8(decoded).ok()?;
         let (id, secret) = text.split_once(':')?;
@@ -265,7 +276,11 @@ fn tokens(w: &mut World, client_id: &str, scope: &str) -> Value {
     })
 }
 
-async fn token(State(world): State<Shared>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+async fn token(
+    State(world): State<Shared>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let Some((client_id, secret)) = client(&headers, &form) else {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
     };
@@ -287,8 +302,8 @@ async fn token(State(world): State<Shared>, headers: HeaderMap, Form(form): Form
             }
             if let Some(challenge) = challenge {
                 let verifier = form.get("code_verifier").cloned().unwrap_or_default();
-                let computed =
-                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+                let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(Sha256::digest(verifier.as_bytes()));
                 if computed != challenge {
                     w.calls.push("pkce mismatch".into());
                     return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
@@ -316,7 +331,11 @@ async fn token(State(world): State<Shared>, headers: HeaderMap, Form(form): Form
     }
 }
 
-async fn revoke(State(world): State<Shared>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+async fn revoke(
+    State(world): State<Shared>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let Some((client_id, secret)) = client(&headers, &form) else {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
     };
@@ -423,7 +442,8 @@ async fn saved_tracks(State(world): State<Shared>, headers: HeaderMap) -> Respon
     let w = lock(&world);
     let mut saved = w.saved.clone();
     saved.sort_by_key(|t| std::cmp::Reverse(epoch_ms(&t.at)));
-    let items: Vec<Value> = saved.iter().map(|t| json!({ "track": track_json(t), "added_at": t.at })).collect();
+    let items: Vec<Value> =
+        saved.iter().map(|t| json!({ "track": track_json(t), "added_at": t.at })).collect();
     Json(json!({ "items": items, "next": null })).into_response()
 }
 
@@ -445,7 +465,8 @@ async fn lastfm_authorize(State(world): State<Shared>, Query(q): Query<HashMap<S
 async fn lastfm_api(State(world): State<Shared>, Form(form): Form<HashMap<String, String>>) -> Response {
     let get = |k: &str| form.get(k).cloned().unwrap_or_default();
     let api_key = get("api_key");
-    let mut signed: Vec<(&String, &String)> = form.iter().filter(|(k, _)| *k != "format" && *k != "api_sig").collect();
+    let mut signed: Vec<(&String, &String)> =
+        form.iter().filter(|(k, _)| *k != "format" && *k != "api_sig").collect();
     signed.sort();
     let mut text = String::new();
     for (k, v) in signed {
@@ -470,7 +491,8 @@ async fn lastfm_api(State(world): State<Shared>, Form(form): Form<HashMap<String
         Some(owner) if owner == api_key => {
             let key = next_id(&mut w, "lfmsession");
             w.access.insert(key.clone(), api_key);
-            Json(json!({ "session": { "name": "lastfm-listener", "key": key, "subscriber": 0 } })).into_response()
+            Json(json!({ "session": { "name": "lastfm-listener", "key": key, "subscriber": 0 } }))
+                .into_response()
         }
         _ => Json(json!({ "error": 4, "message": "Invalid authentication token supplied" })).into_response(),
     }

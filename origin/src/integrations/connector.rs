@@ -12,8 +12,7 @@ use domain::integrations::AuthKind;
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
 use oauth2::{
     AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, PkceCodeChallenge, PkceCodeVerifier,
-    RedirectUrl, RefreshToken, RequestTokenError, Scope, StandardRevocableToken,
-    TokenResponse, TokenUrl,
+    RedirectUrl, RefreshToken, RequestTokenError, Scope, StandardRevocableToken, TokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -68,7 +67,12 @@ pub enum ConnectorError {
 pub trait Connector: Send + Sync {
     /// The URL the user's browser is sent to. `verifier` is the PKCE verifier (`None` for a
     /// provider without PKCE).
-    fn authorize_url(&self, state: &str, scopes: &[&str], verifier: Option<&str>) -> Result<String, ConnectorError>;
+    fn authorize_url(
+        &self,
+        state: &str,
+        scopes: &[&str],
+        verifier: Option<&str>,
+    ) -> Result<String, ConnectorError>;
     /// Exchanges the callback's code (Last.fm: its token) for tokens.
     async fn exchange(&self, code: &str, verifier: Option<&str>) -> Result<Granted, ConnectorError>;
     async fn refresh(&self, refresh_token: &str) -> Result<Granted, ConnectorError>;
@@ -197,15 +201,21 @@ impl OAuth2 {
 
 #[async_trait]
 impl Connector for OAuth2 {
-    fn authorize_url(&self, state: &str, scopes: &[&str], verifier: Option<&str>) -> Result<String, ConnectorError> {
+    fn authorize_url(
+        &self,
+        state: &str,
+        scopes: &[&str],
+        verifier: Option<&str>,
+    ) -> Result<String, ConnectorError> {
         let client = self.client()?;
         let state = state.to_owned();
         let mut request = client
             .authorize_url(move || CsrfToken::new(state))
             .add_scopes(scopes.iter().map(|s| Scope::new((*s).to_owned())));
         if let Some(v) = verifier {
-            request = request
-                .set_pkce_challenge(PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(v.to_owned())));
+            request = request.set_pkce_challenge(PkceCodeChallenge::from_code_verifier_sha256(
+                &PkceCodeVerifier::new(v.to_owned()),
+            ));
         }
         for (k, v) in self.provider.preset.extra_params {
             request = request.add_extra_param(*k, *v);
@@ -226,7 +236,8 @@ impl Connector for OAuth2 {
     async fn refresh(&self, refresh_token: &str) -> Result<Granted, ConnectorError> {
         let client = self.client()?;
         let token = RefreshToken::new(refresh_token.to_owned());
-        let answer = client.exchange_refresh_token(&token).request_async(&self.http).await.map_err(token_error)?;
+        let answer =
+            client.exchange_refresh_token(&token).request_async(&self.http).await.map_err(token_error)?;
         let mut g = granted(&answer);
         // A provider that does not rotate refresh tokens answers none: the old one still holds.
         if g.tokens.refresh_token.is_none() {
@@ -301,9 +312,15 @@ pub fn lastfm_signature(params: &[(&str, &str)], secret: &str) -> String {
 
 #[async_trait]
 impl Connector for Lastfm {
-    fn authorize_url(&self, state: &str, _scopes: &[&str], _verifier: Option<&str>) -> Result<String, ConnectorError> {
+    fn authorize_url(
+        &self,
+        state: &str,
+        _scopes: &[&str],
+        _verifier: Option<&str>,
+    ) -> Result<String, ConnectorError> {
         // Last.fm keeps the `cb` URL's query: the state comes back beside the token.
-        let mut cb = url::Url::parse(&self.callback).map_err(|_| ConnectorError::Refused("misconfigured callback".into()))?;
+        let mut cb = url::Url::parse(&self.callback)
+            .map_err(|_| ConnectorError::Refused("misconfigured callback".into()))?;
         cb.query_pairs_mut().append_pair("state", state);
         let mut url = url::Url::parse(&self.provider.authorize_url())
             .map_err(|_| ConnectorError::Refused("misconfigured authorize URL".into()))?;
@@ -313,7 +330,11 @@ impl Connector for Lastfm {
 
     async fn exchange(&self, token: &str, _verifier: Option<&str>) -> Result<Granted, ConnectorError> {
         let secret = self.provider.client_secret.as_deref().unwrap_or_default();
-        let mut params = vec![("method", "auth.getSession"), ("api_key", self.provider.client_id.as_str()), ("token", token)];
+        let mut params = vec![
+            ("method", "auth.getSession"),
+            ("api_key", self.provider.client_id.as_str()),
+            ("token", token),
+        ];
         let sig = lastfm_signature(&params, secret);
         params.push(("api_sig", &sig));
         params.push(("format", "json"));
@@ -373,8 +394,10 @@ mod tests {
             use md5::{Digest, Md5};
             hex::encode(Md5::digest(b"api_keyKmethodauth.getSessiontokenTsecret"))
         };
-        let sig =
-            lastfm_signature(&[("token", "T"), ("method", "auth.getSession"), ("format", "json"), ("api_key", "K")], "secret");
+        let sig = lastfm_signature(
+            &[("token", "T"), ("method", "auth.getSession"), ("format", "json"), ("api_key", "K")],
+            "secret",
+        );
         assert_eq!(sig, expected);
         assert_eq!(sig.len(), 32);
     }

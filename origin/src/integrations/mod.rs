@@ -52,7 +52,8 @@ fn user_id(raw: &str) -> Result<UserId, ApiError> {
 }
 
 fn service(raw: &str) -> Result<&'static Service, ApiError> {
-    integrations::find(raw).ok_or_else(|| ApiError::client(ProblemKind::NotFound, format!("no integration {raw}")))
+    integrations::find(raw)
+        .ok_or_else(|| ApiError::client(ProblemKind::NotFound, format!("no integration {raw}")))
 }
 
 async fn list_handler(
@@ -161,22 +162,28 @@ fn refusal(r: &integrations::Refusal) -> ApiError {
 fn not_configured(service: &Service) -> ApiError {
     ApiError::client(
         ProblemKind::Conflict,
-        format!("{} is not configured on this deployment (see the README's Integrations section)", service.name),
+        format!(
+            "{} is not configured on this deployment (see the README's Integrations section)",
+            service.name
+        ),
     )
 }
 
 fn provider_error(e: &ConnectorError) -> ApiError {
     match e {
-        ConnectorError::InvalidGrant => {
-            ApiError::client(ProblemKind::BadRequest, "the provider refused the authorisation code (invalid_grant)")
-        }
+        ConnectorError::InvalidGrant => ApiError::client(
+            ProblemKind::BadRequest,
+            "the provider refused the authorisation code (invalid_grant)",
+        ),
         ConnectorError::Refused(code) => {
             ApiError::client(ProblemKind::BadGateway, format!("the provider refused: {code}"))
         }
         ConnectorError::RateLimited { .. } => {
             ApiError::client(ProblemKind::BadGateway, "the provider is rate limiting; try again later")
         }
-        ConnectorError::Unreachable(_) => ApiError::client(ProblemKind::BadGateway, "the provider could not be reached"),
+        ConnectorError::Unreachable(_) => {
+            ApiError::client(ProblemKind::BadGateway, "the provider could not be reached")
+        }
     }
 }
 
@@ -264,8 +271,9 @@ pub async fn connect(
                     grant,
                 },
                 verifier_sealed: verifier.map(|v| {
-                    base64::engine::general_purpose::STANDARD
-                        .encode(account.data_key.seal(v.as_bytes(), &verifier_context(id.as_str(), service.id)))
+                    base64::engine::general_purpose::STANDARD.encode(
+                        account.data_key.seal(v.as_bytes(), &verifier_context(id.as_str(), service.id)),
+                    )
                 }),
             };
             let value = serde_json::to_string(&stored).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -441,11 +449,9 @@ pub async fn disconnect(
 ) -> Result<Value, ApiError> {
     authorize(actor, id)?;
     let account = state.accounts.load(id).await?;
-    let row = state
-        .store
-        .integration(id.as_str(), service.id)
-        .await?
-        .ok_or_else(|| ApiError::client(ProblemKind::NotFound, format!("{} is not connected", service.name)))?;
+    let row = state.store.integration(id.as_str(), service.id).await?.ok_or_else(|| {
+        ApiError::client(ProblemKind::NotFound, format!("{} is not connected", service.name))
+    })?;
     let mut revoked = false;
     let mut revoke_error = None;
     if let Some(tokens) = open_tokens(&account.data_key, &row)? {

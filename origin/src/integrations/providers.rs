@@ -245,7 +245,8 @@ impl Providers {
     pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let mut map = BTreeMap::new();
         for preset in PRESETS {
-            let Some(client_id) = lookup(&var_name(preset.service, "CLIENT_ID")).filter(|v| !v.is_empty()) else {
+            let Some(client_id) = lookup(&var_name(preset.service, "CLIENT_ID")).filter(|v| !v.is_empty())
+            else {
                 continue;
             };
             let Some(service) = CATALOGUE.iter().find(|s| s.id == preset.service) else {
@@ -264,7 +265,8 @@ impl Providers {
                     preset,
                     auth: service.auth,
                     client_id,
-                    client_secret: lookup(&var_name(preset.service, "CLIENT_SECRET")).filter(|v| !v.is_empty()),
+                    client_secret: lookup(&var_name(preset.service, "CLIENT_SECRET"))
+                        .filter(|v| !v.is_empty()),
                     auth_base: base("AUTH_URL", preset.auth_base)?,
                     token_base: base("TOKEN_URL", preset.token_base)?,
                     api_base: base("API_URL", preset.api_base)?,
@@ -313,6 +315,9 @@ mod tests {
             ("ORIGIN_INTEGRATION_SLACK_TOKEN_URL", "http://example.com"),
         ]))
         .unwrap_err();
-        assert_eq!(err, "ORIGIN_INTEGRATION_SLACK_TOKEN_URL: expected https:// (http:// only to a loopback address)");
+        assert_eq!(
+            err,
+            "ORIGIN_INTEGRATION_SLACK_TOKEN_URL: expected https:// (http:// only to a loopback address)"
+        );
     }
 }

@@ -48,7 +48,8 @@ pub async fn refresh(state: &AppState, _options: &JobOptions, now: UnixMillis) -
         let outcome = match refresh_token {
             None => Err(ConnectorError::InvalidGrant),
             Some(rt) => {
-                let redirect = format!("{}/api/v1/integrations/{}/callback", state.config.public_url, row.service);
+                let redirect =
+                    format!("{}/api/v1/integrations/{}/callback", state.config.public_url, row.service);
                 match connector::for_provider(provider, redirect) {
                     Ok(c) => c.refresh(&rt).await,
                     Err(e) => Err(e),
@@ -58,8 +59,9 @@ pub async fn refresh(state: &AppState, _options: &JobOptions, now: UnixMillis) -
         match outcome {
             Ok(granted) => {
                 let json = serde_json::to_vec(&granted.tokens)?;
-                let sealed =
-                    account.data_key.seal(&json, &format!("{}/integration/{}/tokens", row.user_id, row.service));
+                let sealed = account
+                    .data_key
+                    .seal(&json, &format!("{}/integration/{}/tokens", row.user_id, row.service));
                 let stored = state
                     .store
                     .replace_tokens(&TokenUpdate {
@@ -122,14 +124,21 @@ fn track_event(user: &str, track: &Value, at: u64, source: &str) -> Option<Event
         provider: "spotify".into(),
         provider_track_id: id.to_owned(),
         title: track.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
-        artist: first_artist.and_then(|a| a.get("name")).and_then(Value::as_str).unwrap_or_default().to_owned(),
+        artist: first_artist
+            .and_then(|a| a.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
         artist_id: first_artist.and_then(|a| a.get("id")).and_then(Value::as_str).map(str::to_owned),
         genres: Vec::new(),
         duration_ms: track.get("duration_ms").and_then(Value::as_u64).unwrap_or(0),
         played_ms: None,
         // Spotify closed its audio-features endpoint to new applications (November 2024).
         features: None,
-        popularity: track.get("popularity").and_then(Value::as_u64).and_then(|p| u8::try_from(p.min(100)).ok()),
+        popularity: track
+            .get("popularity")
+            .and_then(Value::as_u64)
+            .and_then(|p| u8::try_from(p.min(100)).ok()),
         source: source.to_owned(),
     };
     Some(EventRow {
@@ -162,7 +171,8 @@ async fn read_spotify(
     cursor: SyncCursor,
 ) -> Result<Read, ConnectorError> {
     let mut read = Read { events: Vec::new(), cursor, limited: None };
-    let url = provider.api_url(&format!("/v1/me/player/recently-played?limit=50&after={}", cursor.played_after));
+    let url =
+        provider.api_url(&format!("/v1/me/player/recently-played?limit=50&after={}", cursor.played_after));
     let played = get(http, &url, tokens).await?;
     let mut times = Vec::new();
     for item in played.get("items").and_then(Value::as_array).into_iter().flatten() {
@@ -221,7 +231,8 @@ pub async fn sync(state: &AppState, _options: &JobOptions, now: UnixMillis) -> a
     };
     let http = connector::http_client().map_err(|e| anyhow::anyhow!("{e}"))?;
     let rows = state.store.sync_due("spotify", now, BATCH).await?;
-    let (mut synced, mut stored, mut duplicates, mut limited, mut errors, mut no_consent) = (0u64, 0, 0, 0u64, 0u64, 0u64);
+    let (mut synced, mut stored, mut duplicates, mut limited, mut errors, mut no_consent) =
+        (0u64, 0, 0, 0u64, 0u64, 0u64);
     for row in &rows {
         let id = uid(row)?;
         if !state.accounts.collects_events(&id).await.map_err(|e| anyhow::anyhow!("{e}"))? {
@@ -234,32 +245,37 @@ pub async fn sync(state: &AppState, _options: &JobOptions, now: UnixMillis) -> a
             continue;
         };
         let cursor: SyncCursor = serde_json::from_str(&row.sync_cursor).unwrap_or_default();
-        let (cursor_after, retry_at, error) = match read_spotify(&http, provider, &tokens, &row.user_id, cursor).await {
-            Ok(read) => {
-                let (s, d) = state.store.store_events(&read.events, now).await?;
-                stored += s;
-                duplicates += d;
-                match read.limited {
-                    None => {
-                        synced += 1;
-                        (read.cursor, None, None)
-                    }
-                    Some(retry_after) => {
-                        limited += 1;
-                        (read.cursor, Some(integrations::retry_at(retry_after.as_deref(), now)), Some("rate_limited"))
+        let (cursor_after, retry_at, error) =
+            match read_spotify(&http, provider, &tokens, &row.user_id, cursor).await {
+                Ok(read) => {
+                    let (s, d) = state.store.store_events(&read.events, now).await?;
+                    stored += s;
+                    duplicates += d;
+                    match read.limited {
+                        None => {
+                            synced += 1;
+                            (read.cursor, None, None)
+                        }
+                        Some(retry_after) => {
+                            limited += 1;
+                            (
+                                read.cursor,
+                                Some(integrations::retry_at(retry_after.as_deref(), now)),
+                                Some("rate_limited"),
+                            )
+                        }
                     }
                 }
-            }
-            Err(ConnectorError::RateLimited { retry_after }) => {
-                limited += 1;
-                (cursor, Some(integrations::retry_at(retry_after.as_deref(), now)), Some("rate_limited"))
-            }
-            Err(e) => {
-                tracing::warn!(service = "spotify", error = %e, "sync failed");
-                errors += 1;
-                (cursor, None, Some("sync_failed"))
-            }
-        };
+                Err(ConnectorError::RateLimited { retry_after }) => {
+                    limited += 1;
+                    (cursor, Some(integrations::retry_at(retry_after.as_deref(), now)), Some("rate_limited"))
+                }
+                Err(e) => {
+                    tracing::warn!(service = "spotify", error = %e, "sync failed");
+                    errors += 1;
+                    (cursor, None, Some("sync_failed"))
+                }
+            };
         let cursor_json = serde_json::to_string(&cursor_after)?;
         state
             .store

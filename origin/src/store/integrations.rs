@@ -78,7 +78,12 @@ pub trait IntegrationStore: Send + Sync {
     async fn integration(&self, user_id: &str, service: &str) -> Result<Option<IntegrationRow>, StoreError>;
     /// Deletes the connection and revokes the service's local keys, in one transaction; false
     /// when there was none.
-    async fn delete_integration(&self, user_id: &str, service: &str, at: UnixMillis) -> Result<bool, StoreError>;
+    async fn delete_integration(
+        &self,
+        user_id: &str,
+        service: &str,
+        at: UnixMillis,
+    ) -> Result<bool, StoreError>;
     /// Stores refreshed tokens if the version is still the one read (compare-and-set): of two
     /// refreshes racing, one stores; false for the other.
     async fn replace_tokens(&self, update: &TokenUpdate<'_>) -> Result<bool, StoreError>;
@@ -95,7 +100,12 @@ pub trait IntegrationStore: Send + Sync {
     /// Active integrations whose token expires by `before`, soonest first.
     async fn refresh_due(&self, before: UnixMillis, limit: u32) -> Result<Vec<IntegrationRow>, StoreError>;
     /// Active integrations of `service` a sync may call at `now` (no pending `Retry-After`).
-    async fn sync_due(&self, service: &str, now: UnixMillis, limit: u32) -> Result<Vec<IntegrationRow>, StoreError>;
+    async fn sync_due(
+        &self,
+        service: &str,
+        now: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<IntegrationRow>, StoreError>;
     async fn record_sync(&self, outcome: &SyncOutcome<'_>) -> Result<(), StoreError>;
     /// Sets the active ones of `services` to `disabled` (kept, tokens and all), in one
     /// transaction; answers how many changed.

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use domain::time::UnixMillis;
 use sqlx::Row;
 
-use super::postgres::{millis, unix};
 use super::integrations::{IntegrationRow, IntegrationStore, LocalKeyRow, SyncOutcome, TokenUpdate};
+use super::postgres::{millis, unix};
 use super::{OutboxRow, PostgresStore, StoreError};
 
 const COLUMNS: &str = "user_id, service, status, scopes, tokens_sealed, account_sealed, expires_at, \
@@ -45,7 +45,10 @@ fn key_from(r: &sqlx::postgres::PgRow) -> Result<LocalKeyRow, sqlx::Error> {
     })
 }
 
-async fn upsert(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, row: &IntegrationRow) -> Result<(), sqlx::Error> {
+async fn upsert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    row: &IntegrationRow,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO integrations (user_id, service, status, scopes, tokens_sealed, account_sealed, expires_at, \
          token_version, connected_at, updated_at, last_sync_at, last_error, sync_cursor, retry_at) \
@@ -82,27 +85,30 @@ impl IntegrationStore for PostgresStore {
     }
 
     async fn integrations(&self, user_id: &str) -> Result<Vec<IntegrationRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM integrations WHERE user_id = $1 ORDER BY service"
-        ))
-        .bind(user_id)
-        .fetch_all(self.pool())
-        .await?;
+        let rows =
+            sqlx::query(&format!("SELECT {COLUMNS} FROM integrations WHERE user_id = $1 ORDER BY service"))
+                .bind(user_id)
+                .fetch_all(self.pool())
+                .await?;
         Ok(rows.iter().map(row_from).collect::<Result<_, _>>()?)
     }
 
     async fn integration(&self, user_id: &str, service: &str) -> Result<Option<IntegrationRow>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM integrations WHERE user_id = $1 AND service = $2"
-        ))
-        .bind(user_id)
-        .bind(service)
-        .fetch_optional(self.pool())
-        .await?;
+        let row =
+            sqlx::query(&format!("SELECT {COLUMNS} FROM integrations WHERE user_id = $1 AND service = $2"))
+                .bind(user_id)
+                .bind(service)
+                .fetch_optional(self.pool())
+                .await?;
         Ok(row.as_ref().map(row_from).transpose()?)
     }
 
-    async fn delete_integration(&self, user_id: &str, service: &str, at: UnixMillis) -> Result<bool, StoreError> {
+    async fn delete_integration(
+        &self,
+        user_id: &str,
+        service: &str,
+        at: UnixMillis,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin().await?;
         let deleted = sqlx::query("DELETE FROM integrations WHERE user_id = $1 AND service = $2")
             .bind(user_id)
@@ -191,7 +197,12 @@ impl IntegrationStore for PostgresStore {
         Ok(rows.iter().map(row_from).collect::<Result<_, _>>()?)
     }
 
-    async fn sync_due(&self, service: &str, now: UnixMillis, limit: u32) -> Result<Vec<IntegrationRow>, StoreError> {
+    async fn sync_due(
+        &self,
+        service: &str,
+        now: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<IntegrationRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM integrations WHERE service = $1 AND status = 'active' \
              AND (retry_at IS NULL OR retry_at <= $2) ORDER BY user_id LIMIT $3"
