@@ -10,6 +10,7 @@ mod events;
 mod gate;
 mod health;
 mod http;
+mod integrations;
 mod limits;
 mod metrics;
 mod openapi;

@@ -12,11 +12,12 @@ use worker::{Context, Env, Method, Request, Response, Result};
 use crate::admin::AdminPath;
 use crate::events::Events;
 
+use crate::integrations::Op as IntegrationOp;
 use crate::limits::{self, Admission, IpClass};
 use crate::passkeys::PasskeyOp;
 use crate::problem::EdgeError;
 use crate::sessions::SecurityOp;
-use crate::{auth, health, http, openapi, orgs, passkeys, rights, sessions, users};
+use crate::{auth, health, http, integrations, openapi, orgs, passkeys, rights, sessions, users};
 
 pub async fn dispatch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let path = req.path();
@@ -73,12 +74,16 @@ enum Route {
     Consents(UserId),
     ParentalConsent,
     Admin(crate::admin::AdminPath),
+    Integrations(IntegrationOp),
     Orgs(orgs::OrgOp),
     Entitlements(crate::entitlements::Op),
 }
 
 fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    if let Some(op) = integrations::route(method, &segments, |allowed| only(method, allowed), user_id) {
+        return op.map(Route::Integrations);
+    }
     match segments.as_slice() {
         ["health"] => only(method, &[Method::Get]).map(|()| Route::Health),
         [".well-known", "jwks.json"] => only(method, &[Method::Get]).map(|()| Route::Jwks),
@@ -236,6 +241,7 @@ impl Route {
             | Route::Erase(_)
             | Route::CancelErasure(_)
             | Route::Consents(_) => "data_rights",
+            Route::Integrations(_) => "integrations",
             Route::Orgs(_) => "orgs",
             _ => "other",
         }
@@ -504,6 +510,40 @@ impl Route {
             Route::Orgs(op) => {
                 user_route(req, env, path, true, events, class, |req, caller, gate| {
                     orgs::handle(req, env, caller, op, gate.stepped_up_at)
+                })
+                .await
+            }
+            // The provider's redirect carries no token (the state names the user): limited per
+            // address like the logins it resembles.
+            Route::Integrations(IntegrationOp::Callback(svc)) => {
+                match limits::admit_ip(&req, env, IpClass::Login).await? {
+                    Admission::Refused(r) => Ok(r),
+                    Admission::Admitted(limit) => {
+                        limits::finish(integrations::callback(req, env, svc).await, &limit, "ip-login", path)
+                    }
+                }
+            }
+            Route::Integrations(IntegrationOp::Catalogue) => {
+                user_route(req, env, path, true, events, class, |_, _, gate| async move {
+                    integrations::catalogue(gate.tier)
+                })
+                .await
+            }
+            Route::Integrations(IntegrationOp::List(id)) => {
+                user_route(req, env, path, true, events, class, |_, caller, _| {
+                    integrations::list(env, caller, id)
+                })
+                .await
+            }
+            Route::Integrations(IntegrationOp::Connect(id, svc)) => {
+                user_route(req, env, path, true, events, class, |_, caller, gate| {
+                    integrations::connect(env, caller, gate.tier, id, svc)
+                })
+                .await
+            }
+            Route::Integrations(IntegrationOp::Disconnect(id, svc)) => {
+                user_route(req, env, path, true, events, class, |_, caller, _| {
+                    integrations::disconnect(env, caller, id, svc)
                 })
                 .await
             }

@@ -184,7 +184,13 @@ pub async fn upgrade(
     if acknowledged.is_some_and(|known| version <= known) {
         return http::json(200, &view, Some(version));
     }
+    // What a downgrade disabled is said once, here, and not cached as part of the profile.
+    let mut view = view;
+    let disabled = view.as_object_mut().and_then(|o| o.remove("integrations_disabled"));
     let version = remember(env, &view).await?;
+    if let (Some(d), Some(o)) = (disabled, view.as_object_mut()) {
+        o.insert("integrations_disabled".into(), d);
+    }
     events.push(
         "tier_change",
         Some(id.as_str()),

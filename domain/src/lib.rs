@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod email;
 pub mod entitlements;
 pub mod identity;
+pub mod integrations;
 pub mod listening;
 pub mod messages;
 pub mod net;

@@ -57,6 +57,8 @@ pub enum Template<'a> {
     ErasureScheduled { due: &'a str, cancel_path: &'a str },
     /// To a parent: a child under 13 asked for an account; how to consent or refuse.
     ParentalConsent { token: &'a str, deadline: &'a str },
+    /// A connected service refused its renewal: the user must connect it again.
+    IntegrationNeedsReconnect { service: &'a str },
     /// An invitation to join organization `org`; accepted by the account with this address.
     OrgInvitation { org: &'a str, token: &'a str, deadline: &'a str },
 }
@@ -203,6 +205,20 @@ pub fn render(template: &Template<'_>, language: Language) -> Rendered {
                 "Vous êtes invité à rejoindre l'organisation {org}. Connectez-vous (ou créez un compte) avec \
                  cette adresse, puis envoyez {{\"token\": \"{token}\"}} à POST /api/v1/invitations/accept \
                  avant le {deadline}. L'invitation ne sert qu'une fois."
+            ),
+        ),
+        (IntegrationNeedsReconnect { service }, En) => (
+            format!("Reconnect {service} to your account"),
+            format!(
+                "{service} no longer accepts the access you gave it, so your account stopped syncing with it. \
+                 To resume, connect {service} again from your account's integrations."
+            ),
+        ),
+        (IntegrationNeedsReconnect { service }, Fr) => (
+            format!("Reconnectez {service} à votre compte"),
+            format!(
+                "{service} n'accepte plus l'accès que vous lui aviez donné : votre compte ne se synchronise plus \
+                 avec lui. Pour reprendre, connectez de nouveau {service} depuis les intégrations de votre compte."
             ),
         ),
         (VerifyEmail { token, link, hours }, Fr) => (

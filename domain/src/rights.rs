@@ -225,6 +225,7 @@ pub const EXPORT_SECTIONS: &[&str] = &[
     "insights",
     "organization",
     "usage",
+    "integrations",
 ];
 
 /// An export as stored, seen by the rules.

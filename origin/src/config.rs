@@ -115,6 +115,8 @@ pub struct Config {
     pub webauthn_origin: String,
     /// The token `/metrics` requires, if it is served (see [`VAR_METRICS_TOKEN`]).
     pub metrics_token: Option<MetricsToken>,
+    /// The integration hub's providers (`ORIGIN_INTEGRATION_<ID>_*`, see `integrations::providers`).
+    pub integrations: crate::integrations::providers::Providers,
 }
 
 /// Who carries emails.
@@ -339,7 +341,10 @@ impl Config {
                 reason: format!("{webauthn_rp_id:?} is not the host of {VAR_WEBAUTHN_ORIGIN} ({webauthn_origin:?}) nor a suffix of it"),
             });
         }
+        let integrations = crate::integrations::providers::Providers::from_lookup(&lookup)
+            .map_err(|reason| ConfigError::Invalid { var: "ORIGIN_INTEGRATION_*", reason })?;
         Ok(Self {
+            integrations,
             webauthn_rp_id,
             webauthn_origin,
             hash_threads,

@@ -10,6 +10,7 @@ pub mod email_change;
 pub mod entitlements;
 pub mod errors;
 pub mod http_layers;
+pub mod integrations;
 pub mod jobs;
 pub mod metrics;
 pub mod orgs;

@@ -54,6 +54,12 @@ enum Command {
     /// key (ORIGIN_PREVIOUS_MASTER_KEYS), or by the master key itself (the format before the
     /// HKDF-derived wrapping key), with the current one, and recomputes email indexes.
     RewrapKeys,
+    /// Renews the integrations' tokens that expire within 5 minutes; a provider's
+    /// `invalid_grant` marks the integration `needs_reconnect` and emails its user.
+    RefreshIntegrations,
+    /// Reads Spotify's recently played and saved tracks into `track_played` events
+    /// (incremental, deduplicated, waiting out a 429's `Retry-After`).
+    SyncIntegrations,
     /// The four jobs, in order.
     RunAll {
         #[arg(long)]
@@ -104,6 +110,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Cleanup { at } => job_at("cleanup", None, at.as_deref()).await,
         Command::RewrapKeys => job("rewrap-keys", None).await,
         Command::RunAll { file } => job("run-all", file).await,
+        Command::RefreshIntegrations => job("refresh-integrations", None).await,
+        Command::SyncIntegrations => job("sync-integrations", None).await,
         Command::DemoData { users, days, seed } => demo(users, days, seed).await,
         Command::MigrateSqliteToPostgres { from, to } => migrate(&from, &to).await,
     }

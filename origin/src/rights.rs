@@ -342,6 +342,7 @@ impl Accounts {
             .into_iter()
             .map(|(resource, used, at)| json!({ "resource": resource, "used": used, "updated_at": rfc3339(at) }))
             .collect();
+        let integrations = crate::integrations::export_section(self, &account).await?;
 
         let contents = [
             ("profile", profile),
@@ -361,6 +362,7 @@ impl Accounts {
             ("insights", insights),
             ("organization", Value::Array(organization)),
             ("usage", Value::Array(usage)),
+            ("integrations", integrations),
         ];
         debug_assert!(contents.iter().map(|(n, _)| *n).eq(rights::EXPORT_SECTIONS.iter().copied()));
         let zip = zip_sections(uid, &contents, now)?;

@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/mfa/webauthn", post(mfa_webauthn_options))
         .merge(crate::orgs::routes())
         .merge(crate::entitlements::routes())
+        .merge(crate::integrations::routes())
         .route("/{*rest}", any(not_found))
         .layer(middleware::from_fn_with_state(state.clone(), require_edge_signature));
 

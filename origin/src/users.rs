@@ -449,7 +449,13 @@ impl Accounts {
         match self.store.update_user(&account.row, expected, &[audit]).await? {
             UpdateOutcome::Updated => {
                 crate::metrics::tier_migration(old_tier.as_str(), new_tier.as_str());
-                self.view(&account)
+                // Integrations the new tier does not allow are disabled (kept), and named.
+                let disabled = self.disable_forbidden_integrations(id.as_str(), new_tier, now).await?;
+                let mut view = self.view(&account)?;
+                if let (false, Some(o)) = (disabled.is_empty(), view.as_object_mut()) {
+                    o.insert("integrations_disabled".into(), json!(disabled));
+                }
+                Ok(view)
             }
             UpdateOutcome::VersionMismatch(current) => Err(stale(expected, current)),
             UpdateOutcome::NotFound => Err(not_found(id.as_str())),

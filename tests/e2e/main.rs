@@ -14,6 +14,7 @@ mod foundation;
 mod hardening_auth;
 mod hardening_data;
 mod hardening_edge;
+mod integrations;
 mod jobs;
 mod lifecycle;
 mod limits;
@@ -37,6 +38,10 @@ pub struct Ctx {
     pub api: Api,
     pub admin_id: String,
     pub admin_token: String,
+    /// The port the origins reach the integration providers at (`e2e::oauth`): each
+    /// integration test starts its own fake provider there, one test at a time.
+    pub provider_port: u16,
+    pub provider_lock: std::sync::Mutex<()>,
 }
 
 type TestFn = fn(&Ctx) -> anyhow::Result<()>;
@@ -51,7 +56,11 @@ fn start() -> anyhow::Result<Ctx> {
     // signup, login and recovery are raised, since every test signs up and logs in from 127.0.0.1.
     // `E2E_BACKEND=postgres`: two origins on one PostgreSQL database behind a proxy.
     let backend = Backend::from_env()?;
-    let stack = Stack::start_with_backend(
+    let provider_port = e2e::free_port()?;
+    let provider_vars = e2e::oauth::origin_vars(provider_port);
+    let origin_vars: Vec<(&str, &str)> =
+        provider_vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let stack = Stack::start_configured(
         &[
             ("IP_SIGNUP_PER_HOUR", "1000000"),
             ("IP_LOGIN_PER_MINUTE", "1000000"),
@@ -61,6 +70,7 @@ fn start() -> anyhow::Result<Ctx> {
             // the observability tests see the edge's counts at the origin quickly.
             ("EDGE_METRICS_FLUSH_SECS", "1"),
         ],
+        &origin_vars,
         backend,
     )?;
     eprintln!(
@@ -71,7 +81,7 @@ fn start() -> anyhow::Result<Ctx> {
     let email = unique_email("admin");
     let admin_id = stack.create_admin(&email, GOOD_PASSWORD)?;
     let admin_token = stack.login_with_email_code(&api, &email, GOOD_PASSWORD)?;
-    Ok(Ctx { stack, api, admin_id, admin_token })
+    Ok(Ctx { stack, api, admin_id, admin_token, provider_port, provider_lock: std::sync::Mutex::new(()) })
 }
 
 fn main() {
@@ -102,6 +112,7 @@ fn main() {
         .chain(observability::TESTS)
         .chain(orgs::TESTS)
         .chain(entitlements::TESTS)
+        .chain(integrations::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let mut tests = tests;

@@ -160,7 +160,8 @@ fn an_export_after_a_step_up_holds_every_section_as_the_manifest_says(ctx: &Ctx)
             "analytics_events",
             "insights",
             "organization",
-            "usage"
+            "usage",
+            "integrations"
         ]
     );
     let mut parsed = std::collections::BTreeMap::new();

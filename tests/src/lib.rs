@@ -12,6 +12,7 @@ pub mod api;
 pub mod browser;
 pub mod cpu;
 pub mod http;
+pub mod oauth;
 pub mod postgres;
 pub mod proxy;
 pub mod sms;

@@ -7,6 +7,7 @@ pub mod analytics;
 pub mod cleanup;
 pub mod demo;
 pub mod files;
+pub mod integrations;
 pub mod keys;
 pub mod provision;
 pub mod tiers;
@@ -134,8 +135,16 @@ impl JobOptions {
     }
 }
 
-pub const JOBS: [&str; 6] =
-    ["provision-users", "analyze-tiers", "generate-analytics", "cleanup", "rewrap-keys", "run-all"];
+pub const JOBS: [&str; 8] = [
+    "provision-users",
+    "analyze-tiers",
+    "generate-analytics",
+    "cleanup",
+    "rewrap-keys",
+    "run-all",
+    "refresh-integrations",
+    "sync-integrations",
+];
 
 /// Runs job `name` and records the run. `file` names a file to provision (else the inbox).
 pub async fn run(
@@ -154,6 +163,8 @@ pub async fn run(
         "generate-analytics" => analytics::run(state, options, now).await,
         "cleanup" => cleanup::run(state, options, now).await,
         "rewrap-keys" => keys::run(state, options, now).await,
+        "refresh-integrations" => integrations::refresh(state, options, now).await,
+        "sync-integrations" => integrations::sync(state, options, now).await,
         "run-all" => {
             let mut all = serde_json::Map::new();
             all.insert("provision-users".into(), provision::run(state, file, options, now).await?);

@@ -280,6 +280,36 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("created_at", Kind::Int),
         ],
     ),
+    (
+        "integrations",
+        &[
+            ("user_id", Kind::Text),
+            ("service", Kind::Text),
+            ("status", Kind::Text),
+            ("scopes", Kind::Text),
+            ("tokens_sealed", Kind::Blob),
+            ("account_sealed", Kind::Blob),
+            ("expires_at", Kind::Int),
+            ("token_version", Kind::Int),
+            ("connected_at", Kind::Int),
+            ("updated_at", Kind::Int),
+            ("last_sync_at", Kind::Int),
+            ("last_error", Kind::Text),
+            ("sync_cursor", Kind::Text),
+            ("retry_at", Kind::Int),
+        ],
+    ),
+    (
+        "integration_keys",
+        &[
+            ("key_hash", Kind::Text),
+            ("user_id", Kind::Text),
+            ("service", Kind::Text),
+            ("scopes", Kind::Text),
+            ("created_at", Kind::Int),
+            ("revoked_at", Kind::Int),
+        ],
+    ),
 ];
 
 /// Tables whose `id` is a BIGSERIAL in PostgreSQL: their sequences move past the copied ids.

@@ -4,14 +4,17 @@
 //!
 //! The store moves rows, not meaning: sealing, validation and authorisation happen above it.
 
+pub mod integrations;
 pub mod migrate;
 pub mod orgs;
 mod postgres;
 mod postgres_entitlements;
+mod postgres_integrations;
 mod postgres_lifecycle;
 mod postgres_orgs;
 mod sqlite;
 mod sqlite_entitlements;
+mod sqlite_integrations;
 mod sqlite_lifecycle;
 mod sqlite_orgs;
 
@@ -21,6 +24,7 @@ use async_trait::async_trait;
 use domain::analytics::Activity;
 use domain::time::UnixMillis;
 
+pub use integrations::{IntegrationRow, IntegrationStore, LocalKeyRow};
 pub use orgs::OrgStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -136,6 +140,7 @@ pub trait Store:
     + ObserveStore
     + OrgStore
     + EntitlementStore
+    + IntegrationStore
     + Send
     + Sync
 {
@@ -623,6 +628,8 @@ pub const ERASED_TABLES: &[&str] = &[
     "org_audit",
     "usage_counters",
     "usage_reports",
+    "integrations",
+    "integration_keys",
     "webauthn_credentials",
     "outbox",
     "one_time_codes",
