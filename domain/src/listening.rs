@@ -94,7 +94,7 @@ pub fn event_id(provider: &str, user_id: &str, provider_track_id: &str, played_a
     }
     h.update(played_at.0.to_be_bytes());
     let digest = h.finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("lp-{hex}")
 }
 
@@ -109,7 +109,10 @@ mod tests {
         assert_ne!(a, event_id("spotify", "u1", "t1", UnixMillis(1_001)));
         assert_ne!(a, event_id("lastfm", "u1", "t1", UnixMillis(1_000)));
         // The separator keeps ("ab", "c") apart from ("a", "bc").
-        assert_ne!(event_id("spotify", "ab", "c", UnixMillis(0)), event_id("spotify", "a", "bc", UnixMillis(0)));
+        assert_ne!(
+            event_id("spotify", "ab", "c", UnixMillis(0)),
+            event_id("spotify", "a", "bc", UnixMillis(0))
+        );
     }
 
     #[test]
@@ -140,7 +143,8 @@ mod tests {
 
     #[test]
     fn features_out_of_range_are_invalid() {
-        let f = AudioFeatures { energy: 0.5, valence: 0.5, danceability: 0.5, tempo: 120.0, acousticness: 0.1 };
+        let f =
+            AudioFeatures { energy: 0.5, valence: 0.5, danceability: 0.5, tempo: 120.0, acousticness: 0.1 };
         assert!(f.is_valid());
         assert!(!AudioFeatures { energy: 1.5, ..f }.is_valid());
         assert!(!AudioFeatures { tempo: f64::NAN, ..f }.is_valid());

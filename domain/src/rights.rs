@@ -210,7 +210,7 @@ pub const EXPORT_MAX_DOWNLOADS: u32 = 3;
 pub const EXPORT_STALE_MS: u64 = 10 * 60 * 1000;
 
 /// The sections of an export, each one JSON file in the archive, in this order.
-pub const EXPORT_SECTIONS: [&str; 12] = [
+pub const EXPORT_SECTIONS: [&str; 13] = [
     "profile",
     "security_settings",
     "ai_preferences",
@@ -223,6 +223,7 @@ pub const EXPORT_SECTIONS: [&str; 12] = [
     "mfa_factors",
     "analytics_events",
     "insights",
+    "personalization",
 ];
 
 /// An export as stored, seen by the rules.
