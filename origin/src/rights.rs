@@ -179,6 +179,7 @@ impl Accounts {
             changes
         };
         self.store.put_consents(id.as_str(), &changes, &consent_audit(actor, id, &changes, now)).await?;
+        self.forget_mood_unless_allowed(id).await?;
         let mut current = self.current_consents(id).await?;
         if gpc {
             current = self.honour_gpc(actor, id, current, now).await?;
@@ -325,7 +326,8 @@ impl Accounts {
             .collect();
         let insights = self.insights(&Actor::System, &id, now).await?;
 
-        let contents: [(&str, Value); 12] = [
+        let personalization = crate::personalisation::export_section(self.store.as_ref(), uid).await?;
+        let contents: [(&str, Value); 13] = [
             ("profile", profile),
             (
                 "security_settings",
@@ -341,6 +343,7 @@ impl Accounts {
             ("mfa_factors", Value::Array(factors)),
             ("analytics_events", Value::Array(events)),
             ("insights", insights),
+            ("personalization", personalization),
         ];
         debug_assert!(contents.iter().map(|(n, _)| *n).eq(rights::EXPORT_SECTIONS));
         let zip = zip_sections(uid, &contents, now)?;

@@ -72,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/webauthn/options", post(passwordless_options))
         .route("/auth/webauthn/login", post(passwordless_login))
         .route("/auth/mfa/webauthn", post(mfa_webauthn_options))
+        .merge(crate::personalisation::routes())
         .route("/{*rest}", any(not_found))
         .layer(middleware::from_fn_with_state(state.clone(), require_edge_signature));
 

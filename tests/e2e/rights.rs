@@ -158,7 +158,8 @@ fn an_export_after_a_step_up_holds_every_section_as_the_manifest_says(ctx: &Ctx)
             "consents",
             "mfa_factors",
             "analytics_events",
-            "insights"
+            "insights",
+            "personalization"
         ]
     );
     let mut parsed = std::collections::BTreeMap::new();

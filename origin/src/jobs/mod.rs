@@ -4,8 +4,10 @@
 //! it the edge's cron triggers) in the background. Every run is recorded in `job_runs`.
 
 pub mod analytics;
+pub mod catalogue;
 pub mod cleanup;
 pub mod demo;
+pub mod federated_sim;
 pub mod files;
 pub mod keys;
 pub mod provision;
@@ -134,8 +136,16 @@ impl JobOptions {
     }
 }
 
-pub const JOBS: [&str; 6] =
-    ["provision-users", "analyze-tiers", "generate-analytics", "cleanup", "rewrap-keys", "run-all"];
+pub const JOBS: [&str; 8] = [
+    "provision-users",
+    "analyze-tiers",
+    "generate-analytics",
+    "cleanup",
+    "rewrap-keys",
+    "run-all",
+    "personalization",
+    "federated-round",
+];
 
 /// Runs job `name` and records the run. `file` names a file to provision (else the inbox).
 pub async fn run(
@@ -154,6 +164,8 @@ pub async fn run(
         "generate-analytics" => analytics::run(state, options, now).await,
         "cleanup" => cleanup::run(state, options, now).await,
         "rewrap-keys" => keys::run(state, options, now).await,
+        "personalization" => crate::personalisation::update_profiles(state, now).await,
+        "federated-round" => crate::personalisation::close_round(state, now).await,
         "run-all" => {
             let mut all = serde_json::Map::new();
             all.insert("provision-users".into(), provision::run(state, file, options, now).await?);
