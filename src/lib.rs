@@ -14,6 +14,7 @@ mod metrics;
 mod openapi;
 mod origin_client;
 mod passkeys;
+mod personalisation;
 mod problem;
 mod profile_cache;
 mod rights;

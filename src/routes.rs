@@ -73,6 +73,7 @@ enum Route {
     Consents(UserId),
     ParentalConsent,
     Admin(crate::admin::AdminPath),
+    Personalisation(crate::personalisation::Op),
 }
 
 fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
@@ -199,7 +200,11 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
         ["api", "v1", "users", id, "insights"] => {
             only(method, &[Method::Get]).and_then(|()| user_id(id)).map(Route::Insights)
         }
-        _ => Err(EdgeError::new(ProblemKind::NotFound, format!("no route matches {path}"))),
+        other => crate::personalisation::route(method, other)
+            .map(|op| op.map(Route::Personalisation))
+            .unwrap_or_else(|| {
+                Err(EdgeError::new(ProblemKind::NotFound, format!("no route matches {path}")))
+            }),
     }
 }
 
@@ -495,6 +500,12 @@ impl Route {
                 })
                 .await
             }
+            Route::Personalisation(op) => {
+                user_route(req, env, path, true, events, class, |req, caller, gate| {
+                    crate::personalisation::handle(req, env, caller, gate, op)
+                })
+                .await
+            }
         }
     }
 }
@@ -584,7 +595,7 @@ fn method_of(req: &Request) -> Method {
     }
 }
 
-fn only(method: &Method, allowed: &[Method]) -> std::result::Result<(), EdgeError> {
+pub(crate) fn only(method: &Method, allowed: &[Method]) -> std::result::Result<(), EdgeError> {
     if allowed.contains(method) {
         Ok(())
     } else {

@@ -19,6 +19,7 @@ mod limits;
 mod multi_origin;
 mod observability;
 mod passkeys;
+mod personalization;
 mod protection;
 mod rights;
 mod sessions;
@@ -98,6 +99,7 @@ fn main() {
         .chain(lifecycle::TESTS)
         .chain(rights::TESTS)
         .chain(observability::TESTS)
+        .chain(personalization::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let mut tests = tests;
