@@ -387,7 +387,7 @@ pub struct Mitigation {
     pub gamma: f64,
 }
 
-pub const DEFAULT_MITIGATION: Mitigation = Mitigation { lambda: 0.8, gamma: 0.25 };
+pub const DEFAULT_MITIGATION: Mitigation = Mitigation { lambda: 0.8, gamma: 0.1 };
 
 /// One recommended track with its reasons.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -29,7 +29,7 @@ pub const DEFAULT: Simulation = Simulation {
     clients: 500,
     rounds: 200,
     sampling: 0.1,
-    policy: RoundPolicy { min_clients: 5, clip: 0.5, noise_multiplier: 1.0 },
+    policy: RoundPolicy { min_clients: 5, clip: 0.5, noise_multiplier: 1.5 },
     delta: 1e-5,
 };
 
