@@ -53,7 +53,7 @@ pub fn route(method: &Method, segments: &[&str]) -> Option<Result<Op, EdgeError>
         }
         _ => return None,
     };
-    Some(crate::routes::only(method, &[allowed]).and_then(|()| op))
+    Some(crate::routes::only(method, &[allowed]).and(op))
 }
 
 fn authorize(caller: &Caller, target: &UserId) -> Result<(), EdgeError> {
