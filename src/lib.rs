@@ -17,6 +17,7 @@ mod openapi;
 mod orgs;
 mod origin_client;
 mod passkeys;
+mod personalisation;
 mod problem;
 mod profile_cache;
 mod rights;

@@ -153,7 +153,9 @@ pub async fn consents(
     let path = format!("/internal/users/{id}/consents{query}");
     let answer = if req.method() == Method::Put {
         let body = http::read_json(&mut req, &[JSON]).await?;
-        forward(env, &caller.actor(), Method::Put, &path, Some(&body)).await?
+        let answer = forward(env, &caller.actor(), Method::Put, &path, Some(&body)).await?;
+        crate::personalisation::forget(env, id.as_str()).await?;
+        answer
     } else {
         forward(env, &caller.actor(), Method::Get, &path, None).await?
     };

@@ -77,6 +77,7 @@ enum Route {
     Integrations(IntegrationOp),
     Orgs(orgs::OrgOp),
     Entitlements(crate::entitlements::Op),
+    Personalisation(crate::personalisation::Op),
 }
 
 fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
@@ -214,8 +215,11 @@ fn route(method: &Method, path: &str) -> std::result::Result<Route, EdgeError> {
                 .map(Route::Orgs)
         }
         other => crate::entitlements::route(method, other)
-            .unwrap_or_else(|| Err(EdgeError::new(ProblemKind::NotFound, format!("no route matches {path}"))))
-            .map(Route::Entitlements),
+            .map(|op| op.map(Route::Entitlements))
+            .or_else(|| crate::personalisation::route(method, other).map(|op| op.map(Route::Personalisation)))
+            .unwrap_or_else(|| {
+                Err(EdgeError::new(ProblemKind::NotFound, format!("no route matches {path}")))
+            }),
     }
 }
 
@@ -554,6 +558,12 @@ impl Route {
                 .await
             }
             Route::Entitlements(op) => crate::entitlements::handle(op, req, env, path, events, class).await,
+            Route::Personalisation(op) => {
+                user_route(req, env, path, true, events, class, |req, caller, gate| {
+                    crate::personalisation::handle(req, env, caller, gate, op)
+                })
+                .await
+            }
         }
     }
 }

@@ -226,6 +226,7 @@ pub const EXPORT_SECTIONS: &[&str] = &[
     "organization",
     "usage",
     "integrations",
+    "personalization",
 ];
 
 /// An export as stored, seen by the rules.

@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod passkeys;
 pub mod passwords;
 pub mod pending;
+pub mod personalisation;
 pub mod protection;
 pub mod recovery;
 pub mod rights;

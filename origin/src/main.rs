@@ -86,6 +86,27 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Learns taste profiles from the listening events since each user's cursor, and moods.
+    UpdatePersonalization,
+    /// Closes the open federated round (aggregates it with at least K clients).
+    CloseFederatedRound,
+    /// DP-FedAvg on the demo listeners against central training: both AUCs and ε, as JSON.
+    FederatedSim {
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long, default_value_t = 500)]
+        clients: usize,
+        #[arg(long, default_value_t = 200)]
+        rounds: u64,
+    },
+    /// Recommendations on the demo listeners' held-out plays, without and with bias
+    /// mitigation: hit rate, calibration KL and mean popularity percentile, as JSON.
+    RecommendationEval {
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long, default_value_t = 500)]
+        users: usize,
+    },
 }
 
 #[tokio::main]
@@ -114,6 +135,27 @@ async fn main() -> anyhow::Result<()> {
         Command::SyncIntegrations => job("sync-integrations", None).await,
         Command::DemoData { users, days, seed } => demo(users, days, seed).await,
         Command::MigrateSqliteToPostgres { from, to } => migrate(&from, &to).await,
+        Command::UpdatePersonalization => job("personalization", None).await,
+        Command::CloseFederatedRound => job("federated-round", None).await,
+        Command::FederatedSim { seed, clients, rounds } => {
+            let sim = origin::jobs::federated_sim::Simulation {
+                seed,
+                clients,
+                rounds,
+                ..origin::jobs::federated_sim::DEFAULT
+            };
+            let started = Instant::now();
+            println!("{}", serde_json::to_string_pretty(&origin::jobs::federated_sim::run(&sim))?);
+            eprintln!("federated-sim: done in {:.2} s", started.elapsed().as_secs_f64());
+            Ok(())
+        }
+        Command::RecommendationEval { seed, users } => {
+            let started = Instant::now();
+            let evaluation = origin::jobs::catalogue::evaluate(seed, users);
+            println!("{}", serde_json::to_string_pretty(&evaluation)?);
+            eprintln!("recommendation-eval: done in {:.2} s", started.elapsed().as_secs_f64());
+            Ok(())
+        }
     }
 }
 

@@ -189,7 +189,7 @@ pub fn events(stored: u64, duplicates: u64) {
 }
 
 pub fn job(name: &str, ok: bool, seconds: f64) {
-    let job = bounded(name, &crate::jobs::JOBS).to_owned();
+    let job = bounded(name, crate::jobs::JOBS).to_owned();
     counter!(JOB_RUNS, "job" => job.clone(), "outcome" => if ok { "success" } else { "failure" })
         .increment(1);
     histogram!(JOB_DURATION, "job" => job).record(seconds);

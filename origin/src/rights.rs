@@ -179,6 +179,7 @@ impl Accounts {
             changes
         };
         self.store.put_consents(id.as_str(), &changes, &consent_audit(actor, id, &changes, now)).await?;
+        self.forget_mood_unless_allowed(id).await?;
         let mut current = self.current_consents(id).await?;
         if gpc {
             current = self.honour_gpc(actor, id, current, now).await?;
@@ -344,6 +345,7 @@ impl Accounts {
             .collect();
         let integrations = crate::integrations::export_section(self, &account).await?;
 
+        let personalization = crate::personalisation::export_section(self.store.as_ref(), uid).await?;
         let contents = [
             ("profile", profile),
             (
@@ -363,6 +365,7 @@ impl Accounts {
             ("organization", Value::Array(organization)),
             ("usage", Value::Array(usage)),
             ("integrations", integrations),
+            ("personalization", personalization),
         ];
         debug_assert!(contents.iter().map(|(n, _)| *n).eq(rights::EXPORT_SECTIONS.iter().copied()));
         let zip = zip_sections(uid, &contents, now)?;

@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::orgs::routes())
         .merge(crate::entitlements::routes())
         .merge(crate::integrations::routes())
+        .merge(crate::personalisation::routes())
         .route("/{*rest}", any(not_found))
         .layer(middleware::from_fn_with_state(state.clone(), require_edge_signature));
 

@@ -398,7 +398,11 @@ impl Accounts {
             at: now,
         };
         match self.store.update_user(&account.row, expected, &[audit]).await? {
-            UpdateOutcome::Updated => self.view(&account),
+            UpdateOutcome::Updated => {
+                // Mood detection turned off: the stored mood goes before the answer.
+                self.forget_mood_unless_allowed(id).await?;
+                self.view(&account)
+            }
             UpdateOutcome::VersionMismatch(current) => Err(stale(if_match.unwrap_or(expected), current)),
             UpdateOutcome::NotFound => Err(not_found(id.as_str())),
         }

@@ -22,6 +22,7 @@ mod multi_origin;
 mod observability;
 mod orgs;
 mod passkeys;
+mod personalization;
 mod protection;
 mod rights;
 mod sessions;
@@ -113,6 +114,7 @@ fn main() {
         .chain(orgs::TESTS)
         .chain(entitlements::TESTS)
         .chain(integrations::TESTS)
+        .chain(personalization::TESTS)
         .map(|(name, f)| trial(&ctx, name, *f))
         .collect();
     let mut tests = tests;

@@ -161,7 +161,8 @@ fn an_export_after_a_step_up_holds_every_section_as_the_manifest_says(ctx: &Ctx)
             "insights",
             "organization",
             "usage",
-            "integrations"
+            "integrations",
+            "personalization"
         ]
     );
     let mut parsed = std::collections::BTreeMap::new();

@@ -4,6 +4,10 @@
 //! days they hit the quota. A seeded generator makes the same population every time; running
 //! it twice with one seed adds nothing the second time.
 //!
+//! Each user also listens: `track_played` events over a synthetic catalogue (`catalogue.rs`)
+//! with a consistent taste per user, drawn from a generator of their own (seeded from the same
+//! seed), so the population of users and API requests is the same as before listening existed.
+//!
 //! Demo users get no activation token: a token drawn from the seeded generator could be
 //! recomputed by anyone who knows the seed (7 by default) and would let them set a demo
 //! account's password. Without an activation row a demo account has no way to a password, and
@@ -55,6 +59,17 @@ pub async fn run(
     let mut events = Vec::new();
     let (mut created, mut stored) = (0u64, 0u64);
     let mut kinds = [0u64; 4];
+    let tracks = super::catalogue::catalogue(seed);
+    let stored_tracks: Vec<domain::personalization::CatalogueTrack> = tracks
+        .iter()
+        .map(|t| domain::personalization::CatalogueTrack {
+            id: format!("demo:{}", t.track.id),
+            ..t.track.clone()
+        })
+        .collect();
+    let catalogued = state.store.put_catalogue(&stored_tracks).await?;
+    let mut listening_rng = StdRng::seed_from_u64(seed ^ 0x11_57E4);
+    let mut plays = 0u64;
     for i in 0..users {
         let email =
             Email::parse(&format!("demo-{seed}-{i}@example.com")).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -129,6 +144,28 @@ pub async fn run(
                 });
             }
         }
+        // Listening: how much follows the kind of user; a churner stops when they leave.
+        let listener = super::catalogue::listener(&mut listening_rng);
+        let count = match kind {
+            Kind::Power => 200,
+            Kind::Regular => 80,
+            Kind::Casual => 25,
+            Kind::Churner => 40,
+        };
+        let until = if churn_day == u64::MAX { now.0 } else { (churn_day * DAY_MS).min(now.0) };
+        for (at, play) in
+            super::catalogue::plays(&mut listening_rng, &listener, &tracks, count, signup, UnixMillis(until))
+        {
+            events.push(EventRow {
+                id: domain::listening::event_id("demo", &id, &play.provider_track_id, at),
+                kind: domain::listening::KIND.into(),
+                user_id: Some(id.clone()),
+                class: Some(domain::listening::CLASS.into()),
+                at: at.0,
+                data: serde_json::to_value(&play)?,
+            });
+            plays += 1;
+        }
         if batch.len() >= 500 {
             // Users first: events refer to them.
             created += state.store.insert_provisioned(&batch, "system:demo-data", now).await?.len() as u64;
@@ -147,6 +184,8 @@ pub async fn run(
         "events": stored,
         "seed": seed,
         "days": days,
+        "track_plays": plays,
+        "catalogue_tracks": catalogued,
         "kinds": { "power_users": kinds.first(), "regulars": kinds.get(1), "casual": kinds.get(2), "churners": kinds.get(3) },
     }))
 }

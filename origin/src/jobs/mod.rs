@@ -4,8 +4,10 @@
 //! it the edge's cron triggers) in the background. Every run is recorded in `job_runs`.
 
 pub mod analytics;
+pub mod catalogue;
 pub mod cleanup;
 pub mod demo;
+pub mod federated_sim;
 pub mod files;
 pub mod integrations;
 pub mod keys;
@@ -135,7 +137,7 @@ impl JobOptions {
     }
 }
 
-pub const JOBS: [&str; 8] = [
+pub const JOBS: &[&str] = &[
     "provision-users",
     "analyze-tiers",
     "generate-analytics",
@@ -144,6 +146,8 @@ pub const JOBS: [&str; 8] = [
     "run-all",
     "refresh-integrations",
     "sync-integrations",
+    "personalization",
+    "federated-round",
 ];
 
 /// Runs job `name` and records the run. `file` names a file to provision (else the inbox).
@@ -165,6 +169,8 @@ pub async fn run(
         "rewrap-keys" => keys::run(state, options, now).await,
         "refresh-integrations" => integrations::refresh(state, options, now).await,
         "sync-integrations" => integrations::sync(state, options, now).await,
+        "personalization" => crate::personalisation::update_profiles(state, now).await,
+        "federated-round" => crate::personalisation::close_round(state, now).await,
         "run-all" => {
             let mut all = serde_json::Map::new();
             all.insert("provision-users".into(), provision::run(state, file, options, now).await?);

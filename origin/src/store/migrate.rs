@@ -310,6 +310,53 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("revoked_at", Kind::Int),
         ],
     ),
+    (
+        "catalogue_tracks",
+        &[
+            ("id", Kind::Text),
+            ("title", Kind::Text),
+            ("artist", Kind::Text),
+            ("genre", Kind::Text),
+            ("features", Kind::Text),
+            ("popularity", Kind::Int),
+        ],
+    ),
+    (
+        "taste_profiles",
+        &[
+            ("user_id", Kind::Text),
+            ("profile", Kind::Text),
+            ("cursor_at", Kind::Int),
+            ("cursor_id", Kind::Text),
+            ("updated_at", Kind::Int),
+        ],
+    ),
+    ("moods", &[("user_id", Kind::Text), ("reading", Kind::Text), ("detected_at", Kind::Int)]),
+    ("custom_models", &[("user_id", Kind::Text), ("model", Kind::Text), ("trained_at", Kind::Int)]),
+    (
+        "federated_state",
+        &[
+            ("id", Kind::Int),
+            ("round", Kind::Int),
+            ("weights", Kind::Text),
+            ("accountant", Kind::Text),
+            ("opened_at", Kind::Int),
+        ],
+    ),
+    (
+        "federated_updates",
+        &[("round", Kind::Int), ("user_id", Kind::Text), ("delta", Kind::Text), ("at", Kind::Int)],
+    ),
+    (
+        "federated_rounds",
+        &[
+            ("round", Kind::Int),
+            ("clients", Kind::Int),
+            ("eligible", Kind::Int),
+            ("outcome", Kind::Text),
+            ("closed_at", Kind::Int),
+        ],
+    ),
 ];
 
 /// Tables whose `id` is a BIGSERIAL in PostgreSQL: their sequences move past the copied ids.

@@ -12,11 +12,13 @@ mod postgres_entitlements;
 mod postgres_integrations;
 mod postgres_lifecycle;
 mod postgres_orgs;
+mod postgres_personalisation;
 mod sqlite;
 mod sqlite_entitlements;
 mod sqlite_integrations;
 mod sqlite_lifecycle;
 mod sqlite_orgs;
+mod sqlite_personalisation;
 
 use std::sync::Arc;
 
@@ -141,6 +143,7 @@ pub trait Store:
     + OrgStore
     + EntitlementStore
     + IntegrationStore
+    + PersonalizationStore
     + Send
     + Sync
 {
@@ -630,6 +633,10 @@ pub const ERASED_TABLES: &[&str] = &[
     "usage_reports",
     "integrations",
     "integration_keys",
+    "taste_profiles",
+    "moods",
+    "custom_models",
+    "federated_updates",
     "webauthn_credentials",
     "outbox",
     "one_time_codes",
@@ -725,6 +732,123 @@ pub trait RightsStore: Send + Sync {
     /// Children whose parent did not answer in time.
     async fn expired_parental_requests(&self, now: UnixMillis, limit: u32)
         -> Result<Vec<String>, StoreError>;
+}
+
+/// A user's taste profile as stored, with the cursor of the last listening event it learnt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TasteRow {
+    /// `domain::personalization::TasteProfile`, JSON.
+    pub profile: String,
+    pub cursor_at: u64,
+    pub cursor_id: String,
+    pub updated_at: UnixMillis,
+}
+
+/// What saving a profile does to the user's mood, in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoodWrite {
+    /// `domain::personalization::MoodReading`, JSON.
+    Set(String),
+    /// Mood detection or the consent is off: no mood may be kept.
+    Delete,
+    /// No new mood (no new full play): the stored one stays.
+    Keep,
+}
+
+/// The federated model's state: the open round, the weights, the accountant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederatedRow {
+    pub round: u64,
+    /// The weights (five features, then the bias), JSON.
+    pub weights: String,
+    /// `domain::federated::Accountant`, JSON.
+    pub accountant: String,
+    pub opened_at: UnixMillis,
+}
+
+/// What adding a client's update found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateAdded {
+    Added,
+    /// The client sent an update for this round already.
+    Duplicate,
+    /// The round is not the open one; the open one is this.
+    WrongRound(u64),
+}
+
+/// What closing a round writes: the new weights and accountant (unchanged when it did not
+/// aggregate) and the outcome recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundClose {
+    pub weights: String,
+    pub accountant: String,
+    /// `aggregated` or `too_few_clients`.
+    pub outcome: String,
+}
+
+/// Personalisation (issue 17): the catalogue, taste profiles, moods, personal models and the
+/// federated rounds.
+#[async_trait]
+pub trait PersonalizationStore: Send + Sync {
+    /// Inserts or replaces catalogue tracks; answers how many were written.
+    async fn put_catalogue(
+        &self,
+        tracks: &[domain::personalization::CatalogueTrack],
+    ) -> Result<u64, StoreError>;
+    async fn catalogue(&self) -> Result<Vec<domain::personalization::CatalogueTrack>, StoreError>;
+    async fn taste(&self, user_id: &str) -> Result<Option<TasteRow>, StoreError>;
+    /// The user's listening events after the cursor `(at, id)`, oldest first, at most `limit`.
+    async fn listening_after(
+        &self,
+        user_id: &str,
+        cursor: (u64, &str),
+        limit: u32,
+    ) -> Result<Vec<EventRow>, StoreError>;
+    /// The user's latest listening events, newest first.
+    async fn recent_listening(&self, user_id: &str, limit: u32) -> Result<Vec<EventRow>, StoreError>;
+    /// Users with a listening event after `since` (the profile job's work list).
+    async fn listeners_since(&self, since: UnixMillis) -> Result<Vec<String>, StoreError>;
+    /// Stores the profile if the stored cursor is still `expected` (`None`: no profile yet),
+    /// and applies `mood`, in one transaction: of two jobs learning the same events, one
+    /// stores. False when the cursor moved meanwhile (or the user is gone).
+    async fn save_taste(
+        &self,
+        user_id: &str,
+        row: &TasteRow,
+        expected: Option<(u64, &str)>,
+        mood: &MoodWrite,
+    ) -> Result<bool, StoreError>;
+    /// The user's mood and when it was detected.
+    async fn mood(&self, user_id: &str) -> Result<Option<(String, UnixMillis)>, StoreError>;
+    /// Deletes the user's mood; false when there was none.
+    async fn delete_mood(&self, user_id: &str) -> Result<bool, StoreError>;
+    async fn put_custom_model(&self, user_id: &str, model: &str, at: UnixMillis) -> Result<(), StoreError>;
+    async fn custom_model(&self, user_id: &str) -> Result<Option<String>, StoreError>;
+
+    /// How many users granted the `federated_learning` consent (a round's sampling rate is its
+    /// clients over these).
+    async fn federated_eligible(&self) -> Result<u64, StoreError>;
+    /// The federated state, created as round 1 with `initial` weights and accountant if absent.
+    async fn federated(&self, initial: &FederatedRow) -> Result<FederatedRow, StoreError>;
+    /// Adds a client's update to `round` if it is the open round, once per client, atomically
+    /// with respect to the round's closing.
+    async fn add_federated_update(
+        &self,
+        round: u64,
+        user_id: &str,
+        delta: &str,
+        at: UnixMillis,
+    ) -> Result<UpdateAdded, StoreError>;
+    /// Closes the open round in one transaction: hands its updates to `close`, stores the
+    /// result, opens the next round, records the outcome with `eligible`, and deletes the
+    /// round's updates (aggregated or not, no update outlives its round). Answers the closed
+    /// round, how many clients took part, and the new state.
+    async fn close_federated_round(
+        &self,
+        eligible: u64,
+        now: UnixMillis,
+        close: &(dyn for<'a> Fn(&'a FederatedRow, &'a [String]) -> RoundClose + Send + Sync),
+    ) -> Result<(u64, usize, FederatedRow), StoreError>;
 }
 
 /// Data-rights requests, counted for the dashboard (no user named).
