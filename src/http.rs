@@ -82,6 +82,14 @@ pub fn json_text(status: u16, body: String, version: Option<u64>) -> Result<Resp
     Ok(Response::ok(body)?.with_status(status).with_headers(headers))
 }
 
+/// The request's raw query (after `?`, without the fragment), read from the URL string: parsing
+/// it with `Request::url` would link the `url` crate, its IDNA and Unicode tables, into the wasm.
+pub fn raw_query(req: &Request) -> String {
+    let url = req.inner().url();
+    let after = url.split_once('?').map_or("", |(_, q)| q);
+    after.split_once('#').map_or(after, |(q, _)| q).to_owned()
+}
+
 pub fn etag(version: u64) -> String {
     format!("\"{version}\"")
 }

@@ -163,8 +163,10 @@ fn cookie(req: &Request, name: &str) -> Result<String, EdgeError> {
 
 /// The provider's redirect: `code` (OAuth 2.0) or `token` (Last.fm), `state`, or `error`.
 pub async fn callback(req: Request, env: &Env, svc: &'static Service) -> Result<Response, EdgeError> {
-    let url = req.url()?;
-    let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let query = http::raw_query(&req);
+    let param = |name: &str| {
+        form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    };
     let state = param("state")
         .filter(|s| !s.is_empty() && s.len() <= 256)
         .ok_or_else(|| EdgeError::new(ProblemKind::BadRequest, "the callback carries no state"))?;

@@ -75,7 +75,10 @@ pub async fn handle(
         Op::Context(id) => context(env, caller, gate, id).await,
         Op::Recommendations(id) => {
             authorize(&caller, &id)?;
-            let query = req.url()?.query().map(|q| format!("?{q}")).unwrap_or_default();
+            let query = Some(http::raw_query(&req))
+                .filter(|q| !q.is_empty())
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
             let path = format!("/internal/users/{id}/recommendations{query}");
             relay(200, forward(env, &caller.actor(), Method::Get, &path, None).await?)
         }

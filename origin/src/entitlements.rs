@@ -235,6 +235,16 @@ impl Accounts {
         }
     }
 
+    /// The user's organization as the entitlements see it: its tier (a member's while they
+    /// belong to it) and the integrations its policies allow.
+    async fn organization_of(&self, user_id: &str) -> Result<Option<entitlements::OrgGrant>, ApiError> {
+        let Some((org, _)) = self.store.membership(user_id).await? else { return Ok(None) };
+        let tier: Tier = org.tier.parse().map_err(ApiError::Internal)?;
+        let policies: domain::org::OrgPolicies =
+            serde_json::from_str(&org.policies).map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(Some(entitlements::OrgGrant { id: org.id, tier, integrations: policies.allowed_integrations }))
+    }
+
     /// What the user may do now (the user, an admin, or a service with `entitlements:read`).
     pub async fn entitlements(&self, actor: &Actor, id: &UserId) -> Result<Value, ApiError> {
         match actor {
@@ -252,8 +262,13 @@ impl Accounts {
                 None => {}
             }
         }
-        // The organizations module supplies the member's organization here.
-        let computed = entitlements::compute(&Facts { tier, consents: &consents, usage, organization: None });
+        let organization = self.organization_of(id.as_str()).await?;
+        let computed = entitlements::compute(&Facts {
+            tier,
+            consents: &consents,
+            usage,
+            organization: organization.as_ref(),
+        });
         let mut view = serde_json::to_value(&computed).map_err(|e| ApiError::Internal(e.to_string()))?;
         if let Some(o) = view.as_object_mut() {
             o.insert("user_id".into(), json!(id));
@@ -286,7 +301,9 @@ impl Accounts {
             )
         })?;
         let row = self.store.user_by_id(id.as_str()).await?.ok_or_else(|| not_found(id.as_str()))?;
-        let tier: Tier = row.tier.parse().map_err(ApiError::Internal)?;
+        // A member's limits are their organization's tier's.
+        let own: Tier = row.tier.parse().map_err(ApiError::Internal)?;
+        let tier = self.organization_of(id.as_str()).await?.map_or(own, |o| o.tier);
         let change = UsageChange {
             client_id: client_id.as_str(),
             idempotency_key: &report.idempotency_key,

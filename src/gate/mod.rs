@@ -393,6 +393,8 @@ impl Gate {
             state.org = update.grant.clone();
             state.org_at = Some(at);
         }
+        // The entitlements follow the organization (its tier, its integrations).
+        self.touch_entitlements()?;
         if update.end_sessions {
             let reason = if update.grant.is_some() {
                 "ended by an administrator of the organization"

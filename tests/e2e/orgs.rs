@@ -203,6 +203,11 @@ fn an_invited_user_accepts_and_gets_the_org_tier_and_mfa_policy_on_the_next_requ
     assert_eq!(claims.body["tier"], "enterprise");
     // The profile keeps the member's own tier: the organization's applies while they belong.
     assert_eq!(now.body["tier"], "free");
+    // So do the entitlements: the organization's tier, and the organization named.
+    let entitled = ctx.api.get(&format!("{}/entitlements", users(&member.id)), Some(&token))?;
+    expect(&entitled, 200)?;
+    assert_eq!(entitled.body["tier"], "enterprise", "{}", entitled.body);
+    assert_eq!(entitled.body["organization"]["id"], org.as_str());
 
     // A policy change reaches the member's gate at once: without the requirement, a
     // password-only session is accepted again.
@@ -230,6 +235,10 @@ fn removal_ends_the_members_sessions_at_once_and_their_tier_falls_back(ctx: &Ctx
     // A second session of the member (signed in with the code again).
     let second = ctx.stack.login_with_email_code(&ctx.api, &member.email, GOOD_PASSWORD)?;
     expect(&ctx.api.get(&users(&member.id), Some(&member.token))?, 200)?;
+    // Read (and cached at the edge) while a member: the removal must not leave it served.
+    let entitled = ctx.api.get(&format!("{}/entitlements", users(&member.id)), Some(&member.token))?;
+    expect(&entitled, 200)?;
+    assert_eq!(entitled.body["tier"], "enterprise", "{}", entitled.body);
 
     let removed =
         ctx.api.delete_with(&format!("{}/members/{}", orgs(&org), member.id), &owner.token, &json!({}))?;
@@ -244,6 +253,10 @@ fn removal_ends_the_members_sessions_at_once_and_their_tier_falls_back(ctx: &Ctx
     let read = ctx.api.get(&users(&member.id), Some(&token))?;
     expect(&read, 200)?;
     ensure!(policy_of(&read).starts_with("\"free\";q=100;"), "after removal: {}", policy_of(&read));
+    let entitled = ctx.api.get(&format!("{}/entitlements", users(&member.id)), Some(&token))?;
+    expect(&entitled, 200)?;
+    assert_eq!(entitled.body["tier"], "free", "{}", entitled.body);
+    ensure!(entitled.body["organization"].is_null(), "{}", entitled.body);
     let claims = ctx.api.get("/api/v1/auth/token", Some(&token))?;
     ensure!(claims.body.get("org").is_none(), "the org claim stayed: {}", claims.body);
     // No longer a member: the organization is not theirs to read.
