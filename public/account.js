@@ -112,6 +112,35 @@
     $('signout').hidden = view !== 'account';
   }
 
+  // ---- white label ----
+  // A member of an organization sees its logo and colours. Colours are set as CSS custom
+  // properties (never as CSS text) and only when they are #rrggbb; the logo is an inline image
+  // (the CSP allows data: images only). The origin checked both; the page checks again.
+  const COLOUR = /^#[0-9a-fA-F]{6}$/;
+  const LOGO = /^data:image\/(png|jpeg|webp);base64,[A-Za-z0-9+/]+=*$/;
+  function claimsOf(token) {
+    try {
+      const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      return JSON.parse(atob(part));
+    } catch (e) { return {}; }
+  }
+  function brand(branding) {
+    const root = document.documentElement.style;
+    const b = branding || {};
+    if (COLOUR.test(b.primary_color || '')) root.setProperty('--ink', b.primary_color); else root.removeProperty('--ink');
+    if (COLOUR.test(b.accent_color || '')) root.setProperty('--accent', b.accent_color); else root.removeProperty('--accent');
+    const logo = $('brand-logo');
+    if (LOGO.test(b.logo || '')) { logo.src = b.logo; logo.hidden = false; } else { logo.removeAttribute('src'); logo.hidden = true; }
+  }
+  async function applyBranding() {
+    const org = claimsOf(state.token).org;
+    if (!org) { brand(null); return; }
+    try {
+      const found = await api('GET', `/api/v1/orgs/${encodeURIComponent(org)}`);
+      brand(found && found.policies && found.policies.branding);
+    } catch (e) { brand(null); }
+  }
+
   // ---- sign-in ----
   async function signedIn(answer) {
     state.token = answer.access_token;
@@ -120,6 +149,7 @@
     if (state.conditional) state.conditional.abort();
     show('account');
     say(t('signed_in'), 'ok');
+    await applyBranding();
     await refresh();
   }
 
@@ -380,6 +410,7 @@
     try { await api('POST', '/api/v1/auth/logout'); } catch (e) { /* the token is dropped anyway */ }
     state.token = null;
     state.userId = null;
+    brand(null);
     show('signin');
     say(t('signed_out'), 'ok');
     startAutofill();

@@ -304,6 +304,95 @@ pub struct OrgPolicies {
     /// The integrations members may connect (`None`: the tier's).
     #[serde(default)]
     pub allowed_integrations: Option<Vec<String>>,
+    /// White label: the organization's logo, colours and sender name (`None`: the platform's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branding: Option<Branding>,
+}
+
+/// White label (issue 19): what the account page shows and the organization's mails say,
+/// limited to values that cannot carry markup or script. Colours are `#rrggbb` only (the page
+/// sets them as CSS custom properties, never as CSS text); the logo is an inline PNG, JPEG or
+/// WebP image (`data:` URL: the page's CSP allows no other origin for images, and an SVG could
+/// hold script); the sender name is plain text with nothing an address header would read as
+/// syntax.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Branding {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_color: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accent_color: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_name: Option<String>,
+}
+
+/// The longest logo accepted, as a `data:` URL (about 48 KiB of image).
+pub const MAX_LOGO_CHARS: usize = 65_536;
+/// The longest sender name, in characters.
+pub const MAX_SENDER_NAME_CHARS: usize = 64;
+
+impl Branding {
+    /// Every rule the branding breaks, each with its field.
+    pub fn check(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        for (field, value) in
+            [("branding.primary_color", &self.primary_color), ("branding.accent_color", &self.accent_color)]
+        {
+            if let Some(colour) = value {
+                if !is_hex_colour(colour) {
+                    errors.push(field_error(field, "colour", "must be #rrggbb (six hexadecimal digits)"));
+                }
+            }
+        }
+        if let Some(logo) = &self.logo {
+            if !is_inline_image(logo) {
+                errors.push(field_error(
+                    "branding.logo",
+                    "image",
+                    format!(
+                        "must be a data:image/png, image/jpeg or image/webp base64 URL of at most {MAX_LOGO_CHARS} characters"
+                    ),
+                ));
+            }
+        }
+        if let Some(name) = &self.sender_name {
+            let count = name.chars().count();
+            let trimmed = name.trim();
+            if count == 0
+                || count > MAX_SENDER_NAME_CHARS
+                || trimmed.len() != name.len()
+                || name
+                    .chars()
+                    .any(|c| c.is_control() || matches!(c, '<' | '>' | '"' | '@' | '\\' | ',' | ';' | ':'))
+            {
+                errors.push(field_error(
+                    "branding.sender_name",
+                    "text",
+                    format!("1 to {MAX_SENDER_NAME_CHARS} characters, no surrounding spaces, no control characters or < > \" @ \\ , ; :"),
+                ));
+            }
+        }
+        errors
+    }
+}
+
+fn is_hex_colour(value: &str) -> bool {
+    value.len() == 7 && value.starts_with('#') && value.bytes().skip(1).all(|b| b.is_ascii_hexdigit())
+}
+
+fn is_inline_image(value: &str) -> bool {
+    let Some(data) = ["data:image/png;base64,", "data:image/jpeg;base64,", "data:image/webp;base64,"]
+        .iter()
+        .find_map(|prefix| value.strip_prefix(prefix))
+    else {
+        return false;
+    };
+    value.len() <= MAX_LOGO_CHARS
+        && !data.is_empty()
+        && data.len() % 4 == 0
+        && data.trim_end_matches('=').bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 impl Default for OrgPolicies {
@@ -314,6 +403,7 @@ impl Default for OrgPolicies {
             allowed_email_domains: Vec::new(),
             max_sessions: None,
             allowed_integrations: None,
+            branding: None,
         }
     }
 }
@@ -398,6 +488,9 @@ impl OrgPolicies {
                     format!("{bad:?} is not one of {}", INTEGRATIONS.join(", ")),
                 ));
             }
+        }
+        if let Some(branding) = &self.branding {
+            errors.extend(branding.check());
         }
         if errors.is_empty() {
             Ok(self)
@@ -691,5 +784,39 @@ mod tests {
         assert!(grant.admits_session(true));
         let relaxed = OrgGrant { mfa_required: false, ..grant };
         assert!(relaxed.admits_session(false));
+    }
+
+    #[test]
+    fn branding_takes_safe_values_only() {
+        let tier = Tier::Enterprise;
+        let ok = OrgPolicies::default()
+            .patched(
+                &serde_json::json!({ "branding": {
+                    "primary_color": "#1A2b3c", "accent_color": "#ffffff",
+                    "logo": "data:image/png;base64,iVBORw0KGgo=", "sender_name": "Acme Music"
+                }}),
+                tier,
+            )
+            .unwrap();
+        assert_eq!(ok.branding.as_ref().and_then(|b| b.sender_name.as_deref()), Some("Acme Music"));
+        for (bad, field) in [
+            (serde_json::json!({ "primary_color": "red; background: url(x)" }), "branding.primary_color"),
+            (serde_json::json!({ "accent_color": "#fff" }), "branding.accent_color"),
+            (serde_json::json!({ "logo": "https://example.com/logo.png" }), "branding.logo"),
+            (serde_json::json!({ "logo": "data:image/svg+xml;base64,PHN2Zz4=" }), "branding.logo"),
+            (serde_json::json!({ "logo": "data:image/png;base64,<script>" }), "branding.logo"),
+            (serde_json::json!({ "sender_name": "Acme <evil@example.com>" }), "branding.sender_name"),
+            (serde_json::json!({ "sender_name": "Acme\r\nBcc: x" }), "branding.sender_name"),
+            (serde_json::json!({ "sender_name": "" }), "branding.sender_name"),
+        ] {
+            let errors =
+                OrgPolicies::default().patched(&serde_json::json!({ "branding": bad }), tier).unwrap_err();
+            assert!(errors.iter().any(|e| e.field == field), "{bad}: {errors:?}");
+        }
+        // Unknown keys (a `css` escape hatch) are refused; null removes the branding.
+        assert!(OrgPolicies::default()
+            .patched(&serde_json::json!({ "branding": { "css": "x" } }), tier)
+            .is_err());
+        assert_eq!(ok.patched(&serde_json::json!({ "branding": null }), tier).unwrap().branding, None);
     }
 }

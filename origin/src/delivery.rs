@@ -38,6 +38,18 @@ pub struct Message {
     pub language: String,
     #[serde(default)]
     pub created_at: u64,
+    /// The display name of the sender when it is not the platform's: an organization's white
+    /// label (`domain::org::Branding`, checked to hold no address syntax).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_name: Option<String>,
+}
+
+/// The `From` mailbox of `m`: the platform's address, under the sender name `m` carries.
+fn from_mailbox(platform: &Mailbox, m: &Message) -> Mailbox {
+    match &m.sender_name {
+        Some(name) => Mailbox::new(Some(name.clone()), platform.email.clone()),
+        None => platform.clone(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,7 +98,7 @@ impl Sender for FileSender {
     async fn send(&self, m: &Message) -> Result<(), SendError> {
         let line = serde_json::json!({
             "id": m.id, "channel": m.channel, "to": m.to, "subject": m.subject, "text": m.text,
-            "code": m.code, "language": m.language, "at": m.created_at,
+            "code": m.code, "language": m.language, "at": m.created_at, "sender_name": m.sender_name,
         })
         .to_string();
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -211,7 +223,7 @@ impl Sender for SmtpSender {
         let to: Mailbox = m.to.parse().map_err(|_| SendError::Permanent("address".into()))?;
         let email = lettre::Message::builder()
             .message_id(Some(format!("<{}@{}>", m.id, self.id_domain)))
-            .from(self.from.clone())
+            .from(from_mailbox(&self.from, m))
             .to(to)
             .subject(m.subject.clone())
             .header(ContentType::TEXT_PLAIN)
@@ -298,6 +310,26 @@ impl Sender for SmsHttpSender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_organizations_mail_keeps_the_platforms_address_under_its_own_name() {
+        let platform: Mailbox = "Music AI <no-reply@example.com>".parse().unwrap();
+        let mut m = Message {
+            id: "msg_1".into(),
+            channel: "email".into(),
+            to: "a@example.com".into(),
+            subject: "s".into(),
+            text: "t".into(),
+            code: None,
+            language: "en".into(),
+            created_at: 0,
+            sender_name: None,
+        };
+        assert_eq!(from_mailbox(&platform, &m), platform);
+        m.sender_name = Some("Acme Music".into());
+        let from = from_mailbox(&platform, &m);
+        assert_eq!(from.to_string(), "Acme Music <no-reply@example.com>");
+    }
 
     #[test]
     fn smtp_urls_choose_the_transport_and_refuse_plain_smtp_off_loopback() {

@@ -450,7 +450,10 @@ impl Accounts {
         let deadline = rfc3339(expires_at);
         let template =
             domain::messages::Template::OrgInvitation { org: &org.name, token: &token, deadline: &deadline };
-        let message = self.message(&inviter, "email", email.as_str(), &template, Some(&token), now)?;
+        // The mail goes out under the organization's sender name when it has a white label.
+        let sender = policies.branding.as_ref().and_then(|b| b.sender_name.as_deref());
+        let message =
+            self.message_from(&inviter, "email", email.as_str(), &template, Some(&token), sender, now)?;
         let invitation = InvitationRow {
             id: invitation_id.clone(),
             token_hash: org::token_hash(&token),

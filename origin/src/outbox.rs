@@ -107,6 +107,21 @@ impl Accounts {
         code: Option<&str>,
         now: UnixMillis,
     ) -> Result<OutboxRow, ApiError> {
+        self.message_from(account, channel, to, template, code, None, now)
+    }
+
+    /// [`Accounts::message`] under another sender name (an organization's white label).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn message_from(
+        &self,
+        account: &Account,
+        channel: &str,
+        to: &str,
+        template: &Template<'_>,
+        code: Option<&str>,
+        sender_name: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<OutboxRow, ApiError> {
         let rendered = render(template, Language::of_tag(Some(&account.profile.language)));
         let id = format!("msg_{}", hex::encode(random_16()));
         let message = Message {
@@ -118,6 +133,7 @@ impl Accounts {
             code: code.map(str::to_owned),
             language: rendered.language.as_str().to_owned(),
             created_at: now.0,
+            sender_name: sender_name.map(str::to_owned),
         };
         let json = serde_json::to_vec(&message).map_err(|e| ApiError::Internal(e.to_string()))?;
         let sealed = account.data_key.seal(&json, &message_context(&account.row.id, &id));

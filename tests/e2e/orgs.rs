@@ -12,6 +12,10 @@ use crate::{Ctx, TestFn};
 
 pub const TESTS: &[(&str, TestFn)] = &[
     (
+        "orgs::a_white_label_reaches_the_members_page_and_the_organizations_mails",
+        a_white_label_reaches_the_members_page_and_the_organizations_mails,
+    ),
+    (
         "orgs::an_org_with_three_seats_refuses_a_fourth_invitation_even_when_they_race",
         an_org_with_three_seats_refuses_a_fourth_invitation_even_when_they_race,
     ),
@@ -481,5 +485,73 @@ fn self_service_creation_is_for_enterprise_accounts(ctx: &Ctx) -> Result<()> {
         &json!({ "name": "Copy", "slug": body["slug"], "owner_id": person(ctx, "copy")?.id }),
     )?;
     expect_problem(&taken, 409, "conflict")?;
+    Ok(())
+}
+
+/// A 1×1 PNG, as a `data:` URL.
+const LOGO: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
+fn a_white_label_reaches_the_members_page_and_the_organizations_mails(ctx: &Ctx) -> Result<()> {
+    let (org, owner) = org_with_owner(ctx, 5)?;
+    let policies = format!("{}/policies", orgs(&org));
+    // Values that could carry markup, script or header syntax are refused, each named.
+    let unsafe_values = ctx.api.patch(
+        &policies,
+        &owner.token,
+        &json!({ "branding": {
+            "accent_color": "red; background: url(https://evil.example/x)",
+            "logo": "data:image/svg+xml;base64,PHN2Zz4=",
+            "sender_name": "Acme <ceo@evil.example>"
+        }}),
+    )?;
+    expect_problem(&unsafe_values, 400, "validation-failed")?;
+    let body = &unsafe_values.body;
+    let fields: Vec<&str> =
+        body["errors"].as_array().into_iter().flatten().filter_map(|e| e["field"].as_str()).collect();
+    for field in ["branding.accent_color", "branding.logo", "branding.sender_name"] {
+        ensure!(fields.contains(&field), "{field} not named: {body}");
+    }
+    let accent = "#0a7f5c";
+    let branded = ctx.api.patch(
+        &policies,
+        &owner.token,
+        &json!({ "mfa_required": false, "branding": {
+            "accent_color": accent, "primary_color": "#102030", "logo": LOGO, "sender_name": "Acme Music"
+        }}),
+    )?;
+    expect(&branded, 200)?;
+    assert_eq!(branded.body["policies"]["branding"]["sender_name"], "Acme Music");
+
+    // The invitation goes out under the organization's sender name.
+    let member = person(ctx, "branded")?;
+    expect(&invite(ctx, &org, &owner.token, &member.email)?, 201)?;
+    let outbox = std::fs::read_to_string(ctx.stack.outbox_path())?;
+    let mail = outbox
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|m| m["to"] == member.email.as_str())
+        .context("no invitation mail")?;
+    assert_eq!(mail["sender_name"], "Acme Music", "{mail}");
+    let token = invitation_token(ctx, &member.email)?;
+    let accepted =
+        ctx.api.post("/api/v1/invitations/accept", Some(&member.token), &json!({ "token": token }))?;
+    expect(&accepted, 200)?;
+    // Members read the branding with their organization.
+    let fresh = ctx.api.login(&member.email, GOOD_PASSWORD)?;
+    let read = ctx.api.get(&orgs(&org), Some(&fresh))?;
+    expect(&read, 200)?;
+    assert_eq!(read.body["policies"]["branding"]["logo"], LOGO);
+
+    // The member's account page shows it (headless Chromium; a screenshot is saved).
+    let env = vec![
+        ("EDGE_LOCAL_URL", ctx.stack.edge_localhost_url()),
+        ("USER_EMAIL", member.email.clone()),
+        ("USER_PASSWORD", GOOD_PASSWORD.to_owned()),
+        ("BRAND_ACCENT", accent.to_owned()),
+    ];
+    let output =
+        e2e::browser::run("white-label.mjs", "white-label", &env, std::time::Duration::from_secs(90))?;
+    ensure!(output.contains("branded-account.png"), "screenshots:\n{output}");
     Ok(())
 }
