@@ -64,6 +64,7 @@ impl fmt::Display for UserId {
 }
 
 /// What a user may do beyond their own account.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

@@ -35,3 +35,4 @@ pub mod tier;
 pub mod time;
 pub mod token;
 pub mod totp;
+pub mod wire;

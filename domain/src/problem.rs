@@ -189,6 +189,54 @@ impl Problem {
     }
 }
 
+/// The document's `Problem` schema. Written out rather than derived: the extension members are
+/// a flattened map, which a derive would describe as nothing at all; the ones the API uses are
+/// named here.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Problem {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, ObjectBuilder, Type};
+        let string = |description: &str| {
+            ObjectBuilder::new().schema_type(Type::String).description(Some(description.to_owned()))
+        };
+        let field_error = ObjectBuilder::new()
+            .description(Some("One field that failed its rule"))
+            .property("field", string("The field, as a JSON pointer or a dotted path"))
+            .required("field")
+            .property("kind", string("What is wrong: unknown_field, invalid_value, …"))
+            .property("rule", string("The rule the value broke"))
+            .property("detail", string("A sentence for a person"))
+            .additional_properties(Some(AdditionalProperties::FreeForm(true)));
+        ObjectBuilder::new()
+            .description(Some("RFC 9457 problem details; extension members vary with the problem"))
+            .property("type", string("Stable problem type URI, urn:problem-type:user-management:<slug>"))
+            .required("type")
+            .property("title", string("The problem type's title"))
+            .required("title")
+            .property("status", ObjectBuilder::new().schema_type(Type::Integer))
+            .required("status")
+            .property("detail", string("What happened, for a person"))
+            .property("errors", ArrayBuilder::new().items(field_error))
+            .property(
+                "current_version",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .description(Some("412: the version the resource has now")),
+            )
+            .property(
+                "retry_after",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .description(Some("429/503: seconds to wait, as in Retry-After")),
+            )
+            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Problem {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,6 +131,7 @@ pub fn step_up_fresh(stepped_up_at: Option<UnixMillis>, now: UnixMillis) -> bool
 }
 
 /// A second factor.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Factor {

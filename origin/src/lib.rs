@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod email_change;
 pub mod entitlements;
 pub mod errors;
+pub mod extract;
 pub mod http_layers;
 pub mod integrations;
 pub mod jobs;

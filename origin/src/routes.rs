@@ -109,11 +109,7 @@ async fn not_found() -> impl IntoResponse {
     problem_response(&Problem::new(ProblemKind::NotFound, "no route matches this path"))
 }
 
-/// The JSON body of a request, or a 400 problem naming what is wrong with it.
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::client(ProblemKind::BadRequest, format!("invalid body: {e}")))
-}
+use crate::extract::parse;
 
 fn user_id(raw: &str) -> Result<UserId, ApiError> {
     raw.parse().map_err(|_| ApiError::client(ProblemKind::NotFound, format!("no user {raw}")))

@@ -29,8 +29,14 @@ impl Answer {
     }
 }
 
+/// Sends a request to the edge and checks the answer against the OpenAPI document
+/// (`crate::contract`): an answer the document does not describe is an error.
 pub fn send(request: RequestBuilder) -> Result<Answer> {
-    let response = request.send().context("calling the edge")?;
+    let (client, request) = request.build_split();
+    let request = request.context("building the request")?;
+    let method = request.method().as_str().to_owned();
+    let path = request.url().path().to_owned();
+    let response = client.execute(request).context("calling the edge")?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -43,7 +49,9 @@ pub fn send(request: RequestBuilder) -> Result<Answer> {
     } else {
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
-    Ok(Answer { status, content_type, etag, source, headers, body })
+    let answer = Answer { status, content_type, etag, source, headers, body };
+    crate::contract::check(&method, &path, &answer)?;
+    Ok(answer)
 }
 
 /// The public API at `base` (the edge's URL).

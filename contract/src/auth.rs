@@ -1,0 +1,7 @@
+//! The auth operations.
+
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi()]
+pub struct Api;

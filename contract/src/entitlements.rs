@@ -1,0 +1,7 @@
+//! The entitlements operations.
+
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi()]
+pub struct Api;

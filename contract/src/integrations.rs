@@ -1,0 +1,7 @@
+//! The integrations operations.
+
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi()]
+pub struct Api;

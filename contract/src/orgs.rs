@@ -1,0 +1,7 @@
+//! The orgs operations.
+
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi()]
+pub struct Api;

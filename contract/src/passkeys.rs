@@ -1,0 +1,7 @@
+//! The passkeys operations.
+
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi()]
+pub struct Api;

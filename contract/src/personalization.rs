@@ -1,0 +1,7 @@
+//! The personalization operations.
+
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi()]
+pub struct Api;

@@ -1,0 +1,1 @@
+//! admin: the wire types of this area (see `wire`).

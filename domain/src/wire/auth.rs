@@ -1,0 +1,1 @@
+//! auth: the wire types of this area (see `wire`).

@@ -1,0 +1,1 @@
+//! entitlements: the wire types of this area (see `wire`).

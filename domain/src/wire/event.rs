@@ -1,0 +1,1 @@
+//! event: the wire types of this area (see `wire`).

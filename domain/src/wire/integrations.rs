@@ -1,0 +1,1 @@
+//! integrations: the wire types of this area (see `wire`).

@@ -1,0 +1,1 @@
+//! job: the wire types of this area (see `wire`).

@@ -1,0 +1,1 @@
+//! orgs: the wire types of this area (see `wire`).

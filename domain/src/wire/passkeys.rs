@@ -1,0 +1,1 @@
+//! passkeys: the wire types of this area (see `wire`).

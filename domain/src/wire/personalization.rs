@@ -1,0 +1,1 @@
+//! personalization: the wire types of this area (see `wire`).

@@ -1,0 +1,1 @@
+//! rights: the wire types of this area (see `wire`).

@@ -1,0 +1,1 @@
+//! users: the wire types of this area (see `wire`).
