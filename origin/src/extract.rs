@@ -16,10 +16,23 @@ pub struct ApiJson<T>(pub T);
 /// proof is optional, an enrolment without a password).
 pub struct OptionalJson<T>(pub T);
 
-/// Parses a JSON body, or names what is wrong with it.
+/// Parses a JSON body, or names what is wrong with it and where (`invalid body at
+/// `profile.language`: …`): serde's own message gives a line and column, not the field.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::client(ProblemKind::BadRequest, format!("invalid body: {e}")))
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let detail = if path == "." {
+            format!("invalid body: {}", e.inner())
+        } else {
+            format!("invalid body at `{path}`: {}", e.inner())
+        };
+        ApiError::client(ProblemKind::BadRequest, detail)
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::client(ProblemKind::BadRequest, format!("invalid body: {e}")))?;
+    Ok(parsed)
 }
 
 async fn bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {

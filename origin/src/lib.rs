@@ -23,6 +23,8 @@ pub mod personalisation;
 pub mod protection;
 pub mod recovery;
 pub mod rights;
+#[cfg(test)]
+mod router_tests;
 pub mod routes;
 pub mod signed;
 pub mod sms;
