@@ -210,6 +210,17 @@ impl RateLimitConfig {
         let quota = self.quota_overrides.get(tier.as_str()).copied().unwrap_or_else(|| tier.hourly_quota());
         domain::rate_limit::Policy::rolling(self.window_secs, self.buckets, quota)
     }
+
+    /// The per-address quotas, for `IpClass::window`.
+    pub fn ip_quotas(&self) -> domain::rate_limit::IpQuotas {
+        domain::rate_limit::IpQuotas {
+            login_per_minute: self.ip_login_per_minute,
+            signup_per_hour: self.ip_signup_per_hour,
+            refresh_per_minute: self.ip_refresh_per_minute,
+            recovery_per_hour: self.ip_recovery_per_hour,
+            health_per_minute: self.ip_health_per_minute,
+        }
+    }
 }
 
 /// How long a rotated refresh token still answers with the pair that replaced it (seconds).

@@ -67,29 +67,7 @@ where
     }
 }
 
-/// The endpoint classes limited per client IP.
-#[derive(Debug, Clone, Copy)]
-pub enum IpClass {
-    Login,
-    Signup,
-    Refresh,
-    /// Forgot/reset password and email verification: codes sent by email, tried by code.
-    Recovery,
-    /// `GET /health`: public, and each miss of its cache costs an origin call.
-    Health,
-}
-
-impl IpClass {
-    fn name(self) -> &'static str {
-        match self {
-            IpClass::Login => "ip-login",
-            IpClass::Signup => "ip-signup",
-            IpClass::Refresh => "ip-refresh",
-            IpClass::Recovery => "ip-recovery",
-            IpClass::Health => "ip-health",
-        }
-    }
-}
+pub use domain::rate_limit::IpClass;
 
 /// The client's address as Cloudflare reports it (`CF-Connecting-IP`).
 pub fn client_ip(req: &Request) -> String {
@@ -104,13 +82,7 @@ pub fn client_key(req: &Request) -> String {
 pub async fn admit_ip(req: &Request, env: &Env, class: IpClass) -> Result<Admission<LimitAnswer>, EdgeError> {
     let config = RateLimitConfig::from_env(env)
         .map_err(|e| EdgeError::Runtime(worker::Error::RustError(e.to_string())))?;
-    let (window_secs, quota) = match class {
-        IpClass::Login => (60, config.ip_login_per_minute),
-        IpClass::Signup => (3600, config.ip_signup_per_hour),
-        IpClass::Refresh => (60, config.ip_refresh_per_minute),
-        IpClass::Recovery => (3600, config.ip_recovery_per_hour),
-        IpClass::Health => (60, config.ip_health_per_minute),
-    };
+    let (window_secs, quota) = class.window(&config.ip_quotas());
     let asked = crate::origin_client::now().0;
     let limit = GateClient::for_ip(env, &client_key(req))?.throttle(class.name(), window_secs, quota).await?;
     let gate_ms = crate::origin_client::now().0.saturating_sub(asked);

@@ -249,6 +249,79 @@ impl Limiter {
     }
 }
 
+/// The endpoint classes limited per client address (IPv4, or IPv6 /64: `net::client_key`),
+/// before any account is known: each has its own window and quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpClass {
+    /// Login, the second factor, passkey sign-in, service tokens: per minute.
+    Login,
+    /// Sign-up and account activation: per hour.
+    Signup,
+    /// Refresh: per minute.
+    Refresh,
+    /// Forgot/reset password and email verification: codes sent by email, tried by code; per hour.
+    Recovery,
+    /// `GET /health`: public, and each miss of its cache costs an origin call; per minute.
+    Health,
+}
+
+/// The per-address quotas the operator configures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpQuotas {
+    pub login_per_minute: u32,
+    pub signup_per_hour: u32,
+    pub refresh_per_minute: u32,
+    pub recovery_per_hour: u32,
+    pub health_per_minute: u32,
+}
+
+impl IpClass {
+    /// The class's throttle key in the address's gate.
+    pub fn name(self) -> &'static str {
+        match self {
+            IpClass::Login => "ip-login",
+            IpClass::Signup => "ip-signup",
+            IpClass::Refresh => "ip-refresh",
+            IpClass::Recovery => "ip-recovery",
+            IpClass::Health => "ip-health",
+        }
+    }
+
+    /// The class's window in seconds and its quota in that window.
+    pub fn window(self, quotas: &IpQuotas) -> (u64, u32) {
+        match self {
+            IpClass::Login => (60, quotas.login_per_minute),
+            IpClass::Signup => (3600, quotas.signup_per_hour),
+            IpClass::Refresh => (60, quotas.refresh_per_minute),
+            IpClass::Recovery => (3600, quotas.recovery_per_hour),
+            IpClass::Health => (60, quotas.health_per_minute),
+        }
+    }
+}
+
+#[cfg(test)]
+mod ip_class_tests {
+    use super::*;
+
+    #[test]
+    fn each_class_has_its_own_key_window_and_quota() {
+        let quotas = IpQuotas {
+            login_per_minute: 1,
+            signup_per_hour: 2,
+            refresh_per_minute: 3,
+            recovery_per_hour: 4,
+            health_per_minute: 5,
+        };
+        let all = [IpClass::Login, IpClass::Signup, IpClass::Refresh, IpClass::Recovery, IpClass::Health];
+        let windows: Vec<(u64, u32)> = all.iter().map(|c| c.window(&quotas)).collect();
+        assert_eq!(windows, vec![(60, 1), (3600, 2), (60, 3), (3600, 4), (60, 5)]);
+        let mut names: Vec<&str> = all.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all.len(), "two classes would share one counter");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
