@@ -12,6 +12,7 @@
 
 use domain::identity::UserId;
 use domain::problem::ProblemKind;
+use domain::wire::personalization::{ContextVersion, FederatedUpdate};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use worker::{Date, Env, Method, Request, Response};
@@ -95,6 +96,9 @@ pub async fn handle(
                 return Err(EdgeError::new(ProblemKind::NotFound, format!("no round {round}")));
             }
             let body = http::read_json(&mut req, &[JSON]).await?;
+            // Checked here so a malformed update costs no origin call.
+            let _: FederatedUpdate = serde_json::from_value(body.clone())
+                .map_err(|e| EdgeError::new(ProblemKind::BadRequest, format!("invalid body: {e}")))?;
             let path = format!("/internal/federated/rounds/{round}/updates");
             relay(202, forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?)
         }
@@ -143,7 +147,7 @@ async fn context(env: &Env, caller: Caller, gate: GateAnswer, id: UserId) -> Res
             .await?;
     let body: Value = origin_json(&answer)?;
     if own {
-        let version = body.get("profile_version").and_then(Value::as_u64).unwrap_or(0);
+        let ContextVersion { profile_version: version } = serde_json::from_value(body.clone())?;
         let context = serde_json::value::to_raw_value(&body)?;
         let entry = serde_json::to_string(&Cached { version, cached_at: now, context })?;
         kv.put(&key, entry)?.expiration_ttl(KV_TTL_SECS).execute().await?;

@@ -87,7 +87,40 @@ pub fn document() -> Document {
         }
         Err(e) => eprintln!("legacy.json does not parse as a document: {e}"),
     }
+    add_rate_limit_headers(&mut document);
     document
+}
+
+/// Every success answer of an operation that needs a user's token carries the rate-limit
+/// headers (the edge admits each such request through the user's gate), so the operations do
+/// not each repeat them.
+fn add_rate_limit_headers(document: &mut Document) {
+    use utoipa::openapi::RefOr;
+    for item in document.paths.paths.values_mut() {
+        for operation in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch]
+            .into_iter()
+            .flatten()
+        {
+            let bearer = operation.security.iter().flatten().any(|requirement| {
+                serde_json::to_value(requirement)
+                    .ok()
+                    .and_then(|v| v.as_object().map(|o| o.contains_key("bearerAuth")))
+                    .unwrap_or(false)
+            });
+            if !bearer {
+                continue;
+            }
+            for (status, response) in operation.responses.responses.iter_mut() {
+                if let (true, RefOr::T(response)) = (status.starts_with('2'), response) {
+                    let built =
+                        common::with_rate_limit_headers(utoipa::openapi::ResponseBuilder::new()).build();
+                    for (name, header) in built.headers {
+                        response.headers.entry(name).or_insert(header);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The document as the checked-in file holds it: pretty-printed with one space per level, and

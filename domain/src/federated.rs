@@ -16,6 +16,7 @@ pub const DIM: usize = 6;
 
 /// A round's rules.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoundPolicy {
     /// K: a round aggregates only with at least this many clients.
     pub min_clients: usize,

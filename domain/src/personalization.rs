@@ -199,6 +199,7 @@ pub fn daypart(at: UnixMillis) -> usize {
 /// The four quadrants of the valence/energy circumplex (Russell 1980).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Mood {
     EnergeticHappy,
     CalmContent,
@@ -239,6 +240,7 @@ pub struct RecentTrack {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MoodReading {
     pub mood: Mood,
     pub valence: f64,
@@ -298,6 +300,7 @@ pub struct CatalogueTrack {
 /// The personal re-ranking model: logistic regression of "played in full" on the audio
 /// features, trained on the user's own plays and skips.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PersonalModel {
     pub weights: [f64; 5],
     pub bias: f64,
@@ -391,6 +394,7 @@ pub const DEFAULT_MITIGATION: Mitigation = Mitigation { lambda: 0.8, gamma: 0.1 
 
 /// One recommended track with its reasons.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Recommended {
     pub track_id: String,
     pub title: String,

@@ -32,7 +32,14 @@ use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use domain::wire::personalization::{
+    self as wire, AllowedFactors, ArtistAffinity, FederatedModel, FederatedUpdate, GenreShare, Measures,
+    MoodView, PersonalizationContext, Privacy, RecommendationList, TasteFactors, TasteView, TrainedModel,
+    UpdateAccepted,
+};
+
 use crate::errors::ApiError;
+use crate::extract::ApiJson;
 use crate::store::{FederatedRow, MoodWrite, RoundClose, Store, TasteRow, UpdateAdded};
 use crate::users::{authorize, not_found, rfc3339, Account};
 use crate::AppState;
@@ -235,7 +242,7 @@ async fn context(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PersonalizationContext>, ApiError> {
     let id = user_id(&id)?;
     authorize(&actor, &id)?;
     let account = state.accounts.load(&id).await?;
@@ -247,56 +254,68 @@ async fn context(
     let taste = allowed.personalization.then(|| taste_view(&profile, &account.profile, updated_at));
     let mood = if allowed.mood { store.mood(id.as_str()).await? } else { None };
     let mood = match mood {
-        Some((reading, at)) => {
-            let mut v: Value =
-                serde_json::from_str(&reading).map_err(|e| ApiError::Internal(e.to_string()))?;
-            if let Some(o) = v.as_object_mut() {
-                o.insert("detected_at".into(), json!(rfc3339(at)));
-                o.insert(
-                    "factors".into(),
-                    json!([
-                        "the recency-weighted mean valence and energy of the last 10 full plays",
-                        "the share of them in the same quadrant"
-                    ]),
-                );
-            }
-            v
-        }
-        None => Value::Null,
+        Some((reading, at)) => Some(MoodView {
+            reading: serde_json::from_str::<MoodReading>(&reading)
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+            detected_at: rfc3339(at),
+            factors: vec![
+                "the recency-weighted mean valence and energy of the last 10 full plays".into(),
+                "the share of them in the same quadrant".into(),
+            ],
+        }),
+        None => None,
     };
-    let model = match store.custom_model(id.as_str()).await? {
-        Some(m) if allowed.custom_model => serde_json::from_str::<Value>(&m).unwrap_or(Value::Null),
-        _ => Value::Null,
+    let custom_model = match store.custom_model(id.as_str()).await? {
+        Some(m) if allowed.custom_model => serde_json::from_str::<PersonalModel>(&m).ok(),
+        _ => None,
     };
-    Ok(Json(json!({
-        "user_id": id,
-        "tier": tier,
-        "profile_version": account.row.version,
-        "allowed": {
-            "personalization": allowed.personalization,
-            "level": allowed.level,
-            "learning_rate": ai.learning_rate,
-            "mood_detection": allowed.mood,
-            "bias_mitigation": ai.bias_mitigation_enabled,
-            "custom_model": allowed.custom_model,
-            "federated_learning": allowed.federated,
+    let rules_of_tier = tier.rules();
+    Ok(Json(PersonalizationContext {
+        user_id: id.to_string(),
+        tier,
+        profile_version: u64::try_from(account.row.version).unwrap_or(0),
+        allowed: wire::Allowed {
+            personalization: allowed.personalization,
+            level: allowed.level,
+            learning_rate: ai.learning_rate,
+            mood_detection: allowed.mood,
+            bias_mitigation: ai.bias_mitigation_enabled,
+            custom_model: allowed.custom_model,
+            federated_learning: allowed.federated,
         },
-        "factors": {
-            "personalization": format!("consent personalization: {}", if allowed.personalization { "granted" } else { "withdrawn" }),
-            "level": format!("ai_preferences.personalization_level = {} (the {tier} tier allows {})", allowed.level.as_str(), tier.rules().features.personalization_levels.join(", ")),
-            "mood_detection": format!("ai_preferences.mood_detection_enabled = {} and the personalization consent", ai.mood_detection_enabled),
-            "custom_model": format!("the {tier} tier's template {} custom models; ai_preferences.custom_model_training = {}; level advanced needed", if tier.rules().features.custom_model_training { "allows" } else { "does not allow" }, ai.custom_model_training),
-            "federated_learning": format!("ai_preferences.federated_learning_opt_in = {} and the federated_learning consent", ai.federated_learning_opt_in),
+        factors: AllowedFactors {
+            personalization: format!(
+                "consent personalization: {}",
+                if allowed.personalization { "granted" } else { "withdrawn" }
+            ),
+            level: format!(
+                "ai_preferences.personalization_level = {} (the {tier} tier allows {})",
+                allowed.level.as_str(),
+                rules_of_tier.features.personalization_levels.join(", ")
+            ),
+            mood_detection: format!(
+                "ai_preferences.mood_detection_enabled = {} and the personalization consent",
+                ai.mood_detection_enabled
+            ),
+            custom_model: format!(
+                "the {tier} tier's template {} custom models; ai_preferences.custom_model_training = {}; level advanced needed",
+                if rules_of_tier.features.custom_model_training { "allows" } else { "does not allow" },
+                ai.custom_model_training
+            ),
+            federated_learning: format!(
+                "ai_preferences.federated_learning_opt_in = {} and the federated_learning consent",
+                ai.federated_learning_opt_in
+            ),
         },
-        "taste": taste,
-        "mood": mood,
-        "custom_model": model,
-    })))
+        taste,
+        mood,
+        custom_model,
+    }))
 }
 
 /// The taste profile for reading: top genres and artists with their shares, the features, and
 /// the step the next play would be learnt with, each with the factors behind it.
-fn taste_view(p: &TasteProfile, settings: &Profile, updated_at: Option<UnixMillis>) -> Value {
+fn taste_view(p: &TasteProfile, settings: &Profile, updated_at: Option<UnixMillis>) -> TasteView {
     let mut genres: Vec<(String, f64)> = p.genre_mix().into_iter().collect();
     genres.sort_by(|a, b| b.1.total_cmp(&a.1));
     let mut artists: Vec<(&String, &f64)> = p.artists.iter().collect();
@@ -307,25 +326,43 @@ fn taste_view(p: &TasteProfile, settings: &Profile, updated_at: Option<UnixMilli
     } else {
         rules::effective_step(rate, p.evidence)
     };
-    json!({
-        "genres": genres.iter().take(10).map(|(g, s)| json!({ "genre": g, "share": round3(*s) })).collect::<Vec<_>>(),
-        "genre_affinities": p.genres,
-        "artists": artists.iter().take(10).map(|(a, s)| json!({ "artist": a, "affinity": round3(**s) })).collect::<Vec<_>>(),
-        "audio_features": p.features.map(|f| rules::FEATURE_NAMES.iter().zip(f).map(|(n, v)| ((*n).to_owned(), json!(round3(v)))).collect::<serde_json::Map<_, _>>()),
-        "dayparts": p.dayparts,
-        "plays": p.plays,
-        "skips": p.skips,
-        "evidence": p.evidence,
-        "last_step": p.last_step,
-        "drifting": p.drifting,
-        "drifts": p.drifts,
-        "next_step": next_step,
-        "factors": {
-            "step": format!("η_eff = max(η·k/(k+n), min(floor, η)) with η = {rate}, k = {}, n = {}, floor = {}", rules::EVIDENCE_HALF, p.evidence, rules::STEP_FLOOR),
-            "drift": format!("recent novelty {:.3} against baseline {:.3}: drifting when recent > 1.5·baseline + 0.05", p.novelty_recent, p.novelty_baseline),
+    TasteView {
+        genres: genres
+            .iter()
+            .take(10)
+            .map(|(g, s)| GenreShare { genre: g.clone(), share: round3(*s) })
+            .collect(),
+        genre_affinities: p.genres.clone(),
+        artists: artists
+            .iter()
+            .take(10)
+            .map(|(a, s)| ArtistAffinity { artist: (*a).clone(), affinity: round3(**s) })
+            .collect(),
+        audio_features: p
+            .features
+            .map(|f| rules::FEATURE_NAMES.iter().zip(f).map(|(n, v)| ((*n).to_owned(), round3(v))).collect()),
+        dayparts: p.dayparts.clone(),
+        plays: p.plays,
+        skips: p.skips,
+        evidence: p.evidence,
+        last_step: p.last_step,
+        drifting: p.drifting,
+        drifts: p.drifts,
+        next_step,
+        factors: TasteFactors {
+            step: format!(
+                "η_eff = max(η·k/(k+n), min(floor, η)) with η = {rate}, k = {}, n = {}, floor = {}",
+                rules::EVIDENCE_HALF,
+                p.evidence,
+                rules::STEP_FLOOR
+            ),
+            drift: format!(
+                "recent novelty {:.3} against baseline {:.3}: drifting when recent > 1.5·baseline + 0.05",
+                p.novelty_recent, p.novelty_baseline
+            ),
         },
-        "updated_at": updated_at.map(rfc3339),
-    })
+        updated_at: updated_at.map(rfc3339),
+    }
 }
 
 fn round3(x: f64) -> f64 {
@@ -343,7 +380,7 @@ async fn recommendations(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     Query(query): Query<RecommendationQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RecommendationList>, ApiError> {
     let id = user_id(&id)?;
     authorize(&actor, &id)?;
     let account = state.accounts.load(&id).await?;
@@ -375,22 +412,31 @@ async fn recommendations(
         mitigation,
         n,
     });
-    Ok(Json(json!({
-        "user_id": id,
-        "items": recs.items,
-        "measures": {
-            "calibration_kl": recs.calibration_kl,
-            "mean_popularity_percentile": recs.mean_popularity_percentile,
-            "factors": {
-                "calibration_kl": "KL(history's genre mix ‖ the list's), q̃ = 0.99q + 0.01p (Steck 2018); 0 is perfectly calibrated",
-                "mean_popularity_percentile": "the mean of the listed tracks' popularity percentiles in the catalogue; 0.5 is the median track",
-            },
+    Ok(Json(RecommendationList {
+        user_id: id.to_string(),
+        items: recs.items,
+        measures: Measures {
+            calibration_kl: recs.calibration_kl,
+            mean_popularity_percentile: recs.mean_popularity_percentile,
+            factors: [
+                (
+                    "calibration_kl",
+                    "KL(history's genre mix ‖ the list's), q̃ = 0.99q + 0.01p (Steck 2018); 0 is perfectly calibrated",
+                ),
+                (
+                    "mean_popularity_percentile",
+                    "the mean of the listed tracks' popularity percentiles in the catalogue; 0.5 is the median track",
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
         },
-        "bias_mitigation": recs.bias_mitigation,
-        "personal_model": model.is_some(),
-        "excluded_recent_plays": recent.len(),
-        "catalogue_size": catalogue.len(),
-    })))
+        bias_mitigation: recs.bias_mitigation,
+        personal_model: model.is_some(),
+        excluded_recent_plays: recent.len(),
+        catalogue_size: catalogue.len(),
+    }))
 }
 
 /// Trains the personal re-ranking model on the user's own plays and skips: 201 with the
@@ -399,7 +445,7 @@ async fn train(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<TrainedModel>), ApiError> {
     let id = user_id(&id)?;
     authorize(&actor, &id)?;
     let account = state.accounts.load(&id).await?;
@@ -428,15 +474,19 @@ async fn train(
     store.put_custom_model(id.as_str(), &text, now).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "user_id": id,
-            "held_out_auc": model.held_out_auc,
-            "trained_on": model.trained_on,
-            "held_out": model.held_out,
-            "weights": rules::FEATURE_NAMES.iter().zip(model.weights).map(|(n, w)| ((*n).to_owned(), json!(round3(w)))).collect::<serde_json::Map<_, _>>(),
-            "trained_at": rfc3339(now),
-            "used_in_recommendations": ai.personalization_level == PersonalizationLevel::Advanced,
-        })),
+        Json(TrainedModel {
+            user_id: id.to_string(),
+            held_out_auc: model.held_out_auc,
+            trained_on: model.trained_on,
+            held_out: model.held_out,
+            weights: rules::FEATURE_NAMES
+                .iter()
+                .zip(model.weights)
+                .map(|(n, w)| ((*n).to_owned(), round3(w)))
+                .collect(),
+            trained_at: rfc3339(now),
+            used_in_recommendations: ai.personalization_level == PersonalizationLevel::Advanced,
+        }),
     ))
 }
 
@@ -450,38 +500,32 @@ fn initial_state(now: UnixMillis) -> Result<FederatedRow, ApiError> {
     })
 }
 
-fn model_view(row: &FederatedRow) -> Result<Value, ApiError> {
+fn model_view(row: &FederatedRow) -> Result<FederatedModel, ApiError> {
     let weights: Vec<f64> =
         serde_json::from_str(&row.weights).map_err(|e| ApiError::Internal(e.to_string()))?;
     let accountant: Accountant =
         serde_json::from_str(&row.accountant).map_err(|e| ApiError::Internal(e.to_string()))?;
     let (epsilon, order) = accountant.epsilon(DELTA);
-    Ok(json!({
-        "round": row.round,
-        "round_opened_at": rfc3339(row.opened_at),
-        "features": rules::FEATURE_NAMES,
-        "weights": weights,
-        "policy": DEFAULT_POLICY,
-        "privacy": {
-            "epsilon": if accountant.rounds == 0 { 0.0 } else { round3(epsilon) },
-            "delta": DELTA,
-            "rounds_aggregated": accountant.rounds,
-            "rdp_order": order,
-            "accountant": "Rényi DP of the sampled Gaussian mechanism (Mironov et al. 2019)",
+    Ok(FederatedModel {
+        round: row.round,
+        round_opened_at: rfc3339(row.opened_at),
+        features: rules::FEATURE_NAMES.iter().map(|n| (*n).to_owned()).collect(),
+        weights,
+        policy: DEFAULT_POLICY,
+        privacy: Privacy {
+            epsilon: if accountant.rounds == 0 { 0.0 } else { round3(epsilon) },
+            delta: DELTA,
+            rounds_aggregated: accountant.rounds,
+            rdp_order: order,
+            accountant: "Rényi DP of the sampled Gaussian mechanism (Mironov et al. 2019)".into(),
         },
-    }))
+    })
 }
 
 /// The shared skip predictor: the current global weights and the open round.
-async fn federated_model(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn federated_model(State(state): State<AppState>) -> Result<Json<FederatedModel>, ApiError> {
     let row = state.store.federated(&initial_state(state.clock.now())?).await?;
     Ok(Json(model_view(&row)?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClientUpdate {
-    delta: Vec<f64>,
 }
 
 /// A client's weight delta for the open round: once per client, only with the opt-in and the
@@ -490,15 +534,13 @@ async fn federated_update(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(round): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    ApiJson(update): ApiJson<FederatedUpdate>,
+) -> Result<(StatusCode, Json<UpdateAccepted>), ApiError> {
     let round: u64 =
         round.parse().map_err(|_| ApiError::client(ProblemKind::NotFound, format!("no round {round}")))?;
     let Some(id) = actor.user_id().cloned() else {
         return Err(ApiError::client(ProblemKind::Forbidden, "updates come from users' devices"));
     };
-    let update: ClientUpdate = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::client(ProblemKind::BadRequest, format!("invalid body: {e}")))?;
     if !federated::valid_update(&update.delta) {
         return Err(ApiError::Client(
             Problem::new(ProblemKind::ValidationFailed, format!("delta must be {DIM} finite numbers"))
@@ -520,7 +562,7 @@ async fn federated_update(
     store.federated(&initial_state(now)?).await?;
     let delta = serde_json::to_string(&update.delta).map_err(|e| ApiError::Internal(e.to_string()))?;
     match store.add_federated_update(round, id.as_str(), &delta, now).await? {
-        UpdateAdded::Added => Ok((StatusCode::ACCEPTED, Json(json!({ "round": round, "accepted": true })))),
+        UpdateAdded::Added => Ok((StatusCode::ACCEPTED, Json(UpdateAccepted { round, accepted: true }))),
         UpdateAdded::Duplicate => Err(ApiError::client(
             ProblemKind::Conflict,
             format!("an update for round {round} was sent already"),
