@@ -150,5 +150,11 @@ pub async fn forward(
 
 /// The JSON body of an origin answer.
 pub fn origin_json(response: &OriginResponse) -> Result<Value, EdgeError> {
+    origin_as(response)
+}
+
+/// The body of an origin answer as the wire type it must be; anything else is the origin's
+/// failure (502), not the client's.
+pub fn origin_as<T: serde::de::DeserializeOwned>(response: &OriginResponse) -> Result<T, EdgeError> {
     serde_json::from_slice(&response.body).map_err(|_| EdgeError::OriginFailed { status: response.status })
 }

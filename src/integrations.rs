@@ -9,7 +9,9 @@ use domain::identity::{Actor, UserId};
 use domain::integrations::{self, Service, CATALOGUE};
 use domain::problem::{Problem, ProblemKind};
 use domain::tier::Tier;
-use serde_json::{json, Value};
+use domain::wire::integrations::{
+    CallbackRequest, CatalogueEntry, ConnectAnswer, IntegrationCatalogue, TierGrant,
+};
 use worker::{Env, Method, Request, Response};
 
 use crate::auth::Caller;
@@ -74,24 +76,26 @@ fn authorize(caller: &Caller, target: &UserId) -> Result<(), EdgeError> {
 
 /// The catalogue: every service with the tiers that may connect it, and the caller's grant.
 pub fn catalogue(tier: Tier) -> Result<Response, EdgeError> {
-    let list: Vec<Value> = CATALOGUE
+    let owned = |scopes: &[&str]| scopes.iter().map(|s| (*s).to_owned()).collect();
+    let list: Vec<CatalogueEntry> = CATALOGUE
         .iter()
-        .map(|s| {
-            let tiers: Vec<Value> = integrations::tiers_for(s)
+        .map(|s| CatalogueEntry {
+            service: s.id.to_owned(),
+            name: s.name.to_owned(),
+            category: s.category,
+            auth: s.auth,
+            tiers: integrations::tiers_for(s)
                 .into_iter()
-                .map(|(t, g)| json!({ "tier": t, "grant": g, "scopes": g.scopes(s) }))
-                .collect();
-            json!({
-                "service": s.id,
-                "name": s.name,
-                "category": s.category,
-                "auth": s.auth,
-                "tiers": tiers,
-                "yours": integrations::grant(tier, s),
-            })
+                .map(|(tier, grant)| TierGrant { tier, grant, scopes: owned(grant.scopes(s)) })
+                .collect(),
+            yours: integrations::grant(tier, s),
         })
         .collect();
-    http::json(200, &json!({ "count": list.len(), "integrations": list }), None)
+    http::json_text(
+        200,
+        serde_json::to_string(&IntegrationCatalogue { count: list.len(), integrations: list })?,
+        None,
+    )
 }
 
 /// The caller's connected services, as the origin lists them.
@@ -126,10 +130,13 @@ pub async fn connect(
     }
     let path = format!("/internal/users/{id}/integrations/{}", svc.id);
     let answer = forward(env, &caller.actor(), Method::Post, &path, None).await?;
-    let mut body = origin_json(&answer)?;
-    let binding = body.as_object_mut().and_then(|o| o.remove("binding"));
-    let mut response = http::json(answer.status, &body, None)?;
-    if let Some(b) = binding.as_ref().and_then(Value::as_str) {
+    let mut body: ConnectAnswer = http::origin_as(&answer)?;
+    let binding = match &mut body {
+        ConnectAnswer::Authorize(a) => a.binding.take(),
+        ConnectAnswer::Key(_) => None,
+    };
+    let mut response = http::json_text(answer.status, serde_json::to_string(&body)?, None)?;
+    if let Some(b) = binding {
         response.headers_mut().set(
             "set-cookie",
             &format!("{BINDING_COOKIE}={b}; Path=/; Max-Age=600; Secure; HttpOnly; SameSite=Lax"),
@@ -170,12 +177,12 @@ pub async fn callback(req: Request, env: &Env, svc: &'static Service) -> Result<
     let state = param("state")
         .filter(|s| !s.is_empty() && s.len() <= 256)
         .ok_or_else(|| EdgeError::new(ProblemKind::BadRequest, "the callback carries no state"))?;
-    let body = json!({
-        "state": state,
-        "code": param("code").or_else(|| param("token")),
-        "error": param("error"),
-        "binding": cookie(&req, BINDING_COOKIE)?,
-    });
+    let body = serde_json::to_value(CallbackRequest {
+        state,
+        code: param("code").or_else(|| param("token")),
+        error: param("error"),
+        binding: cookie(&req, BINDING_COOKIE)?,
+    })?;
     let path = format!("/internal/integrations/{}/callback", svc.id);
     let answer = forward(env, &Actor::Anonymous, Method::Post, &path, Some(&body)).await?;
     let mut response = http::json(200, &origin_json(&answer)?, None)?;

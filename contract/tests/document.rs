@@ -11,3 +11,14 @@ fn the_checked_in_document_is_the_generated_one() {
         path.display()
     );
 }
+
+#[test]
+fn the_documented_services_are_the_catalogue() {
+    let document = serde_json::to_value(contract::document()).unwrap_or_default();
+    let documented: Vec<&str> = document["components"]["schemas"]["ServiceId"]["enum"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let catalogue: Vec<&str> = domain::integrations::CATALOGUE.iter().map(|s| s.id).collect();
+    assert_eq!(documented, catalogue);
+}

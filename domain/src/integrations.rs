@@ -16,6 +16,7 @@ use crate::time::UnixMillis;
 /// What a service is for, as the catalogue groups them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Category {
     Music,
     Social,
@@ -27,6 +28,7 @@ pub enum Category {
 /// How a service is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AuthKind {
     /// OAuth 2.0 authorization code with PKCE (S256).
     Oauth2Pkce,
@@ -148,6 +150,7 @@ pub fn find(id: &str) -> Option<&'static Service> {
 /// How much of a service a tier may connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Grant {
     /// The service's basic scopes only (`<id>_basic` in the template).
     Basic,
@@ -241,6 +244,7 @@ pub fn disabled_by(tier: Tier, connected: &[(String, Vec<String>)]) -> Vec<Strin
 /// The status of a connected integration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Status {
     Active,
     /// The tier no longer allows it; the tokens are kept until it is removed or reconnected.

@@ -29,11 +29,17 @@ use domain::problem::{Problem, ProblemKind};
 use domain::tier::Tier;
 use domain::time::UnixMillis;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::{random_16, DataKey};
+use domain::wire::integrations::{
+    CallbackRequest, ConnectAnswer, Integration, IntegrationAuthorization, IntegrationConnected,
+    IntegrationList, IntegrationRemoved, LocalIntegrationKey,
+};
+
 use crate::errors::ApiError;
+use crate::extract::ApiJson;
 use crate::store::{IntegrationRow, LocalKeyRow};
 use crate::users::{authorize, rfc3339, Account, Accounts};
 use crate::AppState;
@@ -60,7 +66,7 @@ async fn list_handler(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<IntegrationList>, ApiError> {
     Ok(Json(list(&state, &actor, &user_id(&id)?).await?))
 }
 
@@ -68,9 +74,12 @@ async fn connect_handler(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path((id, svc)): Path<(String, String)>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ConnectAnswer>), ApiError> {
     let answer = connect(&state, &actor, &user_id(&id)?, service(&svc)?, state.clock.now()).await?;
-    let status = if answer.get("key").is_some() { StatusCode::CREATED } else { StatusCode::OK };
+    let status = match answer {
+        ConnectAnswer::Key(_) => StatusCode::CREATED,
+        ConnectAnswer::Authorize(_) => StatusCode::OK,
+    };
     Ok((status, Json(answer)))
 }
 
@@ -78,33 +87,15 @@ async fn disconnect_handler(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path((id, svc)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<IntegrationRemoved>, ApiError> {
     Ok(Json(disconnect(&state, &actor, &user_id(&id)?, service(&svc)?, state.clock.now()).await?))
-}
-
-/// What the edge forwards from a provider's redirect to the callback.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CallbackRequest {
-    pub state: String,
-    /// The authorisation code (OAuth 2.0), or Last.fm's token.
-    #[serde(default)]
-    pub code: Option<String>,
-    /// The provider's error (`access_denied` when the user declined).
-    #[serde(default)]
-    pub error: Option<String>,
-    /// The browser binding from the `__Host-` cookie ("" when the browser sent none).
-    #[serde(default)]
-    pub binding: String,
 }
 
 async fn callback_handler(
     State(state): State<AppState>,
     Path(svc): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let request: CallbackRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::client(ProblemKind::BadRequest, format!("invalid body: {e}")))?;
+    ApiJson(request): ApiJson<CallbackRequest>,
+) -> Result<Json<IntegrationConnected>, ApiError> {
     Ok(Json(callback(&state, service(&svc)?, request, state.clock.now()).await?))
 }
 
@@ -197,43 +188,44 @@ fn connector_for(state: &AppState, service: &Service) -> Result<Box<dyn connecto
     connector::for_provider(provider, redirect_uri(state, service.id)).map_err(|e| provider_error(&e))
 }
 
-fn row_view(row: &IntegrationRow, key: &DataKey) -> Value {
+fn row_view(row: &IntegrationRow, key: &DataKey) -> Integration {
     let account = row
         .account_sealed
         .as_ref()
         .and_then(|s| key.open(s, &account_context(&row.user_id, &row.service)).ok())
         .map(|b| String::from_utf8_lossy(&b).into_owned());
     let svc = integrations::find(&row.service);
-    json!({
-        "service": row.service,
-        "name": svc.map(|s| s.name),
-        "category": svc.map(|s| s.category),
-        "auth": svc.map(|s| s.auth),
-        "status": row.status,
-        "scopes": row.scopes.split_whitespace().collect::<Vec<_>>(),
-        "account": account,
-        "connected_at": rfc3339(row.connected_at),
-        "expires_at": row.expires_at.map(rfc3339),
-        "last_sync_at": row.last_sync_at.map(rfc3339),
-        "last_error": row.last_error,
-        "retry_at": row.retry_at.map(rfc3339),
-    })
+    Integration {
+        service: row.service.clone(),
+        name: svc.map(|s| s.name.to_owned()),
+        category: svc.map(|s| s.category),
+        auth: svc.map(|s| s.auth),
+        // A status this version does not know reads as needing a new connection.
+        status: Status::parse(&row.status).unwrap_or(Status::NeedsReconnect),
+        scopes: row.scopes.split_whitespace().map(str::to_owned).collect(),
+        account,
+        connected_at: rfc3339(row.connected_at),
+        expires_at: row.expires_at.map(rfc3339),
+        last_sync_at: row.last_sync_at.map(rfc3339),
+        last_error: row.last_error.clone(),
+        retry_at: row.retry_at.map(rfc3339),
+    }
 }
 
 /// The connected services of a user (never a token).
-pub async fn list(state: &AppState, actor: &Actor, id: &UserId) -> Result<Value, ApiError> {
+pub async fn list(state: &AppState, actor: &Actor, id: &UserId) -> Result<IntegrationList, ApiError> {
     authorize(actor, id)?;
     let account = state.accounts.load(id).await?;
     let rows = state.store.integrations(id.as_str()).await?;
-    let list: Vec<Value> = rows.iter().map(|r| row_view(r, &account.data_key)).collect();
-    Ok(json!({ "integrations": list }))
+    Ok(IntegrationList { integrations: rows.iter().map(|r| row_view(r, &account.data_key)).collect() })
 }
 
 /// The export's `integrations` section: every connected service as the list shows it (no
 /// token, no key).
 pub(crate) async fn export_section(accounts: &Accounts, account: &Account) -> Result<Value, ApiError> {
     let rows = accounts.store.integrations(&account.row.id).await?;
-    Ok(Value::Array(rows.iter().map(|r| row_view(r, &account.data_key)).collect()))
+    let list: Vec<Integration> = rows.iter().map(|r| row_view(r, &account.data_key)).collect();
+    serde_json::to_value(list).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 /// Starts a connection: the authorize URL and its state (OAuth, Last.fm), or a new API key
@@ -244,14 +236,16 @@ pub async fn connect(
     id: &UserId,
     service: &'static Service,
     now: UnixMillis,
-) -> Result<Value, ApiError> {
+) -> Result<ConnectAnswer, ApiError> {
     authorize(actor, id)?;
     state.accounts.refuse_if_erasing(id.as_str()).await?;
     let account = state.accounts.load(id).await?;
     let grant = integrations::may_connect(tier_of(&account)?, service).map_err(|r| refusal(&r))?;
     let scopes = grant.scopes(service);
     match service.auth {
-        AuthKind::Local => create_local_key(state, &account, service, scopes, now).await,
+        AuthKind::Local => {
+            Ok(ConnectAnswer::Key(create_local_key(state, &account, service, scopes, now).await?))
+        }
         AuthKind::AppleMusic => Err(not_configured(service)),
         AuthKind::Oauth2 | AuthKind::Oauth2Pkce | AuthKind::Lastfm => {
             let connector = connector_for(state, service)?;
@@ -279,13 +273,13 @@ pub async fn connect(
             let value = serde_json::to_string(&stored).map_err(|e| ApiError::Internal(e.to_string()))?;
             let expires = now.saturating_add_ms(integrations::STATE_TTL_MS);
             state.store.state_put(&state_key(&state_value), &value, expires).await?;
-            Ok(json!({
-                "service": service.id,
-                "authorize_url": url,
-                "state": state_value,
-                "binding": binding,
-                "scopes": scopes,
-                "expires_at": rfc3339(expires),
+            Ok(ConnectAnswer::Authorize(IntegrationAuthorization {
+                service: service.id.to_owned(),
+                authorize_url: url,
+                state: state_value,
+                binding: Some(binding),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                expires_at: rfc3339(expires),
             }))
         }
     }
@@ -297,7 +291,7 @@ async fn create_local_key(
     service: &'static Service,
     scopes: &[&str],
     now: UnixMillis,
-) -> Result<Value, ApiError> {
+) -> Result<LocalIntegrationKey, ApiError> {
     let key = integrations::local_key(service.id, &random_16());
     let key_hash = hex::encode(state.accounts.keyring.secret_mac("integration-key", key.as_bytes()));
     let scopes = scopes.join(" ");
@@ -327,13 +321,13 @@ async fn create_local_key(
         revoked_at: None,
     };
     state.store.insert_local_key(&key_row, &row).await?;
-    Ok(json!({
-        "service": service.id,
-        "key": key,
-        "scopes": scopes.split_whitespace().collect::<Vec<_>>(),
-        "created_at": rfc3339(now),
-        "note": "shown once: only its hash is kept; connecting again replaces it",
-    }))
+    Ok(LocalIntegrationKey {
+        service: service.id.to_owned(),
+        key,
+        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+        created_at: rfc3339(now),
+        note: "shown once: only its hash is kept; connecting again replaces it".into(),
+    })
 }
 
 /// The provider's redirect: takes the state (once), checks it, exchanges the code and stores
@@ -343,7 +337,7 @@ pub async fn callback(
     service: &'static Service,
     request: CallbackRequest,
     now: UnixMillis,
-) -> Result<Value, ApiError> {
+) -> Result<IntegrationConnected, ApiError> {
     let taken = state.store.state_take(&state_key(&request.state), now).await?;
     let stored: Option<StoredState> = taken.as_deref().and_then(|v| serde_json::from_str(v).ok());
     integrations::check_state(
@@ -390,14 +384,14 @@ pub async fn callback(
     let scopes = granted.scopes.clone().unwrap_or_else(|| asked.iter().map(|s| (*s).to_owned()).collect());
     let row = sealed_row(&account, service.id, &granted, name.as_deref(), &scopes.join(" "), now)?;
     state.store.put_integration(&row).await?;
-    Ok(json!({
-        "service": service.id,
-        "user_id": id.as_str(),
-        "status": Status::Active.as_str(),
-        "scopes": scopes,
-        "account": name,
-        "connected_at": rfc3339(now),
-    }))
+    Ok(IntegrationConnected {
+        service: service.id.to_owned(),
+        user_id: id.to_string(),
+        status: Status::Active,
+        scopes,
+        account: name,
+        connected_at: rfc3339(now),
+    })
 }
 
 fn seal_tokens(account: &Account, service: &str, tokens: &Tokens) -> Result<Vec<u8>, ApiError> {
@@ -446,7 +440,7 @@ pub async fn disconnect(
     id: &UserId,
     service: &'static Service,
     now: UnixMillis,
-) -> Result<Value, ApiError> {
+) -> Result<IntegrationRemoved, ApiError> {
     authorize(actor, id)?;
     let account = state.accounts.load(id).await?;
     let row = state.store.integration(id.as_str(), service.id).await?.ok_or_else(|| {
@@ -466,12 +460,12 @@ pub async fn disconnect(
         }
     }
     state.store.delete_integration(id.as_str(), service.id, now).await?;
-    Ok(json!({
-        "service": service.id,
-        "removed": true,
-        "revoked_at_provider": revoked,
-        "revoke_error": revoke_error,
-    }))
+    Ok(IntegrationRemoved {
+        service: service.id.to_owned(),
+        removed: true,
+        revoked_at_provider: revoked,
+        revoke_error,
+    })
 }
 
 impl Accounts {
