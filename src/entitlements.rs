@@ -16,7 +16,7 @@ use domain::entitlements::SERVICE_REQUESTS_PER_MINUTE;
 use domain::identity::{Actor, UserId};
 use domain::oauth::{self, Scope};
 use domain::problem::{Problem, ProblemKind};
-use serde_json::{json, Value};
+use domain::wire::entitlements::{ClientCheck, ClientGranted, ServiceClient, ServiceToken};
 use worker::{Env, Method, Request, Response};
 
 use crate::auth::{self, Caller, ServiceCaller};
@@ -146,33 +146,25 @@ async fn token(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
         Ok(request) => request,
         Err(e) => return oauth_error(&Problem::from(e), basic),
     };
-    let body = json!({
-        "client_id": request.client_id,
-        "client_secret": request.client_secret,
-        "scopes": request.scopes,
-    });
-    let answer =
+    let body = serde_json::to_value(ClientCheck {
+        client_id: request.client_id,
+        client_secret: request.client_secret,
+        scopes: request.scopes,
+    })?;
+    let granted: ClientGranted =
         match forward(env, &Actor::Anonymous, Method::Post, "/internal/oauth/token", Some(&body)).await {
-            Ok(answer) => origin_json(&answer)?,
+            Ok(answer) => http::origin_as(&answer)?,
             Err(EdgeError::Problem(problem)) if problem.status < 500 => return oauth_error(&problem, basic),
             Err(e) => return Err(e),
         };
-    let (Some(client_id), Some(scope)) =
-        (answer.get("client_id").and_then(Value::as_str), answer.get("scope").and_then(Value::as_str))
-    else {
-        return Err(EdgeError::OriginFailed { status: 200 });
+    let issued = auth::issue_service_token(env, granted.client_id.as_str(), &granted.scope)?;
+    let token = ServiceToken {
+        access_token: issued.token,
+        token_type: "Bearer".into(),
+        expires_in: issued.expires_in,
+        scope: granted.scope,
     };
-    let issued = auth::issue_service_token(env, client_id, scope)?;
-    let mut response = http::json(
-        200,
-        &json!({
-            "access_token": issued.token,
-            "token_type": "Bearer",
-            "expires_in": issued.expires_in,
-            "scope": scope,
-        }),
-        None,
-    )?;
+    let mut response = http::json_text(200, serde_json::to_string(&token)?, None)?;
     response.headers_mut().set("pragma", "no-cache")?;
     Ok(response)
 }
@@ -190,11 +182,11 @@ async fn create_client(mut req: Request, env: &Env, caller: Caller) -> Result<Re
     let body = http::read_json(&mut req, &[JSON]).await?;
     let answer =
         forward(env, &caller.actor(), Method::Post, "/internal/service-clients", Some(&body)).await?;
-    let created = origin_json(&answer)?;
-    let mut response = http::json(201, &created, None)?;
-    if let Some(id) = created.get("client_id").and_then(Value::as_str) {
-        response.headers_mut().set("location", &format!("/api/v1/service-clients/{id}"))?;
-    }
+    let created: ServiceClient = http::origin_as(&answer)?;
+    let mut response = http::json_text(201, serde_json::to_string(&created)?, None)?;
+    response
+        .headers_mut()
+        .set("location", &format!("/api/v1/service-clients/{}", created.client_id.as_str()))?;
     Ok(response)
 }
 

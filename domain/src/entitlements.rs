@@ -41,6 +41,7 @@ pub const SERVICE_REQUESTS_PER_MINUTE: u32 = 1_200;
 /// What is metered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Resource {
     Playlists,
     StorageBytes,
@@ -172,7 +173,8 @@ fn valid_idempotency_key(key: &str) -> bool {
 /// The organization's part, supplied by the organizations module once a user belongs to one:
 /// its tier replaces the user's own while they are a member, and its policy may narrow the
 /// integrations members may connect (`None`: the tier's list).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrgGrant {
     pub id: String,
     pub tier: Tier,
@@ -191,13 +193,15 @@ pub struct Facts<'a> {
     pub organization: Option<&'a OrgGrant>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RequestQuota {
     /// API requests per rolling hour; `None`: unlimited.
     pub per_hour: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Playlists {
     pub limit: Option<u64>,
     pub used: u64,
@@ -205,7 +209,8 @@ pub struct Playlists {
     pub read_only: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Storage {
     pub limit_bytes: Option<u64>,
     pub used_bytes: u64,
@@ -213,7 +218,8 @@ pub struct Storage {
     pub read_only: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Integrations {
     /// The services the user may connect.
     pub allowed: Vec<String>,
@@ -221,7 +227,8 @@ pub struct Integrations {
     pub data_sharing: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AiFeatures {
     /// The personalization levels allowed (none without the `personalization` consent).
     pub personalization_levels: Vec<String>,
@@ -230,7 +237,8 @@ pub struct AiFeatures {
 }
 
 /// What a user may do now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Entitlements {
     /// The tier that applies: the organization's while the user belongs to one.
     pub tier: Tier,

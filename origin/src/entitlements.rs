@@ -23,11 +23,15 @@ use domain::problem::{Problem, ProblemKind};
 use domain::rights;
 use domain::tier::Tier;
 use domain::time::UnixMillis;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use domain::wire::entitlements::{
+    ClientCheck, ClientGranted, NewServiceClient, ServiceClient, ServiceClients, UsageAnswer,
+    UserEntitlements,
+};
+use serde_json::Value;
 
 use crate::crypto::random_16;
 use crate::errors::ApiError;
+use crate::extract::ApiJson;
 use crate::store::{ServiceClientRow, UsageApplied, UsageChange, UsageReportRow};
 use crate::users::{authorize, not_found, rfc3339, Accounts};
 use crate::AppState;
@@ -45,40 +49,19 @@ pub fn routes() -> Router<AppState> {
         .route("/users/{id}/usage", post(report_usage))
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::client(ProblemKind::BadRequest, format!("invalid body: {e}")))
-}
-
 fn user_id(raw: &str) -> Result<UserId, ApiError> {
     raw.parse().map_err(|_| ApiError::client(ProblemKind::NotFound, format!("no user {raw}")))
 }
 
-/// What an admin sends to create a service client.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewClient {
-    pub name: String,
-    pub scopes: Vec<String>,
-}
-
-/// What the edge sends to check a client's credentials at its token endpoint.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientCheck {
-    pub client_id: ClientId,
-    pub client_secret: String,
-    #[serde(default)]
-    pub scopes: Option<Vec<Scope>>,
-}
-
-fn client_view(row: &ServiceClientRow) -> Value {
-    json!({
-        "client_id": row.id,
-        "name": row.name,
-        "scopes": row.scopes.split(' ').filter(|s| !s.is_empty()).collect::<Vec<_>>(),
-        "created_at": rfc3339(row.created_at),
-        "revoked_at": row.revoked_at.map(rfc3339),
+fn client_view(row: &ServiceClientRow) -> Result<ServiceClient, ApiError> {
+    Ok(ServiceClient {
+        client_id: ClientId::parse(&row.id)
+            .ok_or_else(|| ApiError::Internal(format!("stored client id {:?}", row.id)))?,
+        name: row.name.clone(),
+        scopes: row.scopes.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        created_at: rfc3339(row.created_at),
+        revoked_at: row.revoked_at.map(rfc3339),
+        client_secret: None,
     })
 }
 
@@ -117,9 +100,9 @@ impl Accounts {
     pub async fn create_service_client(
         &self,
         actor: &Actor,
-        request: NewClient,
+        request: NewServiceClient,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<ServiceClient, ApiError> {
         require_admin(actor)?;
         let name = request.name.trim();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
@@ -157,17 +140,14 @@ impl Accounts {
         };
         self.store.insert_service_client(&row).await?;
         tracing::info!(client = %id, by = %actor, scopes = %row.scopes, "service client created");
-        let mut view = client_view(&row);
-        if let Some(o) = view.as_object_mut() {
-            o.insert("client_secret".into(), json!(secret));
-        }
-        Ok(view)
+        Ok(ServiceClient { client_secret: Some(secret), ..client_view(&row)? })
     }
 
-    pub async fn list_service_clients(&self, actor: &Actor) -> Result<Value, ApiError> {
+    pub async fn list_service_clients(&self, actor: &Actor) -> Result<ServiceClients, ApiError> {
         require_admin(actor)?;
-        let clients: Vec<Value> = self.store.service_clients().await?.iter().map(client_view).collect();
-        Ok(json!({ "clients": clients }))
+        let clients =
+            self.store.service_clients().await?.iter().map(client_view).collect::<Result<_, _>>()?;
+        Ok(ServiceClients { clients })
     }
 
     /// Revokes a client: no new token, and its current tokens are refused here at once.
@@ -176,7 +156,7 @@ impl Accounts {
         actor: &Actor,
         id: &str,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<ServiceClient, ApiError> {
         require_admin(actor)?;
         let unknown = || ApiError::client(ProblemKind::NotFound, format!("no active service client {id}"));
         if ClientId::parse(id).is_none() || !self.store.revoke_service_client(id, now).await? {
@@ -184,12 +164,12 @@ impl Accounts {
         }
         tracing::info!(client = %id, by = %actor, "service client revoked");
         let row = self.store.service_client(id).await?.ok_or_else(unknown)?;
-        Ok(client_view(&row))
+        client_view(&row)
     }
 
     /// The token endpoint's check: the client exists, is active, its secret is right; the
     /// scopes it asked for are among its own. Answers the client id and the granted scope.
-    pub async fn check_service_client(&self, check: ClientCheck) -> Result<Value, ApiError> {
+    pub async fn check_service_client(&self, check: ClientCheck) -> Result<ClientGranted, ApiError> {
         let id = check.client_id.as_str();
         let candidates =
             self.keyring.secret_macs(SECRET_PURPOSE, format!("{id}:{}", check.client_secret).as_bytes());
@@ -213,7 +193,7 @@ impl Accounts {
             .map_err(|s| ApiError::Internal(format!("client {id} has an unknown scope {s:?}")))?;
         let granted =
             oauth::grant_scopes(check.scopes.as_deref(), &has).map_err(|e| ApiError::Client(e.into()))?;
-        Ok(json!({ "client_id": id, "scope": oauth::scope_string(&granted) }))
+        Ok(ClientGranted { client_id: check.client_id.clone(), scope: oauth::scope_string(&granted) })
     }
 
     /// The client behind a service actor, if it is active and has `scope`.
@@ -246,7 +226,7 @@ impl Accounts {
     }
 
     /// What the user may do now (the user, an admin, or a service with `entitlements:read`).
-    pub async fn entitlements(&self, actor: &Actor, id: &UserId) -> Result<Value, ApiError> {
+    pub async fn entitlements(&self, actor: &Actor, id: &UserId) -> Result<UserEntitlements, ApiError> {
         match actor {
             Actor::Service { client_id } => self.service_with(client_id, Scope::EntitlementsRead).await?,
             other => authorize(other, id)?,
@@ -269,11 +249,7 @@ impl Accounts {
             usage,
             organization: organization.as_ref(),
         });
-        let mut view = serde_json::to_value(&computed).map_err(|e| ApiError::Internal(e.to_string()))?;
-        if let Some(o) = view.as_object_mut() {
-            o.insert("user_id".into(), json!(id));
-        }
-        Ok(view)
+        Ok(UserEntitlements { user_id: id.to_string(), entitlements: computed })
     }
 
     /// Applies a usage report from a service with `usage:write`: 200 with the new state, or
@@ -284,7 +260,7 @@ impl Accounts {
         id: &UserId,
         body: &Value,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<UsageAnswer, ApiError> {
         let Actor::Service { client_id } = actor else {
             return Err(ApiError::client(
                 ProblemKind::Forbidden,
@@ -334,7 +310,7 @@ impl Accounts {
 }
 
 /// The answer to a report, the same for its first try and its retries (`replayed` aside).
-fn usage_answer(stored: &UsageReportRow, replayed: bool) -> Result<Value, ApiError> {
+fn usage_answer(stored: &UsageReportRow, replayed: bool) -> Result<UsageAnswer, ApiError> {
     if !stored.admitted {
         let limit = stored.limit.unwrap_or(0);
         return Err(ApiError::Client(
@@ -352,25 +328,25 @@ fn usage_answer(stored: &UsageReportRow, replayed: bool) -> Result<Value, ApiErr
             .with("replayed", replayed),
         ));
     }
-    Ok(json!({
-        "user_id": stored.user_id,
-        "resource": stored.resource,
-        "delta": stored.delta,
-        "admitted": true,
-        "used": stored.used,
-        "limit": stored.limit,
-        "remaining": stored.limit.map(|l| l.saturating_sub(stored.used)),
-        "read_only": entitlements::read_only(stored.used, stored.limit),
-        "replayed": replayed,
-    }))
+    Ok(UsageAnswer {
+        user_id: stored.user_id.clone(),
+        resource: Resource::parse(&stored.resource)
+            .ok_or_else(|| ApiError::Internal(format!("stored resource {:?}", stored.resource)))?,
+        delta: stored.delta,
+        admitted: true,
+        used: stored.used,
+        limit: stored.limit,
+        remaining: stored.limit.map(|l| l.saturating_sub(stored.used)),
+        read_only: entitlements::read_only(stored.used, stored.limit),
+        replayed,
+    })
 }
 
 async fn create_client(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let request: NewClient = parse(&body)?;
+    ApiJson(request): ApiJson<NewServiceClient>,
+) -> Result<(StatusCode, Json<ServiceClient>), ApiError> {
     Ok((
         StatusCode::CREATED,
         Json(state.accounts.create_service_client(&actor, request, state.clock.now()).await?),
@@ -380,7 +356,7 @@ async fn create_client(
 async fn list_clients(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ServiceClients>, ApiError> {
     Ok(Json(state.accounts.list_service_clients(&actor).await?))
 }
 
@@ -388,15 +364,14 @@ async fn revoke_client(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(client_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ServiceClient>, ApiError> {
     Ok(Json(state.accounts.revoke_service_client(&actor, &client_id, state.clock.now()).await?))
 }
 
 async fn check_client(
     State(state): State<AppState>,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let check: ClientCheck = parse(&body)?;
+    ApiJson(check): ApiJson<ClientCheck>,
+) -> Result<Json<ClientGranted>, ApiError> {
     Ok(Json(state.accounts.check_service_client(check).await?))
 }
 
@@ -404,7 +379,7 @@ async fn read_entitlements(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserEntitlements>, ApiError> {
     Ok(Json(state.accounts.entitlements(&actor, &user_id(&id)?).await?))
 }
 
@@ -412,9 +387,8 @@ async fn report_usage(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let body: Value = parse(&body)?;
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<UsageAnswer>, ApiError> {
     Ok(Json(state.accounts.report_usage(&actor, &user_id(&id)?, &body, state.clock.now()).await?))
 }
 
@@ -442,15 +416,14 @@ mod tests {
 
     async fn client(origin: &TestOrigin, scopes: &[&str]) -> (Actor, String) {
         let request =
-            NewClient { name: "svc".into(), scopes: scopes.iter().map(|s| (*s).to_owned()).collect() };
+            NewServiceClient { name: "svc".into(), scopes: scopes.iter().map(|s| (*s).to_owned()).collect() };
         let created =
             origin.state.accounts.create_service_client(&Actor::System, request, NOW).await.unwrap();
-        let id = ClientId::parse(created["client_id"].as_str().unwrap()).unwrap();
-        (Actor::Service { client_id: id }, created["client_secret"].as_str().unwrap().to_owned())
+        (Actor::Service { client_id: created.client_id }, created.client_secret.unwrap())
     }
 
     fn body(resource: &str, delta: i64, key: &str) -> Value {
-        json!({ "resource": resource, "delta": delta, "idempotency_key": key })
+        serde_json::json!({ "resource": resource, "delta": delta, "idempotency_key": key })
     }
 
     #[tokio::test]
@@ -479,13 +452,17 @@ mod tests {
         let mut admitted = std::collections::BTreeSet::new();
         for task in tasks {
             if let Ok(answer) = task.await.unwrap() {
-                admitted.insert(answer["used"].as_u64().unwrap());
+                admitted.insert(answer.used);
             }
         }
         // Ten keys sent twice each: two are admitted (used 9, then 10), retries get the same.
         assert_eq!(admitted, [9, 10].into_iter().collect());
         let seen = accounts.entitlements(&Actor::System, &user).await.unwrap();
-        assert_eq!(seen["playlists"], json!({ "limit": 10, "used": 10, "remaining": 0, "read_only": false }));
+        let playlists = &seen.entitlements.playlists;
+        assert_eq!(
+            (playlists.limit, playlists.used, playlists.remaining, playlists.read_only),
+            (Some(10), 10, Some(0), false)
+        );
         let refused =
             accounts.report_usage(&service, &user, &body("playlists", 1, "k99"), NOW).await.unwrap_err();
         let ApiError::Client(problem) = refused else { panic!("not a refusal") };
@@ -493,7 +470,7 @@ mod tests {
         // Deleting is admitted.
         let freed =
             accounts.report_usage(&service, &user, &body("playlists", -3, "k100"), NOW).await.unwrap();
-        assert_eq!(freed["used"], 7);
+        assert_eq!(freed.used, 7);
     }
 
     #[tokio::test]
@@ -508,7 +485,7 @@ mod tests {
             scopes,
         };
         let granted = accounts.check_service_client(check(&secret, None)).await.unwrap();
-        assert_eq!(granted["scope"], "entitlements:read");
+        assert_eq!(granted.scope, "entitlements:read");
         let wrong = accounts.check_service_client(check("svs_wrong", None)).await.unwrap_err();
         assert!(matches!(wrong, ApiError::Client(ref p) if p.extensions["error"] == "invalid_client"));
         let beyond =
