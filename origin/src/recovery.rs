@@ -210,7 +210,11 @@ impl Accounts {
 
     /// Marks the address verified with a code sent to it. Answers the user's new view (the
     /// edge records it, then answers the caller less).
-    pub async fn verify_email(&self, request: Verify, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn verify_email(
+        &self,
+        request: Verify,
+        now: UnixMillis,
+    ) -> Result<domain::wire::users::User, ApiError> {
         let hash = code_hash(&request.code);
         let user_id =
             self.store.code_user(&hash, VERIFY, now).await?.ok_or_else(|| refused("verification"))?;
