@@ -6,7 +6,7 @@ use domain::identity::{Actor, UserId};
 use domain::problem::ProblemKind;
 use domain::wire::users::{
     ApiRequests, Code, CreateUser, EmailChangeStarted, Insights, Signup, StartEmailChange, UpdateUser,
-    UpgradeRequest, Upgraded, Usage, User,
+    UpgradeRequest, Upgraded, Usage, User, VerificationSent,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -16,7 +16,7 @@ use worker::{Env, Method, Request, Response};
 use crate::auth::Caller;
 use crate::events::Events;
 use crate::gate::{GateAnswer, GateClient, GateRecord};
-use crate::http::{self, forward, origin_json, JSON, MERGE_PATCH_JSON};
+use crate::http::{self, forward, JSON, MERGE_PATCH_JSON};
 use crate::origin_client::OriginResponse;
 use crate::problem::EdgeError;
 use crate::profile_cache::{self, CachedProfile};
@@ -294,5 +294,5 @@ pub async fn resend_verification(env: &Env, caller: Caller, id: UserId) -> Resul
     authorize(&caller, &id)?;
     let path = format!("/internal/users/{id}/email/verification");
     let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&json!({}))).await?;
-    http::json(202, &origin_json(&answer)?, None)
+    reply(202, &answer_of::<VerificationSent>(&answer)?, None)
 }

@@ -15,7 +15,7 @@ use domain::wire::users::{
     ApiRequests, AuditEntry, AuditLog, ChangePassword, Churn, ChurnFactor, Code, CreateUser,
     EmailChangeStarted, EnrolSms, FactorEnrolled, Insights, PasswordChanged, PasswordProof, PendingSignup,
     ProfilePatch, SecurityEvent, SecurityEvents, Session, SessionList, SmsEnrolment, StartEmailChange,
-    StatusChanged, TotpEnrolment, UpgradeRequest, Upgraded, Usage, User,
+    StatusChanged, TotpEnrolment, UpgradeRequest, Upgraded, Usage, User, VerificationSent,
 };
 use utoipa::openapi::response::Response;
 use utoipa::openapi::RefOr;
@@ -471,6 +471,26 @@ pub fn confirm_sms() {}
 pub fn remove_sms() {}
 
 #[utoipa::path(
+    post,
+    path = "/api/v1/users/{id}/email/verification",
+    operation_id = "resendVerification",
+    summary = "Send a new verification code to the account's address",
+    security(("bearerAuth" = [])),
+    params(UserPath),
+    responses(
+        (status = 202, description = "A new code is on its way (the earlier ones still work until they expire)", body = VerificationSent),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "The address is verified already", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The caller's quota, or 5 verification emails a day for the account", body = Problem, content_type = "application/problem+json"),
+        (status = 502, response = BadGateway),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
+pub fn resend_verification() {}
+
+#[utoipa::path(
     get,
     path = "/api/v1/users/{id}/security-events",
     operation_id = "securityEvents",
@@ -568,6 +588,7 @@ pub fn enable_user() {}
         enrol_sms,
         confirm_sms,
         remove_sms,
+        resend_verification,
         security_events,
         read_audit,
         disable_user,
@@ -603,6 +624,7 @@ pub fn enable_user() {}
             AuditEntry,
             AuditLog,
             StatusChanged,
+            VerificationSent,
             Insights,
             Usage,
             ApiRequests,

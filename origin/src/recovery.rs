@@ -193,7 +193,7 @@ impl Accounts {
         actor: &Actor,
         id: &UserId,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<domain::wire::users::VerificationSent, ApiError> {
         authorize(actor, id)?;
         let account = self.load(id).await?;
         if account.row.email_verified {
@@ -205,7 +205,10 @@ impl Accounts {
                 format!("at most {VERIFICATIONS_PER_DAY} verification emails a day; use one already sent"),
             ));
         }
-        Ok(json!({ "sent": "email", "expires_in": VERIFY_TTL_MS / 1000 }))
+        Ok(domain::wire::users::VerificationSent {
+            sent: domain::security::Factor::Email,
+            expires_in: VERIFY_TTL_MS / 1000,
+        })
     }
 
     /// Marks the address verified with a code sent to it. Answers the user's new view (the

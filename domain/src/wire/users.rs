@@ -297,6 +297,17 @@ pub struct SmsEnrolment {
     pub expires_in: u64,
 }
 
+/// A new verification code is on its way to the account's address (the earlier ones still
+/// work until they expire).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationSent {
+    /// Always `email`.
+    pub sent: Factor,
+    /// Seconds the code stays valid.
+    pub expires_in: u64,
+}
+
 /// Something that happened to the account's security (a login, a factor enrolled, a lockout).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -305,7 +316,7 @@ pub struct SecurityEvent {
     #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub at: String,
     /// What the event records (its fields depend on the kind; never a secret).
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub detail: Value,
 }
 
