@@ -484,6 +484,42 @@ mod tests {
     }
 
     #[test]
+    fn optional_members_are_omitted_as_before() {
+        let enabled = StatusChanged { id: "usr_1".into(), disabled: false, sessions_ended: None };
+        assert_eq!(
+            serde_json::to_value(&enabled).ok(),
+            Some(serde_json::json!({ "id": "usr_1", "disabled": false }))
+        );
+        let sms = FactorEnrolled {
+            enrolled: Factor::Sms,
+            recovery_codes: None,
+            phone: Some("+33 6** ** ** 78".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&sms).ok(),
+            Some(serde_json::json!({ "enrolled": "sms", "phone": "+33 6** ** ** 78" }))
+        );
+        // An audit entry without values says so with nulls, as the log always did.
+        let entry = AuditEntry {
+            action: "password_change".into(),
+            actor: "system".into(),
+            old: None,
+            new: None,
+            at: "2026-01-01T00:00:00Z".into(),
+        };
+        assert!(serde_json::to_value(&entry).is_ok_and(|v| v["old"].is_null() && v.get("new").is_some()));
+    }
+
+    #[test]
+    fn a_session_from_the_gate_is_not_current_until_the_list_says_so() {
+        let stored = serde_json::json!({
+            "id": "s1", "device_id": null, "user_agent": null, "ip": "127.0.0.1",
+            "created_at": 1, "last_seen": 2, "idle_timeout_minutes": 30, "expires_at": 3,
+        });
+        assert!(serde_json::from_value::<Session>(stored).is_ok_and(|s| !s.current));
+    }
+
+    #[test]
     fn a_signup_answer_is_told_apart_by_its_status() {
         let pending = serde_json::json!({
             "id": "usr_1", "status": PENDING_PARENTAL_CONSENT,
