@@ -16,7 +16,7 @@ use crate::bindings::{OriginConfig, KV_PROFILES};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CachedProfile {
     pub version: u64,
-    pub profile: serde_json::Value,
+    pub profile: domain::wire::users::User,
 }
 
 /// How long a cached profile lives in KV.

@@ -15,6 +15,11 @@ use crate::gate::{GateClient, GateRecord};
 use crate::http::{self, forward, origin_json, JSON};
 use crate::limits::client_ip;
 use crate::problem::EdgeError;
+use crate::users::{answer_of, body_of, read_body, reply};
+use domain::wire::users::{
+    AccountStatus, AuditLog, ChangePassword, Code, EnrolSms, FactorEnrolled, PasswordChanged, PasswordProof,
+    SecurityEvents, SessionList, SmsEnrolment, StatusChanged, TotpEnrolment,
+};
 
 /// The longest device token the edge forwards (the origin's are 101 characters).
 const MAX_DEVICE_TOKEN: usize = 256;
@@ -226,28 +231,55 @@ pub async fn account_security(
     stepped_up_at: Option<u64>,
 ) -> Result<Response, EdgeError> {
     authorize(&caller, &id)?;
-    let (method, path, status) = match op {
-        SecurityOp::EnrolTotp => (Method::Post, format!("/internal/users/{id}/mfa/totp"), 201),
-        SecurityOp::ConfirmTotp => (Method::Post, format!("/internal/users/{id}/mfa/totp/confirm"), 200),
-        SecurityOp::RemoveTotp => (Method::Delete, format!("/internal/users/{id}/mfa/totp"), 204),
-        SecurityOp::EnrolSms => (Method::Post, format!("/internal/users/{id}/mfa/sms"), 202),
-        SecurityOp::ConfirmSms => (Method::Post, format!("/internal/users/{id}/mfa/sms/confirm"), 200),
-        SecurityOp::RemoveSms => (Method::Delete, format!("/internal/users/{id}/mfa/sms"), 204),
-        SecurityOp::Events => (Method::Get, format!("/internal/users/{id}/security-events"), 200),
-        SecurityOp::Audit => (Method::Get, format!("/internal/users/{id}/audit"), 200),
-    };
-    let mut body = if method == Method::Get { None } else { Some(http::read_json(&mut req, &[JSON]).await?) };
-    // Removing a factor accepts the session's recent step-up as its proof.
-    if matches!(op, SecurityOp::RemoveTotp | SecurityOp::RemoveSms) {
-        if let (Some(Value::Object(o)), Some(at)) = (body.as_mut(), stepped_up_at) {
-            o.insert("step_up_at".into(), json!(at));
+    let actor = caller.actor();
+    let base = format!("/internal/users/{id}");
+    match op {
+        SecurityOp::EnrolTotp => {
+            let body: PasswordProof = read_body(&mut req, &[JSON]).await?;
+            let answer =
+                forward(env, &actor, Method::Post, &format!("{base}/mfa/totp"), Some(&body_of(&body)?))
+                    .await?;
+            reply(201, &answer_of::<TotpEnrolment>(&answer)?, None)
+        }
+        SecurityOp::ConfirmTotp => {
+            let body: Code = read_body(&mut req, &[JSON]).await?;
+            let path = format!("{base}/mfa/totp/confirm");
+            let answer = forward(env, &actor, Method::Post, &path, Some(&body_of(&body)?)).await?;
+            reply(200, &answer_of::<FactorEnrolled>(&answer)?, None)
+        }
+        SecurityOp::EnrolSms => {
+            let body: EnrolSms = read_body(&mut req, &[JSON]).await?;
+            let answer =
+                forward(env, &actor, Method::Post, &format!("{base}/mfa/sms"), Some(&body_of(&body)?))
+                    .await?;
+            reply(202, &answer_of::<SmsEnrolment>(&answer)?, None)
+        }
+        SecurityOp::ConfirmSms => {
+            let body: Code = read_body(&mut req, &[JSON]).await?;
+            let path = format!("{base}/mfa/sms/confirm");
+            let answer = forward(env, &actor, Method::Post, &path, Some(&body_of(&body)?)).await?;
+            reply(200, &answer_of::<FactorEnrolled>(&answer)?, None)
+        }
+        SecurityOp::RemoveTotp | SecurityOp::RemoveSms => {
+            let factor = if matches!(op, SecurityOp::RemoveTotp) { "totp" } else { "sms" };
+            // The proof (a password, a code) is the auth area's `Proof`, passed on as it came;
+            // the session's recent step-up is added to it as one more.
+            let mut body = http::read_json(&mut req, &[JSON]).await?;
+            if let (Value::Object(o), Some(at)) = (&mut body, stepped_up_at) {
+                o.insert("step_up_at".into(), json!(at));
+            }
+            forward(env, &actor, Method::Delete, &format!("{base}/mfa/{factor}"), Some(&body)).await?;
+            Ok(Response::empty()?.with_status(204))
+        }
+        SecurityOp::Events => {
+            let answer = forward(env, &actor, Method::Get, &format!("{base}/security-events"), None).await?;
+            reply(200, &answer_of::<SecurityEvents>(&answer)?, None)
+        }
+        SecurityOp::Audit => {
+            let answer = forward(env, &actor, Method::Get, &format!("{base}/audit"), None).await?;
+            reply(200, &answer_of::<AuditLog>(&answer)?, None)
         }
     }
-    let answer = forward(env, &caller.actor(), method, &path, body.as_ref()).await?;
-    if status == 204 {
-        return Ok(Response::empty()?.with_status(204));
-    }
-    http::json(status, &origin_json(&answer)?, None)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -309,19 +341,11 @@ pub async fn logout(env: &Env, caller: Caller) -> Result<Response, EdgeError> {
 
 pub async fn list(env: &Env, caller: Caller, id: UserId) -> Result<Response, EdgeError> {
     authorize(&caller, &id)?;
-    let sessions = GateClient::for_user(env, id.as_str())?.sessions().await?;
-    let current = caller.sid.clone();
-    let listed: Vec<Value> = sessions
-        .into_iter()
-        .map(|s| {
-            let mut v = serde_json::to_value(&s).unwrap_or(Value::Null);
-            if let Some(o) = v.as_object_mut() {
-                o.insert("current".into(), json!(current.as_deref() == Some(s.id.as_str())));
-            }
-            v
-        })
-        .collect();
-    http::json(200, &json!({ "sessions": listed }), None)
+    let mut sessions = GateClient::for_user(env, id.as_str())?.sessions().await?;
+    for session in &mut sessions {
+        session.current = caller.sid.as_deref() == Some(session.id.as_str());
+    }
+    reply(200, &SessionList { sessions }, None)
 }
 
 pub async fn delete(env: &Env, caller: Caller, id: UserId, sid: String) -> Result<Response, EdgeError> {
@@ -341,13 +365,13 @@ pub async fn change_password(
     id: UserId,
 ) -> Result<Response, EdgeError> {
     authorize(&caller, &id)?;
-    let body = http::read_json(&mut req, &[JSON]).await?;
+    let body: ChangePassword = read_body(&mut req, &[JSON]).await?;
     let path = format!("/internal/users/{id}/password");
-    forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
+    forward(env, &caller.actor(), Method::Post, &path, Some(&body_of(&body)?)).await?;
     // The caller's own session survives only when they change their own password.
     let keep = if caller.id == id { caller.sid.as_deref() } else { None };
     let ended = GateClient::for_user(env, id.as_str())?.revoke(None, keep, "password changed").await?;
-    http::json(200, &json!({ "sessions_ended": ended }), None)
+    reply(200, &PasswordChanged { sessions_ended: u32::try_from(ended).unwrap_or(u32::MAX) }, None)
 }
 
 /// The access token's claims for its holder, as validated when the request was admitted (kept
@@ -368,16 +392,14 @@ pub async fn set_disabled(
         return Err(EdgeError::new(ProblemKind::Forbidden, "only an admin can disable or enable an account"));
     }
     let path = format!("/internal/users/{id}/status");
-    let answer =
-        forward(env, &caller.actor(), Method::Post, &path, Some(&json!({ "disabled": disabled }))).await?;
-    let mut body = origin_json(&answer)?;
+    let request = AccountStatus { disabled };
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body_of(&request)?)).await?;
+    let mut changed: StatusChanged = answer_of(&answer)?;
     if disabled {
         let ended = GateClient::for_user(env, id.as_str())?.revoke(None, None, "account disabled").await?;
-        if let Some(o) = body.as_object_mut() {
-            o.insert("sessions_ended".into(), json!(ended));
-        }
+        changed.sessions_ended = Some(u32::try_from(ended).unwrap_or(u32::MAX));
     }
-    http::json(200, &body, None)
+    reply(200, &changed, None)
 }
 
 /// Activates a provisioned account: its activation token and a first password.

@@ -4,15 +4,20 @@
 
 use domain::identity::{Actor, UserId};
 use domain::problem::ProblemKind;
+use domain::wire::users::{
+    ApiRequests, Code, CreateUser, EmailChangeStarted, Insights, Signup, StartEmailChange, UpdateUser,
+    UpgradeRequest, Upgraded, Usage, User, VerificationSent,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
-
-use domain::tier::Tier;
 
 use crate::auth::Caller;
 use crate::events::Events;
 use crate::gate::{GateAnswer, GateClient, GateRecord};
-use crate::http::{self, forward, origin_json, JSON, MERGE_PATCH_JSON};
+use crate::http::{self, forward, JSON, MERGE_PATCH_JSON};
+use crate::origin_client::OriginResponse;
 use crate::problem::EdgeError;
 use crate::profile_cache::{self, CachedProfile};
 
@@ -27,60 +32,63 @@ fn authorize(caller: &Caller, target: &UserId) -> Result<(), EdgeError> {
     }
 }
 
-/// The id, version and tier of a user view the origin returned.
-fn view_keys(view: &Value) -> Result<(String, u64, Tier), EdgeError> {
-    let id = view.get("id").and_then(Value::as_str);
-    let version = view.get("version").and_then(Value::as_u64);
-    let tier = view.get("tier").and_then(Value::as_str).and_then(|t| t.parse::<Tier>().ok());
-    match (id, version, tier) {
-        (Some(id), Some(version), Some(tier)) => Ok((id.to_owned(), version, tier)),
-        _ => Err(EdgeError::OriginFailed { status: 200 }),
-    }
+/// A body read as the wire type `T` (a JSON object of the accepted media types), or a 400
+/// naming what is wrong, as the origin would.
+pub(crate) async fn read_body<T: DeserializeOwned>(
+    req: &mut Request,
+    accepted: &[&str],
+) -> Result<T, EdgeError> {
+    let value = http::read_json(req, accepted).await?;
+    serde_json::from_value(value)
+        .map_err(|e| EdgeError::new(ProblemKind::BadRequest, format!("invalid body: {e}")))
+}
+
+/// A wire value as a request body for the origin.
+pub(crate) fn body_of<T: Serialize>(value: &T) -> Result<Value, EdgeError> {
+    Ok(serde_json::to_value(value)?)
+}
+
+/// The origin's answer read as the wire type `T`; an answer that is not one is the origin's
+/// failure (a 502).
+pub(crate) fn answer_of<T: DeserializeOwned>(answer: &OriginResponse) -> Result<T, EdgeError> {
+    serde_json::from_slice(&answer.body).map_err(|_| EdgeError::OriginFailed { status: answer.status })
+}
+
+/// A JSON answer of the wire value `body`; with `version`, its `ETag`.
+pub(crate) fn reply<T: Serialize>(
+    status: u16,
+    body: &T,
+    version: Option<u64>,
+) -> Result<Response, EdgeError> {
+    http::json_text(status, serde_json::to_string(body)?, version)
 }
 
 /// Records an acknowledged state of the profile: first in the gate (strongly consistent, so
 /// the next read knows which version it must at least return), then in KV (the cache).
-async fn remember(env: &Env, view: &Value) -> Result<u64, EdgeError> {
-    let (id, version, tier) = view_keys(view)?;
-    let idle_timeout_minutes = view
-        .pointer("/security_settings/session_timeout_minutes")
-        .and_then(Value::as_u64)
-        .and_then(|m| u32::try_from(m).ok());
-    let record = GateRecord { profile_version: version, tier, idle_timeout_minutes };
-    GateClient::for_user(env, &id)?.record(&record).await?;
-    profile_cache::put(env, &id, &CachedProfile { version, profile: view.clone() }).await?;
-    Ok(version)
-}
-
-/// Forwards a write (a POST with the caller's JSON body) and records the view the origin
-/// answers, as [`remember`] does.
-async fn post_write(
-    req: &mut Request,
-    env: &Env,
-    caller: &Caller,
-    path: &str,
-) -> Result<(Value, u64), EdgeError> {
-    let body = http::read_json(req, &[JSON]).await?;
-    let answer = forward(env, &caller.actor(), Method::Post, path, Some(&body)).await?;
-    let view = origin_json(&answer)?;
-    let version = remember(env, &view).await?;
-    Ok((view, version))
+async fn remember(env: &Env, view: &User) -> Result<u64, EdgeError> {
+    let record = GateRecord {
+        profile_version: view.version,
+        tier: view.tier,
+        idle_timeout_minutes: Some(view.security_settings.session_timeout_minutes),
+    };
+    GateClient::for_user(env, &view.id)?.record(&record).await?;
+    profile_cache::put(env, &view.id, &CachedProfile { version: view.version, profile: view.clone() })
+        .await?;
+    Ok(view.version)
 }
 
 pub async fn create(mut req: Request, env: &Env, caller: Option<Caller>) -> Result<Response, EdgeError> {
     let actor = caller.map_or(Actor::Anonymous, |c| c.actor());
-    let body = http::read_json(&mut req, &[JSON]).await?;
-    let answer = forward(env, &actor, Method::Post, "/internal/users", Some(&body)).await?;
-    let view = origin_json(&answer)?;
-    // A child's signup waits for a parent's consent: nothing to cache, no session to open.
-    if answer.status == 202 {
-        return http::json(202, &view, None);
-    }
+    let body: CreateUser = read_body(&mut req, &[JSON]).await?;
+    let answer = forward(env, &actor, Method::Post, "/internal/users", Some(&body_of(&body)?)).await?;
+    let view = match answer_of::<Signup>(&answer)? {
+        // A child's signup waits for a parent's consent: nothing to cache, no session to open.
+        Signup::Pending(pending) => return reply(202, &pending, None),
+        Signup::Created(view) => view,
+    };
     let version = remember(env, &view).await?;
-    let mut response = http::json(201, &view, Some(version))?;
-    if let Some(id) = view.get("id").and_then(Value::as_str) {
-        response.headers_mut().set("location", &format!("/api/v1/users/{id}"))?;
-    }
+    let mut response = reply(201, &view, Some(version))?;
+    response.headers_mut().set("location", &format!("/api/v1/users/{}", view.id))?;
     Ok(response)
 }
 
@@ -124,9 +132,9 @@ pub async fn read(
         }
     }
     let answer = forward(env, &caller.actor(), Method::Get, &format!("/internal/users/{id}"), None).await?;
-    let view = origin_json(&answer)?;
+    let view: User = answer_of(&answer)?;
     let version = remember(env, &view).await?;
-    let mut response = http::json(200, &view, Some(version))?;
+    let mut response = reply(200, &view, Some(version))?;
     response.headers_mut().set(SOURCE_HEADER, "origin")?;
     crate::metrics::profile_read(false);
     Ok(response)
@@ -147,15 +155,21 @@ pub async fn update(
     let patch = http::read_json(&mut req, accepted).await?;
     // The session's recent step-up travels with the change: weakening the security settings
     // needs one (the origin decides, the signature vouches for the value).
-    let body = json!({ "patch": patch, "if_match": if_match, "step_up_at": stepped_up_at });
-    let answer =
-        forward(env, &caller.actor(), Method::Patch, &format!("/internal/users/{id}"), Some(&body)).await?;
-    let view = origin_json(&answer)?;
+    let fields: Vec<String> = patch.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    let body = UpdateUser { patch, if_match, step_up_at: stepped_up_at };
+    let answer = forward(
+        env,
+        &caller.actor(),
+        Method::Patch,
+        &format!("/internal/users/{id}"),
+        Some(&body_of(&body)?),
+    )
+    .await?;
+    let view: User = answer_of(&answer)?;
     let version = remember(env, &view).await?;
     // Which fields changed, never their values: events carry no personal data.
-    let fields: Vec<&String> = patch.as_object().map(|o| o.keys().collect()).unwrap_or_default();
     events.push("profile_change", Some(id.as_str()), None, json!({ "version": version, "fields": fields }));
-    http::json(200, &view, Some(version))
+    reply(200, &view, Some(version))
 }
 
 pub async fn upgrade(
@@ -168,11 +182,11 @@ pub async fn upgrade(
 ) -> Result<Response, EdgeError> {
     let id = &id;
     authorize(&caller, id)?;
-    let body = http::read_json(&mut req, &[JSON]).await?;
+    let body: UpgradeRequest = read_body(&mut req, &[JSON]).await?;
     let path = format!("/internal/users/{id}/tier");
-    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
-    let view = origin_json(&answer)?;
-    let (_, version, _) = view_keys(&view)?;
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body_of(&body)?)).await?;
+    let upgraded: Upgraded = answer_of(&answer)?;
+    let version = upgraded.user.version;
     // The origin answers a change to the tier the account already has with its current view,
     // unchanged. A version the gate has already acknowledged means exactly that: nothing was
     // written, so nothing is recorded (gate, KV) and no tier-change event is sent.
@@ -182,22 +196,17 @@ pub async fn upgrade(
         GateClient::for_user(env, id.as_str())?.peek().await?.profile_version
     };
     if acknowledged.is_some_and(|known| version <= known) {
-        return http::json(200, &view, Some(version));
+        return reply(200, &upgraded, Some(version));
     }
     // What a downgrade disabled is said once, here, and not cached as part of the profile.
-    let mut view = view;
-    let disabled = view.as_object_mut().and_then(|o| o.remove("integrations_disabled"));
-    let version = remember(env, &view).await?;
-    if let (Some(d), Some(o)) = (disabled, view.as_object_mut()) {
-        o.insert("integrations_disabled".into(), d);
-    }
+    let version = remember(env, &upgraded.user).await?;
     events.push(
         "tier_change",
         Some(id.as_str()),
         None,
-        json!({ "tier": view.get("tier"), "by": caller.actor().to_string() }),
+        json!({ "tier": upgraded.user.tier, "by": caller.actor().to_string() }),
     );
-    http::json(200, &view, Some(version))
+    reply(200, &upgraded, Some(version))
 }
 
 /// Starts an email change. The origin checks the current password and the new address and
@@ -209,10 +218,10 @@ pub async fn start_email_change(
     id: UserId,
 ) -> Result<Response, EdgeError> {
     authorize(&caller, &id)?;
-    let body = http::read_json(&mut req, &[JSON]).await?;
+    let body: StartEmailChange = read_body(&mut req, &[JSON]).await?;
     let path = format!("/internal/users/{id}/email");
-    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
-    http::json(202, &origin_json(&answer)?, None)
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body_of(&body)?)).await?;
+    reply(202, &answer_of::<EmailChangeStarted>(&answer)?, None)
 }
 
 /// Completes an email change with the code; the new view is recorded like any other write.
@@ -225,15 +234,18 @@ pub async fn confirm_email_change(
 ) -> Result<Response, EdgeError> {
     let id = &id;
     authorize(&caller, id)?;
+    let body: Code = read_body(&mut req, &[JSON]).await?;
     let path = format!("/internal/users/{id}/email/confirm");
-    let (view, version) = post_write(&mut req, env, &caller, &path).await?;
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body_of(&body)?)).await?;
+    let view: User = answer_of(&answer)?;
+    let version = remember(env, &view).await?;
     events.push(
         "profile_change",
         Some(id.as_str()),
         None,
         json!({ "version": version, "fields": ["email"] }),
     );
-    http::json(200, &view, Some(version))
+    reply(200, &view, Some(version))
 }
 
 pub async fn insights(
@@ -246,7 +258,7 @@ pub async fn insights(
     authorize(&caller, id)?;
     let path = format!("/internal/users/{id}/insights");
     let answer = forward(env, &caller.actor(), Method::Get, &path, None).await?;
-    let mut insights = origin_json(&answer)?;
+    let mut insights: Insights = answer_of(&answer)?;
     // The origin knows the account; the gate knows the traffic. API usage is the gate's exact
     // count of the user's current window (for their own insights; an admin's view of another
     // user asks that user's gate without counting).
@@ -255,17 +267,14 @@ pub async fn insights(
     } else {
         GateClient::for_user(env, id.as_str())?.peek().await?.limit
     };
-    if let Some(object) = insights.as_object_mut() {
-        object.insert(
-            "usage".into(),
-            json!({ "api_requests": {
-                "used": limit.limit.map(|l| l.saturating_sub(limit.remaining)),
-                "limit": limit.limit,
-                "window_secs": limit.window_secs,
-            }}),
-        );
-    }
-    http::json(200, &insights, None)
+    insights.usage = Some(Usage {
+        api_requests: ApiRequests {
+            used: limit.limit.map(|l| l.saturating_sub(limit.remaining)),
+            limit: limit.limit,
+            window_secs: limit.window_secs,
+        },
+    });
+    reply(200, &insights, None)
 }
 
 /// Confirms the signup address with the code sent to it. The origin answers the new view,
@@ -275,10 +284,9 @@ pub async fn verify_email(mut req: Request, env: &Env) -> Result<Response, EdgeE
     let body = http::read_json(&mut req, &[JSON]).await?;
     let answer =
         forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/email/verify", Some(&body)).await?;
-    let view = origin_json(&answer)?;
+    let view: User = answer_of(&answer)?;
     remember(env, &view).await?;
-    let id = view.get("id").cloned().unwrap_or(Value::Null);
-    http::json(200, &json!({ "user_id": id, "email_verified": true }), None)
+    http::json(200, &json!({ "user_id": view.id, "email_verified": true }), None)
 }
 
 /// Sends a new verification code to the account's address.
@@ -286,5 +294,5 @@ pub async fn resend_verification(env: &Env, caller: Caller, id: UserId) -> Resul
     authorize(&caller, &id)?;
     let path = format!("/internal/users/{id}/email/verification");
     let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&json!({}))).await?;
-    http::json(202, &origin_json(&answer)?, None)
+    reply(202, &answer_of::<VerificationSent>(&answer)?, None)
 }

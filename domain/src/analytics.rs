@@ -33,6 +33,7 @@ pub struct Activity {
     pub at: UnixMillis,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Components {
     pub frequency: f64,
@@ -50,6 +51,7 @@ impl Components {
 
 pub const FEATURE_NAMES: [&str; 5] = ["frequency", "recency", "breadth", "trend", "tenure"];
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Engagement {
     pub score: u32,
@@ -162,6 +164,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recommendation {
     pub tier: Option<Tier>,

@@ -74,6 +74,7 @@ impl FromStr for Tier {
 }
 
 /// What a tier may use. `None` means unlimited.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -241,9 +242,42 @@ pub fn admin_floor() -> &'static SecurityFloor {
     &catalogue().admin_floor
 }
 
+/// The tiers a user moves between by themselves (a subscription); every other move (into or
+/// out of enterprise or VIP) is an admin's to make.
+pub const SELF_SERVICE_TIERS: [Tier; 2] = [Tier::Free, Tier::Premium];
+
+/// Whether a tier change from `from` to `to` is allowed: an admin may make any; a user only
+/// between the self-service tiers (staying where one is counts as such a move when both are).
+pub fn may_change_tier(from: Tier, to: Tier, by_admin: bool) -> bool {
+    by_admin || (SELF_SERVICE_TIERS.contains(&from) && SELF_SERVICE_TIERS.contains(&to))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_move_between_free_and_premium_only() {
+        for (from, to) in [(Tier::Free, Tier::Premium), (Tier::Premium, Tier::Free), (Tier::Free, Tier::Free)]
+        {
+            assert!(may_change_tier(from, to, false), "{from} → {to}");
+        }
+        for from in ALL_TIERS {
+            for to in [Tier::Enterprise, Tier::Vip] {
+                assert!(!may_change_tier(from, to, false), "{from} → {to}");
+                assert!(!may_change_tier(to, from, false), "{to} → {from}");
+            }
+        }
+    }
+
+    #[test]
+    fn admins_make_any_move() {
+        for from in ALL_TIERS {
+            for to in ALL_TIERS {
+                assert!(may_change_tier(from, to, true), "{from} → {to}");
+            }
+        }
+    }
 
     #[test]
     fn the_templates_parse() {

@@ -10,8 +10,7 @@ use domain::identity::{Actor, UserId};
 use domain::messages::Template;
 use domain::problem::ProblemKind;
 use domain::time::UnixMillis;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::errors::ApiError;
 use crate::pending;
@@ -21,19 +20,7 @@ use crate::users::{authorize, invalid_field, not_found, stale, Accounts};
 /// The `auth_state` purpose an email change waits under.
 const PURPOSE: &str = "email_change";
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StartEmailChange {
-    pub email: String,
-    #[serde(default)]
-    pub current_password: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfirmEmailChange {
-    pub code: String,
-}
+pub use domain::wire::users::{Code as ConfirmEmailChange, EmailChangeStarted, StartEmailChange, User};
 
 /// `jane@example.com` → `j***@example.com`: enough for the owner to recognise, little for
 /// anyone else reading the old mailbox.
@@ -53,7 +40,7 @@ impl Accounts {
         id: &UserId,
         request: StartEmailChange,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<EmailChangeStarted, ApiError> {
         authorize(actor, id)?;
         let account = self.load(id).await?;
         // An admin acting for someone else need not know their password; the owner must give it.
@@ -91,7 +78,10 @@ impl Accounts {
         )?;
         self.send_message(notice).await?;
         self.event(id.as_str(), "email_change_requested", json!({ "by": actor.to_string() }), now).await?;
-        Ok(json!({ "pending_email": email.as_str(), "expires_in": pending::TTL_MS / 1000 }))
+        Ok(EmailChangeStarted {
+            pending_email: email.as_str().to_owned(),
+            expires_in: pending::TTL_MS / 1000,
+        })
     }
 
     /// Completes a change with the code sent to the new address. The address is checked again:
@@ -102,7 +92,7 @@ impl Accounts {
         id: &UserId,
         request: ConfirmEmailChange,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<User, ApiError> {
         authorize(actor, id)?;
         let account = self.load(id).await?;
         let new_email = self.finish_pending(PURPOSE, id, &account.data_key, &request.code, now).await?;

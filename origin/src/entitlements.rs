@@ -411,7 +411,7 @@ mod tests {
             parent_email: None,
         };
         let view = origin.state.accounts.create(&Actor::System, request, NOW).await.unwrap();
-        view["id"].as_str().unwrap().parse().unwrap()
+        view.id().parse().unwrap()
     }
 
     async fn client(origin: &TestOrigin, scopes: &[&str]) -> (Actor, String) {

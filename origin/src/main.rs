@@ -222,7 +222,11 @@ async fn create_admin(email: String, password_stdin: bool, tier: String) -> anyh
         .create(&domain::identity::Actor::System, request, state.clock.now())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("{}", view.get("id").and_then(|v| v.as_str()).unwrap_or_default());
+    let id = match view {
+        domain::wire::users::Signup::Created(user) => user.id,
+        domain::wire::users::Signup::Pending(pending) => pending.id,
+    };
+    println!("{id}");
     Ok(())
 }
 

@@ -980,7 +980,7 @@ impl Accounts {
         id: &UserId,
         password: Option<&str>,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<domain::wire::users::TotpEnrolment, ApiError> {
         let account = self.recent_auth(actor, id, password, now).await?;
         if self.store.totp(id.as_str()).await?.is_some_and(|t| t.confirmed_at.is_some()) {
             return Err(ApiError::client(
@@ -993,13 +993,13 @@ impl Accounts {
         self.store.put_pending_totp(id.as_str(), &sealed).await?;
         self.event(id.as_str(), "mfa_enrolment_started", json!({ "method": "totp" }), now).await?;
         let otpauth_uri = totp::otpauth_uri(&secret, "Music AI", &account.email);
-        Ok(json!({
-            "secret": totp::secret_base32(&secret),
-            "otpauth_uri": otpauth_uri,
-            "qr_svg": qr_svg(&otpauth_uri)?,
-            "digits": totp::DIGITS,
-            "period": totp::STEP_SECS,
-        }))
+        Ok(domain::wire::users::TotpEnrolment {
+            secret: totp::secret_base32(&secret),
+            qr_svg: qr_svg(&otpauth_uri)?,
+            otpauth_uri,
+            digits: totp::DIGITS,
+            period: totp::STEP_SECS,
+        })
     }
 
     /// Confirms enrolment with a first code; answers the ten recovery codes, shown only now.
@@ -1010,7 +1010,7 @@ impl Accounts {
         id: &UserId,
         code: &str,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<domain::wire::users::FactorEnrolled, ApiError> {
         crate::users::authorize(actor, id)?;
         let factor =
             self.store.totp(id.as_str()).await?.filter(|t| t.confirmed_at.is_none()).ok_or_else(|| {
@@ -1036,7 +1036,11 @@ impl Accounts {
                 chars.chunks(4).map(|g| g.iter().collect::<String>()).collect::<Vec<_>>().join("-")
             })
             .collect();
-        Ok(json!({ "enrolled": "totp", "recovery_codes": shown }))
+        Ok(domain::wire::users::FactorEnrolled {
+            enrolled: domain::security::Factor::Totp,
+            recovery_codes: Some(shown),
+            phone: None,
+        })
     }
 
     /// Removes the authenticator: a sensitive change, so it needs a fresh proof.
@@ -1053,20 +1057,22 @@ impl Accounts {
         Ok(())
     }
 
-    pub async fn security_events(&self, actor: &Actor, id: &UserId) -> Result<Value, ApiError> {
+    pub async fn security_events(
+        &self,
+        actor: &Actor,
+        id: &UserId,
+    ) -> Result<domain::wire::users::SecurityEvents, ApiError> {
         crate::users::authorize(actor, id)?;
         let events = self.store.security_events(id.as_str(), 100).await?;
-        let listed: Vec<Value> = events
+        let events = events
             .into_iter()
-            .map(|e| {
-                json!({
-                    "kind": e.kind,
-                    "at": crate::users::rfc3339(e.at),
-                    "detail": serde_json::from_str::<Value>(&e.detail).unwrap_or(Value::Null),
-                })
+            .map(|e| domain::wire::users::SecurityEvent {
+                kind: e.kind,
+                at: crate::users::rfc3339(e.at),
+                detail: serde_json::from_str::<Value>(&e.detail).unwrap_or(Value::Null),
             })
             .collect();
-        Ok(json!({ "events": listed }))
+        Ok(domain::wire::users::SecurityEvents { events })
     }
 }
 

@@ -193,7 +193,7 @@ impl Accounts {
         actor: &Actor,
         id: &UserId,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<domain::wire::users::VerificationSent, ApiError> {
         authorize(actor, id)?;
         let account = self.load(id).await?;
         if account.row.email_verified {
@@ -205,12 +205,19 @@ impl Accounts {
                 format!("at most {VERIFICATIONS_PER_DAY} verification emails a day; use one already sent"),
             ));
         }
-        Ok(json!({ "sent": "email", "expires_in": VERIFY_TTL_MS / 1000 }))
+        Ok(domain::wire::users::VerificationSent {
+            sent: domain::security::Factor::Email,
+            expires_in: VERIFY_TTL_MS / 1000,
+        })
     }
 
     /// Marks the address verified with a code sent to it. Answers the user's new view (the
     /// edge records it, then answers the caller less).
-    pub async fn verify_email(&self, request: Verify, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn verify_email(
+        &self,
+        request: Verify,
+        now: UnixMillis,
+    ) -> Result<domain::wire::users::User, ApiError> {
         let hash = code_hash(&request.code);
         let user_id =
             self.store.code_user(&hash, VERIFY, now).await?.ok_or_else(|| refused("verification"))?;

@@ -324,7 +324,8 @@ impl Accounts {
             .into_iter()
             .map(|e| json!({ "id": e.id, "kind": e.kind, "class": e.class, "at": rfc3339(UnixMillis(e.at)), "data": e.data }))
             .collect();
-        let insights = self.insights(&Actor::System, &id, now).await?;
+        let insights =
+            serde_json::to_value(self.insights(&Actor::System, &id, now).await?).unwrap_or(Value::Null);
         // The user's membership (none or one): which organization, their role, since when.
         let organization: Vec<Value> = self
             .store
@@ -580,7 +581,7 @@ impl Accounts {
         actor: &Actor,
         request: crate::users::CreateUser,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<domain::wire::users::PendingSignup, ApiError> {
         use domain::email::Email;
         use domain::tier::Tier;
         let email = Email::parse(&request.email)
@@ -634,11 +635,11 @@ impl Accounts {
         let template = domain::messages::Template::ParentalConsent { token: &token, deadline: &deadline };
         let message = self.message(&account, "email", parent.as_str(), &template, Some(&token), now)?;
         self.send_message(message).await?;
-        Ok(json!({
-            "id": account.row.id,
-            "status": "pending_parental_consent",
-            "parental_consent_expires_at": rfc3339(expires),
-        }))
+        Ok(domain::wire::users::PendingSignup {
+            id: account.row.id.clone(),
+            status: domain::wire::users::PENDING_PARENTAL_CONSENT.to_owned(),
+            parental_consent_expires_at: rfc3339(expires),
+        })
     }
 
     /// A minor's consents start with personalisation and marketing off (recorded as defaults).
@@ -769,7 +770,7 @@ mod tests {
             parent_email: None,
         };
         let view = origin.state.accounts.create(&Actor::System, request, UnixMillis(1_000)).await.unwrap();
-        view["id"].as_str().unwrap().parse().unwrap()
+        view.id().parse().unwrap()
     }
 
     #[tokio::test]
@@ -787,8 +788,10 @@ mod tests {
             parent_email: Some("parent@example.com".to_owned()),
         };
         let pending = accounts.create(&Actor::Anonymous, request, now).await.unwrap();
-        assert_eq!(pending["status"], "pending_parental_consent");
-        let id: UserId = pending["id"].as_str().unwrap().parse().unwrap();
+        assert!(
+            matches!(&pending, domain::wire::users::Signup::Pending(p) if p.status == "pending_parental_consent")
+        );
+        let id: UserId = pending.id().parse().unwrap();
         let row = origin.state.store.user_by_id(id.as_str()).await.unwrap().unwrap();
         assert!(row.disabled_at.is_some(), "a child cannot log in before the consent");
         let before = now.saturating_add_ms(domain::coppa::PARENTAL_LINK_TTL_MS - 1);

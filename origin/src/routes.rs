@@ -7,17 +7,18 @@ use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use domain::identity::{Actor, UserId};
-use domain::tier::Tier;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::email_change::{ConfirmEmailChange, StartEmailChange};
 use crate::passkeys::{PasswordlessFinish, RegistrationFinish, RegistrationStart, Rename};
 use crate::protection::{LoginRequest, MfaAnswer, MfaSend, Proof, StepUp};
-use crate::sms::EnrolSms;
-use crate::users::{ChangePassword, CreateUser};
 use axum::{Json, Router};
 use domain::problem::{Problem, ProblemKind};
+use domain::wire::users::{
+    AccountStatus, AuditLog, ChangePassword, Code, CreateUser, EmailChangeStarted, EnrolSms, FactorEnrolled,
+    PasswordProof, SecurityEvents, Signup, SmsEnrolment, StatusChanged, TotpEnrolment, UpdateUser,
+    UpgradeRequest, Upgraded, User,
+};
 use serde_json::json;
 use tower_http::trace::TraceLayer;
 
@@ -109,7 +110,7 @@ async fn not_found() -> impl IntoResponse {
     problem_response(&Problem::new(ProblemKind::NotFound, "no route matches this path"))
 }
 
-use crate::extract::parse;
+use crate::extract::{parse, ApiJson, OptionalJson};
 
 fn user_id(raw: &str) -> Result<UserId, ApiError> {
     raw.parse().map_err(|_| ApiError::client(ProblemKind::NotFound, format!("no user {raw}")))
@@ -118,43 +119,31 @@ fn user_id(raw: &str) -> Result<UserId, ApiError> {
 async fn create_user(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let request: CreateUser = parse(&body)?;
-    let view = state.accounts.create(&actor, request, state.clock.now()).await?;
+    ApiJson(request): ApiJson<CreateUser>,
+) -> Result<(StatusCode, Json<Signup>), ApiError> {
+    let signup = state.accounts.create(&actor, request, state.clock.now()).await?;
     // A child's account waits for a parent: accepted, not yet created for use.
-    if view.get("status").and_then(Value::as_str) == Some("pending_parental_consent") {
-        return Ok((StatusCode::ACCEPTED, Json(view)));
-    }
-    Ok((StatusCode::CREATED, Json(view)))
+    let status = match signup {
+        Signup::Pending(_) => StatusCode::ACCEPTED,
+        Signup::Created(_) => StatusCode::CREATED,
+    };
+    Ok((status, Json(signup)))
 }
 
 async fn read_user(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<User>, ApiError> {
     Ok(Json(state.accounts.read(&actor, &user_id(&id)?).await?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpdateUser {
-    patch: Value,
-    #[serde(default)]
-    if_match: Option<i64>,
-    /// When the caller's session last stepped up (the edge reads it from the session).
-    #[serde(default)]
-    step_up_at: Option<u64>,
 }
 
 async fn update_user(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let request: UpdateUser = parse(&body)?;
+    ApiJson(request): ApiJson<UpdateUser>,
+) -> Result<Json<User>, ApiError> {
     let view = state
         .accounts
         .update(
@@ -169,19 +158,12 @@ async fn update_user(
     Ok(Json(view))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChangeTier {
-    tier: Tier,
-}
-
 async fn change_tier(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let request: ChangeTier = parse(&body)?;
+    ApiJson(request): ApiJson<UpgradeRequest>,
+) -> Result<Json<Upgraded>, ApiError> {
     Ok(Json(state.accounts.change_tier(&actor, &user_id(&id)?, request.tier, state.clock.now()).await?))
 }
 
@@ -189,7 +171,7 @@ async fn insights(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<domain::wire::users::Insights>, ApiError> {
     Ok(Json(state.accounts.insights(&actor, &user_id(&id)?, state.clock.now()).await?))
 }
 
@@ -214,19 +196,12 @@ async fn send_code(
     Ok((StatusCode::ACCEPTED, Json(state.accounts.send_code(request, state.clock.now()).await?)))
 }
 
-#[derive(Deserialize, Default)]
-struct PasswordProof {
-    #[serde(default)]
-    current_password: Option<String>,
-}
-
 async fn enrol_totp(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let proof: PasswordProof = if body.is_empty() { PasswordProof::default() } else { parse(&body)? };
+    OptionalJson(proof): OptionalJson<PasswordProof>,
+) -> Result<(StatusCode, Json<TotpEnrolment>), ApiError> {
     let answer = state
         .accounts
         .enrol_totp(&actor, &user_id(&id)?, proof.current_password.as_deref(), state.clock.now())
@@ -234,19 +209,12 @@ async fn enrol_totp(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
-/// A one-time code confirming an enrolment (TOTP, SMS).
-#[derive(Deserialize)]
-struct TotpCode {
-    code: String,
-}
-
 async fn confirm_totp(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let request: TotpCode = parse(&body)?;
+    ApiJson(request): ApiJson<Code>,
+) -> Result<Json<FactorEnrolled>, ApiError> {
     Ok(Json(state.accounts.confirm_totp(&actor, &user_id(&id)?, &request.code, state.clock.now()).await?))
 }
 
@@ -281,9 +249,8 @@ async fn enrol_sms(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let request: EnrolSms = parse(&body)?;
+    ApiJson(request): ApiJson<EnrolSms>,
+) -> Result<(StatusCode, Json<SmsEnrolment>), ApiError> {
     let answer = state.accounts.enrol_sms(&actor, &user_id(&id)?, request, state.clock.now()).await?;
     Ok((StatusCode::ACCEPTED, Json(answer)))
 }
@@ -292,9 +259,8 @@ async fn confirm_sms(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let request: TotpCode = parse(&body)?;
+    ApiJson(request): ApiJson<Code>,
+) -> Result<Json<FactorEnrolled>, ApiError> {
     Ok(Json(state.accounts.confirm_sms(&actor, &user_id(&id)?, &request.code, state.clock.now()).await?))
 }
 
@@ -313,7 +279,7 @@ async fn security_events(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SecurityEvents>, ApiError> {
     Ok(Json(state.accounts.security_events(&actor, &user_id(&id)?).await?))
 }
 
@@ -321,9 +287,8 @@ async fn start_email_change(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let request: StartEmailChange = parse(&body)?;
+    ApiJson(request): ApiJson<domain::wire::users::StartEmailChange>,
+) -> Result<(StatusCode, Json<EmailChangeStarted>), ApiError> {
     let answer =
         state.accounts.start_email_change(&actor, &user_id(&id)?, request, state.clock.now()).await?;
     Ok((StatusCode::ACCEPTED, Json(answer)))
@@ -333,9 +298,8 @@ async fn confirm_email_change(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let request: ConfirmEmailChange = parse(&body)?;
+    ApiJson(request): ApiJson<Code>,
+) -> Result<Json<User>, ApiError> {
     Ok(Json(state.accounts.confirm_email_change(&actor, &user_id(&id)?, request, state.clock.now()).await?))
 }
 
@@ -343,7 +307,7 @@ async fn audit(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditLog>, ApiError> {
     Ok(Json(state.accounts.audit(&actor, &user_id(&id)?).await?))
 }
 
@@ -351,26 +315,18 @@ async fn change_password(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    ApiJson(request): ApiJson<ChangePassword>,
 ) -> Result<StatusCode, ApiError> {
-    let request: ChangePassword = parse(&body)?;
     state.accounts.change_password(&actor, &user_id(&id)?, request, state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AccountStatus {
-    disabled: bool,
 }
 
 async fn set_status(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let request: AccountStatus = parse(&body)?;
+    ApiJson(request): ApiJson<AccountStatus>,
+) -> Result<Json<StatusChanged>, ApiError> {
     Ok(Json(state.accounts.set_disabled(&actor, &user_id(&id)?, request.disabled, state.clock.now()).await?))
 }
 
@@ -564,7 +520,7 @@ async fn reset_password(
 async fn verify_email(
     State(state): State<AppState>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<User>, ApiError> {
     let request: crate::recovery::Verify = parse(&body)?;
     Ok(Json(state.accounts.verify_email(request, state.clock.now()).await?))
 }

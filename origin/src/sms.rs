@@ -6,10 +6,10 @@
 use domain::identity::{Actor, UserId};
 use domain::messages::Template;
 use domain::phone::Phone;
+use domain::security::Factor;
 use domain::sms_quota::{self, SmsLimit};
 use domain::time::UnixMillis;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::errors::ApiError;
 use crate::pending;
@@ -18,13 +18,8 @@ use crate::users::{authorize, invalid_field, Accounts};
 /// The `auth_state` purpose an enrolment waits under.
 const PURPOSE: &str = "sms_enrolment";
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnrolSms {
-    pub phone_number: String,
-    #[serde(default)]
-    pub current_password: Option<String>,
-}
+pub use domain::wire::users::EnrolSms;
+use domain::wire::users::{FactorEnrolled, SmsEnrolment};
 
 fn sealed_context(id: &UserId) -> String {
     format!("{id}/sms_phone")
@@ -38,7 +33,7 @@ impl Accounts {
         id: &UserId,
         request: EnrolSms,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<SmsEnrolment, ApiError> {
         let account = self.recent_auth(actor, id, request.current_password.as_deref(), now).await?;
         let phone = Phone::parse(&request.phone_number)
             .map_err(|e| invalid_field("phone_number", e.rule(), e.to_string()))?;
@@ -55,7 +50,7 @@ impl Accounts {
         )?;
         self.send_message(text).await?;
         self.event(id.as_str(), "mfa_enrolment_started", json!({ "method": "sms" }), now).await?;
-        Ok(json!({ "pending_phone": phone.masked(), "expires_in": pending::TTL_MS / 1000 }))
+        Ok(SmsEnrolment { pending_phone: phone.masked(), expires_in: pending::TTL_MS / 1000 })
     }
 
     /// Counts one enrolment text against the number's and the account's daily limits (see
@@ -92,7 +87,7 @@ impl Accounts {
         id: &UserId,
         code: &str,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<FactorEnrolled, ApiError> {
         authorize(actor, id)?;
         let account = self.load(id).await?;
         let number = self.finish_pending(PURPOSE, id, &account.data_key, code, now).await?;
@@ -101,7 +96,7 @@ impl Accounts {
         self.clear_pending(PURPOSE, id).await?;
         self.event(id.as_str(), "mfa_enrolled", json!({ "method": "sms" }), now).await?;
         let masked = Phone::parse(&number).map(|p| p.masked()).unwrap_or_default();
-        Ok(json!({ "enrolled": "sms", "phone": masked }))
+        Ok(FactorEnrolled { enrolled: Factor::Sms, recovery_codes: None, phone: Some(masked) })
     }
 
     pub async fn remove_sms(

@@ -12,7 +12,9 @@ use domain::problem::{Problem, ProblemKind};
 use domain::profile::{self, Profile, ProfileErrors};
 use domain::tier::Tier;
 use domain::time::UnixMillis;
-use serde::Deserialize;
+use domain::wire::users::{
+    AuditEntry as AuditLine, AuditLog, Churn, ChurnFactor, Insights, Signup, StatusChanged, Upgraded, User,
+};
 use serde_json::{json, Value};
 
 use crate::crypto::{random_16, DataKey, Keyring, WrappedKey};
@@ -38,32 +40,7 @@ pub struct Accounts {
     pub minor_under: u32,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateUser {
-    pub email: String,
-    pub password: String,
-    #[serde(default)]
-    pub tier: Option<Tier>,
-    #[serde(default)]
-    pub role: Option<Role>,
-    #[serde(default)]
-    pub profile: Option<Value>,
-    /// `YYYY-MM-DD`, read before anything else: under 13 the account waits for a parent.
-    #[serde(default)]
-    pub birth_date: Option<String>,
-    /// Where the consent link goes for a child's signup.
-    #[serde(default)]
-    pub parent_email: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChangePassword {
-    #[serde(default)]
-    pub current_password: Option<String>,
-    pub new_password: String,
-}
+pub use domain::wire::users::{ChangePassword, CreateUser};
 
 /// A user with their personal data unsealed.
 pub(crate) struct Account {
@@ -147,24 +124,26 @@ impl Accounts {
     }
 
     /// The user view the API answers with. Never includes secrets.
-    pub(crate) fn view(&self, account: &Account) -> Result<Value, ApiError> {
+    pub(crate) fn view(&self, account: &Account) -> Result<User, ApiError> {
         let tier = tier_of(&account.row)?;
-        let mut view = json!({
-            "id": account.row.id,
-            "email": account.email,
-            "email_verified": account.row.email_verified,
-            "role": account.row.role,
-            "tier": account.row.tier,
-        });
-        let fields = serde_json::to_value(&account.profile).map_err(|e| ApiError::Internal(e.to_string()))?;
-        if let (Some(target), Value::Object(source)) = (view.as_object_mut(), fields) {
-            target.extend(source);
-            target.insert("limits".into(), serde_json::to_value(tier.limits()).unwrap_or(Value::Null));
-            target.insert("version".into(), json!(account.row.version));
-            target.insert("created_at".into(), json!(rfc3339(account.row.created_at)));
-            target.insert("updated_at".into(), json!(rfc3339(account.row.updated_at)));
-        }
-        Ok(view)
+        let role: Role = account.row.role.parse().map_err(ApiError::Internal)?;
+        let profile = account.profile.clone();
+        Ok(User {
+            id: account.row.id.clone(),
+            email: account.email.clone(),
+            email_verified: account.row.email_verified,
+            role,
+            tier,
+            display_name: profile.display_name,
+            language: profile.language,
+            timezone: profile.timezone,
+            ai_preferences: profile.ai_preferences,
+            security_settings: profile.security_settings,
+            limits: tier.limits().clone(),
+            version: u64::try_from(account.row.version).unwrap_or_default(),
+            created_at: rfc3339(account.row.created_at),
+            updated_at: rfc3339(account.row.updated_at),
+        })
     }
 
     pub(crate) fn unseal(&self, row: UserRow) -> Result<Account, ApiError> {
@@ -209,7 +188,7 @@ impl Accounts {
         actor: &Actor,
         request: CreateUser,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Signup, ApiError> {
         // The declared age comes first: a child's signup stores nothing but what the parent's
         // consent needs.
         let group = match request.birth_date.as_deref() {
@@ -218,7 +197,7 @@ impl Accounts {
             None => domain::coppa::AgeGroup::Adult,
         };
         if group == domain::coppa::AgeGroup::Child {
-            return self.create_child(actor, request, now).await;
+            return Ok(Signup::Pending(self.create_child(actor, request, now).await?));
         }
         let tier = request.tier.unwrap_or(Tier::Free);
         let role = request.role.unwrap_or(Role::User);
@@ -265,7 +244,7 @@ impl Accounts {
         if group == domain::coppa::AgeGroup::Minor {
             self.minor_defaults(&row.id, now).await?;
         }
-        self.view(&account)
+        Ok(Signup::Created(Box::new(self.view(&account)?)))
     }
 
     /// A new account, its personal data sealed under a fresh data key. `password_hash` is
@@ -328,7 +307,7 @@ impl Accounts {
         Ok(json!({ "user_id": id, "activated": true }))
     }
 
-    pub async fn read(&self, actor: &Actor, id: &UserId) -> Result<Value, ApiError> {
+    pub async fn read(&self, actor: &Actor, id: &UserId) -> Result<User, ApiError> {
         authorize(actor, id)?;
         let account = self.load(id).await?;
         self.view(&account)
@@ -339,13 +318,14 @@ impl Accounts {
         actor: &Actor,
         id: &UserId,
         patch: &Value,
-        if_match: Option<i64>,
+        if_match: Option<u64>,
         step_up_at: Option<u64>,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<User, ApiError> {
         authorize(actor, id)?;
         let mut account = self.load(id).await?;
         let expected = account.row.version;
+        let if_match = if_match.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
         if let Some(wanted) = if_match {
             if wanted != expected {
                 return Err(stale(wanted, expected));
@@ -414,21 +394,18 @@ impl Accounts {
         id: &UserId,
         new_tier: Tier,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Upgraded, ApiError> {
         authorize(actor, id)?;
         let mut account = self.load(id).await?;
         let old_tier = tier_of(&account.row)?;
-        if !actor.is_admin() {
-            let self_service = [Tier::Free, Tier::Premium];
-            if !self_service.contains(&new_tier) || !self_service.contains(&old_tier) {
-                return Err(ApiError::client(
-                    ProblemKind::Forbidden,
-                    format!("only an admin can move an account from {old_tier} to {new_tier}"),
-                ));
-            }
+        if !domain::tier::may_change_tier(old_tier, new_tier, actor.is_admin()) {
+            return Err(ApiError::client(
+                ProblemKind::Forbidden,
+                format!("only an admin can move an account from {old_tier} to {new_tier}"),
+            ));
         }
         if new_tier == old_tier {
-            return self.view(&account);
+            return Ok(Upgraded { user: self.view(&account)?, integrations_disabled: Vec::new() });
         }
         // Settings the new tier does not allow are brought within it (a downgrade switches
         // off, say, custom model training), so the stored profile always fits its tier.
@@ -454,12 +431,9 @@ impl Accounts {
             UpdateOutcome::Updated => {
                 crate::metrics::tier_migration(old_tier.as_str(), new_tier.as_str());
                 // Integrations the new tier does not allow are disabled (kept), and named.
-                let disabled = self.disable_forbidden_integrations(id.as_str(), new_tier, now).await?;
-                let mut view = self.view(&account)?;
-                if let (false, Some(o)) = (disabled.is_empty(), view.as_object_mut()) {
-                    o.insert("integrations_disabled".into(), json!(disabled));
-                }
-                Ok(view)
+                let integrations_disabled =
+                    self.disable_forbidden_integrations(id.as_str(), new_tier, now).await?;
+                Ok(Upgraded { user: self.view(&account)?, integrations_disabled })
             }
             UpdateOutcome::VersionMismatch(current) => Err(stale(expected, current)),
             UpdateOutcome::NotFound => Err(not_found(id.as_str())),
@@ -511,7 +485,7 @@ impl Accounts {
         id: &UserId,
         disabled: bool,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<StatusChanged, ApiError> {
         if !actor.is_admin() {
             return Err(ApiError::client(
                 ProblemKind::Forbidden,
@@ -531,7 +505,9 @@ impl Accounts {
             at: now,
         };
         match self.store.update_user(&row, account.row.version, &[audit]).await? {
-            UpdateOutcome::Updated => Ok(json!({ "id": id, "disabled": disabled })),
+            UpdateOutcome::Updated => {
+                Ok(StatusChanged { id: id.to_string(), disabled, sessions_ended: None })
+            }
             UpdateOutcome::VersionMismatch(current) => Err(stale(account.row.version, current)),
             UpdateOutcome::NotFound => Err(not_found(id.as_str())),
         }
@@ -539,30 +515,28 @@ impl Accounts {
 
     /// The account's audit trail, oldest first: who changed what, from what to what, and when.
     /// Entries name changes, never personal data (the log is not encrypted).
-    pub async fn audit(&self, actor: &Actor, id: &UserId) -> Result<Value, ApiError> {
+    pub async fn audit(&self, actor: &Actor, id: &UserId) -> Result<AuditLog, ApiError> {
         authorize(actor, id)?;
         if self.store.user_by_id(id.as_str()).await?.is_none() {
             return Err(not_found(id.as_str()));
         }
-        let entries: Vec<Value> = self
+        let entries = self
             .store
             .audit_entries(id.as_str())
             .await?
             .into_iter()
-            .map(|e| {
-                json!({
-                    "action": e.action,
-                    "actor": e.actor,
-                    "old": e.old_value,
-                    "new": e.new_value,
-                    "at": rfc3339(e.at),
-                })
+            .map(|e| AuditLine {
+                action: e.action,
+                actor: e.actor,
+                old: e.old_value,
+                new: e.new_value,
+                at: rfc3339(e.at),
             })
             .collect();
-        Ok(json!({ "entries": entries }))
+        Ok(AuditLog { entries })
     }
 
-    pub async fn insights(&self, actor: &Actor, id: &UserId, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn insights(&self, actor: &Actor, id: &UserId, now: UnixMillis) -> Result<Insights, ApiError> {
         authorize(actor, id)?;
         let account = self.load(id).await?;
         let tier = tier_of(&account.row)?;
@@ -590,37 +564,42 @@ impl Accounts {
                 let model: analytics::ChurnModel =
                     serde_json::from_str(&model).map_err(|e| ApiError::Internal(e.to_string()))?;
                 let features = engagement.components.features(age_days);
-                json!({
-                    "available": true,
-                    "probability": (model.probability(&features) * 1000.0).round() / 1000.0,
-                    "factors": model.factors(&features).into_iter()
-                        .map(|(name, contribution)| json!({ "factor": name, "contribution": contribution,
-                            "effect": if contribution >= 0.0 { "raises" } else { "lowers" } }))
-                        .collect::<Vec<_>>(),
-                    "model_auc": model.auc,
-                })
+                Churn {
+                    available: true,
+                    probability: Some((model.probability(&features) * 1000.0).round() / 1000.0),
+                    factors: Some(
+                        model
+                            .factors(&features)
+                            .into_iter()
+                            .map(|(factor, contribution)| ChurnFactor {
+                                factor,
+                                contribution,
+                                effect: if contribution >= 0.0 { "raises" } else { "lowers" }.to_owned(),
+                            })
+                            .collect(),
+                    ),
+                    model_auc: Some(model.auc),
+                    reason: None,
+                }
             }
-            Some(_) => {
-                json!({ "available": false, "reason": "under 7 days of history: too little to predict" })
-            }
-            None => {
-                json!({ "available": false, "reason": "no churn model trained yet (origin generate-analytics)" })
-            }
+            Some(_) => Churn::unavailable("under 7 days of history: too little to predict"),
+            None => Churn::unavailable("no churn model trained yet (origin generate-analytics)"),
         };
-        Ok(json!({
-            "user_id": account.row.id,
-            "tier": account.row.tier,
-            "account_age_days": age_days,
-            "created_at": rfc3339(account.row.created_at),
-            "last_login_at": account.row.last_login_at.map(rfc3339),
-            "limits": serde_json::to_value(tier.limits()).unwrap_or(Value::Null),
-            "engagement": engagement,
-            "segment": analytics::segment(&engagement, age_days),
-            "cohort": analytics::cohort(account.row.created_at),
-            "churn": churn,
-            "tier_recommendation": recommendation,
-            "activity_30d": by_kind,
-        }))
+        Ok(Insights {
+            user_id: account.row.id.clone(),
+            tier,
+            account_age_days: age_days,
+            created_at: rfc3339(account.row.created_at),
+            last_login_at: account.row.last_login_at.map(rfc3339),
+            limits: tier.limits().clone(),
+            usage: None,
+            segment: analytics::segment(&engagement, age_days).to_owned(),
+            engagement,
+            cohort: analytics::cohort(account.row.created_at),
+            churn,
+            tier_recommendation: recommendation,
+            activity_30d: by_kind.into_iter().map(|(k, n)| (k.to_owned(), n)).collect(),
+        })
     }
 }
 

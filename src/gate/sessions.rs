@@ -82,18 +82,7 @@ pub struct TokenPair {
 }
 
 /// A session as `GET /api/v1/users/{id}/sessions` lists it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SessionView {
-    pub id: String,
-    pub device_id: Option<String>,
-    pub user_agent: Option<String>,
-    pub ip: Option<String>,
-    pub created_at: u64,
-    pub last_seen: u64,
-    pub idle_timeout_minutes: u64,
-    /// When the session ends whatever its activity (its absolute lifetime).
-    pub expires_at: u64,
-}
+pub use domain::wire::users::Session as SessionView;
 
 /// A new session: its tokens, and the sessions ended to keep under the tier's cap.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -411,6 +400,7 @@ impl Sessions<'_> {
                 last_seen: record.last_seen.0,
                 idle_timeout_minutes: record.idle_timeout_ms / 60_000,
                 expires_at: record.absolute_expiry.0,
+                current: false,
             })
             .collect();
         views.sort_by_key(|v| v.created_at);

@@ -1736,8 +1736,7 @@ mod tests {
             birth_date: None,
             parent_email: None,
         };
-        let user =
-            accounts.create(&actor, request, UnixMillis(1)).await.unwrap()["id"].as_str().unwrap().to_owned();
+        let user = accounts.create(&actor, request, UnixMillis(1)).await.unwrap().id().to_owned();
         let store = origin.sqlite().await;
         assert_eq!(store.insert_passkey(&passkey("a", &user), 2).await.unwrap(), PasskeyInsert::Inserted);
         assert_eq!(store.insert_passkey(&passkey("a", &user), 2).await.unwrap(), PasskeyInsert::Duplicate);
