@@ -4,7 +4,13 @@
 
 use domain::identity::{Actor, UserId};
 use domain::problem::ProblemKind;
-use domain::tier::Tier;
+use domain::wire::auth::{
+    ActivateRequest, Activated, CodeSent, ForgotPasswordRequest, LoginAnswer, LoginVerified, MfaRequest,
+    MfaSendRequest, PasswordCredentials, PasswordReset, PasswordResetDone, RefreshRequest,
+    ResetPasswordRequest, ResetRequested, SignIn, SignInRequest, StepUpPending, StepUpRequest, SteppedUp,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 
@@ -14,6 +20,7 @@ use crate::gate::sessions::{user_of, NewSession, RefreshFailure};
 use crate::gate::{GateClient, GateRecord};
 use crate::http::{self, forward, origin_json, JSON};
 use crate::limits::client_ip;
+use crate::origin_client::OriginResponse;
 use crate::problem::EdgeError;
 
 /// The longest device token the edge forwards (the origin's are 101 characters).
@@ -37,60 +44,79 @@ pub(crate) struct ClientContext {
 }
 
 impl ClientContext {
-    pub(crate) fn of(req: &Request, body: &Value) -> Result<Self, EdgeError> {
+    pub(crate) fn of(req: &Request, device_token: Option<String>) -> Result<Self, EdgeError> {
         Ok(Self {
-            device_token: body
-                .get("device_token")
-                .and_then(Value::as_str)
-                .filter(|d| d.len() <= MAX_DEVICE_TOKEN)
-                .map(str::to_owned),
+            device_token: device_token.filter(|d| d.len() <= MAX_DEVICE_TOKEN),
             user_agent: req.headers().get("user-agent")?,
             ip: client_ip(req),
             country: req.cf().and_then(|cf| cf.country()),
         })
     }
+
+    /// What the origin is told of the client.
+    fn wire(&self) -> domain::wire::auth::ClientContext {
+        domain::wire::auth::ClientContext {
+            ip: Some(self.ip.clone()),
+            country: self.country.clone(),
+            user_agent: self.user_agent.clone(),
+        }
+    }
+}
+
+/// A JSON body (media type and size checked by `http::read_json`) as `T`, or a 400 naming
+/// what is wrong with it.
+pub(crate) async fn read_body<T: DeserializeOwned>(req: &mut Request) -> Result<T, EdgeError> {
+    let body = http::read_json(req, &[JSON]).await?;
+    serde_json::from_value(body)
+        .map_err(|e| EdgeError::new(ProblemKind::BadRequest, format!("the body is not valid: {e}")))
+}
+
+/// The origin's answer as `T`; an answer of another shape is the origin's failure (502).
+/// Read through a `Value`, like the public bodies: each type is then deserialised by one
+/// deserializer only (the wasm's size).
+pub(crate) fn origin_answer<T: DeserializeOwned>(response: &OriginResponse) -> Result<T, EdgeError> {
+    serde_json::from_value(origin_json(response)?)
+        .map_err(|_| EdgeError::OriginFailed { status: response.status })
+}
+
+/// `body` as a JSON answer with `status`.
+pub(crate) fn reply<T: Serialize>(status: u16, body: &T) -> Result<Response, EdgeError> {
+    http::json(status, &serde_json::to_value(body)?, None)
+}
+
+/// `body` as the JSON of a call to the origin.
+fn to_origin<T: Serialize>(body: &T) -> Result<Value, EdgeError> {
+    Ok(serde_json::to_value(body)?)
 }
 
 /// Opens a session for a login the origin accepted (its answer: id, tier, role, version,
-/// session timeout) and answers the token pair.
+/// session timeout, organization) and answers the token pair.
 pub(crate) async fn open_session(
     env: &Env,
     client: &ClientContext,
-    verified: &Value,
-    status: u16,
+    verified: &LoginVerified,
     events: &Events,
     kind: &str,
 ) -> Result<Response, EdgeError> {
-    let text = |name: &str| verified.get(name).and_then(Value::as_str).map(str::to_owned);
-    let (Some(user_id), Some(tier), Some(role), Some(version)) = (
-        text("user_id"),
-        text("tier").and_then(|t| t.parse::<Tier>().ok()),
-        text("role"),
-        verified.get("version").and_then(Value::as_u64),
-    ) else {
-        return Err(EdgeError::OriginFailed { status });
-    };
-    let timeout = verified.get("session_timeout_minutes").and_then(Value::as_u64).unwrap_or(1440);
-    let absolute_ms = verified.get("session_absolute_ms").and_then(Value::as_u64);
-    let device_token = text("device_token");
+    let user_id = verified.user_id.clone();
+    let tier = verified.tier;
+    let timeout = verified.session_timeout_minutes;
     // The session lists the device by the id inside its token (`dt1.<id>.<mac>`).
-    let device_id = device_token.as_deref().and_then(|t| t.split('.').nth(1)).map(str::to_owned);
+    let device_id = verified.device_token.as_deref().and_then(|t| t.split('.').nth(1)).map(str::to_owned);
     let gate = GateClient::for_user(env, &user_id)?;
     // The member's organization, as the origin answered the login: the gate records it with
     // the session, and the token names it.
-    let org: Option<domain::org::OrgGrant> =
-        verified.get("org").cloned().and_then(|g| serde_json::from_value(g).ok());
-    let org_at = verified.get("org_at").and_then(Value::as_u64);
+    let org = verified.org.clone();
     // The gate learns the tier the origin holds, so the edge enforces it from now on.
     let idle_timeout_minutes = Some(u32::try_from(timeout).unwrap_or(u32::MAX));
     let created = gate
         .create_session(&NewSession {
-            record: Some(GateRecord { profile_version: version, tier, idle_timeout_minutes }),
+            record: Some(GateRecord { profile_version: verified.version, tier, idle_timeout_minutes }),
             user_id: user_id.clone(),
-            role: role.clone(),
+            role: verified.role.as_str().to_owned(),
             tier,
             idle_timeout_minutes: u32::try_from(timeout).unwrap_or(u32::MAX),
-            absolute_ms,
+            absolute_ms: verified.session_absolute_ms,
             device_id,
             user_agent: client.user_agent.clone(),
             ip: Some(client.ip.clone()),
@@ -98,10 +124,10 @@ pub(crate) async fn open_session(
             // user verification) signs in with a second factor.
             second_factor: kind != "login_success",
             org: org.clone(),
-            org_at,
+            org_at: verified.org_at,
         })
         .await?;
-    let risk = verified.get("risk").and_then(|r| r.get("score")).cloned().unwrap_or(Value::Null);
+    let risk = verified.risk.as_ref().map(|r| r.score);
     // A withdrawn `analytics` consent: the login is not a usage event either (the origin keeps
     // its own login history and security events).
     if created.collects_events {
@@ -116,31 +142,16 @@ pub(crate) async fn open_session(
             json!({ "session_id": sid, "reason": "session limit" }),
         );
     }
-    let mut answer = serde_json::to_value(&created.pair)?;
-    if let Some(o) = answer.as_object_mut() {
-        o.insert("user_id".into(), json!(user_id));
-        o.insert("tier".into(), json!(domain::org::effective_tier(tier, org.as_ref().map(|g| g.tier))));
-        if let Some(grant) = &org {
-            o.insert("org".into(), json!({ "id": grant.org, "role": grant.role }));
-        }
-        o.insert("role".into(), json!(role));
-        if let Some(token) = device_token {
-            o.insert("device_token".into(), json!(token));
-        }
-        if let Some(risk) = verified.get("risk") {
-            o.insert("risk".into(), risk.clone());
-        }
-    }
-    http::json(200, &answer, None)
+    let effective = domain::org::effective_tier(tier, org.as_ref().map(|g| g.tier));
+    reply(200, &LoginAnswer::new(created.pair, verified, effective))
 }
 
 pub async fn login(req: Request, env: &Env, events: &Events) -> Result<Response, EdgeError> {
-    forward_login(
+    forward_login::<PasswordCredentials>(
         req,
         env,
         events,
         "/internal/auth/verify",
-        &["email", "password"],
         login_refused,
         "login_success",
     )
@@ -156,31 +167,26 @@ fn login_refused(error: &EdgeError) -> Option<(&'static str, Value)> {
     Some((kind, json!({ "status": problem.status })))
 }
 
-/// A sign-in (password or passkey): the body's `fields` and the client's context go to the
-/// origin at `path`; what it accepts opens a session ([`open_session`], event `success`), what
-/// it refuses is counted as `refused` says.
-pub(crate) async fn forward_login(
+/// A sign-in (password or passkey): the body's credentials `C` and the client's context go to
+/// the origin at `path`; what it accepts opens a session ([`open_session`], event `success`),
+/// what it refuses is counted as `refused` says.
+pub(crate) async fn forward_login<C: DeserializeOwned + Serialize>(
     mut req: Request,
     env: &Env,
     events: &Events,
     path: &str,
-    fields: &[&str],
     refused: fn(&EdgeError) -> Option<(&'static str, Value)>,
     success: &str,
 ) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
-    let client = ClientContext::of(&req, &body)?;
-    let mut forwarded = serde_json::Map::new();
-    for field in fields {
-        forwarded.insert((*field).to_owned(), body.get(*field).cloned().unwrap_or(Value::Null));
-    }
-    forwarded.insert("device_token".into(), json!(client.device_token));
-    forwarded.insert(
-        "context".into(),
-        json!({ "ip": client.ip, "country": client.country, "user_agent": client.user_agent }),
-    );
+    let body: SignInRequest<C> = read_body(&mut req).await?;
+    let client = ClientContext::of(&req, body.device_token)?;
+    let forwarded = SignIn {
+        credentials: body.credentials,
+        device_token: client.device_token.clone(),
+        context: client.wire(),
+    };
     let answer =
-        match forward(env, &Actor::Anonymous, Method::Post, path, Some(&Value::Object(forwarded))).await {
+        match forward(env, &Actor::Anonymous, Method::Post, path, Some(&to_origin(&forwarded)?)).await {
             Ok(answer) => answer,
             Err(e) => {
                 if let Some((kind, data)) = refused(&e) {
@@ -189,31 +195,33 @@ pub(crate) async fn forward_login(
                 return Err(e);
             }
         };
-    open_session(env, &client, &origin_json(&answer)?, answer.status, events, success).await
+    open_session(env, &client, &origin_answer(&answer)?, events, success).await
 }
 
 /// Completes an MFA challenge (`{challenge_id, method, code}`) and opens the session.
 pub async fn complete_mfa(mut req: Request, env: &Env, events: &Events) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
-    let client = ClientContext::of(&req, &body)?;
-    let method = body.get("method").cloned().unwrap_or(Value::Null);
-    let answer = match forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/mfa", Some(&body)).await
-    {
-        Ok(answer) => answer,
-        Err(e) => {
-            events.push("mfa_failure", None, None, json!({ "method": method }));
-            return Err(e);
-        }
-    };
-    open_session(env, &client, &origin_json(&answer)?, answer.status, events, "mfa_success").await
+    let body: MfaRequest = read_body(&mut req).await?;
+    let client = ClientContext::of(&req, None)?;
+    let method = body.method;
+    let forwarded = to_origin(&body)?;
+    let answer =
+        match forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/mfa", Some(&forwarded)).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                events.push("mfa_failure", None, None, json!({ "method": method }));
+                return Err(e);
+            }
+        };
+    open_session(env, &client, &origin_answer(&answer)?, events, "mfa_success").await
 }
 
-/// Asks for a one-time code by email for a challenge.
+/// Asks for a one-time code by email or SMS for a challenge.
 pub async fn send_code(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
+    let body: MfaSendRequest = read_body(&mut req).await?;
     let answer =
-        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/mfa/send", Some(&body)).await?;
-    http::json(202, &origin_json(&answer)?, None)
+        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/mfa/send", Some(&to_origin(&body)?))
+            .await?;
+    reply(202, &origin_answer::<CodeSent>(&answer)?)
 }
 
 /// TOTP enrolment, confirmation and removal, and the security events: forwarded as the caller.
@@ -266,32 +274,32 @@ pub enum SecurityOp {
 /// second factor when one is enrolled); the session may then make sensitive changes for five
 /// minutes. With `method: "sms"` and no code, the origin texts one first (202).
 pub async fn step_up(mut req: Request, env: &Env, caller: Caller) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
+    let body: StepUpRequest = read_body(&mut req).await?;
     let Some(sid) = caller.sid.clone() else {
         return Err(EdgeError::new(ProblemKind::Unauthenticated, "a step-up needs a session"));
     };
     let path = format!("/internal/users/{}/step-up", caller.id);
-    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&to_origin(&body)?)).await?;
     if answer.status == 202 {
-        return http::json(202, &origin_json(&answer)?, None);
+        return reply(202, &origin_answer::<StepUpPending>(&answer)?);
     }
     if !GateClient::for_user(env, caller.id.as_str())?.step_up(&sid).await? {
         return Err(EdgeError::new(ProblemKind::Unauthenticated, "the session ended"));
     }
-    let valid_for = domain::security::STEP_UP_MAX_AGE_MS / 1000;
-    http::json(200, &json!({ "stepped_up": true, "valid_for_secs": valid_for }), None)
+    let valid_for_secs = domain::security::STEP_UP_MAX_AGE_MS / 1000;
+    reply(200, &SteppedUp { stepped_up: true, valid_for_secs })
 }
 
 pub async fn refresh(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
-    let token = body.get("refresh_token").and_then(Value::as_str).unwrap_or_default();
+    let body: RefreshRequest = read_body(&mut req).await?;
+    let token = body.refresh_token.as_str();
     let refused = |detail: &str| EdgeError::new(ProblemKind::Unauthenticated, detail.to_owned());
     let Some((user_id, _)) = user_of(token) else {
         return Err(refused("the refresh token is malformed"));
     };
     let user_id: UserId = user_id.parse().map_err(|_| refused("the refresh token is malformed"))?;
     match GateClient::for_user(env, user_id.as_str())?.refresh(user_id.as_str(), token).await? {
-        Ok(pair) => http::json(200, &serde_json::to_value(&pair)?, None),
+        Ok(pair) => reply(200, &pair),
         Err(RefreshFailure::Unknown) => Err(refused("the refresh token is not valid")),
         Err(RefreshFailure::Reused) => Err(refused(
             "the refresh token was already used; the session has been ended to protect the account",
@@ -382,31 +390,28 @@ pub async fn set_disabled(
 
 /// Activates a provisioned account: its activation token and a first password.
 pub async fn activate(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
+    let body: ActivateRequest = read_body(&mut req).await?;
     let answer =
-        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/activate", Some(&body)).await?;
-    http::json(200, &origin_json(&answer)?, None)
+        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/activate", Some(&to_origin(&body)?))
+            .await?;
+    reply(200, &origin_answer::<Activated>(&answer)?)
 }
 
 /// Asks for a password-reset code by email. The origin answers 202 whatever the address.
 pub async fn forgot_password(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
-    let answer =
-        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/password/forgot", Some(&body)).await?;
-    http::json(202, &origin_json(&answer)?, None)
+    let body: ForgotPasswordRequest = read_body(&mut req).await?;
+    let path = "/internal/auth/password/forgot";
+    let answer = forward(env, &Actor::Anonymous, Method::Post, path, Some(&to_origin(&body)?)).await?;
+    reply(202, &origin_answer::<ResetRequested>(&answer)?)
 }
 
 /// Sets a new password with a reset code, then ends every session of the account in its gate
 /// (the origin has ended its pending challenges and cleared its softlock).
 pub async fn reset_password(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
-    let answer =
-        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/password/reset", Some(&body)).await?;
-    let done = origin_json(&answer)?;
-    let id = done
-        .get("user_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| EdgeError::new(ProblemKind::Internal, "the origin's reset answer names no user"))?;
-    let ended = GateClient::for_user(env, id)?.revoke(None, None, "password reset").await?;
-    http::json(200, &json!({ "reset": true, "sessions_ended": ended }), None)
+    let body: ResetPasswordRequest = read_body(&mut req).await?;
+    let path = "/internal/auth/password/reset";
+    let answer = forward(env, &Actor::Anonymous, Method::Post, path, Some(&to_origin(&body)?)).await?;
+    let done: PasswordResetDone = origin_answer(&answer)?;
+    let ended = GateClient::for_user(env, &done.user_id)?.revoke(None, None, "password reset").await?;
+    reply(200, &PasswordReset { reset: true, sessions_ended: u64::try_from(ended).unwrap_or(u64::MAX) })
 }

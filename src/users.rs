@@ -272,13 +272,14 @@ pub async fn insights(
 /// which is recorded in the gate and KV like any write; the caller, who proved only that they
 /// read the mailbox, is told no more than that the address is verified.
 pub async fn verify_email(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
+    let body: domain::wire::auth::VerifyEmailRequest = crate::sessions::read_body(&mut req).await?;
+    let path = "/internal/auth/email/verify";
     let answer =
-        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/email/verify", Some(&body)).await?;
+        forward(env, &Actor::Anonymous, Method::Post, path, Some(&serde_json::to_value(&body)?)).await?;
     let view = origin_json(&answer)?;
     remember(env, &view).await?;
-    let id = view.get("id").cloned().unwrap_or(Value::Null);
-    http::json(200, &json!({ "user_id": id, "email_verified": true }), None)
+    let user_id = view.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    crate::sessions::reply(200, &domain::wire::auth::EmailVerified { user_id, email_verified: true })
 }
 
 /// Sends a new verification code to the account's address.
