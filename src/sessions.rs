@@ -185,17 +185,30 @@ pub(crate) async fn forward_login<C: DeserializeOwned + Serialize>(
         device_token: client.device_token.clone(),
         context: client.wire(),
     };
-    let answer =
-        match forward(env, &Actor::Anonymous, Method::Post, path, Some(&to_origin(&forwarded)?)).await {
-            Ok(answer) => answer,
-            Err(e) => {
-                if let Some((kind, data)) = refused(&e) {
-                    events.push(kind, None, None, data);
-                }
-                return Err(e);
+    verify_and_open(env, events, path, &to_origin(&forwarded)?, &client, refused, success).await
+}
+
+/// The part of [`forward_login`] that does not depend on the credentials' type, compiled once
+/// (the wasm's size): the origin verifies `forwarded`, and what it accepts opens a session.
+async fn verify_and_open(
+    env: &Env,
+    events: &Events,
+    path: &str,
+    forwarded: &Value,
+    client: &ClientContext,
+    refused: fn(&EdgeError) -> Option<(&'static str, Value)>,
+    success: &str,
+) -> Result<Response, EdgeError> {
+    let answer = match forward(env, &Actor::Anonymous, Method::Post, path, Some(forwarded)).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            if let Some((kind, data)) = refused(&e) {
+                events.push(kind, None, None, data);
             }
-        };
-    open_session(env, &client, &origin_answer(&answer)?, events, success).await
+            return Err(e);
+        }
+    };
+    open_session(env, client, &origin_answer(&answer)?, events, success).await
 }
 
 /// Completes an MFA challenge (`{challenge_id, method, code}`) and opens the session.

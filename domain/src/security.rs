@@ -270,8 +270,46 @@ pub fn offered_factors(enrolled: &Enrolled, settings: &SecuritySettings, require
     factors
 }
 
+/// The factors a step-up or a sensitive change accepts as its second proof: the enrolled ones
+/// (a passkey first) and recovery codes while an authenticator has some left; never an email
+/// code, which proves only the mailbox a stolen session may already read.
+pub fn proof_factors(enrolled: &Enrolled) -> Vec<Factor> {
+    let mut factors = Vec::new();
+    if enrolled.webauthn {
+        factors.push(Factor::Webauthn);
+    }
+    if enrolled.totp {
+        factors.push(Factor::Totp);
+    }
+    if enrolled.sms {
+        factors.push(Factor::Sms);
+    }
+    if enrolled.totp && enrolled.recovery_codes_left > 0 {
+        factors.push(Factor::RecoveryCode);
+    }
+    factors
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_proof_takes_the_enrolled_factors_and_never_an_email_code() {
+        let none = Enrolled::default();
+        assert!(proof_factors(&none).is_empty());
+        let all = Enrolled { webauthn: true, totp: true, sms: true, recovery_codes_left: 3 };
+        assert_eq!(
+            proof_factors(&all),
+            vec![Factor::Webauthn, Factor::Totp, Factor::Sms, Factor::RecoveryCode]
+        );
+        let used_up = Enrolled { totp: true, recovery_codes_left: 0, ..Enrolled::default() };
+        assert_eq!(proof_factors(&used_up), vec![Factor::Totp]);
+        // The same factors a login offers when nothing asks for an email code.
+        let quiet = settings(false, &[]);
+        for enrolled in [none, all, used_up] {
+            assert_eq!(proof_factors(&enrolled), offered_factors(&enrolled, &quiet, false));
+        }
+    }
+
     use super::*;
 
     fn settings(require_mfa: bool, methods: &[MfaMethod]) -> SecuritySettings {

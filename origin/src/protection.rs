@@ -871,20 +871,7 @@ impl Accounts {
     }
 
     fn proof_methods(&self, enrolled: &security::Enrolled) -> Vec<String> {
-        security::offered_factors(
-            enrolled,
-            &domain::profile::SecuritySettings {
-                require_mfa: false,
-                mfa_methods: Vec::new(),
-                session_timeout_minutes: 0,
-                risk_score_threshold: 1.0,
-                anomaly_detection_enabled: false,
-            },
-            false,
-        )
-        .into_iter()
-        .map(|f| f.as_str().to_owned())
-        .collect()
+        security::proof_factors(enrolled).into_iter().map(|f| f.as_str().to_owned()).collect()
     }
 
     async fn sent_step_up_code(&self, id: &UserId, now: UnixMillis) -> Result<Option<OneTimeCode>, ApiError> {
