@@ -25,7 +25,8 @@ use domain::tier::Tier;
 use domain::time::UnixMillis;
 use domain::totp;
 use domain::wire::auth::{
-    CodeSent, LoginVerified, MfaRequest, MfaSendRequest, PasswordCredentials, SignIn, StepUpRequest,
+    CodeSent, LoginVerified, MfaChallenge, MfaRequest, MfaSendRequest, PasswordCredentials, SignIn,
+    StepUpRequest,
 };
 use domain::wire::Factor;
 use serde::{Deserialize, Serialize};
@@ -445,15 +446,15 @@ impl Accounts {
                 );
                 // Before the second factor, nothing about the account or the assessment: the
                 // holder of a stolen password learns only that a factor is needed.
-                Err(ApiError::Client(
-                    Problem::new(
-                        ProblemKind::MfaRequired,
-                        format!("a second factor is {}", reason.describe()),
-                    )
-                    .with("mfa_required", true)
-                    .with("challenge_id", id)
-                    .with("methods", methods),
-                ))
+                let offered = MfaChallenge { mfa_required: true, challenge_id: id, methods: factors };
+                let mut problem = Problem::new(
+                    ProblemKind::MfaRequired,
+                    format!("a second factor is {}", reason.describe()),
+                );
+                if let Value::Object(fields) = serde_json::to_value(&offered).map_err(internal)? {
+                    problem.extensions.extend(fields);
+                }
+                Err(ApiError::Client(problem))
             }
             SecondFactor::NotNeeded => {
                 self.logged_in(account, context, &assessment, vec![("risk_assessed", risk_event)], now).await
