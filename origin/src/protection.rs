@@ -404,9 +404,8 @@ impl Accounts {
         // An organization's policy adds to the member's own floor and narrows the factors.
         let (floor, org_policies) = self.member_floor(&account).await?;
         let enrolled = self.store.enrolled_factors(&account.row.id).await?;
-        let risky = assessment.score >= settings.risk_score_threshold;
         let risk_event = json!({ "score": assessment.score, "signals": assessment.signals });
-        match security::second_factor(&enrolled, settings, &floor, risky, assessment.score >= risk::EXTREME) {
+        match security::login_decision(&enrolled, settings, &floor, assessment.score, org_policies.as_ref()) {
             SecondFactor::Refuse => {
                 metrics::login(outcome::REFUSED_RISK, &tier_seen);
                 self.event_later(&account.row.id, "risk_assessed", risk_event, now);
@@ -417,10 +416,6 @@ impl Accounts {
                 ))
             }
             SecondFactor::Ask { reason, factors } => {
-                let factors = match &org_policies {
-                    Some(policies) => policies.restrict(factors),
-                    None => factors,
-                };
                 metrics::login(outcome::MFA_REQUIRED, &tier_seen);
                 let id = format!("chl_{}", hex::encode(random_16()));
                 let methods: Vec<String> = factors.iter().map(|f| f.as_str().to_owned()).collect();
