@@ -7,7 +7,6 @@ use domain::identity::{Actor, Role, UserId};
 use domain::problem::ProblemKind;
 use domain::tier::Tier;
 use domain::token::{self, Keyset, SigningKey, Subject, TokenPolicy};
-use serde_json::Value;
 use worker::{Env, Request};
 
 use crate::bindings::AuthConfig;
@@ -274,6 +273,6 @@ pub fn issue_access_token(
     Ok(IssuedToken { token, expires_in: auth.policy.ttl_secs })
 }
 
-pub fn jwks(env: &Env) -> Result<Value, EdgeError> {
+pub fn jwks(env: &Env) -> Result<domain::wire::auth::Jwks, EdgeError> {
     Ok(auth(env)?.keyset.jwks())
 }

@@ -164,7 +164,7 @@ async fn token(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
         expires_in: issued.expires_in,
         scope: granted.scope,
     };
-    let mut response = http::json_text(200, serde_json::to_string(&token)?, None)?;
+    let mut response = http::reply(200, &token)?;
     response.headers_mut().set("pragma", "no-cache")?;
     Ok(response)
 }
@@ -183,7 +183,7 @@ async fn create_client(mut req: Request, env: &Env, caller: Caller) -> Result<Re
     let answer =
         forward(env, &caller.actor(), Method::Post, "/internal/service-clients", Some(&body)).await?;
     let created: ServiceClient = http::origin_as(&answer)?;
-    let mut response = http::json_text(201, serde_json::to_string(&created)?, None)?;
+    let mut response = http::reply(201, &created)?;
     response
         .headers_mut()
         .set("location", &format!("/api/v1/service-clients/{}", created.client_id.as_str()))?;

@@ -77,13 +77,19 @@ async fn probe(env: &Env) -> Outcome {
         Ok(r) if r.status == 200 => {
             let origin_version = serde_json::from_slice::<serde_json::Value>(&r.body)
                 .ok()
-                .and_then(|v| v.get("version").cloned());
-            let body = json!({
-                "status": "ok",
-                "version": VERSION,
-                "origin": { "reachable": true, "latency_ms": latency_ms, "version": origin_version },
-            });
-            Outcome { at_ms: started.0, status: 200, body: body.to_string() }
+                .and_then(|v| serde_json::from_value::<domain::wire::auth::Ping>(v).ok())
+                .map(|p| p.version);
+            let body = domain::wire::auth::Health {
+                status: "ok".into(),
+                version: VERSION.into(),
+                origin: domain::wire::auth::OriginHealth {
+                    reachable: true,
+                    latency_ms: Some(latency_ms),
+                    version: origin_version,
+                },
+            };
+            let body = serde_json::to_string(&body).unwrap_or_default();
+            Outcome { at_ms: started.0, status: 200, body }
         }
         Ok(r) => unavailable(format!("the origin refused the edge's signed call with status {}", r.status)),
         Err(e) => unavailable(format!("the origin did not answer a signed call: {e}")),

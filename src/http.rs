@@ -153,8 +153,37 @@ pub fn origin_json(response: &OriginResponse) -> Result<Value, EdgeError> {
     origin_as(response)
 }
 
+// The typed edges of the wire: every wire type goes through `serde_json::Value` both ways, so
+// each is (de)serialised by one (de)serializer only, whatever the call: the wasm's size.
+
 /// The body of an origin answer as the wire type it must be; anything else is the origin's
 /// failure (502), not the client's.
 pub fn origin_as<T: serde::de::DeserializeOwned>(response: &OriginResponse) -> Result<T, EdgeError> {
-    serde_json::from_slice(&response.body).map_err(|_| EdgeError::OriginFailed { status: response.status })
+    serde_json::from_value(origin_json(response)?)
+        .map_err(|_| EdgeError::OriginFailed { status: response.status })
+}
+
+/// A request body as the wire type `T`, or a 400 naming what is wrong.
+pub async fn read_body<T: serde::de::DeserializeOwned>(
+    req: &mut Request,
+    accepted: &[&str],
+) -> Result<T, EdgeError> {
+    let value = read_json(req, accepted).await?;
+    serde_json::from_value(value)
+        .map_err(|e| EdgeError::new(ProblemKind::BadRequest, format!("invalid body: {e}")))
+}
+
+/// A wire value as the JSON body of a call to the origin.
+pub fn to_origin<T: serde::Serialize>(value: &T) -> Result<Value, EdgeError> {
+    Ok(serde_json::to_value(value)?)
+}
+
+/// A JSON answer of the wire value `body`.
+pub fn reply<T: serde::Serialize>(status: u16, body: &T) -> Result<Response, EdgeError> {
+    json(status, &serde_json::to_value(body)?, None)
+}
+
+/// A JSON answer of the wire value `body` at `version` (its `ETag`).
+pub fn reply_at<T: serde::Serialize>(status: u16, body: &T, version: u64) -> Result<Response, EdgeError> {
+    json(status, &serde_json::to_value(body)?, Some(version))
 }

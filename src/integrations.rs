@@ -91,11 +91,7 @@ pub fn catalogue(tier: Tier) -> Result<Response, EdgeError> {
             yours: integrations::grant(tier, s),
         })
         .collect();
-    http::json_text(
-        200,
-        serde_json::to_string(&IntegrationCatalogue { count: list.len(), integrations: list })?,
-        None,
-    )
+    http::reply(200, &IntegrationCatalogue { count: list.len(), integrations: list })
 }
 
 /// The caller's connected services, as the origin lists them.
@@ -135,7 +131,7 @@ pub async fn connect(
         ConnectAnswer::Authorize(a) => a.binding.take(),
         ConnectAnswer::Key(_) => None,
     };
-    let mut response = http::json_text(answer.status, serde_json::to_string(&body)?, None)?;
+    let mut response = http::reply(answer.status, &body)?;
     if let Some(b) = binding {
         response.headers_mut().set(
             "set-cookie",

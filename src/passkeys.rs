@@ -11,6 +11,7 @@ use crate::events::Events;
 use crate::http::{self, forward, origin_json, JSON, MERGE_PATCH_JSON};
 use crate::problem::EdgeError;
 use crate::sessions::{authorize, forward_login};
+use domain::wire::auth::PasskeyCredentials;
 
 /// What a protected passkey route does.
 #[derive(Debug, Clone)]
@@ -31,8 +32,8 @@ pub async fn login_options(env: &Env) -> Result<Response, EdgeError> {
 
 /// `POST /api/v1/auth/passkey`: `{ceremony_id, credential}` → tokens and a session.
 pub async fn login(req: Request, env: &Env, events: &Events) -> Result<Response, EdgeError> {
-    let fields = ["ceremony_id", "credential"];
-    forward_login(req, env, events, "/internal/auth/webauthn/login", &fields, refused, "passkey_login").await
+    let path = "/internal/auth/webauthn/login";
+    forward_login::<PasskeyCredentials>(req, env, events, path, refused, "passkey_login").await
 }
 
 /// Every failed passwordless sign-in is counted, whatever failed.

@@ -17,7 +17,7 @@ use crate::limits::{self, Admission, IpClass};
 use crate::passkeys::PasskeyOp;
 use crate::problem::EdgeError;
 use crate::sessions::SecurityOp;
-use crate::{auth, health, http, integrations, openapi, orgs, passkeys, rights, sessions, users};
+use crate::{auth, health, integrations, openapi, orgs, passkeys, rights, sessions, users};
 
 pub async fn dispatch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let path = req.path();
@@ -267,7 +267,7 @@ impl Route {
                     limits::finish(Ok(health::handle(env).await?), &limit, "ip-health", path)
                 }
             },
-            Route::Jwks => http::json(200, &auth::jwks(env)?, None),
+            Route::Jwks => crate::http::reply(200, &auth::jwks(env)?),
             Route::OpenApi => Err(openapi::missing()),
             Route::Login => match limits::admit_ip(&req, env, IpClass::Login).await? {
                 Admission::Refused(r) => Ok(r),

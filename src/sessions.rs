@@ -4,7 +4,13 @@
 
 use domain::identity::{Actor, UserId};
 use domain::problem::ProblemKind;
-use domain::tier::Tier;
+use domain::wire::auth::{
+    ActivateRequest, Activated, CodeSent, ForgotPasswordRequest, LoginAnswer, LoginVerified, MfaRequest,
+    MfaSendRequest, PasswordCredentials, PasswordReset, PasswordResetDone, RefreshRequest,
+    ResetPasswordRequest, ResetRequested, SignIn, SignInRequest, StepUpPending, StepUpRequest, SteppedUp,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 
@@ -12,10 +18,9 @@ use crate::auth::{self, Caller};
 use crate::events::Events;
 use crate::gate::sessions::{user_of, NewSession, RefreshFailure};
 use crate::gate::{GateClient, GateRecord};
-use crate::http::{self, forward, origin_json, JSON};
+use crate::http::{self, forward, JSON};
 use crate::limits::client_ip;
 use crate::problem::EdgeError;
-use crate::users::{answer_of, body_of, read_body, reply};
 use domain::wire::users::{
     AccountStatus, AuditLog, ChangePassword, Code, EnrolSms, FactorEnrolled, PasswordChanged, PasswordProof,
     SecurityEvents, SessionList, SmsEnrolment, StatusChanged, TotpEnrolment,
@@ -42,60 +47,53 @@ pub(crate) struct ClientContext {
 }
 
 impl ClientContext {
-    pub(crate) fn of(req: &Request, body: &Value) -> Result<Self, EdgeError> {
+    pub(crate) fn of(req: &Request, device_token: Option<String>) -> Result<Self, EdgeError> {
         Ok(Self {
-            device_token: body
-                .get("device_token")
-                .and_then(Value::as_str)
-                .filter(|d| d.len() <= MAX_DEVICE_TOKEN)
-                .map(str::to_owned),
+            device_token: device_token.filter(|d| d.len() <= MAX_DEVICE_TOKEN),
             user_agent: req.headers().get("user-agent")?,
             ip: client_ip(req),
             country: req.cf().and_then(|cf| cf.country()),
         })
     }
+
+    /// What the origin is told of the client.
+    fn wire(&self) -> domain::wire::auth::ClientContext {
+        domain::wire::auth::ClientContext {
+            ip: Some(self.ip.clone()),
+            country: self.country.clone(),
+            user_agent: self.user_agent.clone(),
+        }
+    }
 }
 
 /// Opens a session for a login the origin accepted (its answer: id, tier, role, version,
-/// session timeout) and answers the token pair.
+/// session timeout, organization) and answers the token pair.
 pub(crate) async fn open_session(
     env: &Env,
     client: &ClientContext,
-    verified: &Value,
-    status: u16,
+    verified: &LoginVerified,
     events: &Events,
     kind: &str,
 ) -> Result<Response, EdgeError> {
-    let text = |name: &str| verified.get(name).and_then(Value::as_str).map(str::to_owned);
-    let (Some(user_id), Some(tier), Some(role), Some(version)) = (
-        text("user_id"),
-        text("tier").and_then(|t| t.parse::<Tier>().ok()),
-        text("role"),
-        verified.get("version").and_then(Value::as_u64),
-    ) else {
-        return Err(EdgeError::OriginFailed { status });
-    };
-    let timeout = verified.get("session_timeout_minutes").and_then(Value::as_u64).unwrap_or(1440);
-    let absolute_ms = verified.get("session_absolute_ms").and_then(Value::as_u64);
-    let device_token = text("device_token");
+    let user_id = verified.user_id.clone();
+    let tier = verified.tier;
+    let timeout = verified.session_timeout_minutes;
     // The session lists the device by the id inside its token (`dt1.<id>.<mac>`).
-    let device_id = device_token.as_deref().and_then(|t| t.split('.').nth(1)).map(str::to_owned);
+    let device_id = verified.device_token.as_deref().and_then(|t| t.split('.').nth(1)).map(str::to_owned);
     let gate = GateClient::for_user(env, &user_id)?;
     // The member's organization, as the origin answered the login: the gate records it with
     // the session, and the token names it.
-    let org: Option<domain::org::OrgGrant> =
-        verified.get("org").cloned().and_then(|g| serde_json::from_value(g).ok());
-    let org_at = verified.get("org_at").and_then(Value::as_u64);
+    let org = verified.org.clone();
     // The gate learns the tier the origin holds, so the edge enforces it from now on.
     let idle_timeout_minutes = Some(u32::try_from(timeout).unwrap_or(u32::MAX));
     let created = gate
         .create_session(&NewSession {
-            record: Some(GateRecord { profile_version: version, tier, idle_timeout_minutes }),
+            record: Some(GateRecord { profile_version: verified.version, tier, idle_timeout_minutes }),
             user_id: user_id.clone(),
-            role: role.clone(),
+            role: verified.role.as_str().to_owned(),
             tier,
             idle_timeout_minutes: u32::try_from(timeout).unwrap_or(u32::MAX),
-            absolute_ms,
+            absolute_ms: verified.session_absolute_ms,
             device_id,
             user_agent: client.user_agent.clone(),
             ip: Some(client.ip.clone()),
@@ -103,10 +101,10 @@ pub(crate) async fn open_session(
             // user verification) signs in with a second factor.
             second_factor: kind != "login_success",
             org: org.clone(),
-            org_at,
+            org_at: verified.org_at,
         })
         .await?;
-    let risk = verified.get("risk").and_then(|r| r.get("score")).cloned().unwrap_or(Value::Null);
+    let risk = verified.risk.as_ref().map(|r| r.score);
     // A withdrawn `analytics` consent: the login is not a usage event either (the origin keeps
     // its own login history and security events).
     if created.collects_events {
@@ -121,31 +119,16 @@ pub(crate) async fn open_session(
             json!({ "session_id": sid, "reason": "session limit" }),
         );
     }
-    let mut answer = serde_json::to_value(&created.pair)?;
-    if let Some(o) = answer.as_object_mut() {
-        o.insert("user_id".into(), json!(user_id));
-        o.insert("tier".into(), json!(domain::org::effective_tier(tier, org.as_ref().map(|g| g.tier))));
-        if let Some(grant) = &org {
-            o.insert("org".into(), json!({ "id": grant.org, "role": grant.role }));
-        }
-        o.insert("role".into(), json!(role));
-        if let Some(token) = device_token {
-            o.insert("device_token".into(), json!(token));
-        }
-        if let Some(risk) = verified.get("risk") {
-            o.insert("risk".into(), risk.clone());
-        }
-    }
-    http::json(200, &answer, None)
+    let effective = domain::org::effective_tier(tier, org.as_ref().map(|g| g.tier));
+    http::reply(200, &LoginAnswer::new(created.pair, verified, effective))
 }
 
 pub async fn login(req: Request, env: &Env, events: &Events) -> Result<Response, EdgeError> {
-    forward_login(
+    forward_login::<PasswordCredentials>(
         req,
         env,
         events,
         "/internal/auth/verify",
-        &["email", "password"],
         login_refused,
         "login_success",
     )
@@ -161,64 +144,79 @@ fn login_refused(error: &EdgeError) -> Option<(&'static str, Value)> {
     Some((kind, json!({ "status": problem.status })))
 }
 
-/// A sign-in (password or passkey): the body's `fields` and the client's context go to the
-/// origin at `path`; what it accepts opens a session ([`open_session`], event `success`), what
-/// it refuses is counted as `refused` says.
-pub(crate) async fn forward_login(
+/// A sign-in (password or passkey): the body's credentials `C` and the client's context go to
+/// the origin at `path`; what it accepts opens a session ([`open_session`], event `success`),
+/// what it refuses is counted as `refused` says.
+pub(crate) async fn forward_login<C: DeserializeOwned + Serialize>(
     mut req: Request,
     env: &Env,
     events: &Events,
     path: &str,
-    fields: &[&str],
     refused: fn(&EdgeError) -> Option<(&'static str, Value)>,
     success: &str,
 ) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
-    let client = ClientContext::of(&req, &body)?;
-    let mut forwarded = serde_json::Map::new();
-    for field in fields {
-        forwarded.insert((*field).to_owned(), body.get(*field).cloned().unwrap_or(Value::Null));
-    }
-    forwarded.insert("device_token".into(), json!(client.device_token));
-    forwarded.insert(
-        "context".into(),
-        json!({ "ip": client.ip, "country": client.country, "user_agent": client.user_agent }),
-    );
-    let answer =
-        match forward(env, &Actor::Anonymous, Method::Post, path, Some(&Value::Object(forwarded))).await {
-            Ok(answer) => answer,
-            Err(e) => {
-                if let Some((kind, data)) = refused(&e) {
-                    events.push(kind, None, None, data);
-                }
-                return Err(e);
+    let body: SignInRequest<C> = http::read_body(&mut req, &[JSON]).await?;
+    let client = ClientContext::of(&req, body.device_token)?;
+    let forwarded = SignIn {
+        credentials: body.credentials,
+        device_token: client.device_token.clone(),
+        context: client.wire(),
+    };
+    verify_and_open(env, events, path, &http::to_origin(&forwarded)?, &client, refused, success).await
+}
+
+/// The part of [`forward_login`] that does not depend on the credentials' type, compiled once
+/// (the wasm's size): the origin verifies `forwarded`, and what it accepts opens a session.
+async fn verify_and_open(
+    env: &Env,
+    events: &Events,
+    path: &str,
+    forwarded: &Value,
+    client: &ClientContext,
+    refused: fn(&EdgeError) -> Option<(&'static str, Value)>,
+    success: &str,
+) -> Result<Response, EdgeError> {
+    let answer = match forward(env, &Actor::Anonymous, Method::Post, path, Some(forwarded)).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            if let Some((kind, data)) = refused(&e) {
+                events.push(kind, None, None, data);
             }
-        };
-    open_session(env, &client, &origin_json(&answer)?, answer.status, events, success).await
+            return Err(e);
+        }
+    };
+    open_session(env, client, &http::origin_as(&answer)?, events, success).await
 }
 
 /// Completes an MFA challenge (`{challenge_id, method, code}`) and opens the session.
 pub async fn complete_mfa(mut req: Request, env: &Env, events: &Events) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
-    let client = ClientContext::of(&req, &body)?;
-    let method = body.get("method").cloned().unwrap_or(Value::Null);
-    let answer = match forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/mfa", Some(&body)).await
-    {
-        Ok(answer) => answer,
-        Err(e) => {
-            events.push("mfa_failure", None, None, json!({ "method": method }));
-            return Err(e);
-        }
-    };
-    open_session(env, &client, &origin_json(&answer)?, answer.status, events, "mfa_success").await
+    let body: MfaRequest = http::read_body(&mut req, &[JSON]).await?;
+    let client = ClientContext::of(&req, None)?;
+    let method = body.method;
+    let forwarded = http::to_origin(&body)?;
+    let answer =
+        match forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/mfa", Some(&forwarded)).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                events.push("mfa_failure", None, None, json!({ "method": method }));
+                return Err(e);
+            }
+        };
+    open_session(env, &client, &http::origin_as(&answer)?, events, "mfa_success").await
 }
 
-/// Asks for a one-time code by email for a challenge.
+/// Asks for a one-time code by email or SMS for a challenge.
 pub async fn send_code(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
-    let answer =
-        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/mfa/send", Some(&body)).await?;
-    http::json(202, &origin_json(&answer)?, None)
+    let body: MfaSendRequest = http::read_body(&mut req, &[JSON]).await?;
+    let answer = forward(
+        env,
+        &Actor::Anonymous,
+        Method::Post,
+        "/internal/auth/mfa/send",
+        Some(&http::to_origin(&body)?),
+    )
+    .await?;
+    http::reply(202, &http::origin_as::<CodeSent>(&answer)?)
 }
 
 /// TOTP enrolment, confirmation and removal, and the security events: forwarded as the caller.
@@ -235,30 +233,40 @@ pub async fn account_security(
     let base = format!("/internal/users/{id}");
     match op {
         SecurityOp::EnrolTotp => {
-            let body: PasswordProof = read_body(&mut req, &[JSON]).await?;
-            let answer =
-                forward(env, &actor, Method::Post, &format!("{base}/mfa/totp"), Some(&body_of(&body)?))
-                    .await?;
-            reply(201, &answer_of::<TotpEnrolment>(&answer)?, None)
+            let body: PasswordProof = http::read_body(&mut req, &[JSON]).await?;
+            let answer = forward(
+                env,
+                &actor,
+                Method::Post,
+                &format!("{base}/mfa/totp"),
+                Some(&http::to_origin(&body)?),
+            )
+            .await?;
+            http::reply(201, &http::origin_as::<TotpEnrolment>(&answer)?)
         }
         SecurityOp::ConfirmTotp => {
-            let body: Code = read_body(&mut req, &[JSON]).await?;
+            let body: Code = http::read_body(&mut req, &[JSON]).await?;
             let path = format!("{base}/mfa/totp/confirm");
-            let answer = forward(env, &actor, Method::Post, &path, Some(&body_of(&body)?)).await?;
-            reply(200, &answer_of::<FactorEnrolled>(&answer)?, None)
+            let answer = forward(env, &actor, Method::Post, &path, Some(&http::to_origin(&body)?)).await?;
+            http::reply(200, &http::origin_as::<FactorEnrolled>(&answer)?)
         }
         SecurityOp::EnrolSms => {
-            let body: EnrolSms = read_body(&mut req, &[JSON]).await?;
-            let answer =
-                forward(env, &actor, Method::Post, &format!("{base}/mfa/sms"), Some(&body_of(&body)?))
-                    .await?;
-            reply(202, &answer_of::<SmsEnrolment>(&answer)?, None)
+            let body: EnrolSms = http::read_body(&mut req, &[JSON]).await?;
+            let answer = forward(
+                env,
+                &actor,
+                Method::Post,
+                &format!("{base}/mfa/sms"),
+                Some(&http::to_origin(&body)?),
+            )
+            .await?;
+            http::reply(202, &http::origin_as::<SmsEnrolment>(&answer)?)
         }
         SecurityOp::ConfirmSms => {
-            let body: Code = read_body(&mut req, &[JSON]).await?;
+            let body: Code = http::read_body(&mut req, &[JSON]).await?;
             let path = format!("{base}/mfa/sms/confirm");
-            let answer = forward(env, &actor, Method::Post, &path, Some(&body_of(&body)?)).await?;
-            reply(200, &answer_of::<FactorEnrolled>(&answer)?, None)
+            let answer = forward(env, &actor, Method::Post, &path, Some(&http::to_origin(&body)?)).await?;
+            http::reply(200, &http::origin_as::<FactorEnrolled>(&answer)?)
         }
         SecurityOp::RemoveTotp | SecurityOp::RemoveSms => {
             let factor = if matches!(op, SecurityOp::RemoveTotp) { "totp" } else { "sms" };
@@ -273,11 +281,11 @@ pub async fn account_security(
         }
         SecurityOp::Events => {
             let answer = forward(env, &actor, Method::Get, &format!("{base}/security-events"), None).await?;
-            reply(200, &answer_of::<SecurityEvents>(&answer)?, None)
+            http::reply(200, &http::origin_as::<SecurityEvents>(&answer)?)
         }
         SecurityOp::Audit => {
             let answer = forward(env, &actor, Method::Get, &format!("{base}/audit"), None).await?;
-            reply(200, &answer_of::<AuditLog>(&answer)?, None)
+            http::reply(200, &http::origin_as::<AuditLog>(&answer)?)
         }
     }
 }
@@ -298,32 +306,32 @@ pub enum SecurityOp {
 /// second factor when one is enrolled); the session may then make sensitive changes for five
 /// minutes. With `method: "sms"` and no code, the origin texts one first (202).
 pub async fn step_up(mut req: Request, env: &Env, caller: Caller) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
+    let body: StepUpRequest = http::read_body(&mut req, &[JSON]).await?;
     let Some(sid) = caller.sid.clone() else {
         return Err(EdgeError::new(ProblemKind::Unauthenticated, "a step-up needs a session"));
     };
     let path = format!("/internal/users/{}/step-up", caller.id);
-    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&http::to_origin(&body)?)).await?;
     if answer.status == 202 {
-        return http::json(202, &origin_json(&answer)?, None);
+        return http::reply(202, &http::origin_as::<StepUpPending>(&answer)?);
     }
     if !GateClient::for_user(env, caller.id.as_str())?.step_up(&sid).await? {
         return Err(EdgeError::new(ProblemKind::Unauthenticated, "the session ended"));
     }
-    let valid_for = domain::security::STEP_UP_MAX_AGE_MS / 1000;
-    http::json(200, &json!({ "stepped_up": true, "valid_for_secs": valid_for }), None)
+    let valid_for_secs = domain::security::STEP_UP_MAX_AGE_MS / 1000;
+    http::reply(200, &SteppedUp { stepped_up: true, valid_for_secs })
 }
 
 pub async fn refresh(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
-    let token = body.get("refresh_token").and_then(Value::as_str).unwrap_or_default();
+    let body: RefreshRequest = http::read_body(&mut req, &[JSON]).await?;
+    let token = body.refresh_token.as_str();
     let refused = |detail: &str| EdgeError::new(ProblemKind::Unauthenticated, detail.to_owned());
     let Some((user_id, _)) = user_of(token) else {
         return Err(refused("the refresh token is malformed"));
     };
     let user_id: UserId = user_id.parse().map_err(|_| refused("the refresh token is malformed"))?;
     match GateClient::for_user(env, user_id.as_str())?.refresh(user_id.as_str(), token).await? {
-        Ok(pair) => http::json(200, &serde_json::to_value(&pair)?, None),
+        Ok(pair) => http::reply(200, &pair),
         Err(RefreshFailure::Unknown) => Err(refused("the refresh token is not valid")),
         Err(RefreshFailure::Reused) => Err(refused(
             "the refresh token was already used; the session has been ended to protect the account",
@@ -345,7 +353,7 @@ pub async fn list(env: &Env, caller: Caller, id: UserId) -> Result<Response, Edg
     for session in &mut sessions {
         session.current = caller.sid.as_deref() == Some(session.id.as_str());
     }
-    reply(200, &SessionList { sessions }, None)
+    http::reply(200, &SessionList { sessions })
 }
 
 pub async fn delete(env: &Env, caller: Caller, id: UserId, sid: String) -> Result<Response, EdgeError> {
@@ -365,13 +373,13 @@ pub async fn change_password(
     id: UserId,
 ) -> Result<Response, EdgeError> {
     authorize(&caller, &id)?;
-    let body: ChangePassword = read_body(&mut req, &[JSON]).await?;
+    let body: ChangePassword = http::read_body(&mut req, &[JSON]).await?;
     let path = format!("/internal/users/{id}/password");
-    forward(env, &caller.actor(), Method::Post, &path, Some(&body_of(&body)?)).await?;
+    forward(env, &caller.actor(), Method::Post, &path, Some(&http::to_origin(&body)?)).await?;
     // The caller's own session survives only when they change their own password.
     let keep = if caller.id == id { caller.sid.as_deref() } else { None };
     let ended = GateClient::for_user(env, id.as_str())?.revoke(None, keep, "password changed").await?;
-    reply(200, &PasswordChanged { sessions_ended: u32::try_from(ended).unwrap_or(u32::MAX) }, None)
+    http::reply(200, &PasswordChanged { sessions_ended: u32::try_from(ended).unwrap_or(u32::MAX) })
 }
 
 /// The access token's claims for its holder, as validated when the request was admitted (kept
@@ -393,42 +401,45 @@ pub async fn set_disabled(
     }
     let path = format!("/internal/users/{id}/status");
     let request = AccountStatus { disabled };
-    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body_of(&request)?)).await?;
-    let mut changed: StatusChanged = answer_of(&answer)?;
+    let answer =
+        forward(env, &caller.actor(), Method::Post, &path, Some(&http::to_origin(&request)?)).await?;
+    let mut changed: StatusChanged = http::origin_as(&answer)?;
     if disabled {
         let ended = GateClient::for_user(env, id.as_str())?.revoke(None, None, "account disabled").await?;
         changed.sessions_ended = Some(u32::try_from(ended).unwrap_or(u32::MAX));
     }
-    reply(200, &changed, None)
+    http::reply(200, &changed)
 }
 
 /// Activates a provisioned account: its activation token and a first password.
 pub async fn activate(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
-    let answer =
-        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/activate", Some(&body)).await?;
-    http::json(200, &origin_json(&answer)?, None)
+    let body: ActivateRequest = http::read_body(&mut req, &[JSON]).await?;
+    let answer = forward(
+        env,
+        &Actor::Anonymous,
+        Method::Post,
+        "/internal/auth/activate",
+        Some(&http::to_origin(&body)?),
+    )
+    .await?;
+    http::reply(200, &http::origin_as::<Activated>(&answer)?)
 }
 
 /// Asks for a password-reset code by email. The origin answers 202 whatever the address.
 pub async fn forgot_password(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
-    let answer =
-        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/password/forgot", Some(&body)).await?;
-    http::json(202, &origin_json(&answer)?, None)
+    let body: ForgotPasswordRequest = http::read_body(&mut req, &[JSON]).await?;
+    let path = "/internal/auth/password/forgot";
+    let answer = forward(env, &Actor::Anonymous, Method::Post, path, Some(&http::to_origin(&body)?)).await?;
+    http::reply(202, &http::origin_as::<ResetRequested>(&answer)?)
 }
 
 /// Sets a new password with a reset code, then ends every session of the account in its gate
 /// (the origin has ended its pending challenges and cleared its softlock).
 pub async fn reset_password(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
-    let answer =
-        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/password/reset", Some(&body)).await?;
-    let done = origin_json(&answer)?;
-    let id = done
-        .get("user_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| EdgeError::new(ProblemKind::Internal, "the origin's reset answer names no user"))?;
-    let ended = GateClient::for_user(env, id)?.revoke(None, None, "password reset").await?;
-    http::json(200, &json!({ "reset": true, "sessions_ended": ended }), None)
+    let body: ResetPasswordRequest = http::read_body(&mut req, &[JSON]).await?;
+    let path = "/internal/auth/password/reset";
+    let answer = forward(env, &Actor::Anonymous, Method::Post, path, Some(&http::to_origin(&body)?)).await?;
+    let done: PasswordResetDone = http::origin_as(&answer)?;
+    let ended = GateClient::for_user(env, &done.user_id)?.revoke(None, None, "password reset").await?;
+    http::reply(200, &PasswordReset { reset: true, sessions_ended: u64::try_from(ended).unwrap_or(u64::MAX) })
 }

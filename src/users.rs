@@ -8,16 +8,13 @@ use domain::wire::users::{
     ApiRequests, Code, CreateUser, EmailChangeStarted, Insights, Signup, StartEmailChange, UpdateUser,
     UpgradeRequest, Upgraded, Usage, User, VerificationSent,
 };
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use worker::{Env, Method, Request, Response};
 
 use crate::auth::Caller;
 use crate::events::Events;
 use crate::gate::{GateAnswer, GateClient, GateRecord};
 use crate::http::{self, forward, JSON, MERGE_PATCH_JSON};
-use crate::origin_client::OriginResponse;
 use crate::problem::EdgeError;
 use crate::profile_cache::{self, CachedProfile};
 
@@ -30,37 +27,6 @@ fn authorize(caller: &Caller, target: &UserId) -> Result<(), EdgeError> {
     } else {
         Err(EdgeError::new(ProblemKind::Forbidden, "you may only act on your own account"))
     }
-}
-
-/// A body read as the wire type `T` (a JSON object of the accepted media types), or a 400
-/// naming what is wrong, as the origin would.
-pub(crate) async fn read_body<T: DeserializeOwned>(
-    req: &mut Request,
-    accepted: &[&str],
-) -> Result<T, EdgeError> {
-    let value = http::read_json(req, accepted).await?;
-    serde_json::from_value(value)
-        .map_err(|e| EdgeError::new(ProblemKind::BadRequest, format!("invalid body: {e}")))
-}
-
-/// A wire value as a request body for the origin.
-pub(crate) fn body_of<T: Serialize>(value: &T) -> Result<Value, EdgeError> {
-    Ok(serde_json::to_value(value)?)
-}
-
-/// The origin's answer read as the wire type `T`; an answer that is not one is the origin's
-/// failure (a 502).
-pub(crate) fn answer_of<T: DeserializeOwned>(answer: &OriginResponse) -> Result<T, EdgeError> {
-    serde_json::from_slice(&answer.body).map_err(|_| EdgeError::OriginFailed { status: answer.status })
-}
-
-/// A JSON answer of the wire value `body`; with `version`, its `ETag`.
-pub(crate) fn reply<T: Serialize>(
-    status: u16,
-    body: &T,
-    version: Option<u64>,
-) -> Result<Response, EdgeError> {
-    http::json_text(status, serde_json::to_string(body)?, version)
 }
 
 /// Records an acknowledged state of the profile: first in the gate (strongly consistent, so
@@ -79,15 +45,16 @@ async fn remember(env: &Env, view: &User) -> Result<u64, EdgeError> {
 
 pub async fn create(mut req: Request, env: &Env, caller: Option<Caller>) -> Result<Response, EdgeError> {
     let actor = caller.map_or(Actor::Anonymous, |c| c.actor());
-    let body: CreateUser = read_body(&mut req, &[JSON]).await?;
-    let answer = forward(env, &actor, Method::Post, "/internal/users", Some(&body_of(&body)?)).await?;
-    let view = match answer_of::<Signup>(&answer)? {
+    let body: CreateUser = http::read_body(&mut req, &[JSON]).await?;
+    let answer =
+        forward(env, &actor, Method::Post, "/internal/users", Some(&http::to_origin(&body)?)).await?;
+    let view = match http::origin_as::<Signup>(&answer)? {
         // A child's signup waits for a parent's consent: nothing to cache, no session to open.
-        Signup::Pending(pending) => return reply(202, &pending, None),
+        Signup::Pending(pending) => return http::reply(202, &pending),
         Signup::Created(view) => view,
     };
     let version = remember(env, &view).await?;
-    let mut response = reply(201, &view, Some(version))?;
+    let mut response = http::reply_at(201, &view, version)?;
     response.headers_mut().set("location", &format!("/api/v1/users/{}", view.id))?;
     Ok(response)
 }
@@ -132,9 +99,9 @@ pub async fn read(
         }
     }
     let answer = forward(env, &caller.actor(), Method::Get, &format!("/internal/users/{id}"), None).await?;
-    let view: User = answer_of(&answer)?;
+    let view: User = http::origin_as(&answer)?;
     let version = remember(env, &view).await?;
-    let mut response = reply(200, &view, Some(version))?;
+    let mut response = http::reply_at(200, &view, version)?;
     response.headers_mut().set(SOURCE_HEADER, "origin")?;
     crate::metrics::profile_read(false);
     Ok(response)
@@ -162,14 +129,14 @@ pub async fn update(
         &caller.actor(),
         Method::Patch,
         &format!("/internal/users/{id}"),
-        Some(&body_of(&body)?),
+        Some(&http::to_origin(&body)?),
     )
     .await?;
-    let view: User = answer_of(&answer)?;
+    let view: User = http::origin_as(&answer)?;
     let version = remember(env, &view).await?;
     // Which fields changed, never their values: events carry no personal data.
     events.push("profile_change", Some(id.as_str()), None, json!({ "version": version, "fields": fields }));
-    reply(200, &view, Some(version))
+    http::reply_at(200, &view, version)
 }
 
 pub async fn upgrade(
@@ -182,10 +149,10 @@ pub async fn upgrade(
 ) -> Result<Response, EdgeError> {
     let id = &id;
     authorize(&caller, id)?;
-    let body: UpgradeRequest = read_body(&mut req, &[JSON]).await?;
+    let body: UpgradeRequest = http::read_body(&mut req, &[JSON]).await?;
     let path = format!("/internal/users/{id}/tier");
-    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body_of(&body)?)).await?;
-    let upgraded: Upgraded = answer_of(&answer)?;
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&http::to_origin(&body)?)).await?;
+    let upgraded: Upgraded = http::origin_as(&answer)?;
     let version = upgraded.user.version;
     // The origin answers a change to the tier the account already has with its current view,
     // unchanged. A version the gate has already acknowledged means exactly that: nothing was
@@ -196,7 +163,7 @@ pub async fn upgrade(
         GateClient::for_user(env, id.as_str())?.peek().await?.profile_version
     };
     if acknowledged.is_some_and(|known| version <= known) {
-        return reply(200, &upgraded, Some(version));
+        return http::reply_at(200, &upgraded, version);
     }
     // What a downgrade disabled is said once, here, and not cached as part of the profile.
     let version = remember(env, &upgraded.user).await?;
@@ -206,7 +173,7 @@ pub async fn upgrade(
         None,
         json!({ "tier": upgraded.user.tier, "by": caller.actor().to_string() }),
     );
-    reply(200, &upgraded, Some(version))
+    http::reply_at(200, &upgraded, version)
 }
 
 /// Starts an email change. The origin checks the current password and the new address and
@@ -218,10 +185,10 @@ pub async fn start_email_change(
     id: UserId,
 ) -> Result<Response, EdgeError> {
     authorize(&caller, &id)?;
-    let body: StartEmailChange = read_body(&mut req, &[JSON]).await?;
+    let body: StartEmailChange = http::read_body(&mut req, &[JSON]).await?;
     let path = format!("/internal/users/{id}/email");
-    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body_of(&body)?)).await?;
-    reply(202, &answer_of::<EmailChangeStarted>(&answer)?, None)
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&http::to_origin(&body)?)).await?;
+    http::reply(202, &http::origin_as::<EmailChangeStarted>(&answer)?)
 }
 
 /// Completes an email change with the code; the new view is recorded like any other write.
@@ -234,10 +201,10 @@ pub async fn confirm_email_change(
 ) -> Result<Response, EdgeError> {
     let id = &id;
     authorize(&caller, id)?;
-    let body: Code = read_body(&mut req, &[JSON]).await?;
+    let body: Code = http::read_body(&mut req, &[JSON]).await?;
     let path = format!("/internal/users/{id}/email/confirm");
-    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body_of(&body)?)).await?;
-    let view: User = answer_of(&answer)?;
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&http::to_origin(&body)?)).await?;
+    let view: User = http::origin_as(&answer)?;
     let version = remember(env, &view).await?;
     events.push(
         "profile_change",
@@ -245,7 +212,7 @@ pub async fn confirm_email_change(
         None,
         json!({ "version": version, "fields": ["email"] }),
     );
-    reply(200, &view, Some(version))
+    http::reply_at(200, &view, version)
 }
 
 pub async fn insights(
@@ -258,7 +225,7 @@ pub async fn insights(
     authorize(&caller, id)?;
     let path = format!("/internal/users/{id}/insights");
     let answer = forward(env, &caller.actor(), Method::Get, &path, None).await?;
-    let mut insights: Insights = answer_of(&answer)?;
+    let mut insights: Insights = http::origin_as(&answer)?;
     // The origin knows the account; the gate knows the traffic. API usage is the gate's exact
     // count of the user's current window (for their own insights; an admin's view of another
     // user asks that user's gate without counting).
@@ -274,19 +241,23 @@ pub async fn insights(
             window_secs: limit.window_secs,
         },
     });
-    reply(200, &insights, None)
+    http::reply(200, &insights)
 }
 
 /// Confirms the signup address with the code sent to it. The origin answers the new view,
 /// which is recorded in the gate and KV like any write; the caller, who proved only that they
 /// read the mailbox, is told no more than that the address is verified.
 pub async fn verify_email(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
+    let body: domain::wire::auth::VerifyEmailRequest = http::read_body(&mut req, &[JSON]).await?;
+    let path = "/internal/auth/email/verify";
     let answer =
-        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/email/verify", Some(&body)).await?;
-    let view: User = answer_of(&answer)?;
+        forward(env, &Actor::Anonymous, Method::Post, path, Some(&serde_json::to_value(&body)?)).await?;
+    let view: User = http::origin_as(&answer)?;
     remember(env, &view).await?;
-    http::json(200, &json!({ "user_id": view.id, "email_verified": true }), None)
+    http::reply(
+        200,
+        &domain::wire::auth::EmailVerified { user_id: view.id.to_string(), email_verified: true },
+    )
 }
 
 /// Sends a new verification code to the account's address.
@@ -294,5 +265,5 @@ pub async fn resend_verification(env: &Env, caller: Caller, id: UserId) -> Resul
     authorize(&caller, &id)?;
     let path = format!("/internal/users/{id}/email/verification");
     let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&json!({}))).await?;
-    reply(202, &answer_of::<VerificationSent>(&answer)?, None)
+    http::reply(202, &http::origin_as::<VerificationSent>(&answer)?)
 }

@@ -29,6 +29,7 @@ pub const INTEGRATIONS: [&str; 6] =
     ["spotify", "apple_music", "youtube_music", "soundcloud", "cloud_sync", "custom_models"];
 
 /// A member's role in their organization.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OrgRole {

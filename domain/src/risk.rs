@@ -52,6 +52,7 @@ pub struct PastLogin {
 }
 
 /// One signal that fired, with its weight and what it saw.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Signal {
     pub signal: String,
@@ -59,6 +60,9 @@ pub struct Signal {
     pub detail: String,
 }
 
+/// A login's risk: its score in [0, 1] and the signals that fired.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Risk))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assessment {
     pub score: f64,

@@ -246,6 +246,29 @@ pub fn second_factor(
     }
 }
 
+/// The second-factor decision of a login whose password was right: the risk `score` against
+/// the account's `risk_score_threshold` (and [`crate::risk::EXTREME`]) feeds [`second_factor`],
+/// and a member's organization narrows the factors offered ([`crate::org::OrgPolicies::restrict`]).
+pub fn login_decision(
+    enrolled: &Enrolled,
+    settings: &SecuritySettings,
+    floor: &SecurityFloor,
+    score: f64,
+    org: Option<&crate::org::OrgPolicies>,
+) -> SecondFactor {
+    let risky = score >= settings.risk_score_threshold;
+    match second_factor(enrolled, settings, floor, risky, score >= crate::risk::EXTREME) {
+        SecondFactor::Ask { reason, factors } => {
+            let factors = match org {
+                Some(policies) => policies.restrict(factors),
+                None => factors,
+            };
+            SecondFactor::Ask { reason, factors }
+        }
+        other => other,
+    }
+}
+
 /// The factors a challenge offers: the enrolled ones (a passkey first: it resists phishing),
 /// an email code when the user chose that
 /// method or when a factor is required and none is enrolled (the address is always there),
@@ -270,8 +293,46 @@ pub fn offered_factors(enrolled: &Enrolled, settings: &SecuritySettings, require
     factors
 }
 
+/// The factors a step-up or a sensitive change accepts as its second proof: the enrolled ones
+/// (a passkey first) and recovery codes while an authenticator has some left; never an email
+/// code, which proves only the mailbox a stolen session may already read.
+pub fn proof_factors(enrolled: &Enrolled) -> Vec<Factor> {
+    let mut factors = Vec::new();
+    if enrolled.webauthn {
+        factors.push(Factor::Webauthn);
+    }
+    if enrolled.totp {
+        factors.push(Factor::Totp);
+    }
+    if enrolled.sms {
+        factors.push(Factor::Sms);
+    }
+    if enrolled.totp && enrolled.recovery_codes_left > 0 {
+        factors.push(Factor::RecoveryCode);
+    }
+    factors
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_proof_takes_the_enrolled_factors_and_never_an_email_code() {
+        let none = Enrolled::default();
+        assert!(proof_factors(&none).is_empty());
+        let all = Enrolled { webauthn: true, totp: true, sms: true, recovery_codes_left: 3 };
+        assert_eq!(
+            proof_factors(&all),
+            vec![Factor::Webauthn, Factor::Totp, Factor::Sms, Factor::RecoveryCode]
+        );
+        let used_up = Enrolled { totp: true, recovery_codes_left: 0, ..Enrolled::default() };
+        assert_eq!(proof_factors(&used_up), vec![Factor::Totp]);
+        // The same factors a login offers when nothing asks for an email code.
+        let quiet = settings(false, &[]);
+        for enrolled in [none, all, used_up] {
+            assert_eq!(proof_factors(&enrolled), offered_factors(&enrolled, &quiet, false));
+        }
+    }
+
     use super::*;
 
     fn settings(require_mfa: bool, methods: &[MfaMethod]) -> SecuritySettings {
@@ -287,6 +348,38 @@ mod tests {
     const NONE: SecurityFloor =
         SecurityFloor { mfa_required: false, max_idle_minutes: None, max_session_hours: None };
     const TOTP: Enrolled = Enrolled { webauthn: false, totp: true, sms: false, recovery_codes_left: 10 };
+
+    #[test]
+    fn a_login_decision_weighs_the_risk_and_the_organizations_methods() {
+        let quiet = settings(false, &[]);
+        let none = Enrolled::default();
+        // Under the threshold: nothing asked; at it with nothing enrolled: no factor to offer.
+        assert_eq!(login_decision(&none, &quiet, &NONE, 0.69, None), SecondFactor::NotNeeded);
+        assert_eq!(login_decision(&none, &quiet, &NONE, 0.7, None), SecondFactor::NotNeeded);
+        assert_eq!(login_decision(&none, &quiet, &NONE, crate::risk::EXTREME, None), SecondFactor::Refuse);
+        // A member whose organization allows passkeys only: a passkey among the enrolled is all
+        // that is offered; with none of the allowed enrolled, the challenge keeps what it had.
+        let both = Enrolled { webauthn: true, ..TOTP };
+        let passkeys_only = crate::org::OrgPolicies {
+            mfa_methods: vec![Factor::Webauthn],
+            ..crate::org::OrgPolicies::default()
+        };
+        assert_eq!(
+            login_decision(&both, &quiet, &NONE, 0.0, Some(&passkeys_only)),
+            SecondFactor::Ask { reason: MfaReason::Enrolled, factors: vec![Factor::Webauthn] }
+        );
+        assert_eq!(
+            login_decision(&TOTP, &quiet, &NONE, 0.0, Some(&passkeys_only)),
+            SecondFactor::Ask {
+                reason: MfaReason::Enrolled,
+                factors: vec![Factor::Totp, Factor::RecoveryCode]
+            }
+        );
+        assert_eq!(
+            login_decision(&TOTP, &quiet, &NONE, 0.0, None),
+            second_factor(&TOTP, &quiet, &NONE, false, false)
+        );
+    }
 
     #[test]
     fn an_enrolled_factor_is_always_asked_even_without_require_mfa_or_risk() {

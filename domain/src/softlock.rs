@@ -129,8 +129,82 @@ impl MfaFailures {
     }
 }
 
+/// Which softlock counters a login (or a password check) counts against: one per account, one
+/// per account and network, and one per account and known device. A device the server
+/// recognises is held back only by its own failures, so failures from elsewhere cannot lock
+/// the owner out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockKeys {
+    /// The counters' state keys (`lock:acct:…`, `lock:net:…`, `lock:dev:…`).
+    pub keys: Vec<String>,
+    /// Which of `keys` decide whether this attempt waits.
+    pub checked: Vec<bool>,
+    /// Which of `keys` count the attempt before its check (account, network): parallel guesses
+    /// cannot all pass them. A known device's counter counts after the check instead: its token
+    /// came from a successful login, and the owner's parallel logins from one device (an app
+    /// and a browser tab) must not hold each other back.
+    pub ahead: Vec<bool>,
+}
+
+impl LockKeys {
+    /// The counters of an attempt on the account `account_key` (an opaque index of its email),
+    /// from `network` (the address's network), with a `device` the server recognised.
+    pub fn of(account_key: &str, network: Option<&str>, device: Option<&str>) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut keys = vec![format!("lock:acct:{account_key}")];
+        if let Some(net) = network {
+            keys.push(format!("lock:net:{account_key}:{net}"));
+        }
+        if let Some(device) = device {
+            keys.push(format!("lock:dev:{account_key}:{}", hex::encode(Sha256::digest(device.as_bytes()))));
+        }
+        let checked = keys.iter().map(|k| k.starts_with("lock:dev:") == device.is_some()).collect();
+        let ahead = keys.iter().map(|k| !k.starts_with("lock:dev:")).collect();
+        Self { keys, checked, ahead }
+    }
+
+    /// Whether an attempt with these counters' values waits (a checked counter is paused).
+    pub fn waiting(&self, counters: &[FailureCounter], now: UnixMillis) -> bool {
+        counters.iter().zip(&self.checked).any(|(c, checked)| *checked && c.check(now).is_err())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lock_keys_check_the_device_alone_when_it_is_known() {
+        let known = LockKeys::of("k", Some("net"), Some("dev"));
+        assert_eq!(known.keys.len(), 3);
+        assert_eq!(known.checked, vec![false, false, true]);
+        assert_eq!(known.ahead, vec![true, true, false], "a known device counts after its check");
+        let unknown = LockKeys::of("k", Some("net"), None);
+        assert_eq!(unknown.keys, vec!["lock:acct:k".to_owned(), "lock:net:k:net".to_owned()]);
+        assert_eq!(unknown.checked, vec![true, true]);
+        assert_eq!(unknown.ahead, vec![true, true]);
+        // A password check outside a login: the account's counter alone.
+        let account = LockKeys::of("k", None, None);
+        assert_eq!(
+            (account.keys.len(), account.checked.clone(), account.ahead.clone()),
+            (1, vec![true], vec![true])
+        );
+    }
+
+    #[test]
+    fn a_paused_checked_counter_makes_the_attempt_wait() {
+        let now = UnixMillis(1_000_000);
+        let mut paused = FailureCounter::default();
+        for _ in 0..(FREE_FAILURES + 1) {
+            paused.record_failure(now);
+        }
+        let known = LockKeys::of("k", Some("net"), Some("dev"));
+        // The account's and the network's counters are paused, the device's is not: no wait.
+        let calm = FailureCounter::default();
+        assert!(!known.waiting(&[paused.clone(), paused.clone(), calm.clone()], now));
+        assert!(known.waiting(&[calm.clone(), calm.clone(), paused.clone()], now));
+        let unknown = LockKeys::of("k", Some("net"), None);
+        assert!(unknown.waiting(&[calm, paused], now));
+    }
+
     use super::*;
 
     #[test]

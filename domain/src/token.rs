@@ -220,8 +220,22 @@ impl Keyset {
     }
 
     /// The JWKS document for `GET /.well-known/jwks.json`.
-    pub fn jwks(&self) -> Value {
-        json!({ "keys": self.keys.iter().map(VerifyingKey::to_jwk).collect::<Vec<_>>() })
+    pub fn jwks(&self) -> crate::wire::auth::Jwks {
+        crate::wire::auth::Jwks {
+            keys: self
+                .keys
+                .iter()
+                .map(|k| crate::wire::auth::Jwk {
+                    kty: "OKP".into(),
+                    crv: "Ed25519".into(),
+                    x: URL_SAFE_NO_PAD.encode(k.key.as_ref()),
+                    kid: k.kid.clone(),
+                    alg: ALGORITHM.into(),
+                    use_: "sig".into(),
+                    exp: k.expires,
+                })
+                .collect(),
+        }
     }
 }
 
@@ -235,6 +249,7 @@ pub struct TokenPolicy {
 }
 
 /// The claims of an access token beyond `exp`, `nbf` and `iat`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub iss: String,
@@ -661,7 +676,7 @@ mod tests {
         assert!(validate_access(&token, &during, &policy(), NOW).is_ok());
         let after = Keyset::new(&new, vec![]);
         assert_eq!(validate_access(&token, &after, &policy(), NOW), Err(TokenError::UnknownKey));
-        let jwks = during.jwks();
+        let jwks = serde_json::to_value(during.jwks()).unwrap();
         assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
         assert_eq!(jwks["keys"][1]["exp"], NOW.0 / 1000 + 900);
         let previous = json!({ "keys": [jwks["keys"][1].clone()] });

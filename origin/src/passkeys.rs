@@ -546,7 +546,7 @@ impl Accounts {
         &self,
         request: PasswordlessFinish,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<domain::wire::auth::LoginVerified, ApiError> {
         let refused = || ApiError::client(ProblemKind::Unauthenticated, "this passkey is not recognised");
         let credential: PublicKeyCredential = serde_json::from_value(request.credential)
             .map_err(|e| bad(format!("credential is not a WebAuthn assertion: {e}")))?;

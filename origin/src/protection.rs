@@ -20,10 +20,15 @@ use domain::messages::Template;
 use domain::problem::{Problem, ProblemKind};
 use domain::risk::{self, Assessment, LoginContext, PastLogin};
 use domain::security::{self, SecondFactor, SecurityFloor};
-use domain::softlock::{FailureCounter, MfaFailures};
+use domain::softlock::{FailureCounter, LockKeys, MfaFailures};
 use domain::tier::Tier;
 use domain::time::UnixMillis;
 use domain::totp;
+use domain::wire::auth::{
+    CodeSent, LoginVerified, MfaChallenge, MfaRequest, MfaSendRequest, PasswordCredentials, SignIn,
+    StepUpRequest,
+};
+use domain::wire::Factor;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -47,25 +52,11 @@ const RECOVERY_CODES: usize = 10;
 /// 10 random bytes: 80 bits, 16 base32 characters.
 const RECOVERY_CODE_BYTES: usize = 10;
 
-/// What the edge sends to log in.
-#[derive(Debug, Deserialize)]
-pub struct LoginRequest {
-    pub email: String,
-    pub password: String,
-    /// The device token a previous successful login returned, if the client kept it.
-    #[serde(default)]
-    pub device_token: Option<String>,
-    #[serde(default)]
-    pub context: EdgeContext,
-}
+/// What the edge sends to log in: the email and password, the device token, the client's context.
+pub type LoginRequest = SignIn<PasswordCredentials>;
 
 /// What the edge saw of the client.
-#[derive(Debug, Default, Clone, Deserialize)]
-pub struct EdgeContext {
-    pub ip: Option<String>,
-    pub country: Option<String>,
-    pub user_agent: Option<String>,
-}
+pub use domain::wire::auth::ClientContext as EdgeContext;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Challenge {
@@ -92,23 +83,12 @@ struct OneTimeCode {
     tries: u32,
 }
 
-#[derive(Debug, Deserialize)]
-pub struct MfaAnswer {
-    pub challenge_id: String,
-    pub method: String,
-    /// The code, for every method but `webauthn`.
-    #[serde(default)]
-    pub code: String,
-    /// The authenticator's answer, for `webauthn` (options from `/auth/mfa/webauthn`).
-    #[serde(default)]
-    pub credential: Option<Value>,
-}
+/// A challenge's completion: the method and its code (or, for `webauthn`, the authenticator's
+/// answer to the options from `/auth/mfa/webauthn`).
+pub type MfaAnswer = MfaRequest;
 
-#[derive(Debug, Deserialize)]
-pub struct MfaSend {
-    pub challenge_id: String,
-    pub method: String,
-}
+/// A code to send for a challenge (or, with `webauthn`, the assertion's options to start).
+pub type MfaSend = MfaSendRequest;
 
 /// A proof for a sensitive change: the current password and, with a factor enrolled, a code
 /// from it — or a step-up the caller's session made within the last five minutes, which the
@@ -128,6 +108,19 @@ pub struct Proof {
     /// call without it).
     #[serde(default)]
     pub credential: Option<Value>,
+}
+
+impl From<StepUpRequest> for Proof {
+    /// A step-up's own proof: never a previous step-up.
+    fn from(request: StepUpRequest) -> Self {
+        Self {
+            current_password: request.current_password,
+            method: request.method.map(|m| m.as_str().to_owned()),
+            code: request.code,
+            step_up_at: None,
+            credential: request.credential,
+        }
+    }
 }
 
 fn email_channel() -> String {
@@ -173,20 +166,6 @@ fn refused_challenge() -> ApiError {
     ApiError::client(ProblemKind::Unauthenticated, "the challenge is unknown or expired; log in again")
 }
 
-/// How a login's softlock counters are chosen: one per account, one per account and network,
-/// and one per account and known device. A device the server recognises is held back only by
-/// its own failures, so failures from elsewhere cannot lock the owner out.
-struct LockKeys {
-    keys: Vec<String>,
-    /// Which of `keys` decide whether this attempt waits.
-    checked: Vec<bool>,
-    /// Which of `keys` count the attempt before its check (account, network): parallel guesses
-    /// cannot all pass them. A known device's counter counts after the check instead: its token
-    /// came from a successful login, and the owner's parallel logins from one device (an app
-    /// and a browser tab) must not hold each other back.
-    ahead: Vec<bool>,
-}
-
 /// How an attempt counted by `begin_attempt` ended.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Attempt {
@@ -199,28 +178,9 @@ enum Attempt {
     TakenBack,
 }
 
-impl LockKeys {
-    fn of(account_key: &str, network: Option<&str>, device: Option<&str>) -> Self {
-        let mut keys = vec![format!("lock:acct:{account_key}")];
-        if let Some(net) = network {
-            keys.push(format!("lock:net:{account_key}:{net}"));
-        }
-        if let Some(device) = device {
-            keys.push(format!("lock:dev:{account_key}:{}", sha256_hex(device)));
-        }
-        let checked = keys.iter().map(|k| k.starts_with("lock:dev:") == device.is_some()).collect();
-        let ahead = keys.iter().map(|k| !k.starts_with("lock:dev:")).collect();
-        Self { keys, checked, ahead }
-    }
-
-    /// Whether an attempt with these counters' values waits (a checked counter is paused).
-    fn waiting(&self, counters: &[FailureCounter], now: UnixMillis) -> bool {
-        counters.iter().zip(&self.checked).any(|(c, checked)| *checked && c.check(now).is_err())
-    }
-
-    fn with_expiry(&self, now: UnixMillis) -> Vec<(String, UnixMillis)> {
-        self.keys.iter().map(|k| (k.clone(), now.saturating_add_ms(LOCK_TTL_MS))).collect()
-    }
+/// The softlock counters' state keys, each living a day past this attempt.
+fn with_expiry(locks: &LockKeys, now: UnixMillis) -> Vec<(String, UnixMillis)> {
+    locks.keys.iter().map(|k| (k.clone(), now.saturating_add_ms(LOCK_TTL_MS))).collect()
 }
 
 impl Accounts {
@@ -229,7 +189,7 @@ impl Accounts {
     async fn begin_attempt(&self, locks: &LockKeys, now: UnixMillis) -> Result<(u32, Option<u64>), ApiError> {
         let update = self
             .store
-            .update_states(&locks.with_expiry(now), now, &|values| {
+            .update_states(&with_expiry(locks, now), now, &|values| {
                 let counters: Vec<FailureCounter> =
                     values.iter().map(|v| parse_or_default(v.as_ref())).collect();
                 // An attempt during a pause is a failure on every counter; any other is counted
@@ -264,7 +224,7 @@ impl Accounts {
             return Ok(()); // counted already, everywhere
         }
         self.store
-            .update_states(&locks.with_expiry(now), now, &|values| {
+            .update_states(&with_expiry(locks, now), now, &|values| {
                 for ((value, checked), ahead) in values.iter_mut().zip(&locks.checked).zip(&locks.ahead) {
                     let mut counter: FailureCounter = parse_or_default(value.as_ref());
                     match (outcome, *ahead) {
@@ -333,7 +293,7 @@ impl Accounts {
         risk: &Assessment,
         events: Vec<(&'static str, Value)>,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<LoginVerified, ApiError> {
         self.logged_in(account, context, risk, events, now).await
     }
 
@@ -374,13 +334,13 @@ impl Accounts {
     /// Logs in: softlock, then the password, then the risk of the context, then a second
     /// factor when one is enrolled, the account requires one, or the risk asks for one. Every
     /// refusal for a wrong email or password is the same answer after the same work.
-    pub async fn login(&self, request: LoginRequest, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn login(&self, request: LoginRequest, now: UnixMillis) -> Result<LoginVerified, ApiError> {
         // Every login costs one argon2 check: its place is taken first, so that a flood beyond
         // the pool is refused at once (503 + Retry-After), before any database work.
         let place = self.hasher.reserve().inspect_err(|_| metrics::login(outcome::OVERLOADED, "none"))?;
-        let normalised_email = Email::parse(&request.email)
+        let normalised_email = Email::parse(&request.credentials.email)
             .map(|e| e.as_str().to_owned())
-            .unwrap_or_else(|_| request.email.trim().to_lowercase());
+            .unwrap_or_else(|_| request.credentials.email.trim().to_lowercase());
         let account_key = hex::encode(self.keyring.email_index(&normalised_email));
         let row = self.find_by_email(&normalised_email).await?;
         let user_for_facts = row.as_ref().map_or("usr_unknown", |r| r.id.as_str()).to_owned();
@@ -412,7 +372,8 @@ impl Accounts {
             return Err(throttled("logins for this account", wait));
         }
 
-        let matches = match self.password_matches_in(place, row.as_ref(), &request.password).await {
+        let matches = match self.password_matches_in(place, row.as_ref(), &request.credentials.password).await
+        {
             Ok(matches) => matches,
             Err(e) => {
                 self.end_attempt(&locks, Attempt::TakenBack, now).await?;
@@ -443,9 +404,8 @@ impl Accounts {
         // An organization's policy adds to the member's own floor and narrows the factors.
         let (floor, org_policies) = self.member_floor(&account).await?;
         let enrolled = self.store.enrolled_factors(&account.row.id).await?;
-        let risky = assessment.score >= settings.risk_score_threshold;
         let risk_event = json!({ "score": assessment.score, "signals": assessment.signals });
-        match security::second_factor(&enrolled, settings, &floor, risky, assessment.score >= risk::EXTREME) {
+        match security::login_decision(&enrolled, settings, &floor, assessment.score, org_policies.as_ref()) {
             SecondFactor::Refuse => {
                 metrics::login(outcome::REFUSED_RISK, &tier_seen);
                 self.event_later(&account.row.id, "risk_assessed", risk_event, now);
@@ -456,10 +416,6 @@ impl Accounts {
                 ))
             }
             SecondFactor::Ask { reason, factors } => {
-                let factors = match &org_policies {
-                    Some(policies) => policies.restrict(factors),
-                    None => factors,
-                };
                 metrics::login(outcome::MFA_REQUIRED, &tier_seen);
                 let id = format!("chl_{}", hex::encode(random_16()));
                 let methods: Vec<String> = factors.iter().map(|f| f.as_str().to_owned()).collect();
@@ -485,15 +441,15 @@ impl Accounts {
                 );
                 // Before the second factor, nothing about the account or the assessment: the
                 // holder of a stolen password learns only that a factor is needed.
-                Err(ApiError::Client(
-                    Problem::new(
-                        ProblemKind::MfaRequired,
-                        format!("a second factor is {}", reason.describe()),
-                    )
-                    .with("mfa_required", true)
-                    .with("challenge_id", id)
-                    .with("methods", methods),
-                ))
+                let offered = MfaChallenge { mfa_required: true, challenge_id: id, methods: factors };
+                let mut problem = Problem::new(
+                    ProblemKind::MfaRequired,
+                    format!("a second factor is {}", reason.describe()),
+                );
+                if let Value::Object(fields) = serde_json::to_value(&offered).map_err(internal)? {
+                    problem.extensions.extend(fields);
+                }
+                Err(ApiError::Client(problem))
             }
             SecondFactor::NotNeeded => {
                 self.logged_in(account, context, &assessment, vec![("risk_assessed", risk_event)], now).await
@@ -509,7 +465,7 @@ impl Accounts {
         risk: &Assessment,
         mut events: Vec<(&'static str, Value)>,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<LoginVerified, ApiError> {
         let device_id = context.device_id.clone().unwrap_or_else(|| hex::encode(random_16()));
         let device_token = self.device_token(&account.row.id, &device_id);
         context.device_id = Some(device_id);
@@ -529,18 +485,18 @@ impl Accounts {
             store.record_login_success(&user_id, &context_json, now, &events).await?;
             Ok(())
         });
-        Ok(json!({
-            "user_id": account.row.id,
-            "tier": account.row.tier,
-            "role": account.row.role,
-            "version": account.row.version,
-            "session_timeout_minutes": limits.idle_ms / 60_000,
-            "session_absolute_ms": limits.absolute_ms,
-            "device_token": device_token,
-            "risk": risk,
-            "org": org,
-            "org_at": now.0,
-        }))
+        Ok(LoginVerified {
+            tier: account.row.tier.parse().map_err(internal)?,
+            role: account.row.role.parse().map_err(internal)?,
+            user_id: account.row.id,
+            version: u64::try_from(account.row.version).map_err(internal)?,
+            session_timeout_minutes: limits.idle_ms / 60_000,
+            session_absolute_ms: Some(limits.absolute_ms),
+            device_token: Some(device_token),
+            risk: Some(risk.clone()),
+            org,
+            org_at: Some(now.0),
+        })
     }
 
     async fn challenge(&self, id: &str, now: UnixMillis) -> Result<Challenge, ApiError> {
@@ -552,20 +508,20 @@ impl Accounts {
     }
 
     /// Sends a one-time code for a challenge by email or SMS, through the outbox.
-    pub async fn send_code(&self, request: MfaSend, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn send_code(&self, request: MfaSend, now: UnixMillis) -> Result<CodeSent, ApiError> {
         let challenge = self.challenge(&request.challenge_id, now).await?;
-        let offered = challenge.methods.contains(&request.method);
-        if !offered || !matches!(request.method.as_str(), "email" | "sms") {
+        let offered = challenge.methods.iter().any(|m| m == request.method.as_str());
+        if !offered || !matches!(request.method, Factor::Email | Factor::Sms) {
             return Err(ApiError::client(
                 ProblemKind::BadRequest,
                 "codes are sent by email or SMS, when the login offers that method",
             ));
         }
         let id: UserId = challenge.user_id.parse().map_err(internal)?;
-        let to = self.code_destination(&id, &request.method).await?;
+        let to = self.code_destination(&id, request.method.as_str()).await?;
         let code = six_digits();
         let one_time = OneTimeCode {
-            channel: request.method.clone(),
+            channel: request.method.as_str().to_owned(),
             hash: sha256_hex(&code),
             expires_at: now.saturating_add_ms(OTP_TTL_MS),
             tries: 0,
@@ -589,10 +545,10 @@ impl Accounts {
         }
         let account = self.load(&id).await?;
         let template = Template::SignInCode { code: &code, minutes: OTP_TTL_MS / 60_000 };
-        let message = self.message(&account, &request.method, &to, &template, Some(&code), now)?;
+        let message = self.message(&account, request.method.as_str(), &to, &template, Some(&code), now)?;
         self.send_message(message).await?;
         self.event_later(&challenge.user_id, "mfa_code_sent", json!({ "method": request.method }), now);
-        Ok(json!({ "sent": request.method, "expires_in": OTP_TTL_MS / 1000 }))
+        Ok(CodeSent { sent: request.method, expires_in: OTP_TTL_MS / 1000 })
     }
 
     /// The options of a passkey assertion for a challenge that offers `webauthn`; its state is
@@ -620,13 +576,13 @@ impl Accounts {
     /// atomically, before the code is checked, whatever the challenge; ten in an hour softlock
     /// the second factor. The challenge is consumed once, and only if the account is still
     /// enabled and its password unchanged since the challenge was made.
-    pub async fn complete_mfa(&self, answer: MfaAnswer, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn complete_mfa(&self, answer: MfaAnswer, now: UnixMillis) -> Result<LoginVerified, ApiError> {
         let key = format!("challenge:{}", answer.challenge_id);
         let challenge = self.challenge(&answer.challenge_id, now).await?;
-        if !challenge.methods.contains(&answer.method) {
+        if !challenge.methods.iter().any(|m| m == answer.method.as_str()) {
             return Err(ApiError::client(
                 ProblemKind::BadRequest,
-                format!("{} is not offered for this login", answer.method),
+                format!("{} is not offered for this login", answer.method.as_str()),
             ));
         }
         let id: UserId = challenge.user_id.parse().map_err(internal)?;
@@ -686,14 +642,21 @@ impl Accounts {
         }
         let assertion = (format!("webauthn:mfa:{}", answer.challenge_id), answer.credential.as_ref());
         let ok = self
-            .check_factor(&id, &answer.method, &answer.code, before.one_time_code.as_ref(), assertion, now)
+            .check_factor(
+                &id,
+                answer.method.as_str(),
+                &answer.code,
+                before.one_time_code.as_ref(),
+                assertion,
+                now,
+            )
             .await?;
         if !ok {
             if before.failures + 1 >= OTP_MAX_TRIES {
                 self.store.state_delete(&key).await?;
             }
             self.event_later(id.as_str(), "mfa_failure", json!({ "method": answer.method }), now);
-            metrics::mfa(&answer.method, false);
+            metrics::mfa(answer.method.as_str(), false);
             metrics::login(outcome::MFA_FAILED, &row.tier);
             return Err(ApiError::client(
                 ProblemKind::Unauthenticated,
@@ -705,7 +668,7 @@ impl Accounts {
         if self.store.state_take(&key, now).await?.is_none() {
             return Err(refused_challenge());
         }
-        metrics::mfa(&answer.method, true);
+        metrics::mfa(answer.method.as_str(), true);
         let account = self.unseal(row)?;
         let events = vec![("mfa_success", json!({ "method": answer.method }))];
         self.logged_in(account, challenge.context, &challenge.risk, events, now).await
@@ -904,20 +867,7 @@ impl Accounts {
     }
 
     fn proof_methods(&self, enrolled: &security::Enrolled) -> Vec<String> {
-        security::offered_factors(
-            enrolled,
-            &domain::profile::SecuritySettings {
-                require_mfa: false,
-                mfa_methods: Vec::new(),
-                session_timeout_minutes: 0,
-                risk_score_threshold: 1.0,
-                anomaly_detection_enabled: false,
-            },
-            false,
-        )
-        .into_iter()
-        .map(|f| f.as_str().to_owned())
-        .collect()
+        security::proof_factors(enrolled).into_iter().map(|f| f.as_str().to_owned()).collect()
     }
 
     async fn sent_step_up_code(&self, id: &UserId, now: UnixMillis) -> Result<Option<OneTimeCode>, ApiError> {
@@ -1131,15 +1081,5 @@ mod tests {
         assert_eq!(code.len(), 16);
         assert_eq!(data_encoding::BASE32_NOPAD.decode(code.as_bytes()).unwrap().len() * 8, 80);
         assert_ne!(recovery_code(), recovery_code());
-    }
-
-    #[test]
-    fn lock_keys_check_the_device_alone_when_it_is_known() {
-        let known = LockKeys::of("k", Some("net"), Some("dev"));
-        assert_eq!(known.keys.len(), 3);
-        assert_eq!(known.checked, vec![false, false, true]);
-        assert_eq!(known.ahead, vec![true, true, false], "a known device counts after its check");
-        let unknown = LockKeys::of("k", Some("net"), None);
-        assert_eq!(unknown.checked, vec![true, true]);
     }
 }

@@ -22,8 +22,6 @@ use domain::messages::Template;
 use domain::password::check_password;
 use domain::problem::ProblemKind;
 use domain::time::UnixMillis;
-use serde::Deserialize;
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::crypto::random_16;
@@ -41,24 +39,9 @@ pub const VERIFICATIONS_PER_DAY: u32 = 5;
 const RESET: &str = "password_reset";
 const VERIFY: &str = "email_verification";
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Forgot {
-    pub email: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Reset {
-    pub code: String,
-    pub new_password: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Verify {
-    pub code: String,
-}
+pub use domain::wire::auth::{
+    ForgotPasswordRequest as Forgot, ResetPasswordRequest as Reset, VerifyEmailRequest as Verify,
+};
 
 /// A new code (256 random bits, URL-safe) and the hash stored for it.
 fn new_code() -> (String, String) {
@@ -120,7 +103,11 @@ impl Accounts {
 
     /// Sets a new password with a reset code (see the module doc). Answers the user's id, so
     /// the edge can end the sessions in their gate.
-    pub async fn reset_password(&self, request: Reset, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn reset_password(
+        &self,
+        request: Reset,
+        now: UnixMillis,
+    ) -> Result<domain::wire::auth::PasswordResetDone, ApiError> {
         let hash = code_hash(&request.code);
         let user_id = self.store.code_user(&hash, RESET, now).await?.ok_or_else(|| refused("reset"))?;
         let id: UserId = user_id.parse().map_err(|_| refused("reset"))?;
@@ -159,7 +146,7 @@ impl Accounts {
             return Err(refused("reset"));
         }
         self.deliver_soon(&notice.id, true).await;
-        Ok(json!({ "user_id": user_id, "reset": true }))
+        Ok(domain::wire::auth::PasswordResetDone { user_id: user_id.to_string(), reset: true })
     }
 
     /// Queues a verification code for the account's address.

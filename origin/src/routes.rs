@@ -14,11 +14,16 @@ use crate::passkeys::{PasswordlessFinish, RegistrationFinish, RegistrationStart,
 use crate::protection::{LoginRequest, MfaAnswer, MfaSend, Proof, StepUp};
 use axum::{Json, Router};
 use domain::problem::{Problem, ProblemKind};
+use domain::wire::auth::{
+    ActivateRequest, Activated, CodeSent, ForgotPasswordRequest, LoginVerified, PasswordResetDone,
+    ResetPasswordRequest, ResetRequested, StepUpPending, StepUpProved, StepUpRequest, VerifyEmailRequest,
+};
 use domain::wire::users::{
     AccountStatus, AuditLog, ChangePassword, Code, CreateUser, EmailChangeStarted, EnrolSms, FactorEnrolled,
     PasswordProof, SecurityEvents, Signup, SmsEnrolment, StatusChanged, TotpEnrolment, UpdateUser,
     UpgradeRequest, Upgraded, User,
 };
+use domain::wire::Factor;
 use serde_json::json;
 use tower_http::trace::TraceLayer;
 
@@ -98,12 +103,12 @@ async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>
 }
 
 /// A signed no-op the edge calls to prove the whole signed path works.
-async fn ping(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "time_ms": state.clock.now().0,
-    }))
+async fn ping(State(state): State<AppState>) -> Json<domain::wire::auth::Ping> {
+    Json(domain::wire::auth::Ping {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        time_ms: state.clock.now().0,
+    })
 }
 
 async fn not_found() -> impl IntoResponse {
@@ -175,24 +180,24 @@ async fn insights(
     Ok(Json(state.accounts.insights(&actor, &user_id(&id)?, state.clock.now()).await?))
 }
 
-async fn verify(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
-    let request: LoginRequest = parse(&body)?;
+async fn verify(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<LoginRequest>,
+) -> Result<Json<LoginVerified>, ApiError> {
     Ok(Json(state.accounts.login(request, state.clock.now()).await?))
 }
 
 async fn complete_mfa(
     State(state): State<AppState>,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let answer: MfaAnswer = parse(&body)?;
+    ApiJson(answer): ApiJson<MfaAnswer>,
+) -> Result<Json<LoginVerified>, ApiError> {
     Ok(Json(state.accounts.complete_mfa(answer, state.clock.now()).await?))
 }
 
 async fn send_code(
     State(state): State<AppState>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let request: MfaSend = parse(&body)?;
+    ApiJson(request): ApiJson<MfaSend>,
+) -> Result<(StatusCode, Json<CodeSent>), ApiError> {
     Ok((StatusCode::ACCEPTED, Json(state.accounts.send_code(request, state.clock.now()).await?)))
 }
 
@@ -235,14 +240,16 @@ async fn step_up(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let proof: Proof = if body.is_empty() { Proof::default() } else { parse(&body)? };
-    match state.accounts.step_up(&actor, &user_id(&id)?, proof, state.clock.now()).await? {
-        StepUp::Done { at } => Ok((StatusCode::OK, Json(json!({ "stepped_up_at": at.0 })))),
-        StepUp::CodeSent => Ok((StatusCode::ACCEPTED, Json(json!({ "sent": "sms" })))),
-        StepUp::Options(options) => Ok((StatusCode::ACCEPTED, Json(options))),
-    }
+    OptionalJson(request): OptionalJson<StepUpRequest>,
+) -> Result<axum::response::Response, ApiError> {
+    let proof = Proof::from(request);
+    Ok(match state.accounts.step_up(&actor, &user_id(&id)?, proof, state.clock.now()).await? {
+        StepUp::Done { at } => Json(StepUpProved { stepped_up_at: at.0 }).into_response(),
+        StepUp::CodeSent => {
+            (StatusCode::ACCEPTED, Json(StepUpPending::CodeSent { sent: Factor::Sms })).into_response()
+        }
+        StepUp::Options(options) => (StatusCode::ACCEPTED, Json(options)).into_response(),
+    })
 }
 
 async fn enrol_sms(
@@ -400,13 +407,10 @@ async fn job_runs(State(state): State<AppState>) -> Result<Json<Value>, ApiError
     Ok(Json(serde_json::json!({ "runs": state.store.job_runs(50).await? })))
 }
 
-async fn activate(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
-    #[derive(Deserialize)]
-    struct Activation {
-        token: String,
-        password: String,
-    }
-    let request: Activation = parse(&body)?;
+async fn activate(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<ActivateRequest>,
+) -> Result<Json<Activated>, ApiError> {
     Ok(Json(state.accounts.activate(&request.token, &request.password, state.clock.now()).await?))
 }
 
@@ -473,16 +477,15 @@ async fn passwordless_options(State(state): State<AppState>) -> Result<Json<Valu
 async fn passwordless_login(
     State(state): State<AppState>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LoginVerified>, ApiError> {
     let request: PasswordlessFinish = parse(&body)?;
     Ok(Json(state.accounts.passwordless_finish(request, state.clock.now()).await?))
 }
 
 async fn mfa_webauthn_options(
     State(state): State<AppState>,
-    body: axum::body::Bytes,
+    ApiJson(request): ApiJson<MfaSend>,
 ) -> Result<Json<Value>, ApiError> {
-    let request: MfaSend = parse(&body)?;
     Ok(Json(state.accounts.mfa_webauthn_options(request, state.clock.now()).await?))
 }
 
@@ -490,9 +493,8 @@ async fn mfa_webauthn_options(
 /// an unknown address is told and timed like a known one.
 async fn forgot_password(
     State(state): State<AppState>,
-    body: axum::body::Bytes,
-) -> Result<impl IntoResponse, ApiError> {
-    let request: crate::recovery::Forgot = parse(&body)?;
+    ApiJson(request): ApiJson<ForgotPasswordRequest>,
+) -> Result<(StatusCode, Json<ResetRequested>), ApiError> {
     let email = state.accounts.parse_forgot(&request)?;
     let accounts = std::sync::Arc::clone(&state.accounts);
     let now = state.clock.now();
@@ -503,25 +505,24 @@ async fn forgot_password(
     });
     Ok((
         StatusCode::ACCEPTED,
-        Json(
-            json!({ "status": "accepted", "detail": "if an account has this address, a reset code is on its way" }),
-        ),
+        Json(ResetRequested {
+            status: "accepted".into(),
+            detail: "if an account has this address, a reset code is on its way".into(),
+        }),
     ))
 }
 
 async fn reset_password(
     State(state): State<AppState>,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let request: crate::recovery::Reset = parse(&body)?;
+    ApiJson(request): ApiJson<ResetPasswordRequest>,
+) -> Result<Json<PasswordResetDone>, ApiError> {
     Ok(Json(state.accounts.reset_password(request, state.clock.now()).await?))
 }
 
 async fn verify_email(
     State(state): State<AppState>,
-    body: axum::body::Bytes,
+    ApiJson(request): ApiJson<VerifyEmailRequest>,
 ) -> Result<Json<User>, ApiError> {
-    let request: crate::recovery::Verify = parse(&body)?;
     Ok(Json(state.accounts.verify_email(request, state.clock.now()).await?))
 }
 

@@ -293,7 +293,12 @@ impl Accounts {
     }
 
     /// Activates a provisioned account with its token, setting its first password.
-    pub async fn activate(&self, token: &str, password: &str, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn activate(
+        &self,
+        token: &str,
+        password: &str,
+        now: UnixMillis,
+    ) -> Result<domain::wire::auth::Activated, ApiError> {
         let token_hash = crate::jobs::provision::token_hash(token);
         let refused =
             || ApiError::client(ProblemKind::Unauthenticated, "the activation token is unknown or expired");
@@ -304,7 +309,7 @@ impl Accounts {
         check_password(password, &email).map_err(|e| invalid_field("password", e.rule(), e.to_string()))?;
         let hash = self.hasher.hash(password).await?;
         let id = self.store.activate(&token_hash, &hash, now).await?.ok_or_else(refused)?;
-        Ok(json!({ "user_id": id, "activated": true }))
+        Ok(domain::wire::auth::Activated { user_id: id.to_string(), activated: true })
     }
 
     pub async fn read(&self, actor: &Actor, id: &UserId) -> Result<User, ApiError> {

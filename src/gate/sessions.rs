@@ -72,14 +72,7 @@ pub struct NewSession {
 }
 
 /// The tokens a login or a refresh answers with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenPair {
-    pub access_token: String,
-    pub refresh_token: String,
-    pub token_type: String,
-    pub expires_in: u64,
-    pub session_id: String,
-}
+pub use domain::wire::auth::TokenPair;
 
 /// A session as `GET /api/v1/users/{id}/sessions` lists it.
 pub use domain::wire::users::Session as SessionView;
