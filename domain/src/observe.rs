@@ -212,16 +212,8 @@ impl EdgeAggregate {
 /// Minutes in the dashboard's activity window.
 pub const ACTIVITY_MINUTES: usize = 60;
 
-/// Requests, logins and signups per minute over the last hour, oldest minute first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Activity {
-    /// The start of each minute (Unix seconds), oldest first.
-    pub minutes: Vec<u64>,
-    pub requests: Vec<u64>,
-    pub logins: Vec<u64>,
-    pub failed_logins: Vec<u64>,
-    pub signups: Vec<u64>,
-}
+/// The dashboard's activity series (a wire type).
+pub use crate::wire::admin::Activity;
 
 /// Which activity series an event kind counts in, if any.
 fn series_of(kind: &str) -> Option<usize> {

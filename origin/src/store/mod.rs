@@ -851,24 +851,8 @@ pub trait PersonalizationStore: Send + Sync {
     ) -> Result<(u64, usize, FederatedRow), StoreError>;
 }
 
-/// Data-rights requests, counted for the dashboard (no user named).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ComplianceCounts {
-    /// Erasures scheduled and not yet run (in their grace period).
-    pub erasures_pending: u64,
-    /// Erasures run since the window's start.
-    pub erasures_done: u64,
-    /// Erased users whose edge state (KV, Durable Object) is still to be wiped.
-    pub edge_wipes_pending: u64,
-    /// Export archives being built.
-    pub exports_building: u64,
-    /// Export archives ready and not expired.
-    pub exports_ready: u64,
-    /// Consent records set or changed since the window's start.
-    pub consent_changes: u64,
-    /// Children's accounts waiting for a parent's consent.
-    pub parental_pending: u64,
-}
+/// Data-rights requests, counted for the dashboard (no user named): a wire type.
+pub use domain::wire::admin::ComplianceCounts;
 
 /// The connections of the store's pool, for `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
