@@ -620,7 +620,7 @@ where
             // A withdrawn `analytics` consent (the gate knows it): no usage event at all.
             if collects_events {
                 events.push(
-                    "rate_limited",
+                    domain::wire::event::EventKind::RateLimited,
                     Some(caller.id.as_str()),
                     Some(class),
                     json!({ "tier": caller.token_tier }),
@@ -639,7 +639,7 @@ where
             let answer = limits::finish(handled.await, &limit, policy, path)?;
             if collects_events {
                 events.push(
-                    "api_request",
+                    domain::wire::event::EventKind::ApiRequest,
                     Some(&user),
                     Some(class),
                     json!({ "status": answer.status_code(), "tier": gate.tier }),

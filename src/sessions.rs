@@ -5,6 +5,7 @@
 use domain::identity::{Actor, UserId};
 use domain::problem::ProblemKind;
 use domain::tier::Tier;
+use domain::wire::event::EventKind;
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 
@@ -59,7 +60,7 @@ pub(crate) async fn open_session(
     verified: &Value,
     status: u16,
     events: &Events,
-    kind: &str,
+    kind: EventKind,
 ) -> Result<Response, EdgeError> {
     let text = |name: &str| verified.get(name).and_then(Value::as_str).map(str::to_owned);
     let (Some(user_id), Some(tier), Some(role), Some(version)) = (
@@ -96,7 +97,7 @@ pub(crate) async fn open_session(
             ip: Some(client.ip.clone()),
             // A password alone opens a `login_success`; an MFA completion or a passkey (with
             // user verification) signs in with a second factor.
-            second_factor: kind != "login_success",
+            second_factor: kind != EventKind::LoginSuccess,
             org: org.clone(),
             org_at,
         })
@@ -110,7 +111,7 @@ pub(crate) async fn open_session(
     // The origin records each as a security event the user can read.
     for sid in &created.evicted {
         events.push(
-            "session_evicted",
+            EventKind::SessionEvicted,
             Some(&user_id),
             None,
             json!({ "session_id": sid, "reason": "session limit" }),
@@ -142,17 +143,20 @@ pub async fn login(req: Request, env: &Env, events: &Events) -> Result<Response,
         "/internal/auth/verify",
         &["email", "password"],
         login_refused,
-        "login_success",
+        EventKind::LoginSuccess,
     )
     .await
 }
 
 /// What a refused password login counts as. Refusals carry no user id: the origin keeps
 /// per-account failures in its own security events; this counts them for the business.
-fn login_refused(error: &EdgeError) -> Option<(&'static str, Value)> {
+fn login_refused(error: &EdgeError) -> Option<(EventKind, Value)> {
     let EdgeError::Problem(problem) = error else { return None };
-    let kind =
-        if problem.extensions.contains_key("challenge_id") { "login_mfa_required" } else { "login_failure" };
+    let kind = if problem.extensions.contains_key("challenge_id") {
+        EventKind::LoginMfaRequired
+    } else {
+        EventKind::LoginFailure
+    };
     Some((kind, json!({ "status": problem.status })))
 }
 
@@ -165,8 +169,8 @@ pub(crate) async fn forward_login(
     events: &Events,
     path: &str,
     fields: &[&str],
-    refused: fn(&EdgeError) -> Option<(&'static str, Value)>,
-    success: &str,
+    refused: fn(&EdgeError) -> Option<(EventKind, Value)>,
+    success: EventKind,
 ) -> Result<Response, EdgeError> {
     let body = http::read_json(&mut req, &[JSON]).await?;
     let client = ClientContext::of(&req, &body)?;
@@ -201,11 +205,11 @@ pub async fn complete_mfa(mut req: Request, env: &Env, events: &Events) -> Resul
     {
         Ok(answer) => answer,
         Err(e) => {
-            events.push("mfa_failure", None, None, json!({ "method": method }));
+            events.push(EventKind::MfaFailure, None, None, json!({ "method": method }));
             return Err(e);
         }
     };
-    open_session(env, &client, &origin_json(&answer)?, answer.status, events, "mfa_success").await
+    open_session(env, &client, &origin_json(&answer)?, answer.status, events, EventKind::MfaSuccess).await
 }
 
 /// Asks for a one-time code by email for a challenge.

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 
 use domain::tier::Tier;
+use domain::wire::event::EventKind;
 
 use crate::auth::Caller;
 use crate::events::Events;
@@ -154,7 +155,12 @@ pub async fn update(
     let version = remember(env, &view).await?;
     // Which fields changed, never their values: events carry no personal data.
     let fields: Vec<&String> = patch.as_object().map(|o| o.keys().collect()).unwrap_or_default();
-    events.push("profile_change", Some(id.as_str()), None, json!({ "version": version, "fields": fields }));
+    events.push(
+        EventKind::ProfileChange,
+        Some(id.as_str()),
+        None,
+        json!({ "version": version, "fields": fields }),
+    );
     http::json(200, &view, Some(version))
 }
 
@@ -192,7 +198,7 @@ pub async fn upgrade(
         o.insert("integrations_disabled".into(), d);
     }
     events.push(
-        "tier_change",
+        EventKind::TierChange,
         Some(id.as_str()),
         None,
         json!({ "tier": view.get("tier"), "by": caller.actor().to_string() }),
@@ -228,7 +234,7 @@ pub async fn confirm_email_change(
     let path = format!("/internal/users/{id}/email/confirm");
     let (view, version) = post_write(&mut req, env, &caller, &path).await?;
     events.push(
-        "profile_change",
+        EventKind::ProfileChange,
         Some(id.as_str()),
         None,
         json!({ "version": version, "fields": ["email"] }),

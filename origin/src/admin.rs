@@ -20,6 +20,7 @@ use domain::observe;
 use domain::problem::ProblemKind;
 use domain::time::UnixMillis;
 use domain::wire::admin::{Business, Compliance, Dashboard, RecentSecurityEvent, Security, TierUsage};
+use domain::wire::event::EventKind;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde_json::Value;
 
@@ -129,9 +130,10 @@ pub async fn read(state: &AppState, now: UnixMillis) -> Result<Dashboard, ApiErr
             t.users = n;
         }
     }
-    for (kind, tier, n) in store.usage_by_tier(hour_ago, &["api_request", "rate_limited"]).await? {
+    let kinds = [EventKind::ApiRequest.as_str(), EventKind::RateLimited.as_str()];
+    for (kind, tier, n) in store.usage_by_tier(hour_ago, &kinds).await? {
         if let Some(t) = tiers.get_mut(&tier) {
-            if kind == "api_request" {
+            if kind == EventKind::ApiRequest.as_str() {
                 t.requests += n;
             } else {
                 t.refusals += n;
@@ -382,10 +384,10 @@ mod tests {
     use crate::store::EventRow;
     use crate::testing::TestOrigin;
 
-    fn event(id: &str, kind: &str, tier: &str, at: u64) -> EventRow {
+    fn event(id: &str, kind: EventKind, tier: &str, at: u64) -> EventRow {
         EventRow {
             id: id.to_owned(),
-            kind: kind.to_owned(),
+            kind,
             // No user: the store drops events about users that do not exist (erased ones).
             user_id: None,
             class: None,
@@ -399,12 +401,12 @@ mod tests {
         let origin = TestOrigin::start().await;
         let now = UnixMillis(1_700_000_000_000);
         let events = vec![
-            event("e1", "api_request", "premium", now.0 - 1_000),
-            event("e2", "api_request", "premium", now.0 - 61_000),
-            event("e3", "rate_limited", "free", now.0 - 2_000),
-            event("e4", "login_success", "free", now.0 - 3_000),
+            event("e1", EventKind::ApiRequest, "premium", now.0 - 1_000),
+            event("e2", EventKind::ApiRequest, "premium", now.0 - 61_000),
+            event("e3", EventKind::RateLimited, "free", now.0 - 2_000),
+            event("e4", EventKind::LoginSuccess, "free", now.0 - 3_000),
             // Older than the hour: not shown.
-            event("e5", "api_request", "premium", now.0 - 3_700_000),
+            event("e5", EventKind::ApiRequest, "premium", now.0 - 3_700_000),
         ];
         origin.state.store.store_events(&events, now).await.unwrap();
         let d = read(&origin.state, now).await.unwrap();

@@ -8,6 +8,7 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use domain::identity::{Actor, UserId};
 use domain::tier::Tier;
+use domain::wire::event::{EventBatch, EventKind, EventsStored};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -374,17 +375,12 @@ async fn set_status(
     Ok(Json(state.accounts.set_disabled(&actor, &user_id(&id)?, request.disabled, state.clock.now()).await?))
 }
 
-#[derive(Deserialize)]
-struct EventBatch {
-    events: Vec<crate::store::EventRow>,
-}
-
 /// Events from the edge's queue consumer. Only the system actor sends them.
 async fn store_events(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EventsStored>, ApiError> {
     if actor != Actor::System {
         return Err(ApiError::client(ProblemKind::Forbidden, "events come from the edge's queue consumer"));
     }
@@ -393,7 +389,7 @@ async fn store_events(
     // The edge's metric aggregates are stored like any event (their id makes a redelivery a
     // duplicate) and added to the metrics only when stored the first time.
     let (aggregates, events): (Vec<_>, Vec<_>) =
-        batch.events.into_iter().partition(|e| e.kind == domain::observe::EDGE_METRICS_EVENT);
+        batch.events.into_iter().partition(|e| e.kind == EventKind::EdgeMetrics);
     let (mut stored, mut duplicates) = state.store.store_events(&events, now).await?;
     for aggregate in aggregates {
         let (new, again) = state.store.store_events(std::slice::from_ref(&aggregate), now).await?;
@@ -407,7 +403,7 @@ async fn store_events(
         duplicates += again;
     }
     crate::metrics::events(stored, duplicates);
-    Ok(Json(serde_json::json!({ "stored": stored, "duplicates": duplicates })))
+    Ok(Json(EventsStored { stored, duplicates }))
 }
 
 /// Starts a job in the background (the edge's cron triggers call this); 202 at once.

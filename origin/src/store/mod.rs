@@ -368,18 +368,12 @@ pub trait PasskeyStore: Send + Sync {
     async fn delete_passkey(&self, user_id: &str, id: &str) -> Result<bool, StoreError>;
 }
 
-/// Event kinds from the edge that are also security events of their user.
-pub const SECURITY_EVENT_KINDS: [&str; 1] = ["session_evicted"];
+/// A behavioural event as stored: the wire's record.
+pub use domain::wire::event::Event as EventRow;
 
-/// A behavioural event as stored.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct EventRow {
-    pub id: String,
-    pub kind: String,
-    pub user_id: Option<String>,
-    pub class: Option<String>,
-    pub at: u64,
-    pub data: serde_json::Value,
+/// An event kind read back from the store; a name that is no kind is a corrupt row.
+pub(crate) fn event_kind(name: &str) -> Result<domain::wire::event::EventKind, sqlx::Error> {
+    name.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
 #[async_trait]

@@ -696,7 +696,7 @@ impl super::EventStore for SqliteStore {
             )
             .bind(&e.id)
             .bind(&e.user_id)
-            .bind(&e.kind)
+            .bind(e.kind.as_str())
             .bind(&e.class)
             .bind(i64::try_from(e.at).unwrap_or(i64::MAX))
             .bind(e.data.to_string())
@@ -707,14 +707,14 @@ impl super::EventStore for SqliteStore {
             let inserted = stored > before;
             // What only the edge sees but the user should read (a session ended to keep under
             // the tier's cap) becomes a security event too, once, with the event itself.
-            if inserted && super::SECURITY_EVENT_KINDS.contains(&e.kind.as_str()) {
+            if inserted && e.kind.is_security_event() {
                 if let Some(user_id) = &e.user_id {
                     sqlx::query(
                         "INSERT INTO security_events (user_id, kind, detail, at) \
                          SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM users WHERE id = ?)",
                     )
                     .bind(user_id)
-                    .bind(&e.kind)
+                    .bind(e.kind.as_str())
                     .bind(e.data.to_string())
                     .bind(i64::try_from(e.at).unwrap_or(i64::MAX))
                     .bind(user_id)
@@ -747,7 +747,7 @@ impl super::EventStore for SqliteStore {
             .map(|r| {
                 Ok(super::EventRow {
                     id: r.try_get("id")?,
-                    kind: r.try_get("kind")?,
+                    kind: super::event_kind(&r.try_get::<String, _>("kind")?)?,
                     user_id: r.try_get("user_id")?,
                     class: r.try_get("class")?,
                     at: u64::try_from(r.try_get::<i64, _>("at")?).unwrap_or(0),
@@ -859,7 +859,7 @@ impl super::JobStore for SqliteStore {
         while let Some(row) = rows.try_next().await? {
             let user: &str = row.try_get("user_id")?;
             let activity = Activity {
-                kind: row.try_get("kind")?,
+                kind: super::event_kind(&row.try_get::<String, _>("kind")?)?,
                 class: row.try_get("class")?,
                 at: UnixMillis(u64::try_from(row.try_get::<i64, _>("at")?).unwrap_or(0)),
             };
