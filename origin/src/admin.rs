@@ -178,8 +178,8 @@ pub async fn read(state: &AppState, now: UnixMillis) -> Result<Dashboard, ApiErr
         truncated: events.len() >= SECURITY_EVENTS_READ as usize,
     };
 
-    let analytics = store.last_successful_run("generate-analytics").await?;
-    let tiers_run = store.last_successful_run("analyze-tiers").await?;
+    let analytics = store.last_successful_run(crate::jobs::Job::GenerateAnalytics.as_str()).await?;
+    let tiers_run = store.last_successful_run(crate::jobs::Job::AnalyzeTiers.as_str()).await?;
     let empty = Value::Null;
     let a = analytics.as_ref().map_or(&empty, |(_, s)| s);
     let t = tiers_run.as_ref().map_or(&empty, |(_, s)| s);

@@ -9,6 +9,7 @@ use axum::routing::{any, get, post};
 use domain::identity::{Actor, UserId};
 use domain::tier::Tier;
 use domain::wire::event::{EventBatch, EventKind, EventsStored};
+use domain::wire::job::{Job, JobRuns, JobStarted};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -411,33 +412,31 @@ async fn start_job(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<JobStarted>), ApiError> {
     if actor != Actor::System {
         return Err(ApiError::client(ProblemKind::Forbidden, "jobs are started by the system"));
     }
-    if !crate::jobs::JOBS.contains(&name.as_str()) {
-        return Err(ApiError::client(ProblemKind::NotFound, format!("no job {name}")));
-    }
+    let job: Job =
+        name.parse().map_err(|_| ApiError::client(ProblemKind::NotFound, format!("no job {name}")))?;
     let options = crate::jobs::JobOptions {
         reports: state.config.reports_dir.clone(),
         inbox: state.config.inbox_dir.clone(),
         retention_days: state.config.event_retention_days,
         interactive: false,
     };
-    let job = name.clone();
     let background = state.clone();
     tokio::spawn(async move {
         let now = background.clock.now();
-        match crate::jobs::run(&background, &job, None, &options, crate::jobs::Trigger::Schedule, now).await {
+        match crate::jobs::run(&background, job, None, &options, crate::jobs::Trigger::Schedule, now).await {
             Ok(summary) => tracing::info!(job = %job, %summary, "job finished"),
             Err(e) => tracing::error!(job = %job, error = %e, "job failed"),
         }
     });
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "job": name, "started": true }))))
+    Ok((StatusCode::ACCEPTED, Json(JobStarted { job, started: true })))
 }
 
-async fn job_runs(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(serde_json::json!({ "runs": state.store.job_runs(50).await? })))
+async fn job_runs(State(state): State<AppState>) -> Result<Json<JobRuns>, ApiError> {
+    Ok(Json(JobRuns { runs: state.store.job_runs(50).await? }))
 }
 
 async fn activate(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {

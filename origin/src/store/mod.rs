@@ -447,7 +447,7 @@ pub trait JobStore: Send + Sync {
     async fn start_job(&self, job: &str, trigger: &str, at: UnixMillis) -> Result<i64, StoreError>;
     async fn finish_job(&self, id: i64, ok: bool, summary: &str, at: UnixMillis) -> Result<(), StoreError>;
     /// The latest runs: (job, trigger, started, finished, ok, summary), newest first.
-    async fn job_runs(&self, limit: u32) -> Result<Vec<serde_json::Value>, StoreError>;
+    async fn job_runs(&self, limit: u32) -> Result<Vec<domain::wire::job::JobRun>, StoreError>;
 }
 
 /// A message stored in the outbox before any attempt to send it.

@@ -1012,7 +1012,7 @@ impl super::JobStore for SqliteStore {
         Ok(())
     }
 
-    async fn job_runs(&self, limit: u32) -> Result<Vec<serde_json::Value>, StoreError> {
+    async fn job_runs(&self, limit: u32) -> Result<Vec<domain::wire::job::JobRun>, StoreError> {
         let rows = sqlx::query(
             "SELECT job, trigger, started_at, finished_at, ok, summary FROM job_runs ORDER BY id DESC LIMIT ?",
         )
@@ -1022,15 +1022,17 @@ impl super::JobStore for SqliteStore {
         Ok(rows
             .iter()
             .map(|r| {
-                Ok(serde_json::json!({
-                    "job": r.try_get::<String, _>("job")?,
-                    "trigger": r.try_get::<String, _>("trigger")?,
-                    "started_at": r.try_get::<i64, _>("started_at")?,
-                    "finished_at": r.try_get::<Option<i64>, _>("finished_at")?,
-                    "ok": r.try_get::<Option<i64>, _>("ok")?.map(|v| v != 0),
-                    "summary": r.try_get::<Option<String>, _>("summary")?
+                let decode = |e: domain::wire::job::UnknownJob| sqlx::Error::Decode(Box::new(e));
+                Ok(domain::wire::job::JobRun {
+                    job: r.try_get::<String, _>("job")?.parse().map_err(decode)?,
+                    trigger: r.try_get::<String, _>("trigger")?.parse().map_err(decode)?,
+                    started_at: r.try_get::<i64, _>("started_at")?,
+                    finished_at: r.try_get::<Option<i64>, _>("finished_at")?,
+                    ok: r.try_get::<Option<i64>, _>("ok")?.map(|v| v != 0),
+                    summary: r
+                        .try_get::<Option<String>, _>("summary")?
                         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()),
-                }))
+                })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?)
     }
