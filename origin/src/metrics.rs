@@ -190,8 +190,7 @@ pub fn events(stored: u64, duplicates: u64) {
 
 pub fn job(job: crate::jobs::Job, ok: bool, seconds: f64) {
     let job = job.as_str();
-    counter!(JOB_RUNS, "job" => job, "outcome" => if ok { "success" } else { "failure" })
-        .increment(1);
+    counter!(JOB_RUNS, "job" => job, "outcome" => if ok { "success" } else { "failure" }).increment(1);
     histogram!(JOB_DURATION, "job" => job).record(seconds);
 }
 
