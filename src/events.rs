@@ -85,14 +85,25 @@ impl Events {
         });
     }
 
+    /// [`Events::push`] with typed data (`domain::wire::event::RequestData`, ...).
+    pub fn record<T: Serialize>(
+        &self,
+        kind: EventKind,
+        user_id: Option<&str>,
+        class: Option<&str>,
+        data: &T,
+    ) {
+        match serde_json::to_value(data) {
+            Ok(data) => self.push(kind, user_id, class, data),
+            Err(e) => console_error!("the data of event {kind} is not serialisable: {e}"),
+        }
+    }
+
     /// Sends the request's events to the queue after the answer, without delaying it.
     pub fn ship(self, env: &Env, ctx: &Context) {
         // The isolate's metric aggregate rides along when its interval is up.
         if let Some(aggregate) = crate::metrics::take_due(env, now().0) {
-            match serde_json::to_value(&aggregate) {
-                Ok(data) => self.push(EventKind::EdgeMetrics, None, None, data),
-                Err(e) => console_error!("edge metrics not serialisable: {e}"),
-            }
+            self.record(EventKind::EdgeMetrics, None, None, &aggregate);
         }
         let events: Vec<QueuedEvent> = self.0.into_inner().into_iter().map(QueuedEvent::from).collect();
         if events.is_empty() {

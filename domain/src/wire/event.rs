@@ -120,6 +120,15 @@ pub struct Event {
     pub data: Value,
 }
 
+/// The data of an `api_request` (with the answer's `status`) and of a `rate_limited` (without):
+/// the tier the request was admitted or refused under. The origin counts usage by tier from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestData {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub tier: crate::tier::Tier,
+}
+
 /// `POST /internal/events`: one queue batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventBatch {
@@ -146,6 +155,14 @@ mod tests {
         assert!("signup".parse::<EventKind>().is_err());
         assert_eq!(EventKind::TrackPlayed.as_str(), crate::listening::KIND);
         assert_eq!(EventKind::EdgeMetrics.as_str(), crate::observe::EDGE_METRICS_EVENT);
+    }
+
+    #[test]
+    fn request_data_is_the_status_and_the_tier() {
+        let admitted = RequestData { status: Some(200), tier: crate::tier::Tier::Premium };
+        assert_eq!(serde_json::to_string(&admitted).unwrap(), r#"{"status":200,"tier":"premium"}"#);
+        let refused = RequestData { status: None, tier: crate::tier::Tier::Free };
+        assert_eq!(serde_json::to_string(&refused).unwrap(), r#"{"tier":"free"}"#);
     }
 
     #[test]
