@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 
 use domain::tier::Tier;
-use domain::wire::event::EventKind;
+use domain::wire::event::{EventKind, ProfileChangeData};
 
 use crate::auth::Caller;
 use crate::events::Events;
@@ -154,13 +154,8 @@ pub async fn update(
     let view = origin_json(&answer)?;
     let version = remember(env, &view).await?;
     // Which fields changed, never their values: events carry no personal data.
-    let fields: Vec<&String> = patch.as_object().map(|o| o.keys().collect()).unwrap_or_default();
-    events.push(
-        EventKind::ProfileChange,
-        Some(id.as_str()),
-        None,
-        json!({ "version": version, "fields": fields }),
-    );
+    let fields: Vec<String> = patch.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    events.record(EventKind::ProfileChange, Some(id.as_str()), None, &ProfileChangeData { version, fields });
     http::json(200, &view, Some(version))
 }
 
@@ -233,12 +228,8 @@ pub async fn confirm_email_change(
     authorize(&caller, id)?;
     let path = format!("/internal/users/{id}/email/confirm");
     let (view, version) = post_write(&mut req, env, &caller, &path).await?;
-    events.push(
-        EventKind::ProfileChange,
-        Some(id.as_str()),
-        None,
-        json!({ "version": version, "fields": ["email"] }),
-    );
+    let fields = vec!["email".to_owned()];
+    events.record(EventKind::ProfileChange, Some(id.as_str()), None, &ProfileChangeData { version, fields });
     http::json(200, &view, Some(version))
 }
 

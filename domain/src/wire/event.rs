@@ -129,6 +129,14 @@ pub struct RequestData {
     pub tier: crate::tier::Tier,
 }
 
+/// The data of a `profile_change`: the profile's new version and which fields changed, never
+/// their values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileChangeData {
+    pub version: u64,
+    pub fields: Vec<String>,
+}
+
 /// `POST /internal/events`: one queue batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventBatch {
