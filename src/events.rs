@@ -10,8 +10,10 @@
 use std::cell::RefCell;
 
 use domain::identity::Actor;
+pub use domain::wire::event::Event;
+use domain::wire::event::{EventBatch, EventKind};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use worker::{
     console_error, BatchMessageBuilder, Context, Env, MessageBatch, Method, QueueRetryOptionsBuilder,
 };
@@ -20,18 +22,6 @@ use crate::bindings::QUEUE_EVENTS;
 use crate::http::forward;
 use crate::origin_client::now;
 
-/// One thing that happened.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Event {
-    pub id: String,
-    pub kind: String,
-    pub user_id: Option<String>,
-    /// The endpoint class of an API request (`profile_read`, `profile_write`, ...).
-    pub class: Option<String>,
-    pub at: u64,
-    pub data: Value,
-}
-
 /// An event as it waits in the queue. The queue's JavaScript bridge (serde-wasm-bindgen) turns
 /// a `serde_json::Value` object into a JS `Map`, which the queue then stores as `{}`: the event's
 /// data would arrive empty. So the data travels as JSON text and is parsed back by the consumer.
@@ -39,7 +29,7 @@ pub struct Event {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueuedEvent {
     pub id: String,
-    pub kind: String,
+    pub kind: EventKind,
     pub user_id: Option<String>,
     pub class: Option<String>,
     pub at: u64,
@@ -79,7 +69,7 @@ impl From<QueuedEvent> for Event {
 pub struct Events(RefCell<Vec<Event>>);
 
 impl Events {
-    pub fn push(&self, kind: &str, user_id: Option<&str>, class: Option<&str>, data: Value) {
+    pub fn push(&self, kind: EventKind, user_id: Option<&str>, class: Option<&str>, data: Value) {
         let mut id = [0u8; 16];
         if getrandom::getrandom(&mut id).is_err() {
             console_error!("no randomness for an event id; event {kind} dropped");
@@ -87,7 +77,7 @@ impl Events {
         }
         self.0.borrow_mut().push(Event {
             id: hex::encode(id),
-            kind: kind.to_owned(),
+            kind,
             user_id: user_id.map(str::to_owned),
             class: class.map(str::to_owned),
             at: now().0,
@@ -95,14 +85,25 @@ impl Events {
         });
     }
 
+    /// [`Events::push`] with typed data (`domain::wire::event::RequestData`, ...).
+    pub fn record<T: Serialize>(
+        &self,
+        kind: EventKind,
+        user_id: Option<&str>,
+        class: Option<&str>,
+        data: &T,
+    ) {
+        match serde_json::to_value(data) {
+            Ok(data) => self.push(kind, user_id, class, data),
+            Err(e) => console_error!("the data of event {kind} is not serialisable: {e}"),
+        }
+    }
+
     /// Sends the request's events to the queue after the answer, without delaying it.
     pub fn ship(self, env: &Env, ctx: &Context) {
         // The isolate's metric aggregate rides along when its interval is up.
         if let Some(aggregate) = crate::metrics::take_due(env, now().0) {
-            match serde_json::to_value(&aggregate) {
-                Ok(data) => self.push(domain::observe::EDGE_METRICS_EVENT, None, None, data),
-                Err(e) => console_error!("edge metrics not serialisable: {e}"),
-            }
+            self.record(EventKind::EdgeMetrics, None, None, &aggregate);
         }
         let events: Vec<QueuedEvent> = self.0.into_inner().into_iter().map(QueuedEvent::from).collect();
         if events.is_empty() {
@@ -154,7 +155,16 @@ pub async fn consume(batch: MessageBatch<QueuedEvent>, env: &Env) {
             return;
         }
     };
-    let body = json!({ "events": events });
+    let batch_body = EventBatch { events };
+    let body = match serde_json::to_value(&batch_body) {
+        Ok(body) => body,
+        Err(e) => {
+            console_error!("event batch not serialisable, retrying: {e}");
+            requeue(&batch, batch_body.events, env).await;
+            return;
+        }
+    };
+    let events = batch_body.events;
     match forward(env, &Actor::System, Method::Post, "/internal/events", Some(&body)).await {
         Ok(_) => batch.ack_all(),
         Err(e) => {

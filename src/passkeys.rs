@@ -3,6 +3,7 @@
 //! origin accepts opens a session exactly as a password login does (`sessions::open_session`).
 
 use domain::identity::{Actor, UserId};
+use domain::wire::event::EventKind;
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 
@@ -33,12 +34,12 @@ pub async fn login_options(env: &Env) -> Result<Response, EdgeError> {
 /// `POST /api/v1/auth/passkey`: `{ceremony_id, credential}` → tokens and a session.
 pub async fn login(req: Request, env: &Env, events: &Events) -> Result<Response, EdgeError> {
     let path = "/internal/auth/webauthn/login";
-    forward_login::<PasskeyCredentials>(req, env, events, path, refused, "passkey_login").await
+    forward_login::<PasskeyCredentials>(req, env, events, path, refused, EventKind::PasskeyLogin).await
 }
 
 /// Every failed passwordless sign-in is counted, whatever failed.
-fn refused(_: &EdgeError) -> Option<(&'static str, Value)> {
-    Some(("login_failure", json!({ "method": "passkey" })))
+fn refused(_: &EdgeError) -> Option<(EventKind, Value)> {
+    Some((EventKind::LoginFailure, json!({ "method": "passkey" })))
 }
 
 /// `POST /api/v1/auth/mfa/webauthn`: `{challenge_id}` → the assertion options of a login's

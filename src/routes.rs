@@ -6,7 +6,7 @@
 
 use domain::identity::UserId;
 use domain::problem::{Problem, ProblemKind};
-use serde_json::json;
+use domain::wire::event::{EventKind, RequestData};
 use worker::{Context, Env, Method, Request, Response, Result};
 
 use crate::admin::AdminPath;
@@ -619,11 +619,11 @@ where
         Admission::Refused(response) => {
             // A withdrawn `analytics` consent (the gate knows it): no usage event at all.
             if collects_events {
-                events.push(
-                    "rate_limited",
+                events.record(
+                    EventKind::RateLimited,
                     Some(caller.id.as_str()),
                     Some(class),
-                    json!({ "tier": caller.token_tier }),
+                    &RequestData { status: None, tier: caller.token_tier },
                 );
             }
             Ok(response)
@@ -638,11 +638,11 @@ where
                 Box::pin(handler(req, caller, gate.clone(), extra));
             let answer = limits::finish(handled.await, &limit, policy, path)?;
             if collects_events {
-                events.push(
-                    "api_request",
+                events.record(
+                    EventKind::ApiRequest,
                     Some(&user),
                     Some(class),
-                    json!({ "status": answer.status_code(), "tier": gate.tier }),
+                    &RequestData { status: Some(answer.status_code()), tier: gate.tier },
                 );
             }
             Ok(answer)

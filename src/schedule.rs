@@ -1,19 +1,12 @@
-//! Cron triggers: each schedule in `wrangler.toml` asks the origin to run its job (the origin
-//! runs it in the background and records the run). Provisioning every 6 hours, analytics daily
-//! at 02:00, cleanup weekly on Sunday.
+//! Cron triggers: each schedule in `wrangler.toml` asks the origin to run its job
+//! (`domain::wire::job::SCHEDULES`; the origin runs it in the background and records the run).
+//! Provisioning every 6 hours, analytics daily at 02:00, cleanup weekly on Sunday.
 
 use domain::identity::Actor;
+use domain::wire::job;
 use worker::{console_error, console_log, Env, Method};
 
 use crate::http::forward;
-
-/// The job each cron expression of `wrangler.toml` starts.
-pub const SCHEDULES: [(&str, &str); 3] =
-    [("0 */6 * * *", "provision-users"), ("0 2 * * *", "generate-analytics"), ("0 3 * * 0", "cleanup")];
-
-pub fn job_for(cron: &str) -> Option<&'static str> {
-    SCHEDULES.iter().find(|(c, _)| *c == cron).map(|(_, job)| *job)
-}
 
 /// The edge's own job: applying erasures' wipes the erasure call's answer did not (scheduled
 /// erasures, or a wipe that failed), every 15 minutes.
@@ -24,7 +17,7 @@ pub async fn run(cron: &str, env: &Env) {
         crate::rights::apply_pending_wipes(env).await;
         return;
     }
-    let Some(job) = job_for(cron) else {
+    let Some(job) = job::scheduled(cron) else {
         console_error!("no job is scheduled for cron {cron:?}");
         return;
     };

@@ -9,6 +9,7 @@ use domain::wire::auth::{
     MfaSendRequest, PasswordCredentials, PasswordReset, PasswordResetDone, RefreshRequest,
     ResetPasswordRequest, ResetRequested, SignIn, SignInRequest, StepUpPending, StepUpRequest, SteppedUp,
 };
+use domain::wire::event::EventKind;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -73,7 +74,7 @@ pub(crate) async fn open_session(
     client: &ClientContext,
     verified: &LoginVerified,
     events: &Events,
-    kind: &str,
+    kind: EventKind,
 ) -> Result<Response, EdgeError> {
     let user_id = verified.user_id.clone();
     let tier = verified.tier;
@@ -99,7 +100,7 @@ pub(crate) async fn open_session(
             ip: Some(client.ip.clone()),
             // A password alone opens a `login_success`; an MFA completion or a passkey (with
             // user verification) signs in with a second factor.
-            second_factor: kind != "login_success",
+            second_factor: kind != EventKind::LoginSuccess,
             org: org.clone(),
             org_at: verified.org_at,
         })
@@ -113,7 +114,7 @@ pub(crate) async fn open_session(
     // The origin records each as a security event the user can read.
     for sid in &created.evicted {
         events.push(
-            "session_evicted",
+            EventKind::SessionEvicted,
             Some(&user_id),
             None,
             json!({ "session_id": sid, "reason": "session limit" }),
@@ -130,17 +131,20 @@ pub async fn login(req: Request, env: &Env, events: &Events) -> Result<Response,
         events,
         "/internal/auth/verify",
         login_refused,
-        "login_success",
+        EventKind::LoginSuccess,
     )
     .await
 }
 
 /// What a refused password login counts as. Refusals carry no user id: the origin keeps
 /// per-account failures in its own security events; this counts them for the business.
-fn login_refused(error: &EdgeError) -> Option<(&'static str, Value)> {
+fn login_refused(error: &EdgeError) -> Option<(EventKind, Value)> {
     let EdgeError::Problem(problem) = error else { return None };
-    let kind =
-        if problem.extensions.contains_key("challenge_id") { "login_mfa_required" } else { "login_failure" };
+    let kind = if problem.extensions.contains_key("challenge_id") {
+        EventKind::LoginMfaRequired
+    } else {
+        EventKind::LoginFailure
+    };
     Some((kind, json!({ "status": problem.status })))
 }
 
@@ -152,8 +156,8 @@ pub(crate) async fn forward_login<C: DeserializeOwned + Serialize>(
     env: &Env,
     events: &Events,
     path: &str,
-    refused: fn(&EdgeError) -> Option<(&'static str, Value)>,
-    success: &str,
+    refused: fn(&EdgeError) -> Option<(EventKind, Value)>,
+    success: EventKind,
 ) -> Result<Response, EdgeError> {
     let body: SignInRequest<C> = http::read_body(&mut req, &[JSON]).await?;
     let client = ClientContext::of(&req, body.device_token)?;
@@ -173,8 +177,8 @@ async fn verify_and_open(
     path: &str,
     forwarded: &Value,
     client: &ClientContext,
-    refused: fn(&EdgeError) -> Option<(&'static str, Value)>,
-    success: &str,
+    refused: fn(&EdgeError) -> Option<(EventKind, Value)>,
+    success: EventKind,
 ) -> Result<Response, EdgeError> {
     let answer = match forward(env, &Actor::Anonymous, Method::Post, path, Some(forwarded)).await {
         Ok(answer) => answer,
@@ -198,11 +202,11 @@ pub async fn complete_mfa(mut req: Request, env: &Env, events: &Events) -> Resul
         match forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/mfa", Some(&forwarded)).await {
             Ok(answer) => answer,
             Err(e) => {
-                events.push("mfa_failure", None, None, json!({ "method": method }));
+                events.push(EventKind::MfaFailure, None, None, json!({ "method": method }));
                 return Err(e);
             }
         };
-    open_session(env, &client, &http::origin_as(&answer)?, events, "mfa_success").await
+    open_session(env, &client, &http::origin_as(&answer)?, events, EventKind::MfaSuccess).await
 }
 
 /// Asks for a one-time code by email or SMS for a challenge.

@@ -17,6 +17,7 @@ use crate::gate::{GateAnswer, GateClient, GateRecord};
 use crate::http::{self, forward, JSON, MERGE_PATCH_JSON};
 use crate::problem::EdgeError;
 use crate::profile_cache::{self, CachedProfile};
+use domain::wire::event::{EventKind, ProfileChangeData};
 
 /// Which source answered a profile read; tests and operators read it from `x-profile-source`.
 const SOURCE_HEADER: &str = "x-profile-source";
@@ -135,7 +136,7 @@ pub async fn update(
     let view: User = http::origin_as(&answer)?;
     let version = remember(env, &view).await?;
     // Which fields changed, never their values: events carry no personal data.
-    events.push("profile_change", Some(id.as_str()), None, json!({ "version": version, "fields": fields }));
+    events.record(EventKind::ProfileChange, Some(id.as_str()), None, &ProfileChangeData { version, fields });
     http::reply_at(200, &view, version)
 }
 
@@ -168,7 +169,7 @@ pub async fn upgrade(
     // What a downgrade disabled is said once, here, and not cached as part of the profile.
     let version = remember(env, &upgraded.user).await?;
     events.push(
-        "tier_change",
+        EventKind::TierChange,
         Some(id.as_str()),
         None,
         json!({ "tier": upgraded.user.tier, "by": caller.actor().to_string() }),
@@ -206,12 +207,8 @@ pub async fn confirm_email_change(
     let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&http::to_origin(&body)?)).await?;
     let view: User = http::origin_as(&answer)?;
     let version = remember(env, &view).await?;
-    events.push(
-        "profile_change",
-        Some(id.as_str()),
-        None,
-        json!({ "version": version, "fields": ["email"] }),
-    );
+    let fields = vec!["email".to_owned()];
+    events.record(EventKind::ProfileChange, Some(id.as_str()), None, &ProfileChangeData { version, fields });
     http::reply_at(200, &view, version)
 }
 

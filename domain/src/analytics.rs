@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::tier::Tier;
 use crate::time::UnixMillis;
+use crate::wire::event::EventKind;
 
 const DAY_MS: u64 = 86_400_000;
 const HOUR_MS: u64 = 3_600_000;
@@ -28,7 +29,7 @@ pub const FEATURE_CLASSES: [&str; 5] = ["profile_read", "profile_write", "insigh
 /// The part of an event analytics reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Activity {
-    pub kind: String,
+    pub kind: EventKind,
     pub class: Option<String>,
     pub at: UnixMillis,
 }
@@ -64,7 +65,7 @@ fn round2(x: f64) -> f64 {
 
 /// The API requests among `events`.
 fn requests(events: &[Activity]) -> impl Iterator<Item = &Activity> {
-    events.iter().filter(|e| e.kind == "api_request")
+    events.iter().filter(|e| e.kind == EventKind::ApiRequest)
 }
 
 pub fn engagement(events: &[Activity], now: UnixMillis) -> Engagement {
@@ -175,7 +176,7 @@ pub fn recommend_tier(tier: Tier, events: &[Activity], tenure_days: u64, now: Un
     let since = now.0.saturating_sub(14 * DAY_MS);
     let quota_days: BTreeSet<u64> = events
         .iter()
-        .filter(|e| e.kind == "rate_limited" && e.at.0 >= since)
+        .filter(|e| e.kind == EventKind::RateLimited && e.at.0 >= since)
         .map(|e| e.at.0 / DAY_MS)
         .collect();
     let mut per_hour: BTreeMap<u64, u32> = BTreeMap::new();
@@ -282,7 +283,7 @@ mod tests {
     #[test]
     fn retention_counts_each_member_in_the_periods_they_were_active_once_the_period_passed() {
         let day = |d: u64| UnixMillis(1_700_000_000_000 + d * DAY_MS);
-        let event = |d: u64| Activity { kind: "api_request".into(), class: None, at: day(d) };
+        let event = |d: u64| Activity { kind: EventKind::ApiRequest, class: None, at: day(d) };
         // Active in periods 0 and 2 (days 1, 5, 65), and an event before signup ignored.
         let a = active_periods(&[event(1), event(5), event(65)], day(0));
         assert_eq!(a, 0b101);
@@ -302,7 +303,7 @@ mod tests {
 
     fn request(days_ago: u64, class: &str) -> Activity {
         Activity {
-            kind: "api_request".into(),
+            kind: EventKind::ApiRequest,
             class: Some(class.into()),
             at: UnixMillis(NOW.0 - days_ago * DAY_MS),
         }
@@ -335,7 +336,7 @@ mod tests {
         let hits: Vec<Activity> = [1, 3, 5]
             .iter()
             .map(|&d| Activity {
-                kind: "rate_limited".into(),
+                kind: EventKind::RateLimited,
                 class: None,
                 at: UnixMillis(NOW.0 - d * DAY_MS),
             })

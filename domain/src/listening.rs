@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::time::UnixMillis;
 
 /// The event kind every listening event is stored under.
-pub const KIND: &str = "track_played";
+pub const KIND: &str = crate::wire::event::EventKind::TrackPlayed.as_str();
 /// The endpoint class listening events carry (breadth in engagement ignores it).
 pub const CLASS: &str = "listening";
 

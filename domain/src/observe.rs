@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::token::TokenError;
 
 /// The event kind that carries an [`EdgeAggregate`] through the queue.
-pub const EDGE_METRICS_EVENT: &str = "edge_metrics";
+pub const EDGE_METRICS_EVENT: &str = crate::wire::event::EventKind::EdgeMetrics.as_str();
 
 /// The catch-all label value for anything outside a bounded list.
 pub const OTHER: &str = "other";
@@ -212,24 +212,22 @@ impl EdgeAggregate {
 /// Minutes in the dashboard's activity window.
 pub const ACTIVITY_MINUTES: usize = 60;
 
-/// Requests, logins and signups per minute over the last hour, oldest minute first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Activity {
-    /// The start of each minute (Unix seconds), oldest first.
-    pub minutes: Vec<u64>,
-    pub requests: Vec<u64>,
-    pub logins: Vec<u64>,
-    pub failed_logins: Vec<u64>,
-    pub signups: Vec<u64>,
-}
+/// The dashboard's activity series (a wire type).
+pub use crate::wire::admin::Activity;
 
-/// Which activity series an event kind counts in, if any.
+/// `signup` is no event kind: the store counts new accounts under that name.
+pub const SIGNUP_SERIES: &str = "signup";
+
+/// Which activity series an event kind (or [`SIGNUP_SERIES`]) counts in, if any.
 fn series_of(kind: &str) -> Option<usize> {
-    match kind {
-        "api_request" => Some(0),
-        "login_success" | "mfa_success" => Some(1),
-        "login_failure" | "mfa_failure" => Some(2),
-        "signup" => Some(3),
+    use crate::wire::event::EventKind;
+    if kind == SIGNUP_SERIES {
+        return Some(3);
+    }
+    match kind.parse::<EventKind>().ok()? {
+        EventKind::ApiRequest => Some(0),
+        EventKind::LoginSuccess | EventKind::MfaSuccess => Some(1),
+        EventKind::LoginFailure | EventKind::MfaFailure => Some(2),
         _ => None,
     }
 }

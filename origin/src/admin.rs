@@ -16,11 +16,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use domain::identity::{Actor, Role};
-use domain::observe::{self, Activity};
+use domain::observe;
 use domain::problem::ProblemKind;
 use domain::time::UnixMillis;
+use domain::wire::admin::{Business, Compliance, Dashboard, RecentSecurityEvent, Security, TierUsage};
+use domain::wire::event::EventKind;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::errors::ApiError;
@@ -66,7 +67,7 @@ async fn page(
     Extension(actor): Extension<Actor>,
 ) -> Result<Response, ApiError> {
     require_admin(&actor)?;
-    let dashboard = Dashboard::read(&state, state.clock.now()).await?;
+    let dashboard = read(&state, state.clock.now()).await?;
     let markup = render(&dashboard)?;
     Ok((
         [
@@ -84,7 +85,7 @@ async fn data(
     Extension(actor): Extension<Actor>,
 ) -> Result<Json<Dashboard>, ApiError> {
     require_admin(&actor)?;
-    Ok(Json(Dashboard::read(&state, state.clock.now()).await?))
+    Ok(Json(read(&state, state.clock.now()).await?))
 }
 
 async fn asset(Extension(actor): Extension<Actor>, Path(name): Path<String>) -> Result<Response, ApiError> {
@@ -99,76 +100,6 @@ async fn asset(Extension(actor): Extension<Actor>, Path(name): Path<String>) -> 
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, media_type)], body).into_response())
 }
 
-/// Users, requests and refusals of one tier.
-#[derive(Debug, Serialize)]
-pub struct TierUsage {
-    pub tier: String,
-    pub users: u64,
-    /// API requests in the last hour.
-    pub requests: u64,
-    /// Requests refused for the tier's quota in the last hour.
-    pub refusals: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RecentSecurityEvent {
-    pub at: String,
-    pub kind: String,
-    pub user_id: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Security {
-    pub window_hours: u64,
-    pub failed_logins: u64,
-    pub softlocks: u64,
-    /// Second-factor outcomes: challenges asked, codes accepted, codes refused.
-    pub mfa: BTreeMap<String, u64>,
-    /// Risk scores of logins in buckets (label, count).
-    pub risk: Vec<(String, u64)>,
-    pub recent: Vec<RecentSecurityEvent>,
-    /// Whether more events happened in the window than the dashboard read.
-    pub truncated: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Compliance {
-    /// In flight now, and done in the last 24 hours.
-    pub counts: crate::store::ComplianceCounts,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Business {
-    /// When `generate-analytics` last succeeded (RFC 3339), and what it found.
-    pub analytics_at: Option<String>,
-    pub segments: BTreeMap<String, u64>,
-    pub churn_auc: Option<f64>,
-    /// Users per churn-probability decile (0–10 %, …, 90–100 %), when a model was trained.
-    pub churn_risk: Vec<u64>,
-    pub cohorts: Vec<Cohort>,
-    /// When `analyze-tiers` last succeeded, and its recommendations (from → to: users).
-    pub tiers_at: Option<String>,
-    pub recommendations: BTreeMap<String, u64>,
-}
-
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct Cohort {
-    pub cohort: String,
-    pub users: u64,
-    pub retention: Vec<f64>,
-}
-
-/// Everything the dashboard shows, read at `now`.
-#[derive(Debug, Serialize)]
-pub struct Dashboard {
-    pub generated_at: String,
-    pub activity: Activity,
-    pub tiers: Vec<TierUsage>,
-    pub security: Security,
-    pub compliance: Compliance,
-    pub business: Business,
-}
-
 fn field<'a>(value: &'a Value, key: &str) -> &'a Value {
     value.get(key).unwrap_or(&Value::Null)
 }
@@ -180,102 +111,101 @@ fn u64_map(value: &Value) -> BTreeMap<String, u64> {
         .unwrap_or_default()
 }
 
-impl Dashboard {
-    pub async fn read(state: &AppState, now: UnixMillis) -> Result<Self, ApiError> {
-        let store = &state.store;
-        let hour_ago = now.saturating_sub_ms(observe::ACTIVITY_MINUTES as u64 * 60_000);
-        let counts = store.activity_counts(UnixMillis(hour_ago.0 - hour_ago.0 % 60_000)).await?;
-        let activity = observe::activity(&counts, now.0);
+/// Everything the dashboard shows, read at `now`.
+pub async fn read(state: &AppState, now: UnixMillis) -> Result<Dashboard, ApiError> {
+    let store = &state.store;
+    let hour_ago = now.saturating_sub_ms(observe::ACTIVITY_MINUTES as u64 * 60_000);
+    let counts = store.activity_counts(UnixMillis(hour_ago.0 - hour_ago.0 % 60_000)).await?;
+    let activity = observe::activity(&counts, now.0);
 
-        let mut tiers: BTreeMap<String, TierUsage> = domain::tier::ALL_TIERS
-            .iter()
-            .map(|t| {
-                let tier = t.as_str().to_owned();
-                (tier.clone(), TierUsage { tier, users: 0, requests: 0, refusals: 0 })
-            })
-            .collect();
-        for (tier, n) in store.tier_counts().await? {
-            if let Some(t) = tiers.get_mut(&tier) {
-                t.users = n;
-            }
-        }
-        for (kind, tier, n) in store.usage_by_tier(hour_ago, &["api_request", "rate_limited"]).await? {
-            if let Some(t) = tiers.get_mut(&tier) {
-                if kind == "api_request" {
-                    t.requests += n;
-                } else {
-                    t.refusals += n;
-                }
-            }
-        }
-
-        let events = store
-            .security_events_since(now.saturating_sub_ms(SECURITY_WINDOW_MS), SECURITY_EVENTS_READ)
-            .await?;
-        let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut scores = Vec::new();
-        for (_, e) in &events {
-            *by_kind.entry(e.kind.as_str()).or_default() += 1;
-            if e.kind == "risk_assessed" {
-                if let Some(score) =
-                    serde_json::from_str::<Value>(&e.detail).ok().and_then(|d| d.get("score")?.as_f64())
-                {
-                    scores.push(score);
-                }
-            }
-        }
-        let count = |k: &str| by_kind.get(k).copied().unwrap_or(0);
-        let security = Security {
-            window_hours: SECURITY_WINDOW_MS / 3_600_000,
-            failed_logins: count("login_failure"),
-            softlocks: count("login_throttled") + count("mfa_throttled"),
-            mfa: BTreeMap::from([
-                ("asked".to_owned(), count("mfa_challenge")),
-                ("accepted".to_owned(), count("mfa_success")),
-                ("refused".to_owned(), count("mfa_failure")),
-            ]),
-            risk: observe::risk_distribution(&scores),
-            recent: events
-                .iter()
-                .take(RECENT_LISTED)
-                .map(|(user, e)| RecentSecurityEvent {
-                    at: crate::users::rfc3339(e.at),
-                    kind: e.kind.clone(),
-                    user_id: user.clone(),
-                })
-                .collect(),
-            truncated: events.len() >= SECURITY_EVENTS_READ as usize,
-        };
-
-        let analytics = store.last_successful_run("generate-analytics").await?;
-        let tiers_run = store.last_successful_run("analyze-tiers").await?;
-        let empty = Value::Null;
-        let a = analytics.as_ref().map_or(&empty, |(_, s)| s);
-        let t = tiers_run.as_ref().map_or(&empty, |(_, s)| s);
-        let business = Business {
-            analytics_at: analytics.as_ref().map(|(at, _)| crate::users::rfc3339(*at)),
-            segments: u64_map(field(a, "segments")),
-            churn_auc: field(a, "auc").as_f64(),
-            churn_risk: field(a, "churn_risk")
-                .as_array()
-                .map(|v| v.iter().filter_map(Value::as_u64).collect())
-                .unwrap_or_default(),
-            cohorts: serde_json::from_value(field(a, "cohorts").clone()).unwrap_or_default(),
-            tiers_at: tiers_run.as_ref().map(|(at, _)| crate::users::rfc3339(*at)),
-            recommendations: u64_map(field(t, "recommendations")),
-        };
-
-        Ok(Dashboard {
-            generated_at: crate::users::rfc3339(now),
-            activity,
-            tiers: tiers.into_values().collect(),
-            security,
-            compliance: Compliance {
-                counts: state.store.compliance_counts(now.saturating_sub_ms(24 * 3_600_000), now).await?,
-            },
-            business,
+    let mut tiers: BTreeMap<String, TierUsage> = domain::tier::ALL_TIERS
+        .iter()
+        .map(|t| {
+            let tier = t.as_str().to_owned();
+            (tier, TierUsage { tier: *t, users: 0, requests: 0, refusals: 0 })
         })
+        .collect();
+    for (tier, n) in store.tier_counts().await? {
+        if let Some(t) = tiers.get_mut(&tier) {
+            t.users = n;
+        }
     }
+    let kinds = [EventKind::ApiRequest.as_str(), EventKind::RateLimited.as_str()];
+    for (kind, tier, n) in store.usage_by_tier(hour_ago, &kinds).await? {
+        if let Some(t) = tiers.get_mut(&tier) {
+            if kind == EventKind::ApiRequest.as_str() {
+                t.requests += n;
+            } else {
+                t.refusals += n;
+            }
+        }
+    }
+
+    let events =
+        store.security_events_since(now.saturating_sub_ms(SECURITY_WINDOW_MS), SECURITY_EVENTS_READ).await?;
+    let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut scores = Vec::new();
+    for (_, e) in &events {
+        *by_kind.entry(e.kind.as_str()).or_default() += 1;
+        if e.kind == "risk_assessed" {
+            if let Some(score) =
+                serde_json::from_str::<Value>(&e.detail).ok().and_then(|d| d.get("score")?.as_f64())
+            {
+                scores.push(score);
+            }
+        }
+    }
+    let count = |k: &str| by_kind.get(k).copied().unwrap_or(0);
+    let security = Security {
+        window_hours: SECURITY_WINDOW_MS / 3_600_000,
+        failed_logins: count("login_failure"),
+        softlocks: count("login_throttled") + count("mfa_throttled"),
+        mfa: BTreeMap::from([
+            ("asked".to_owned(), count("mfa_challenge")),
+            ("accepted".to_owned(), count("mfa_success")),
+            ("refused".to_owned(), count("mfa_failure")),
+        ]),
+        risk: observe::risk_distribution(&scores),
+        recent: events
+            .iter()
+            .take(RECENT_LISTED)
+            .map(|(user, e)| RecentSecurityEvent {
+                at: crate::users::rfc3339(e.at),
+                kind: e.kind.clone(),
+                user_id: user.clone(),
+            })
+            .collect(),
+        truncated: events.len() >= SECURITY_EVENTS_READ as usize,
+    };
+
+    let analytics = store.last_successful_run(crate::jobs::Job::GenerateAnalytics.as_str()).await?;
+    let tiers_run = store.last_successful_run(crate::jobs::Job::AnalyzeTiers.as_str()).await?;
+    let empty = Value::Null;
+    let a = analytics.as_ref().map_or(&empty, |(_, s)| s);
+    let t = tiers_run.as_ref().map_or(&empty, |(_, s)| s);
+    let business = Business {
+        analytics_at: analytics.as_ref().map(|(at, _)| crate::users::rfc3339(*at)),
+        segments: u64_map(field(a, "segments")),
+        churn_auc: field(a, "auc").as_f64(),
+        churn_risk: field(a, "churn_risk")
+            .as_array()
+            .map(|v| v.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default(),
+        cohorts: serde_json::from_value(field(a, "cohorts").clone()).unwrap_or_default(),
+        tiers_at: tiers_run.as_ref().map(|(at, _)| crate::users::rfc3339(*at)),
+        recommendations: u64_map(field(t, "recommendations")),
+    };
+
+    Ok(Dashboard {
+        generated_at: crate::users::rfc3339(now),
+        activity,
+        tiers: tiers.into_values().collect(),
+        security,
+        compliance: Compliance {
+            counts: state.store.compliance_counts(now.saturating_sub_ms(24 * 3_600_000), now).await?,
+        },
+        business,
+    })
 }
 
 /// `2026-11-25 18:02:41` from an RFC 3339 time (the page shows UTC to the second).
@@ -360,7 +290,7 @@ fn render(d: &Dashboard) -> Result<Markup, ApiError> {
                             thead { tr { th { "tier" } th { "users" } th {} th { "requests" } th { "quota refusals" } } }
                             tbody {
                                 @for t in &d.tiers {
-                                    tr { th { (t.tier) } td.num { (t.users) } td { (meter(t.users, max_users)) } td.num { (t.requests) } td.num { (t.refusals) } }
+                                    tr { th { (t.tier.as_str()) } td.num { (t.users) } td { (meter(t.users, max_users)) } td.num { (t.requests) } td.num { (t.refusals) } }
                                 }
                             }
                         }
@@ -454,10 +384,10 @@ mod tests {
     use crate::store::EventRow;
     use crate::testing::TestOrigin;
 
-    fn event(id: &str, kind: &str, tier: &str, at: u64) -> EventRow {
+    fn event(id: &str, kind: EventKind, tier: &str, at: u64) -> EventRow {
         EventRow {
             id: id.to_owned(),
-            kind: kind.to_owned(),
+            kind,
             // No user: the store drops events about users that do not exist (erased ones).
             user_id: None,
             class: None,
@@ -471,20 +401,20 @@ mod tests {
         let origin = TestOrigin::start().await;
         let now = UnixMillis(1_700_000_000_000);
         let events = vec![
-            event("e1", "api_request", "premium", now.0 - 1_000),
-            event("e2", "api_request", "premium", now.0 - 61_000),
-            event("e3", "rate_limited", "free", now.0 - 2_000),
-            event("e4", "login_success", "free", now.0 - 3_000),
+            event("e1", EventKind::ApiRequest, "premium", now.0 - 1_000),
+            event("e2", EventKind::ApiRequest, "premium", now.0 - 61_000),
+            event("e3", EventKind::RateLimited, "free", now.0 - 2_000),
+            event("e4", EventKind::LoginSuccess, "free", now.0 - 3_000),
             // Older than the hour: not shown.
-            event("e5", "api_request", "premium", now.0 - 3_700_000),
+            event("e5", EventKind::ApiRequest, "premium", now.0 - 3_700_000),
         ];
         origin.state.store.store_events(&events, now).await.unwrap();
-        let d = Dashboard::read(&origin.state, now).await.unwrap();
+        let d = read(&origin.state, now).await.unwrap();
         assert_eq!(d.activity.requests.iter().sum::<u64>(), 2);
         assert_eq!(d.activity.requests[59], 1);
         assert_eq!(d.activity.requests[58], 1);
         assert_eq!(d.activity.logins[59], 1);
-        let tier = |name: &str| d.tiers.iter().find(|t| t.tier == name).unwrap();
+        let tier = |name: &str| d.tiers.iter().find(|t| t.tier.as_str() == name).unwrap();
         assert_eq!((tier("premium").requests, tier("premium").refusals), (2, 0));
         assert_eq!((tier("free").requests, tier("free").refusals), (0, 1));
         assert_eq!(d.compliance.counts, crate::store::ComplianceCounts::default());

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use origin::config::Config;
-use origin::jobs::{JobOptions, Trigger};
+use origin::jobs::{Job, JobOptions, Trigger};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -125,18 +125,18 @@ async fn main() -> anyhow::Result<()> {
         Command::CreateAdmin { email, password_stdin, tier } => {
             create_admin(email, password_stdin, tier).await
         }
-        Command::ProvisionUsers { file } => job("provision-users", file).await,
-        Command::AnalyzeTiers => job("analyze-tiers", None).await,
-        Command::GenerateAnalytics => job("generate-analytics", None).await,
-        Command::Cleanup { at } => job_at("cleanup", None, at.as_deref()).await,
-        Command::RewrapKeys => job("rewrap-keys", None).await,
-        Command::RunAll { file } => job("run-all", file).await,
-        Command::RefreshIntegrations => job("refresh-integrations", None).await,
-        Command::SyncIntegrations => job("sync-integrations", None).await,
+        Command::ProvisionUsers { file } => job(Job::ProvisionUsers, file).await,
+        Command::AnalyzeTiers => job(Job::AnalyzeTiers, None).await,
+        Command::GenerateAnalytics => job(Job::GenerateAnalytics, None).await,
+        Command::Cleanup { at } => job_at(Job::Cleanup, None, at.as_deref()).await,
+        Command::RewrapKeys => job(Job::RewrapKeys, None).await,
+        Command::RunAll { file } => job(Job::RunAll, file).await,
+        Command::RefreshIntegrations => job(Job::RefreshIntegrations, None).await,
+        Command::SyncIntegrations => job(Job::SyncIntegrations, None).await,
         Command::DemoData { users, days, seed } => demo(users, days, seed).await,
         Command::MigrateSqliteToPostgres { from, to } => migrate(&from, &to).await,
-        Command::UpdatePersonalization => job("personalization", None).await,
-        Command::CloseFederatedRound => job("federated-round", None).await,
+        Command::UpdatePersonalization => job(Job::Personalization, None).await,
+        Command::CloseFederatedRound => job(Job::FederatedRound, None).await,
         Command::FederatedSim { seed, clients, rounds } => {
             let sim = origin::jobs::federated_sim::Simulation {
                 seed,
@@ -241,12 +241,12 @@ fn job_options(config: &Config) -> JobOptions {
 
 /// Runs a job from the command line: progress on stderr, the JSON summary on stdout, a
 /// one-line summary and the time on stderr; exit code 1 on failure, 2 when some rows failed.
-async fn job(name: &str, file: Option<PathBuf>) -> anyhow::Result<()> {
+async fn job(name: Job, file: Option<PathBuf>) -> anyhow::Result<()> {
     job_at(name, file, None).await
 }
 
 /// [`job`], as if at `at` (RFC 3339 or Unix milliseconds) when given.
-async fn job_at(name: &str, file: Option<PathBuf>, at: Option<&str>) -> anyhow::Result<()> {
+async fn job_at(name: Job, file: Option<PathBuf>, at: Option<&str>) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let options = job_options(&config);
     let state = origin::build_state(config).await.context("opening the database")?;

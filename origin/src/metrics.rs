@@ -188,10 +188,9 @@ pub fn events(stored: u64, duplicates: u64) {
     counter!(EVENTS_DUPLICATE).increment(duplicates);
 }
 
-pub fn job(name: &str, ok: bool, seconds: f64) {
-    let job = bounded(name, crate::jobs::JOBS).to_owned();
-    counter!(JOB_RUNS, "job" => job.clone(), "outcome" => if ok { "success" } else { "failure" })
-        .increment(1);
+pub fn job(job: crate::jobs::Job, ok: bool, seconds: f64) {
+    let job = job.as_str();
+    counter!(JOB_RUNS, "job" => job, "outcome" => if ok { "success" } else { "failure" }).increment(1);
     histogram!(JOB_DURATION, "job" => job).record(seconds);
 }
 

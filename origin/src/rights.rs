@@ -865,7 +865,7 @@ mod tests {
         store.put_pending_totp(uid, b"sealed").await.unwrap();
         let event = crate::store::EventRow {
             id: "ev1".into(),
-            kind: "api_request".into(),
+            kind: domain::wire::event::EventKind::ApiRequest,
             user_id: Some(uid.to_owned()),
             class: None,
             at: 9_000,
@@ -901,7 +901,7 @@ mod tests {
         // An event about the erased user that arrives later is dropped.
         let late = crate::store::EventRow {
             id: "ev2".into(),
-            kind: "api_request".into(),
+            kind: domain::wire::event::EventKind::ApiRequest,
             user_id: Some(uid.to_owned()),
             class: None,
             at: 11_000,

@@ -7,6 +7,8 @@ use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use domain::identity::{Actor, UserId};
+use domain::wire::event::{EventBatch, EventKind, EventsStored};
+use domain::wire::job::{Job, JobRuns, JobStarted};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -337,17 +339,12 @@ async fn set_status(
     Ok(Json(state.accounts.set_disabled(&actor, &user_id(&id)?, request.disabled, state.clock.now()).await?))
 }
 
-#[derive(Deserialize)]
-struct EventBatch {
-    events: Vec<crate::store::EventRow>,
-}
-
 /// Events from the edge's queue consumer. Only the system actor sends them.
 async fn store_events(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EventsStored>, ApiError> {
     if actor != Actor::System {
         return Err(ApiError::client(ProblemKind::Forbidden, "events come from the edge's queue consumer"));
     }
@@ -356,7 +353,7 @@ async fn store_events(
     // The edge's metric aggregates are stored like any event (their id makes a redelivery a
     // duplicate) and added to the metrics only when stored the first time.
     let (aggregates, events): (Vec<_>, Vec<_>) =
-        batch.events.into_iter().partition(|e| e.kind == domain::observe::EDGE_METRICS_EVENT);
+        batch.events.into_iter().partition(|e| e.kind == EventKind::EdgeMetrics);
     let (mut stored, mut duplicates) = state.store.store_events(&events, now).await?;
     for aggregate in aggregates {
         let (new, again) = state.store.store_events(std::slice::from_ref(&aggregate), now).await?;
@@ -370,7 +367,7 @@ async fn store_events(
         duplicates += again;
     }
     crate::metrics::events(stored, duplicates);
-    Ok(Json(serde_json::json!({ "stored": stored, "duplicates": duplicates })))
+    Ok(Json(EventsStored { stored, duplicates }))
 }
 
 /// Starts a job in the background (the edge's cron triggers call this); 202 at once.
@@ -378,33 +375,31 @@ async fn start_job(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<JobStarted>), ApiError> {
     if actor != Actor::System {
         return Err(ApiError::client(ProblemKind::Forbidden, "jobs are started by the system"));
     }
-    if !crate::jobs::JOBS.contains(&name.as_str()) {
-        return Err(ApiError::client(ProblemKind::NotFound, format!("no job {name}")));
-    }
+    let job: Job =
+        name.parse().map_err(|_| ApiError::client(ProblemKind::NotFound, format!("no job {name}")))?;
     let options = crate::jobs::JobOptions {
         reports: state.config.reports_dir.clone(),
         inbox: state.config.inbox_dir.clone(),
         retention_days: state.config.event_retention_days,
         interactive: false,
     };
-    let job = name.clone();
     let background = state.clone();
     tokio::spawn(async move {
         let now = background.clock.now();
-        match crate::jobs::run(&background, &job, None, &options, crate::jobs::Trigger::Schedule, now).await {
+        match crate::jobs::run(&background, job, None, &options, crate::jobs::Trigger::Schedule, now).await {
             Ok(summary) => tracing::info!(job = %job, %summary, "job finished"),
             Err(e) => tracing::error!(job = %job, error = %e, "job failed"),
         }
     });
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "job": name, "started": true }))))
+    Ok((StatusCode::ACCEPTED, Json(JobStarted { job, started: true })))
 }
 
-async fn job_runs(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(serde_json::json!({ "runs": state.store.job_runs(50).await? })))
+async fn job_runs(State(state): State<AppState>) -> Result<Json<JobRuns>, ApiError> {
+    Ok(Json(JobRuns { runs: state.store.job_runs(50).await? }))
 }
 
 async fn activate(

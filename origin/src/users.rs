@@ -552,11 +552,7 @@ impl Accounts {
             .await?;
         let activity: Vec<analytics::Activity> = events
             .iter()
-            .map(|e| analytics::Activity {
-                kind: e.kind.clone(),
-                class: e.class.clone(),
-                at: UnixMillis(e.at),
-            })
+            .map(|e| analytics::Activity { kind: e.kind, class: e.class.clone(), at: UnixMillis(e.at) })
             .collect();
         let engagement = analytics::engagement(&activity, now);
         let recommendation = analytics::recommend_tier(tier, &activity, age_days, now);

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
+use domain::wire::event::EventKind;
 use e2e::api::{burst, unique_email, Api, GOOD_PASSWORD};
 use e2e::Stack;
 use serde_json::{json, Value};
@@ -22,7 +23,7 @@ fn wait_for_requests(api: &Api, admin: &str, id: &str, expected: u64, limit: Dur
     loop {
         let insights = api.get(&format!("{}/insights", users(id)), Some(admin))?;
         expect(&insights, 200)?;
-        let seen = insights.body["activity_30d"]["api_request"].as_u64().unwrap_or(0);
+        let seen = insights.body["activity_30d"][EventKind::ApiRequest.as_str()].as_u64().unwrap_or(0);
         if seen == expected {
             return Ok(insights.body);
         }
@@ -47,7 +48,7 @@ fn requests_become_events_and_insights(ctx: &Ctx) -> Result<()> {
     ensure!(reads.iter().all(|a| a.status == 200));
     expect(&ctx.api.put(&users(&id), &token, &json!({"language": "es"}), None)?, 200)?;
     let insights = wait_for_requests(&ctx.api, &ctx.admin_token, &id, 13, Duration::from_secs(30))?;
-    assert_eq!(insights["activity_30d"]["login_success"], 1);
+    assert_eq!(insights["activity_30d"][EventKind::LoginSuccess.as_str()], 1);
     // One active day, active now, two feature classes of five, all activity this week.
     assert_eq!(
         insights["engagement"]["components"],

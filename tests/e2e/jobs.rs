@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
+use domain::wire::job::{Job, JobRun, JobRuns, JobTrigger};
 use e2e::api::{unique_email, Api, GOOD_PASSWORD};
 use e2e::http::{client, SignedCall};
 use e2e::{Postgres, Stack};
@@ -28,11 +29,11 @@ pub const TESTS: &[(&str, TestFn)] = &[
     ),
 ];
 
-fn job_runs(stack: &Stack) -> Result<Vec<Value>> {
+fn job_runs(stack: &Stack) -> Result<Vec<JobRun>> {
     let secret = stack.secrets.shared_secret()?;
     let answer = SignedCall::new("GET", "/internal/jobs/runs", b"").send(&stack.origin_url(), &secret)?;
-    let body: Value = answer.json()?;
-    Ok(body["runs"].as_array().cloned().unwrap_or_default())
+    let body: JobRuns = serde_json::from_value(answer.json()?)?;
+    Ok(body.runs)
 }
 
 fn a_cron_trigger_starts_its_job_at_the_origin(ctx: &Ctx) -> Result<()> {
@@ -42,10 +43,11 @@ fn a_cron_trigger_starts_its_job_at_the_origin(ctx: &Ctx) -> Result<()> {
     loop {
         let runs = job_runs(&ctx.stack)?;
         if let Some(run) =
-            runs.iter().find(|r| r["job"] == "generate-analytics" && r["trigger"] == "schedule")
+            runs.iter().find(|r| r.job == Job::GenerateAnalytics && r.trigger == JobTrigger::Schedule)
         {
-            if run["ok"] == true {
-                ensure!(run["summary"]["users"].as_u64().is_some(), "a summary was recorded: {run}");
+            if run.ok == Some(true) {
+                let users = run.summary.as_ref().and_then(|s| s["users"].as_u64());
+                ensure!(users.is_some(), "a summary was recorded: {run:?}");
                 return Ok(());
             }
         }

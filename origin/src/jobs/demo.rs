@@ -18,6 +18,7 @@ use domain::identity::Role;
 use domain::profile;
 use domain::tier::Tier;
 use domain::time::UnixMillis;
+use domain::wire::event::EventKind;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -126,7 +127,7 @@ pub async fn run(
                 let class = *CLASSES.choose(&mut rng).unwrap_or(&"profile_read");
                 events.push(EventRow {
                     id: format!("demo-{seed}-{:016x}", rng.gen::<u64>()),
-                    kind: "api_request".into(),
+                    kind: EventKind::ApiRequest,
                     user_id: Some(id.clone()),
                     class: Some(class.into()),
                     at: day * DAY_MS + rng.gen_range(0..DAY_MS),
@@ -136,7 +137,7 @@ pub async fn run(
             if kind == Kind::Power && tier == Tier::Free && rng.gen_bool(0.4) {
                 events.push(EventRow {
                     id: format!("demo-{seed}-{:016x}", rng.gen::<u64>()),
-                    kind: "rate_limited".into(),
+                    kind: EventKind::RateLimited,
                     user_id: Some(id.clone()),
                     class: Some("profile_read".into()),
                     at: day * DAY_MS + rng.gen_range(0..DAY_MS),
@@ -158,7 +159,7 @@ pub async fn run(
         {
             events.push(EventRow {
                 id: domain::listening::event_id("demo", &id, &play.provider_track_id, at),
-                kind: domain::listening::KIND.into(),
+                kind: EventKind::TrackPlayed,
                 user_id: Some(id.clone()),
                 class: Some(domain::listening::CLASS.into()),
                 at: at.0,

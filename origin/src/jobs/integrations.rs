@@ -143,7 +143,7 @@ fn track_event(user: &str, track: &Value, at: u64, source: &str) -> Option<Event
     };
     Some(EventRow {
         id: listening::event_id("spotify", user, id, UnixMillis(at)),
-        kind: listening::KIND.into(),
+        kind: domain::wire::event::EventKind::TrackPlayed,
         user_id: Some(user.to_owned()),
         class: Some(listening::CLASS.into()),
         at,

@@ -98,21 +98,10 @@ impl Progress {
     }
 }
 
+/// The jobs, by name.
+pub use domain::wire::job::Job;
 /// How a job was started, recorded with its run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    Cli,
-    Schedule,
-}
-
-impl Trigger {
-    fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Cli => "cli",
-            Trigger::Schedule => "schedule",
-        }
-    }
-}
+pub use domain::wire::job::JobTrigger as Trigger;
 
 /// Settings the jobs share.
 #[derive(Debug, Clone)]
@@ -137,52 +126,38 @@ impl JobOptions {
     }
 }
 
-pub const JOBS: &[&str] = &[
-    "provision-users",
-    "analyze-tiers",
-    "generate-analytics",
-    "cleanup",
-    "rewrap-keys",
-    "run-all",
-    "refresh-integrations",
-    "sync-integrations",
-    "personalization",
-    "federated-round",
-];
-
-/// Runs job `name` and records the run. `file` names a file to provision (else the inbox).
+/// Runs `job` and records the run. `file` names a file to provision (else the inbox).
 pub async fn run(
     state: &AppState,
-    name: &str,
+    job: Job,
     file: Option<PathBuf>,
     options: &JobOptions,
     trigger: Trigger,
     now: UnixMillis,
 ) -> anyhow::Result<Value> {
-    let id = state.store.start_job(name, trigger.as_str(), now).await?;
+    let id = state.store.start_job(job.as_str(), trigger.as_str(), now).await?;
     let started = std::time::Instant::now();
-    let outcome = match name {
-        "provision-users" => provision::run(state, file, options, now).await,
-        "analyze-tiers" => tiers::run(state, options, now).await,
-        "generate-analytics" => analytics::run(state, options, now).await,
-        "cleanup" => cleanup::run(state, options, now).await,
-        "rewrap-keys" => keys::run(state, options, now).await,
-        "refresh-integrations" => integrations::refresh(state, options, now).await,
-        "sync-integrations" => integrations::sync(state, options, now).await,
-        "personalization" => crate::personalisation::update_profiles(state, now).await,
-        "federated-round" => crate::personalisation::close_round(state, now).await,
-        "run-all" => {
+    let outcome = match job {
+        Job::ProvisionUsers => provision::run(state, file, options, now).await,
+        Job::AnalyzeTiers => tiers::run(state, options, now).await,
+        Job::GenerateAnalytics => analytics::run(state, options, now).await,
+        Job::Cleanup => cleanup::run(state, options, now).await,
+        Job::RewrapKeys => keys::run(state, options, now).await,
+        Job::RefreshIntegrations => integrations::refresh(state, options, now).await,
+        Job::SyncIntegrations => integrations::sync(state, options, now).await,
+        Job::Personalization => crate::personalisation::update_profiles(state, now).await,
+        Job::FederatedRound => crate::personalisation::close_round(state, now).await,
+        Job::RunAll => {
             let mut all = serde_json::Map::new();
-            all.insert("provision-users".into(), provision::run(state, file, options, now).await?);
-            all.insert("analyze-tiers".into(), tiers::run(state, options, now).await?);
-            all.insert("generate-analytics".into(), analytics::run(state, options, now).await?);
-            all.insert("cleanup".into(), cleanup::run(state, options, now).await?);
+            all.insert(Job::ProvisionUsers.to_string(), provision::run(state, file, options, now).await?);
+            all.insert(Job::AnalyzeTiers.to_string(), tiers::run(state, options, now).await?);
+            all.insert(Job::GenerateAnalytics.to_string(), analytics::run(state, options, now).await?);
+            all.insert(Job::Cleanup.to_string(), cleanup::run(state, options, now).await?);
             Ok(Value::Object(all))
         }
-        other => Err(anyhow::anyhow!("no job {other:?} (jobs: {})", JOBS.join(", "))),
     };
     let finished = state.clock.now();
-    crate::metrics::job(name, outcome.is_ok(), started.elapsed().as_secs_f64());
+    crate::metrics::job(job, outcome.is_ok(), started.elapsed().as_secs_f64());
     match &outcome {
         Ok(summary) => state.store.finish_job(id, true, &summary.to_string(), finished).await?,
         Err(e) => {

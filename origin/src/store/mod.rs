@@ -368,18 +368,12 @@ pub trait PasskeyStore: Send + Sync {
     async fn delete_passkey(&self, user_id: &str, id: &str) -> Result<bool, StoreError>;
 }
 
-/// Event kinds from the edge that are also security events of their user.
-pub const SECURITY_EVENT_KINDS: [&str; 1] = ["session_evicted"];
+/// A behavioural event as stored: the wire's record.
+pub use domain::wire::event::Event as EventRow;
 
-/// A behavioural event as stored.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct EventRow {
-    pub id: String,
-    pub kind: String,
-    pub user_id: Option<String>,
-    pub class: Option<String>,
-    pub at: u64,
-    pub data: serde_json::Value,
+/// An event kind read back from the store; a name that is no kind is a corrupt row.
+pub(crate) fn event_kind(name: &str) -> Result<domain::wire::event::EventKind, sqlx::Error> {
+    name.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
 #[async_trait]
@@ -453,7 +447,7 @@ pub trait JobStore: Send + Sync {
     async fn start_job(&self, job: &str, trigger: &str, at: UnixMillis) -> Result<i64, StoreError>;
     async fn finish_job(&self, id: i64, ok: bool, summary: &str, at: UnixMillis) -> Result<(), StoreError>;
     /// The latest runs: (job, trigger, started, finished, ok, summary), newest first.
-    async fn job_runs(&self, limit: u32) -> Result<Vec<serde_json::Value>, StoreError>;
+    async fn job_runs(&self, limit: u32) -> Result<Vec<domain::wire::job::JobRun>, StoreError>;
 }
 
 /// A message stored in the outbox before any attempt to send it.
@@ -851,24 +845,8 @@ pub trait PersonalizationStore: Send + Sync {
     ) -> Result<(u64, usize, FederatedRow), StoreError>;
 }
 
-/// Data-rights requests, counted for the dashboard (no user named).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ComplianceCounts {
-    /// Erasures scheduled and not yet run (in their grace period).
-    pub erasures_pending: u64,
-    /// Erasures run since the window's start.
-    pub erasures_done: u64,
-    /// Erased users whose edge state (KV, Durable Object) is still to be wiped.
-    pub edge_wipes_pending: u64,
-    /// Export archives being built.
-    pub exports_building: u64,
-    /// Export archives ready and not expired.
-    pub exports_ready: u64,
-    /// Consent records set or changed since the window's start.
-    pub consent_changes: u64,
-    /// Children's accounts waiting for a parent's consent.
-    pub parental_pending: u64,
-}
+/// Data-rights requests, counted for the dashboard (no user named): a wire type.
+pub use domain::wire::admin::ComplianceCounts;
 
 /// The connections of the store's pool, for `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

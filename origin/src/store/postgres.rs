@@ -736,7 +736,7 @@ impl super::EventStore for PostgresStore {
             )
             .bind(&e.id)
             .bind(&e.user_id)
-            .bind(&e.kind)
+            .bind(e.kind.as_str())
             .bind(&e.class)
             .bind(i64::try_from(e.at).unwrap_or(i64::MAX))
             .bind(e.data.to_string())
@@ -747,14 +747,14 @@ impl super::EventStore for PostgresStore {
             let inserted = stored > before;
             // What only the edge sees but the user should read (a session ended to keep under
             // the tier's cap) becomes a security event too, once, with the event itself.
-            if inserted && super::SECURITY_EVENT_KINDS.contains(&e.kind.as_str()) {
+            if inserted && e.kind.is_security_event() {
                 if let Some(user_id) = &e.user_id {
                     sqlx::query(
                         "INSERT INTO security_events (user_id, kind, detail, at) \
                          SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM users WHERE id = $5)",
                     )
                     .bind(user_id)
-                    .bind(&e.kind)
+                    .bind(e.kind.as_str())
                     .bind(e.data.to_string())
                     .bind(i64::try_from(e.at).unwrap_or(i64::MAX))
                     .bind(user_id)
@@ -787,7 +787,7 @@ impl super::EventStore for PostgresStore {
             .map(|r| {
                 Ok(super::EventRow {
                     id: r.try_get("id")?,
-                    kind: r.try_get("kind")?,
+                    kind: super::event_kind(&r.try_get::<String, _>("kind")?)?,
                     user_id: r.try_get("user_id")?,
                     class: r.try_get("class")?,
                     at: u64::try_from(r.try_get::<i64, _>("at")?).unwrap_or(0),
@@ -901,7 +901,7 @@ impl super::JobStore for PostgresStore {
         while let Some(row) = rows.try_next().await? {
             let user: &str = row.try_get("user_id")?;
             let activity = Activity {
-                kind: row.try_get("kind")?,
+                kind: super::event_kind(&row.try_get::<String, _>("kind")?)?,
                 class: row.try_get("class")?,
                 at: UnixMillis(u64::try_from(row.try_get::<i64, _>("at")?).unwrap_or(0)),
             };
@@ -1054,7 +1054,7 @@ impl super::JobStore for PostgresStore {
         Ok(())
     }
 
-    async fn job_runs(&self, limit: u32) -> Result<Vec<serde_json::Value>, StoreError> {
+    async fn job_runs(&self, limit: u32) -> Result<Vec<domain::wire::job::JobRun>, StoreError> {
         let rows = sqlx::query(
             "SELECT job, trigger, started_at, finished_at, ok, summary FROM job_runs ORDER BY id DESC LIMIT $1",
         )
@@ -1064,15 +1064,17 @@ impl super::JobStore for PostgresStore {
         Ok(rows
             .iter()
             .map(|r| {
-                Ok(serde_json::json!({
-                    "job": r.try_get::<String, _>("job")?,
-                    "trigger": r.try_get::<String, _>("trigger")?,
-                    "started_at": r.try_get::<i64, _>("started_at")?,
-                    "finished_at": r.try_get::<Option<i64>, _>("finished_at")?,
-                    "ok": r.try_get::<Option<bool>, _>("ok")?,
-                    "summary": r.try_get::<Option<String>, _>("summary")?
+                let decode = |e: domain::wire::job::UnknownJob| sqlx::Error::Decode(Box::new(e));
+                Ok(domain::wire::job::JobRun {
+                    job: r.try_get::<String, _>("job")?.parse().map_err(decode)?,
+                    trigger: r.try_get::<String, _>("trigger")?.parse().map_err(decode)?,
+                    started_at: r.try_get::<i64, _>("started_at")?,
+                    finished_at: r.try_get::<Option<i64>, _>("finished_at")?,
+                    ok: r.try_get::<Option<bool>, _>("ok")?,
+                    summary: r
+                        .try_get::<Option<String>, _>("summary")?
                         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()),
-                }))
+                })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?)
     }

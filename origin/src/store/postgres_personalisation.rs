@@ -23,7 +23,7 @@ fn corrupt(e: serde_json::Error) -> StoreError {
 fn event_from(r: &sqlx::postgres::PgRow) -> Result<EventRow, sqlx::Error> {
     Ok(EventRow {
         id: r.try_get("id")?,
-        kind: r.try_get("kind")?,
+        kind: super::event_kind(&r.try_get::<String, _>("kind")?)?,
         user_id: r.try_get("user_id")?,
         class: r.try_get("class")?,
         at: u64::try_from(r.try_get::<i64, _>("at")?).unwrap_or(0),
