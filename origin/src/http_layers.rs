@@ -62,8 +62,9 @@ fn refusal(error: &BoxError, limits: RequestLimits) -> Response {
         )
     } else if error.is::<tower::load_shed::error::Overloaded>() {
         tracing::warn!(max = limits.max_concurrent, "a request was shed: too many at once");
+        // At capacity, like a full hashing queue: the edge passes it on with its retry time.
         Problem::new(
-            ProblemKind::OriginUnavailable,
+            ProblemKind::Overloaded,
             format!(
                 "the origin is handling its limit of {} requests at once; retry in {RETRY_AFTER_SECS} s",
                 limits.max_concurrent
@@ -144,7 +145,7 @@ mod tests {
         let started = std::time::Instant::now();
         let body = problem(app.clone().oneshot(request("/other")).await.unwrap()).await;
         assert!(started.elapsed() < Duration::from_secs(5), "the request waited instead of being shed");
-        assert_eq!(body["type"], "urn:problem-type:user-management:origin-unavailable");
+        assert_eq!(body["type"], "urn:problem-type:user-management:overloaded");
         assert!(body["detail"].as_str().unwrap().contains("limit of 1 requests at once"), "{body}");
 
         release_tx.send(()).unwrap();
