@@ -177,6 +177,16 @@ pub fn check_removal(actor: OrgRole, target: OrgRole, itself: bool) -> Result<()
     Ok(())
 }
 
+/// An `actor` ends `target`'s sessions (`itself`: their own): admins end members', the owner
+/// admins' too; anyone allowed may end their own.
+pub fn check_end_sessions(actor: OrgRole, target: OrgRole, itself: bool) -> Result<(), OrgError> {
+    check(actor, OrgAction::EndSessions)?;
+    if target >= OrgRole::Admin && actor != OrgRole::Owner && !itself {
+        return Err(OrgError::AdminsAreTheOwners);
+    }
+    Ok(())
+}
+
 /// What an invitation's acceptance must find.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvitationState {
@@ -646,6 +656,17 @@ mod tests {
         assert_eq!(check_role_change(Owner, Member, Owner), Err(OrgError::OwnerRole));
         assert_eq!(check_role_change(Owner, Owner, Admin), Err(OrgError::OwnerRole));
         assert_eq!(check_role_change(Member, Member, Member), Err(OrgError::NotAllowed(Member)));
+    }
+
+    #[test]
+    fn ending_sessions_is_for_admins_and_the_owner_ends_admins() {
+        assert_eq!(check_end_sessions(Admin, Member, false), Ok(()));
+        assert_eq!(check_end_sessions(Owner, Admin, false), Ok(()));
+        assert_eq!(check_end_sessions(Owner, Owner, true), Ok(()));
+        assert_eq!(check_end_sessions(Admin, Admin, true), Ok(()));
+        assert_eq!(check_end_sessions(Admin, Admin, false), Err(OrgError::AdminsAreTheOwners));
+        assert_eq!(check_end_sessions(Admin, Owner, false), Err(OrgError::AdminsAreTheOwners));
+        assert_eq!(check_end_sessions(Member, Member, false), Err(OrgError::NotAllowed(Member)));
     }
 
     #[test]

@@ -670,9 +670,7 @@ impl Accounts {
         standing.may(OrgAction::EndSessions)?;
         let target = self.member_role(&standing.org, user).await?;
         let itself = actor.user_id().is_some_and(|u| u.as_str() == user);
-        if target >= OrgRole::Admin && standing.role != OrgRole::Owner && !itself {
-            return Err(refused(&OrgError::AdminsAreTheOwners));
-        }
+        org::check_end_sessions(standing.role, target, itself).map_err(|e| refused(&e))?;
         self.store
             .append_org_audit(&audit_row(
                 &standing.org.id,
