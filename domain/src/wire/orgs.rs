@@ -287,4 +287,23 @@ mod tests {
         assert_eq!(gated.answer.role, OrgRole::Admin);
         assert!(gated.gate.is_empty());
     }
+
+    #[test]
+    fn what_the_old_answers_omitted_stays_omitted() {
+        let invitation = Invitation {
+            id: "inv_1".into(),
+            org_id: None,
+            email: None,
+            role: OrgRole::Member,
+            invited_by: None,
+            expires_at: "2026-12-11T00:00:00Z".into(),
+        };
+        let json = serde_json::to_value(&invitation).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({ "id": "inv_1", "email": null, "role": "member", "expires_at": "2026-12-11T00:00:00Z" })
+        );
+        let affected = MemberAffected { user_id: "usr_1".into(), removed: false };
+        assert_eq!(serde_json::to_value(&affected).unwrap(), serde_json::json!({ "user_id": "usr_1" }));
+    }
 }
