@@ -7,12 +7,13 @@
 
 use domain::org::GateUpdate;
 use domain::problem::ProblemKind;
-use serde_json::{json, Value};
+use domain::wire::orgs::{Gated, Org, OrgPosture, OwnershipTransfer};
+use serde_json::Value;
 use worker::{Env, Method, Request, Response};
 
 use crate::auth::Caller;
 use crate::gate::{GateClient, OrgRecord};
-use crate::http::{self, forward, origin_json, JSON, MERGE_PATCH_JSON};
+use crate::http::{self, forward, JSON, MERGE_PATCH_JSON};
 use crate::problem::EdgeError;
 
 /// An operation on organizations, with the ids of its path.
@@ -122,11 +123,9 @@ impl OrgOp {
     }
 }
 
-/// Records each gate update the origin answered in its member's gate, and strips them.
-async fn apply_gate_updates(env: &Env, view: &mut Value) -> Result<(), EdgeError> {
-    let Some(updates) = view.as_object_mut().and_then(|o| o.remove("gate")) else { return Ok(()) };
-    let updates: Vec<GateUpdate> =
-        serde_json::from_value(updates).map_err(|_| EdgeError::OriginFailed { status: 200 })?;
+/// Records each gate update the origin answered in its member's gate (the answer is then
+/// given without them).
+async fn apply_gate_updates(env: &Env, updates: Vec<GateUpdate>) -> Result<(), EdgeError> {
     for update in updates {
         let record = OrgRecord { grant: update.grant, at: update.at, end_sessions: update.end_sessions };
         GateClient::for_user(env, &update.user_id)?.record_org(&record).await?;
@@ -135,14 +134,10 @@ async fn apply_gate_updates(env: &Env, view: &mut Value) -> Result<(), EdgeError
 }
 
 /// Adds each member's open sessions (their gate's count) to the posture.
-async fn add_open_sessions(env: &Env, view: &mut Value) -> Result<(), EdgeError> {
-    let Some(members) = view.get_mut("members").and_then(Value::as_array_mut) else { return Ok(()) };
-    for member in members {
-        let Some(id) = member.get("user_id").and_then(Value::as_str) else { continue };
-        let open = GateClient::for_user(env, id)?.sessions().await?.len();
-        if let Some(object) = member.as_object_mut() {
-            object.insert("active_sessions".into(), json!(open));
-        }
+async fn add_open_sessions(env: &Env, posture: &mut OrgPosture) -> Result<(), EdgeError> {
+    for member in &mut posture.members {
+        let open = GateClient::for_user(env, &member.user_id)?.sessions().await?.len();
+        member.active_sessions = Some(open as u64);
     }
     Ok(())
 }
@@ -155,29 +150,42 @@ pub async fn handle(
     stepped_up_at: Option<u64>,
 ) -> Result<Response, EdgeError> {
     let (method, path, status) = op.target();
-    let body = if op.has_body() {
-        let accepted: &[&str] = if method == Method::Patch { &[MERGE_PATCH_JSON, JSON] } else { &[JSON] };
-        let mut body = http::read_json(&mut req, accepted).await?;
+    let body = match &op {
         // A transfer needs the owner's fresh proof: the session's step-up travels with it.
-        if let (OrgOp::Transfer(_), Some(object)) = (&op, body.as_object_mut()) {
-            object.insert("step_up_at".into(), json!(stepped_up_at));
+        OrgOp::Transfer(_) => {
+            let mut transfer: OwnershipTransfer = http::read_body(&mut req, &[JSON]).await?;
+            transfer.step_up_at = stepped_up_at;
+            Some(http::to_origin(&transfer)?)
         }
-        Some(body)
-    } else {
-        None
+        // The other bodies are the origin's to read: relayed as they are.
+        _ if op.has_body() => {
+            let accepted: &[&str] = if method == Method::Patch { &[MERGE_PATCH_JSON, JSON] } else { &[JSON] };
+            Some(http::read_json(&mut req, accepted).await?)
+        }
+        _ => None,
     };
     let answer = forward(env, &caller.actor(), method, &path, body.as_ref()).await?;
-    let mut view = origin_json(&answer)?;
-    apply_gate_updates(env, &mut view).await?;
-    if matches!(op, OrgOp::Posture(_)) {
-        add_open_sessions(env, &mut view).await?;
+    match op {
+        OrgOp::Create => {
+            let Gated { answer: org, gate } = http::origin_as::<Gated<Org>>(&answer)?;
+            apply_gate_updates(env, gate).await?;
+            let mut response = http::reply(status, &org)?;
+            response.headers_mut().set("location", &format!("/api/v1/orgs/{}", org.id))?;
+            Ok(response)
+        }
+        OrgOp::Posture(_) => {
+            let mut posture: OrgPosture = http::origin_as(&answer)?;
+            add_open_sessions(env, &mut posture).await?;
+            http::reply(status, &posture)
+        }
+        _ => {
+            // Relayed as the origin built it, without the gate updates.
+            let Gated { answer: view, gate } = http::origin_as::<Gated<Value>>(&answer)?;
+            apply_gate_updates(env, gate).await?;
+            if status == 204 {
+                return Ok(Response::empty()?.with_status(204));
+            }
+            http::json(status, &view, None)
+        }
     }
-    if status == 204 {
-        return Ok(Response::empty()?.with_status(204));
-    }
-    let mut response = http::json(status, &view, None)?;
-    if let (OrgOp::Create, Some(id)) = (&op, view.get("id").and_then(Value::as_str)) {
-        response.headers_mut().set("location", &format!("/api/v1/orgs/{id}"))?;
-    }
-    Ok(response)
 }

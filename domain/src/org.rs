@@ -177,6 +177,16 @@ pub fn check_removal(actor: OrgRole, target: OrgRole, itself: bool) -> Result<()
     Ok(())
 }
 
+/// An `actor` ends `target`'s sessions (`itself`: their own): admins end members', the owner
+/// admins' too; anyone allowed may end their own.
+pub fn check_end_sessions(actor: OrgRole, target: OrgRole, itself: bool) -> Result<(), OrgError> {
+    check(actor, OrgAction::EndSessions)?;
+    if target >= OrgRole::Admin && actor != OrgRole::Owner && !itself {
+        return Err(OrgError::AdminsAreTheOwners);
+    }
+    Ok(())
+}
+
 /// What an invitation's acceptance must find.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvitationState {
@@ -287,25 +297,28 @@ pub fn may_create(platform_admin: bool, own_tier: Tier) -> bool {
 }
 
 /// The policies every member of an organization is held to.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrgPolicies {
-    /// Every member signs in with a second factor.
+    /// Every member signs in with a second factor (true for a new organization); a session opened without one is refused on its next request
     #[serde(default)]
     pub mfa_required: bool,
-    /// The second factors a member's sign-in may use (empty: any).
+    /// The factors a member's sign-in may use (empty: any); a member with none of them enrolled is offered what they have
     #[serde(default)]
     pub mfa_methods: Vec<Factor>,
-    /// Addresses an invitation may go to (empty: any), as domains (`example.com`).
+    /// Invitations go to these domains only (empty: any)
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 50))]
     pub allowed_email_domains: Vec<String>,
-    /// The most sessions a member may have open (`None`: the tier's cap).
+    /// The most sessions a member keeps open (at most the tier's cap; null: the tier's)
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub max_sessions: Option<u32>,
-    /// The integrations members may connect (`None`: the tier's).
+    /// The integrations members may connect (null: the tier's): spotify, apple_music, youtube_music, soundcloud, cloud_sync, custom_models
     #[serde(default)]
     pub allowed_integrations: Option<Vec<String>>,
-    /// White label: the organization's logo, colours and sender name (`None`: the platform's).
+    /// White label: the organization's logo, colours and sender name, used by the account page of its members and by the organization's mails (invitations). Safe values only; null removes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branding: Option<Branding>,
 }
@@ -316,16 +329,26 @@ pub struct OrgPolicies {
 /// WebP image (`data:` URL: the page's CSP allows no other origin for images, and an SVG could
 /// hold script); the sender name is plain text with nothing an address header would read as
 /// syntax.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = OrgBranding))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Branding {
+    /// An inline PNG, JPEG or WebP image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 65536, pattern = "^data:image/(png|jpeg|webp);base64,[A-Za-z0-9+/]+=*$")
+    )]
     pub logo: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^#[0-9A-Fa-f]{6}$"))]
     pub primary_color: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^#[0-9A-Fa-f]{6}$"))]
     pub accent_color: Option<String>,
+    /// The display name of the organization's mails (the address stays the platform's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub sender_name: Option<String>,
 }
 
@@ -633,6 +656,17 @@ mod tests {
         assert_eq!(check_role_change(Owner, Member, Owner), Err(OrgError::OwnerRole));
         assert_eq!(check_role_change(Owner, Owner, Admin), Err(OrgError::OwnerRole));
         assert_eq!(check_role_change(Member, Member, Member), Err(OrgError::NotAllowed(Member)));
+    }
+
+    #[test]
+    fn ending_sessions_is_for_admins_and_the_owner_ends_admins() {
+        assert_eq!(check_end_sessions(Admin, Member, false), Ok(()));
+        assert_eq!(check_end_sessions(Owner, Admin, false), Ok(()));
+        assert_eq!(check_end_sessions(Owner, Owner, true), Ok(()));
+        assert_eq!(check_end_sessions(Admin, Admin, true), Ok(()));
+        assert_eq!(check_end_sessions(Admin, Admin, false), Err(OrgError::AdminsAreTheOwners));
+        assert_eq!(check_end_sessions(Admin, Owner, false), Err(OrgError::AdminsAreTheOwners));
+        assert_eq!(check_end_sessions(Member, Member, false), Err(OrgError::NotAllowed(Member)));
     }
 
     #[test]

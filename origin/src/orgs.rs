@@ -23,11 +23,17 @@ use domain::problem::{Problem, ProblemKind};
 use domain::security::SecurityFloor;
 use domain::tier::Tier;
 use domain::time::UnixMillis;
-use serde::Deserialize;
+use domain::wire::orgs::{
+    AcceptInvitation, Gated, Invitation, Invitations, MemberAffected, MemberPosture, NewInvitation, NewOrg,
+    NewOrgRole, Org, OrgAudit, OrgAuditAction, OrgAuditEntry, OrgMember, OrgMembers, OrgPosture,
+    OrgRoleChanged, OwnershipTransfer, OwnershipTransferred,
+};
+use domain::wire::Factor;
 use serde_json::{json, Value};
 
 use crate::crypto::random_16;
 use crate::errors::ApiError;
+use crate::extract::parse;
 use crate::protection::Proof;
 use crate::store::orgs::{
     AcceptOutcome, InvitationRow, InviteOutcome, MemberRow, OrgAuditRow, OrgCreate, OrgRow,
@@ -55,25 +61,12 @@ pub fn routes() -> Router<AppState> {
         .route("/orgs/{org}/posture", get(posture))
 }
 
-/// The JSON body of a request, or a 400 problem naming what is wrong with it.
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::client(ProblemKind::BadRequest, format!("invalid body: {e}")))
-}
-
 fn no_org(id: &str) -> ApiError {
     ApiError::client(ProblemKind::NotFound, format!("no organization {id}"))
 }
 
 fn no_member(id: &str) -> ApiError {
     ApiError::client(ProblemKind::NotFound, format!("no member {id} in this organization"))
-}
-
-/// Sets a member of an answer's JSON object.
-fn set(view: &mut Value, key: &str, value: Value) {
-    if let Some(object) = view.as_object_mut() {
-        object.insert(key.to_owned(), value);
-    }
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -136,7 +129,7 @@ impl Standing {
 fn audit_row(
     org: &str,
     actor: &Actor,
-    action: &str,
+    action: OrgAuditAction,
     user: Option<&str>,
     detail: Option<String>,
     at: UnixMillis,
@@ -144,7 +137,7 @@ fn audit_row(
     OrgAuditRow {
         org_id: org.to_owned(),
         actor: actor.to_string(),
-        action: action.to_owned(),
+        action: action.as_str().to_owned(),
         user_id: user.map(str::to_owned),
         detail,
         at,
@@ -200,21 +193,22 @@ impl Accounts {
         }
     }
 
-    async fn org_view(&self, org: &OrgRow, now: UnixMillis) -> Result<Value, ApiError> {
+    async fn org_view(&self, org: &OrgRow, now: UnixMillis) -> Result<Org, ApiError> {
         let members = self.store.org_members(&org.id).await?.len();
         let pending = self.store.pending_invitations(&org.id, now).await?.len();
-        Ok(json!({
-            "id": org.id,
-            "slug": org.slug,
-            "name": org.name,
-            "tier": org.tier,
-            "seats": org.seats,
-            "members": members,
-            "pending_invitations": pending,
-            "policies": policies_of(org)?,
-            "created_at": rfc3339(org.created_at),
-            "updated_at": rfc3339(org.updated_at),
-        }))
+        Ok(Org {
+            id: org.id.clone(),
+            slug: org.slug.clone(),
+            name: org.name.clone(),
+            tier: tier_of(org)?,
+            seats: org.seats,
+            members: members as u64,
+            pending_invitations: pending as u64,
+            policies: policies_of(org)?,
+            your_role: None,
+            created_at: rfc3339(org.created_at),
+            updated_at: rfc3339(org.updated_at),
+        })
     }
 
     /// The gate updates that give every member of `org` their grant as it is now.
@@ -237,9 +231,9 @@ impl Accounts {
     pub async fn create_org(
         &self,
         actor: &Actor,
-        request: CreateOrg,
+        request: NewOrg,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Gated<Org>, ApiError> {
         let Some(caller) = actor.user_id() else {
             return Err(ApiError::client(
                 ProblemKind::Forbidden,
@@ -329,7 +323,8 @@ impl Accounts {
             joined_at: now,
         };
         let detail = Some(format!("slug={} tier={tier} seats={seats} owner={owner_id}", row.slug));
-        let audit = audit_row(&row.id, actor, "org_created", Some(owner_id.as_str()), detail, now);
+        let audit =
+            audit_row(&row.id, actor, OrgAuditAction::OrgCreated, Some(owner_id.as_str()), detail, now);
         match self.store.create_org(&row, &owner, &audit).await? {
             OrgCreate::Created => {}
             OrgCreate::SlugTaken => {
@@ -345,23 +340,22 @@ impl Accounts {
                 ))
             }
         }
-        let mut view = self.org_view(&row, now).await?;
+        let answer = self.org_view(&row, now).await?;
         let update = GateUpdate {
             user_id: owner_id.to_string(),
             grant: Some(grant(&row, OrgRole::Owner)?),
             at: now.0,
             end_sessions: false,
         };
-        set(&mut view, "gate", json!([update]));
-        Ok(view)
+        Ok(Gated { answer, gate: vec![update] })
     }
 
-    pub async fn read_org(&self, actor: &Actor, id: &str, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn read_org(&self, actor: &Actor, id: &str, now: UnixMillis) -> Result<Org, ApiError> {
         let standing = self.standing(actor, id).await?;
         standing.may(OrgAction::Read)?;
         let mut view = self.org_view(&standing.org, now).await?;
         if standing.member {
-            set(&mut view, "your_role", json!(standing.role));
+            view.your_role = Some(standing.role);
         }
         Ok(view)
     }
@@ -373,7 +367,7 @@ impl Accounts {
         id: &str,
         patch: &Value,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Gated<Org>, ApiError> {
         let standing = self.standing(actor, id).await?;
         standing.may(OrgAction::UpdatePolicies)?;
         let org = standing.org;
@@ -382,27 +376,28 @@ impl Accounts {
         let fields: Vec<&String> = patch.as_object().map(|o| o.keys().collect()).unwrap_or_default();
         let detail =
             Some(format!("fields={}", fields.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(",")));
-        let audit = audit_row(&org.id, actor, "policies_updated", None, detail, now);
+        let audit = audit_row(&org.id, actor, OrgAuditAction::PoliciesUpdated, None, detail, now);
         if !self.store.put_org_policies(&org.id, &json, now, &audit).await? {
             return Err(no_org(id));
         }
         let org = self.store.org(&org.id).await?.ok_or_else(|| no_org(id))?;
-        let mut view = self.org_view(&org, now).await?;
-        set(&mut view, "gate", json!(self.grants_for_all(&org, now).await?));
-        Ok(view)
+        let answer = self.org_view(&org, now).await?;
+        Ok(Gated { answer, gate: self.grants_for_all(&org, now).await? })
     }
 
-    pub async fn org_members(&self, actor: &Actor, id: &str) -> Result<Value, ApiError> {
+    pub async fn org_members(&self, actor: &Actor, id: &str) -> Result<OrgMembers, ApiError> {
         let standing = self.standing(actor, id).await?;
         standing.may(OrgAction::ListMembers)?;
-        let members: Vec<Value> = self
+        let members = self
             .store
             .org_members(&standing.org.id)
             .await?
             .into_iter()
-            .map(|m| json!({ "user_id": m.user_id, "role": m.role, "joined_at": rfc3339(m.joined_at) }))
-            .collect();
-        Ok(json!({ "members": members }))
+            .map(|m| {
+                Ok(OrgMember { role: role_of(&m.role)?, user_id: m.user_id, joined_at: rfc3339(m.joined_at) })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        Ok(OrgMembers { members })
     }
 
     /// Invites an address: refused (409, naming the seats) when members and pending
@@ -411,9 +406,9 @@ impl Accounts {
         &self,
         actor: &Actor,
         id: &str,
-        request: Invite,
+        request: NewInvitation,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Invitation, ApiError> {
         let standing = self.standing(actor, id).await?;
         standing.may(OrgAction::Invite)?;
         let role = request.role.unwrap_or(OrgRole::Member);
@@ -474,7 +469,7 @@ impl Accounts {
         let audit = audit_row(
             &org.id,
             actor,
-            "member_invited",
+            OrgAuditAction::MemberInvited,
             None,
             Some(format!("invitation={invitation_id} role={role}")),
             now,
@@ -491,17 +486,23 @@ impl Accounts {
             InviteOutcome::NoOrg => return Err(no_org(id)),
         }
         self.deliver_soon(&message.id, true).await;
-        Ok(json!({
-            "id": invitation_id,
-            "org_id": org.id,
-            "email": email.as_str(),
-            "role": role,
-            "expires_at": rfc3339(expires_at),
-        }))
+        Ok(Invitation {
+            id: invitation_id,
+            org_id: Some(org.id),
+            email: Some(email.as_str().to_owned()),
+            role,
+            invited_by: None,
+            expires_at: rfc3339(expires_at),
+        })
     }
 
     /// Pending invitations, with their addresses unsealed (the inviter's key sealed them).
-    pub async fn invitations(&self, actor: &Actor, id: &str, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn invitations(
+        &self,
+        actor: &Actor,
+        id: &str,
+        now: UnixMillis,
+    ) -> Result<Invitations, ApiError> {
         let standing = self.standing(actor, id).await?;
         standing.may(OrgAction::Invite)?;
         let mut list = Vec::new();
@@ -518,15 +519,16 @@ impl Accounts {
                 }
                 None => None,
             };
-            list.push(json!({
-                "id": invitation.id,
-                "email": email,
-                "role": invitation.role,
-                "invited_by": invitation.invited_by,
-                "expires_at": rfc3339(invitation.expires_at),
-            }));
+            list.push(Invitation {
+                role: role_of(&invitation.role)?,
+                id: invitation.id,
+                org_id: None,
+                email,
+                invited_by: Some(invitation.invited_by),
+                expires_at: rfc3339(invitation.expires_at),
+            });
         }
-        Ok(json!({ "invitations": list }))
+        Ok(Invitations { invitations: list })
     }
 
     /// Accepts an invitation for the signed-in account whose address it was sent to.
@@ -535,7 +537,7 @@ impl Accounts {
         actor: &Actor,
         token: &str,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Gated<Org>, ApiError> {
         let Some(user) = actor.user_id() else {
             return Err(ApiError::client(
                 ProblemKind::Forbidden,
@@ -570,20 +572,19 @@ impl Accounts {
         let mut indexes = vec![self.keyring.email_index(&account.email)];
         indexes.extend(self.keyring.retired_email_indexes(&account.email));
         let detail = Some(format!("invitation={} role={}", invitation.id, invitation.role));
-        let audit = audit_row(&org.id, actor, "member_joined", Some(user.as_str()), detail, now);
+        let audit = audit_row(&org.id, actor, OrgAuditAction::MemberJoined, Some(user.as_str()), detail, now);
         match self.store.accept_invitation(&hash, user.as_str(), &indexes, now, &audit).await? {
             AcceptOutcome::Joined(member) => {
                 let role = role_of(&member.role)?;
-                let mut view = self.org_view(&org, now).await?;
-                set(&mut view, "your_role", json!(role));
+                let mut answer = self.org_view(&org, now).await?;
+                answer.your_role = Some(role);
                 let update = GateUpdate {
                     user_id: user.to_string(),
                     grant: Some(grant(&org, role)?),
                     at: now.0,
                     end_sessions: false,
                 };
-                set(&mut view, "gate", json!([update]));
-                Ok(view)
+                Ok(Gated { answer, gate: vec![update] })
             }
             AcceptOutcome::Unusable => {
                 Err(ApiError::client(ProblemKind::Gone, "the invitation was used, revoked or has expired"))
@@ -605,12 +606,12 @@ impl Accounts {
         user: &str,
         new: OrgRole,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Gated<OrgRoleChanged>, ApiError> {
         let standing = self.standing(actor, id).await?;
         let current = self.member_role(&standing.org, user).await?;
         org::check_role_change(standing.role, current, new).map_err(|e| refused(&e))?;
         let detail = Some(format!("{current}->{new}"));
-        let audit = audit_row(&standing.org.id, actor, "role_changed", Some(user), detail, now);
+        let audit = audit_row(&standing.org.id, actor, OrgAuditAction::RoleChanged, Some(user), detail, now);
         if current != new
             && !self
                 .store
@@ -628,7 +629,7 @@ impl Accounts {
             at: now.0,
             end_sessions: false,
         };
-        Ok(json!({ "user_id": user, "role": new, "gate": [update] }))
+        Ok(Gated { answer: OrgRoleChanged { user_id: user.to_owned(), role: new }, gate: vec![update] })
     }
 
     /// Removes a member (or a member leaves): their sessions end at once and their tier falls
@@ -639,12 +640,12 @@ impl Accounts {
         id: &str,
         user: &str,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Gated<MemberAffected>, ApiError> {
         let standing = self.standing(actor, id).await?;
         let current = self.member_role(&standing.org, user).await?;
         let itself = actor.user_id().is_some_and(|u| u.as_str() == user);
         org::check_removal(standing.role, current, itself).map_err(|e| refused(&e))?;
-        let action = if itself { "member_left" } else { "member_removed" };
+        let action = if itself { OrgAuditAction::MemberLeft } else { OrgAuditAction::MemberRemoved };
         let audit =
             audit_row(&standing.org.id, actor, action, Some(user), Some(format!("role={current}")), now);
         if !self.store.remove_member(&standing.org.id, user, current.as_str(), &audit).await? {
@@ -654,7 +655,7 @@ impl Accounts {
             ));
         }
         let update = GateUpdate { user_id: user.to_owned(), grant: None, at: now.0, end_sessions: true };
-        Ok(json!({ "user_id": user, "removed": true, "gate": [update] }))
+        Ok(Gated { answer: MemberAffected { user_id: user.to_owned(), removed: true }, gate: vec![update] })
     }
 
     /// An admin ends a member's sessions (audited); the edge revokes them in the member's gate.
@@ -664,16 +665,21 @@ impl Accounts {
         id: &str,
         user: &str,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Gated<MemberAffected>, ApiError> {
         let standing = self.standing(actor, id).await?;
         standing.may(OrgAction::EndSessions)?;
         let target = self.member_role(&standing.org, user).await?;
         let itself = actor.user_id().is_some_and(|u| u.as_str() == user);
-        if target >= OrgRole::Admin && standing.role != OrgRole::Owner && !itself {
-            return Err(refused(&OrgError::AdminsAreTheOwners));
-        }
+        org::check_end_sessions(standing.role, target, itself).map_err(|e| refused(&e))?;
         self.store
-            .append_org_audit(&audit_row(&standing.org.id, actor, "sessions_ended", Some(user), None, now))
+            .append_org_audit(&audit_row(
+                &standing.org.id,
+                actor,
+                OrgAuditAction::SessionsEnded,
+                Some(user),
+                None,
+                now,
+            ))
             .await?;
         let update = GateUpdate {
             user_id: user.to_owned(),
@@ -681,7 +687,7 @@ impl Accounts {
             at: now.0,
             end_sessions: true,
         };
-        Ok(json!({ "user_id": user, "gate": [update] }))
+        Ok(Gated { answer: MemberAffected { user_id: user.to_owned(), removed: false }, gate: vec![update] })
     }
 
     /// Hands the organization to another member: the owner only, with a fresh proof (a
@@ -690,9 +696,9 @@ impl Accounts {
         &self,
         actor: &Actor,
         id: &str,
-        request: Transfer,
+        request: OwnershipTransfer,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Gated<OwnershipTransferred>, ApiError> {
         let standing = self.standing(actor, id).await?;
         if !standing.member {
             return Err(refused(&OrgError::NotAllowed(OrgRole::Admin)));
@@ -717,7 +723,14 @@ impl Accounts {
         };
         self.require_fresh_proof(actor, &owner, &proof, now).await?;
         let detail = Some(format!("from={owner} to={new_owner}"));
-        let audit = audit_row(&standing.org.id, actor, "ownership_transferred", Some(new_owner), detail, now);
+        let audit = audit_row(
+            &standing.org.id,
+            actor,
+            OrgAuditAction::OwnershipTransferred,
+            Some(new_owner),
+            detail,
+            now,
+        );
         if !self.store.transfer_ownership(&standing.org.id, owner.as_str(), new_owner, &audit).await? {
             return Err(ApiError::client(
                 ProblemKind::Conflict,
@@ -738,111 +751,74 @@ impl Accounts {
                 end_sessions: false,
             },
         ];
-        Ok(
-            json!({ "owner": new_owner, "previous_owner": owner, "previous_owner_role": OrgRole::Admin, "gate": updates }),
-        )
+        let answer = OwnershipTransferred {
+            owner: new_owner.to_owned(),
+            previous_owner: owner.to_string(),
+            previous_owner_role: OrgRole::Admin,
+        };
+        Ok(Gated { answer, gate: updates })
     }
 
-    pub async fn org_audit(&self, actor: &Actor, id: &str) -> Result<Value, ApiError> {
+    pub async fn org_audit(&self, actor: &Actor, id: &str) -> Result<OrgAudit, ApiError> {
         let standing = self.standing(actor, id).await?;
         standing.may(OrgAction::ReadAudit)?;
-        let entries: Vec<Value> = self
+        let entries = self
             .store
             .org_audit(&standing.org.id, AUDIT_LIMIT)
             .await?
             .into_iter()
-            .map(|e| json!({ "action": e.action, "actor": e.actor, "user_id": e.user_id, "detail": e.detail, "at": rfc3339(e.at) }))
-            .collect();
-        Ok(json!({ "entries": entries }))
+            .map(|e| {
+                Ok(OrgAuditEntry {
+                    action: e.action.parse().map_err(internal)?,
+                    actor: e.actor,
+                    user_id: e.user_id,
+                    detail: e.detail,
+                    at: rfc3339(e.at),
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        Ok(OrgAudit { entries })
     }
 
     /// Each member's security posture: factors enrolled and last login (the edge adds the
     /// open sessions from the gates). Nothing else about them: no address, no profile.
-    pub async fn org_posture(&self, actor: &Actor, id: &str) -> Result<Value, ApiError> {
+    pub async fn org_posture(&self, actor: &Actor, id: &str) -> Result<OrgPosture, ApiError> {
         let standing = self.standing(actor, id).await?;
         standing.may(OrgAction::ReadPosture)?;
-        let members: Vec<Value> = self
+        let members = self
             .store
             .org_posture(&standing.org.id)
             .await?
             .into_iter()
             .map(|p| {
                 let mut factors = Vec::new();
-                for (on, name) in [(p.webauthn, "webauthn"), (p.totp, "totp"), (p.sms, "sms")] {
+                for (on, factor) in
+                    [(p.webauthn, Factor::Webauthn), (p.totp, Factor::Totp), (p.sms, Factor::Sms)]
+                {
                     if on {
-                        factors.push(name);
+                        factors.push(factor);
                     }
                 }
-                json!({
-                    "user_id": p.user_id,
-                    "role": p.role,
-                    "mfa_enrolled": !factors.is_empty(),
-                    "factors": factors,
-                    "last_login_at": p.last_login_at.map(rfc3339),
+                Ok(MemberPosture {
+                    role: role_of(&p.role)?,
+                    user_id: p.user_id,
+                    mfa_enrolled: !factors.is_empty(),
+                    factors,
+                    last_login_at: p.last_login_at.map(rfc3339),
+                    active_sessions: None,
                 })
             })
-            .collect();
-        Ok(json!({ "members": members }))
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        Ok(OrgPosture { members })
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateOrg {
-    pub name: String,
-    pub slug: String,
-    #[serde(default)]
-    pub tier: Option<Tier>,
-    #[serde(default)]
-    pub seats: Option<u32>,
-    /// Platform admins only: the first owner (the caller by default).
-    #[serde(default)]
-    pub owner_id: Option<String>,
-    #[serde(default)]
-    pub policies: Option<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Invite {
-    pub email: String,
-    #[serde(default)]
-    pub role: Option<OrgRole>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Transfer {
-    pub new_owner: String,
-    #[serde(default)]
-    pub current_password: Option<String>,
-    #[serde(default)]
-    pub method: Option<String>,
-    #[serde(default)]
-    pub code: Option<String>,
-    /// When the caller's session last stepped up (the edge reads it from the session).
-    #[serde(default)]
-    pub step_up_at: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RoleChange {
-    role: OrgRole,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Accept {
-    token: String,
 }
 
 async fn create(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let request: CreateOrg = parse(&body)?;
+) -> Result<(StatusCode, Json<Gated<Org>>), ApiError> {
+    let request: NewOrg = parse(&body)?;
     Ok((StatusCode::CREATED, Json(state.accounts.create_org(&actor, request, state.clock.now()).await?)))
 }
 
@@ -850,7 +826,7 @@ async fn read(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(org): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Org>, ApiError> {
     Ok(Json(state.accounts.read_org(&actor, &org, state.clock.now()).await?))
 }
 
@@ -859,7 +835,7 @@ async fn update_policies(
     Extension(actor): Extension<Actor>,
     Path(org): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Gated<Org>>, ApiError> {
     let patch: Value = parse(&body)?;
     Ok(Json(state.accounts.update_policies(&actor, &org, &patch, state.clock.now()).await?))
 }
@@ -868,7 +844,7 @@ async fn members(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(org): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrgMembers>, ApiError> {
     Ok(Json(state.accounts.org_members(&actor, &org).await?))
 }
 
@@ -877,8 +853,8 @@ async fn invite(
     Extension(actor): Extension<Actor>,
     Path(org): Path<String>,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let request: Invite = parse(&body)?;
+) -> Result<(StatusCode, Json<Invitation>), ApiError> {
+    let request: NewInvitation = parse(&body)?;
     Ok((StatusCode::CREATED, Json(state.accounts.invite(&actor, &org, request, state.clock.now()).await?)))
 }
 
@@ -886,7 +862,7 @@ async fn invitations(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(org): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Invitations>, ApiError> {
     Ok(Json(state.accounts.invitations(&actor, &org, state.clock.now()).await?))
 }
 
@@ -894,8 +870,8 @@ async fn accept(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let request: Accept = parse(&body)?;
+) -> Result<Json<Gated<Org>>, ApiError> {
+    let request: AcceptInvitation = parse(&body)?;
     Ok(Json(state.accounts.accept_invitation(&actor, &request.token, state.clock.now()).await?))
 }
 
@@ -904,8 +880,8 @@ async fn change_role(
     Extension(actor): Extension<Actor>,
     Path((org, user)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let request: RoleChange = parse(&body)?;
+) -> Result<Json<Gated<OrgRoleChanged>>, ApiError> {
+    let request: NewOrgRole = parse(&body)?;
     Ok(Json(state.accounts.change_role(&actor, &org, &user, request.role, state.clock.now()).await?))
 }
 
@@ -913,7 +889,7 @@ async fn remove(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path((org, user)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Gated<MemberAffected>>, ApiError> {
     Ok(Json(state.accounts.remove_member(&actor, &org, &user, state.clock.now()).await?))
 }
 
@@ -921,7 +897,7 @@ async fn end_sessions(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path((org, user)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Gated<MemberAffected>>, ApiError> {
     Ok(Json(state.accounts.end_member_sessions(&actor, &org, &user, state.clock.now()).await?))
 }
 
@@ -930,8 +906,8 @@ async fn transfer(
     Extension(actor): Extension<Actor>,
     Path(org): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let request: Transfer = parse(&body)?;
+) -> Result<Json<Gated<OwnershipTransferred>>, ApiError> {
+    let request: OwnershipTransfer = parse(&body)?;
     Ok(Json(state.accounts.transfer_ownership(&actor, &org, request, state.clock.now()).await?))
 }
 
@@ -939,7 +915,7 @@ async fn audit(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(org): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrgAudit>, ApiError> {
     Ok(Json(state.accounts.org_audit(&actor, &org).await?))
 }
 
@@ -947,6 +923,6 @@ async fn posture(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(org): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrgPosture>, ApiError> {
     Ok(Json(state.accounts.org_posture(&actor, &org).await?))
 }
