@@ -24,7 +24,6 @@ use webauthn_rs::prelude::{
 
 use crate::crypto::random_16;
 use crate::errors::ApiError;
-use crate::protection::EdgeContext;
 use crate::store::{PasskeyInsert, PasskeyRow, PasskeyUse};
 use crate::users::Accounts;
 
@@ -42,16 +41,8 @@ pub use domain::wire::passkeys::{
     RenamePasskeyRequest as Rename,
 };
 
-/// A passwordless sign-in's answer.
-#[derive(Debug, Deserialize)]
-pub struct PasswordlessFinish {
-    pub ceremony_id: String,
-    pub credential: Value,
-    #[serde(default)]
-    pub device_token: Option<String>,
-    #[serde(default)]
-    pub context: EdgeContext,
-}
+/// A passwordless sign-in's answer, as the edge forwards it (`/internal/auth/webauthn/login`).
+pub type PasswordlessFinish = domain::wire::auth::SignIn<domain::wire::auth::PasskeyCredentials>;
 
 #[derive(Serialize, Deserialize)]
 struct RegistrationState {
@@ -517,11 +508,11 @@ impl Accounts {
         now: UnixMillis,
     ) -> Result<domain::wire::auth::LoginVerified, ApiError> {
         let refused = || ApiError::client(ProblemKind::Unauthenticated, "this passkey is not recognised");
-        let credential: PublicKeyCredential = serde_json::from_value(request.credential)
+        let credential: PublicKeyCredential = serde_json::from_value(request.credentials.credential)
             .map_err(|e| bad(format!("credential is not a WebAuthn assertion: {e}")))?;
         let stored = self
             .store
-            .state_take(&format!("webauthn:login:{}", request.ceremony_id), now)
+            .state_take(&format!("webauthn:login:{}", request.credentials.ceremony_id), now)
             .await?
             .and_then(|v| serde_json::from_str::<AssertionState>(&v).ok())
             .ok_or_else(ceremony_expired)?;
