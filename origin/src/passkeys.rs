@@ -83,7 +83,7 @@ fn view(row: &PasskeyRow) -> domain::wire::passkeys::Passkey {
     domain::wire::passkeys::Passkey {
         id: row.id.clone(),
         label: row.label.clone(),
-        kind: if row.discoverable { PasskeyKind::Passkey } else { PasskeyKind::SecurityKey },
+        kind: PasskeyKind::of(row.discoverable),
         aaguid: row.aaguid.clone(),
         backup_eligible: row.backup_eligible,
         backup_state: row.backup_state,
@@ -242,16 +242,8 @@ impl Accounts {
             return Err(ApiError::client(ProblemKind::Forbidden, refusal.to_string()));
         }
         let (counter, backup_eligible, backup_state, transports) = credential_facts(&passkey)?;
-        let discoverable = stored.kind == PasskeyKind::Passkey;
-        let label = if label.is_empty() {
-            if discoverable {
-                "Passkey".to_owned()
-            } else {
-                "Security key".to_owned()
-            }
-        } else {
-            label
-        };
+        let discoverable = stored.kind.discoverable();
+        let label = if label.is_empty() { stored.kind.default_label().to_owned() } else { label };
         let row = PasskeyRow {
             id: credential.id.clone(),
             user_id: id.to_string(),

@@ -9,20 +9,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::passkey::PasskeyKind;
 use crate::wire::Factor;
-
-/// Which kind of authenticator a credential is, or a registration asks for.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PasskeyKind {
-    /// A discoverable credential (on the device or in a password manager): passwordless
-    /// sign-in, and a second factor.
-    #[default]
-    Passkey,
-    /// A roaming security key (FIDO2 over USB/NFC), used as a second factor.
-    SecurityKey,
-}
 
 /// A stored credential as its owner sees it.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
