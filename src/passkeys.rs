@@ -12,7 +12,12 @@ use crate::events::Events;
 use crate::http::{self, forward, origin_json, JSON, MERGE_PATCH_JSON};
 use crate::problem::EdgeError;
 use crate::sessions::{authorize, forward_login};
-use domain::wire::auth::PasskeyCredentials;
+use domain::wire::auth::{MfaSendRequest, PasskeyCredentials};
+use domain::wire::passkeys::{
+    FactorProof, MfaWebauthnRequest, RegisterPasskeyRequest, RegistrationOptionsRequest, RegistrationStart,
+    RenamePasskeyRequest, VouchedProof,
+};
+use domain::wire::Factor;
 
 /// What a protected passkey route does.
 #[derive(Debug, Clone)]
@@ -45,8 +50,9 @@ fn refused(_: &EdgeError) -> Option<(EventKind, Value)> {
 /// `POST /api/v1/auth/mfa/webauthn`: `{challenge_id}` → the assertion options of a login's
 /// second factor.
 pub async fn mfa_options(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
-    let forwarded = json!({ "challenge_id": body.get("challenge_id").cloned().unwrap_or(Value::Null), "method": "webauthn" });
+    let body: MfaWebauthnRequest = http::read_body(&mut req, &[JSON]).await?;
+    let forwarded =
+        http::to_origin(&MfaSendRequest { challenge_id: body.challenge_id, method: Factor::Webauthn })?;
     let answer =
         forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/mfa/webauthn", Some(&forwarded))
             .await?;
@@ -72,19 +78,33 @@ pub async fn account(
         PasskeyOp::Rename(cid) => (Method::Patch, format!("{base}/{}", encode(cid)), 200, false),
         PasskeyOp::Remove(cid) => (Method::Delete, format!("{base}/{}", encode(cid)), 204, true),
     };
-    let mut body = match op {
+    // The step-up the edge vouches for is the session's, never one a client sent.
+    let step_up_at = if takes_step_up { stepped_up_at } else { None };
+    let body = match op {
         PasskeyOp::List => None,
         // A removal may come without a body (the session's step-up is its proof).
-        PasskeyOp::Remove(_) if req.headers().get("content-type")?.is_none() => Some(json!({})),
-        // A rename is a merge patch of the label; plain JSON is accepted too.
-        PasskeyOp::Rename(_) => Some(http::read_json(&mut req, &[JSON, MERGE_PATCH_JSON]).await?),
-        _ => Some(http::read_json(&mut req, &[JSON]).await?),
-    };
-    if takes_step_up {
-        if let (Some(Value::Object(o)), Some(at)) = (body.as_mut(), stepped_up_at) {
-            o.insert("step_up_at".into(), json!(at));
+        PasskeyOp::Remove(_) => {
+            let proof: FactorProof = if req.headers().get("content-type")?.is_none() {
+                FactorProof::default()
+            } else {
+                http::read_body(&mut req, &[JSON]).await?
+            };
+            Some(http::to_origin(&VouchedProof::new(proof, step_up_at))?)
         }
-    }
+        // A rename is a merge patch of the label; plain JSON is accepted too.
+        PasskeyOp::Rename(_) => {
+            let rename: RenamePasskeyRequest = http::read_body(&mut req, &[JSON, MERGE_PATCH_JSON]).await?;
+            Some(http::to_origin(&rename)?)
+        }
+        PasskeyOp::RegistrationOptions => {
+            let request: RegistrationOptionsRequest = http::read_body(&mut req, &[JSON]).await?;
+            Some(http::to_origin(&RegistrationStart::new(request, step_up_at))?)
+        }
+        PasskeyOp::Register => {
+            let register: RegisterPasskeyRequest = http::read_body(&mut req, &[JSON]).await?;
+            Some(http::to_origin(&register)?)
+        }
+    };
     let answer = forward(env, &caller.actor(), method, &path, body.as_ref()).await?;
     if status == 204 {
         return Ok(Response::empty()?.with_status(204));

@@ -104,6 +104,44 @@ pub fn check_use(stored: StoredUse, seen: SeenUse) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Which kind of authenticator a credential is, or a registration asks for.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PasskeyKind {
+    /// A discoverable credential (on the device or in a password manager): passwordless
+    /// sign-in, and a second factor.
+    #[default]
+    Passkey,
+    /// A roaming security key (FIDO2 over USB/NFC), used as a second factor.
+    SecurityKey,
+}
+
+impl PasskeyKind {
+    /// The kind of a stored credential: a discoverable one is a passkey.
+    pub fn of(discoverable: bool) -> Self {
+        if discoverable {
+            Self::Passkey
+        } else {
+            Self::SecurityKey
+        }
+    }
+
+    /// Whether a credential of this kind is created discoverable (resident): it signs in
+    /// without an email.
+    pub fn discoverable(self) -> bool {
+        self == Self::Passkey
+    }
+
+    /// The label of a credential registered without one.
+    pub fn default_label(self) -> &'static str {
+        match self {
+            Self::Passkey => "Passkey",
+            Self::SecurityKey => "Security key",
+        }
+    }
+}
+
 /// A passkey's label as given, trimmed; `None` when empty or too long.
 pub fn label(raw: &str) -> Option<String> {
     let trimmed = raw.trim();
@@ -151,6 +189,18 @@ mod tests {
     use super::*;
 
     const VIRTUAL: &str = "01020304-0506-0708-0102-030405060708";
+
+    #[test]
+    fn a_credential_kind_follows_discoverability_and_names_an_unlabelled_credential() {
+        assert_eq!(PasskeyKind::of(true), PasskeyKind::Passkey);
+        assert_eq!(PasskeyKind::of(false), PasskeyKind::SecurityKey);
+        for kind in [PasskeyKind::Passkey, PasskeyKind::SecurityKey] {
+            assert_eq!(PasskeyKind::of(kind.discoverable()), kind);
+        }
+        assert_eq!(PasskeyKind::Passkey.default_label(), "Passkey");
+        assert_eq!(PasskeyKind::SecurityKey.default_label(), "Security key");
+        assert_eq!(PasskeyKind::default(), PasskeyKind::Passkey);
+    }
 
     #[test]
     fn a_counter_must_move_forward_unless_the_authenticator_does_not_count() {

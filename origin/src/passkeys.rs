@@ -24,7 +24,6 @@ use webauthn_rs::prelude::{
 
 use crate::crypto::random_16;
 use crate::errors::ApiError;
-use crate::protection::EdgeContext;
 use crate::store::{PasskeyInsert, PasskeyRow, PasskeyUse};
 use crate::users::Accounts;
 
@@ -34,56 +33,16 @@ pub fn relying_party(rp_id: &str, origin: &str) -> anyhow::Result<Webauthn> {
     Ok(WebauthnBuilder::new(rp_id, &url)?.rp_name("Music AI").build()?)
 }
 
-/// Which kind of authenticator a registration asks for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PasskeyKind {
-    /// A discoverable credential (on the device or in a password manager): passwordless
-    /// sign-in, and a second factor.
-    #[default]
-    Passkey,
-    /// A roaming security key (FIDO2 over USB/NFC), used as a second factor.
-    SecurityKey,
-}
+use domain::wire::passkeys::{
+    AssertionOptions, Mediation, PasskeyList, PasskeyLoginOptions, RegistrationOptions,
+};
+pub use domain::wire::passkeys::{
+    PasskeyKind, RegisterPasskeyRequest as RegistrationFinish, RegistrationStart,
+    RenamePasskeyRequest as Rename,
+};
 
-/// The start of a registration: the recent authentication it needs (the current password, or
-/// the session's step-up within five minutes, which the edge vouches for).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegistrationStart {
-    #[serde(default)]
-    pub current_password: Option<String>,
-    #[serde(default)]
-    pub step_up_at: Option<u64>,
-    #[serde(default)]
-    pub kind: PasskeyKind,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegistrationFinish {
-    pub ceremony_id: String,
-    pub credential: Value,
-    #[serde(default)]
-    pub label: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rename {
-    pub label: String,
-}
-
-/// A passwordless sign-in's answer.
-#[derive(Debug, Deserialize)]
-pub struct PasswordlessFinish {
-    pub ceremony_id: String,
-    pub credential: Value,
-    #[serde(default)]
-    pub device_token: Option<String>,
-    #[serde(default)]
-    pub context: EdgeContext,
-}
+/// A passwordless sign-in's answer, as the edge forwards it (`/internal/auth/webauthn/login`).
+pub type PasswordlessFinish = domain::wire::auth::SignIn<domain::wire::auth::PasskeyCredentials>;
 
 #[derive(Serialize, Deserialize)]
 struct RegistrationState {
@@ -120,19 +79,19 @@ fn new_ceremony_id() -> String {
 }
 
 /// What a stored credential looks like to its owner.
-fn view(row: &PasskeyRow) -> Value {
-    json!({
-        "id": row.id,
-        "label": row.label,
-        "kind": if row.discoverable { "passkey" } else { "security_key" },
-        "aaguid": row.aaguid,
-        "backup_eligible": row.backup_eligible,
-        "backup_state": row.backup_state,
-        "transports": serde_json::from_str::<Value>(&row.transports).unwrap_or(Value::Null),
-        "counter": row.counter,
-        "created_at": crate::users::rfc3339(row.created_at),
-        "last_used_at": row.last_used_at.map(crate::users::rfc3339),
-    })
+fn view(row: &PasskeyRow) -> domain::wire::passkeys::Passkey {
+    domain::wire::passkeys::Passkey {
+        id: row.id.clone(),
+        label: row.label.clone(),
+        kind: PasskeyKind::of(row.discoverable),
+        aaguid: row.aaguid.clone(),
+        backup_eligible: row.backup_eligible,
+        backup_state: row.backup_state,
+        transports: serde_json::from_str::<Value>(&row.transports).unwrap_or(Value::Null),
+        counter: row.counter,
+        created_at: crate::users::rfc3339(row.created_at),
+        last_used_at: row.last_used_at.map(crate::users::rfc3339),
+    }
 }
 
 /// The counter and flags webauthn-rs keeps inside a serialised passkey.
@@ -161,7 +120,7 @@ impl Accounts {
         id: &UserId,
         request: RegistrationStart,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<RegistrationOptions, ApiError> {
         crate::users::authorize(actor, id)?;
         let account = if domain::security::step_up_fresh(request.step_up_at.map(UnixMillis), now) {
             self.load(id).await?
@@ -232,7 +191,7 @@ impl Accounts {
                 now.saturating_add_ms(CEREMONY_TTL_MS),
             )
             .await?;
-        Ok(json!({ "ceremony_id": ceremony_id, "public_key": options, "expires_in": CEREMONY_TTL_MS / 1000 }))
+        Ok(RegistrationOptions { ceremony_id, public_key: options, expires_in: CEREMONY_TTL_MS / 1000 })
     }
 
     /// Verifies the authenticator's answer and stores the credential.
@@ -242,7 +201,7 @@ impl Accounts {
         id: &UserId,
         request: RegistrationFinish,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<domain::wire::passkeys::Passkey, ApiError> {
         crate::users::authorize(actor, id)?;
         let label = match request.label.as_deref() {
             Some(raw) => passkey::label(raw).ok_or_else(|| {
@@ -283,16 +242,8 @@ impl Accounts {
             return Err(ApiError::client(ProblemKind::Forbidden, refusal.to_string()));
         }
         let (counter, backup_eligible, backup_state, transports) = credential_facts(&passkey)?;
-        let discoverable = stored.kind == PasskeyKind::Passkey;
-        let label = if label.is_empty() {
-            if discoverable {
-                "Passkey".to_owned()
-            } else {
-                "Security key".to_owned()
-            }
-        } else {
-            label
-        };
+        let discoverable = stored.kind.discoverable();
+        let label = if label.is_empty() { stored.kind.default_label().to_owned() } else { label };
         let row = PasskeyRow {
             id: credential.id.clone(),
             user_id: id.to_string(),
@@ -328,10 +279,10 @@ impl Accounts {
         Ok(view(&row))
     }
 
-    pub async fn list_passkeys(&self, actor: &Actor, id: &UserId) -> Result<Value, ApiError> {
+    pub async fn list_passkeys(&self, actor: &Actor, id: &UserId) -> Result<PasskeyList, ApiError> {
         crate::users::authorize(actor, id)?;
         let rows = self.store.passkeys(id.as_str()).await?;
-        Ok(json!({ "passkeys": rows.iter().map(view).collect::<Vec<_>>() }))
+        Ok(PasskeyList { passkeys: rows.iter().map(view).collect() })
     }
 
     pub async fn rename_passkey(
@@ -340,7 +291,7 @@ impl Accounts {
         id: &UserId,
         credential_id: &str,
         request: Rename,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<domain::wire::passkeys::Passkey, ApiError> {
         crate::users::authorize(actor, id)?;
         let label = passkey::label(&request.label).ok_or_else(|| {
             ApiError::Client(
@@ -393,7 +344,7 @@ impl Accounts {
         user_id: &str,
         key: &str,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<AssertionOptions, ApiError> {
         let passkeys: Vec<Passkey> = self
             .store
             .passkeys(user_id)
@@ -416,7 +367,8 @@ impl Accounts {
                 now.saturating_add_ms(CEREMONY_TTL_MS),
             )
             .await?;
-        Ok(json!({ "public_key": options.public_key, "expires_in": CEREMONY_TTL_MS / 1000 }))
+        let public_key = serde_json::to_value(options.public_key).map_err(internal)?;
+        Ok(AssertionOptions { public_key, expires_in: CEREMONY_TTL_MS / 1000 })
     }
 
     /// Verifies an assertion answering the ceremony under `key`, by one of `user_id`'s
@@ -520,7 +472,7 @@ impl Accounts {
 
     /// Starts a passwordless sign-in: options for a discoverable credential (also for the
     /// browser's passkey autofill, `mediation: conditional`).
-    pub async fn passwordless_start(&self, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn passwordless_start(&self, now: UnixMillis) -> Result<PasskeyLoginOptions, ApiError> {
         let (options, state) = self.webauthn.start_discoverable_authentication().map_err(internal)?;
         let ceremony_id = new_ceremony_id();
         let stored = AssertionState { user_id: None, state: serde_json::to_value(&state).map_err(internal)? };
@@ -531,12 +483,12 @@ impl Accounts {
                 now.saturating_add_ms(CEREMONY_TTL_MS),
             )
             .await?;
-        Ok(json!({
-            "ceremony_id": ceremony_id,
-            "public_key": options.public_key,
-            "mediation": "conditional",
-            "expires_in": CEREMONY_TTL_MS / 1000,
-        }))
+        Ok(PasskeyLoginOptions {
+            ceremony_id,
+            public_key: serde_json::to_value(options.public_key).map_err(internal)?,
+            mediation: Mediation::Conditional,
+            expires_in: CEREMONY_TTL_MS / 1000,
+        })
     }
 
     /// Completes a passwordless sign-in: the discoverable credential names its account; a
@@ -548,11 +500,11 @@ impl Accounts {
         now: UnixMillis,
     ) -> Result<domain::wire::auth::LoginVerified, ApiError> {
         let refused = || ApiError::client(ProblemKind::Unauthenticated, "this passkey is not recognised");
-        let credential: PublicKeyCredential = serde_json::from_value(request.credential)
+        let credential: PublicKeyCredential = serde_json::from_value(request.credentials.credential)
             .map_err(|e| bad(format!("credential is not a WebAuthn assertion: {e}")))?;
         let stored = self
             .store
-            .state_take(&format!("webauthn:login:{}", request.ceremony_id), now)
+            .state_take(&format!("webauthn:login:{}", request.credentials.ceremony_id), now)
             .await?
             .and_then(|v| serde_json::from_str::<AssertionState>(&v).ok())
             .ok_or_else(ceremony_expired)?;

@@ -553,7 +553,11 @@ impl Accounts {
 
     /// The options of a passkey assertion for a challenge that offers `webauthn`; its state is
     /// kept beside the challenge, for five minutes, and taken by the completion.
-    pub async fn mfa_webauthn_options(&self, request: MfaSend, now: UnixMillis) -> Result<Value, ApiError> {
+    pub async fn mfa_webauthn_options(
+        &self,
+        request: MfaSend,
+        now: UnixMillis,
+    ) -> Result<domain::wire::passkeys::AssertionOptions, ApiError> {
         let challenge = self.challenge(&request.challenge_id, now).await?;
         if !challenge.methods.iter().any(|m| m == "webauthn") {
             return Err(ApiError::client(ProblemKind::BadRequest, "this login does not offer a passkey"));
@@ -1033,7 +1037,7 @@ pub enum StepUp {
     },
     CodeSent,
     /// The options of a passkey assertion, for the second call.
-    Options(Value),
+    Options(domain::wire::passkeys::AssertionOptions),
 }
 
 fn step_up_required(methods: &[String], detail: &str) -> ApiError {

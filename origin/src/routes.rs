@@ -20,6 +20,9 @@ use domain::wire::auth::{
     ActivateRequest, Activated, CodeSent, ForgotPasswordRequest, LoginVerified, PasswordResetDone,
     ResetPasswordRequest, ResetRequested, StepUpPending, StepUpProved, StepUpRequest, VerifyEmailRequest,
 };
+use domain::wire::passkeys::{
+    AssertionOptions, Passkey, PasskeyList, PasskeyLoginOptions, RegistrationOptions,
+};
 use domain::wire::users::{
     AccountStatus, AuditLog, ChangePassword, Code, CreateUser, EmailChangeStarted, EnrolSms, FactorEnrolled,
     PasswordProof, SecurityEvents, Signup, SmsEnrolment, StatusChanged, TotpEnrolment, UpdateUser,
@@ -413,7 +416,7 @@ async fn list_passkeys(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PasskeyList>, ApiError> {
     Ok(Json(state.accounts.list_passkeys(&actor, &user_id(&id)?).await?))
 }
 
@@ -422,7 +425,7 @@ async fn start_passkey_registration(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RegistrationOptions>, ApiError> {
     let request: RegistrationStart =
         if body.is_empty() { RegistrationStart::default() } else { parse(&body)? };
     Ok(Json(
@@ -435,7 +438,7 @@ async fn finish_passkey_registration(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Passkey>), ApiError> {
     let request: RegistrationFinish = parse(&body)?;
     let view = state
         .accounts
@@ -449,7 +452,7 @@ async fn rename_passkey(
     Extension(actor): Extension<Actor>,
     Path((id, credential)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Passkey>, ApiError> {
     let request: Rename = parse(&body)?;
     Ok(Json(state.accounts.rename_passkey(&actor, &user_id(&id)?, &credential, request).await?))
 }
@@ -465,7 +468,7 @@ async fn remove_passkey(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn passwordless_options(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn passwordless_options(State(state): State<AppState>) -> Result<Json<PasskeyLoginOptions>, ApiError> {
     Ok(Json(state.accounts.passwordless_start(state.clock.now()).await?))
 }
 
@@ -480,7 +483,7 @@ async fn passwordless_login(
 async fn mfa_webauthn_options(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<MfaSend>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AssertionOptions>, ApiError> {
     Ok(Json(state.accounts.mfa_webauthn_options(request, state.clock.now()).await?))
 }
 
