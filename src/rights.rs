@@ -5,6 +5,9 @@
 
 use domain::identity::{Actor, UserId};
 use domain::problem::ProblemKind;
+use domain::wire::rights::{
+    Consents, ErasureDone, ErasureScheduled, ExportPending, ExportStarted, PendingWipes,
+};
 use serde_json::{json, Value};
 use worker::{console_error, console_log, Env, Headers, Method, Request, Response};
 
@@ -55,11 +58,10 @@ pub async fn start_export(
         }
     }
     let path = format!("/internal/users/{id}/export");
-    let answer = origin_json(&forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?)?;
-    let mut response = http::json(202, &answer, None)?;
-    if let Some(location) = answer.get("location").and_then(Value::as_str) {
-        response.headers_mut().set("location", location)?;
-    }
+    let answer: ExportStarted =
+        http::origin_as(&forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?)?;
+    let mut response = http::reply(202, &answer)?;
+    response.headers_mut().set("location", &answer.location)?;
     Ok(response)
 }
 
@@ -80,10 +82,9 @@ pub async fn download_export(
     let path = format!("/internal/users/{id}/exports/{export_id}");
     let answer = forward(env, &caller.actor(), Method::Get, &path, None).await?;
     if answer.status == 202 {
-        let body = origin_json(&answer)?;
-        let retry = body.get("retry_after").and_then(Value::as_u64).unwrap_or(2);
-        let mut response = http::json(202, &body, None)?;
-        response.headers_mut().set("retry-after", &retry.to_string())?;
+        let body: ExportPending = http::origin_as(&answer)?;
+        let mut response = http::reply(202, &body)?;
+        response.headers_mut().set("retry-after", &body.retry_after.to_string())?;
         return Ok(response);
     }
     let headers = Headers::new();
@@ -111,14 +112,13 @@ pub async fn erase(mut req: Request, env: &Env, caller: Caller, id: UserId) -> R
     let body = optional_json(&mut req).await?;
     let path = format!("/internal/users/{id}");
     let answer = forward(env, &caller.actor(), Method::Delete, &path, Some(&body)).await?;
-    let mut result = origin_json(&answer)?;
     if answer.status == 202 {
+        let mut scheduled: ErasureScheduled = http::origin_as(&answer)?;
         let ended = GateClient::for_user(env, id.as_str())?.revoke(None, None, "erasure requested").await?;
-        if let Some(o) = result.as_object_mut() {
-            o.insert("sessions_ended".into(), json!(ended));
-        }
-        return http::json(202, &result, None);
+        scheduled.sessions_ended = Some(u64::try_from(ended).unwrap_or(u64::MAX));
+        return http::reply(202, &scheduled);
     }
+    let mut done: ErasureDone = http::origin_as(&answer)?;
     let wiped = match wipe(env, id.as_str(), &caller.actor()).await {
         Ok(()) => true,
         Err(e) => {
@@ -126,10 +126,8 @@ pub async fn erase(mut req: Request, env: &Env, caller: Caller, id: UserId) -> R
             false
         }
     };
-    if let Some(o) = result.as_object_mut() {
-        o.insert("edge_wiped".into(), json!(wiped));
-    }
-    http::json(200, &result, None)
+    done.edge_wiped = Some(wiped);
+    http::reply(200, &done)
 }
 
 /// Cancels a scheduled erasure with the password (no session: logging in is refused meanwhile).
@@ -159,27 +157,20 @@ pub async fn consents(
     } else {
         forward(env, &caller.actor(), Method::Get, &path, None).await?
     };
-    let body = origin_json(&answer)?;
-    if let Some(collects) = body.get("collects_events").and_then(Value::as_bool) {
-        GateClient::for_user(env, id.as_str())?.record_consent(collects).await?;
-    }
-    http::json(200, &body, None)
+    let body: Consents = http::origin_as(&answer)?;
+    GateClient::for_user(env, id.as_str())?.record_consent(body.collects_events).await?;
+    http::reply(200, &body)
 }
 
 /// The scheduled job: asks the origin for erasures whose edge part is still to do, and does it.
 pub async fn apply_pending_wipes(env: &Env) {
-    let pending = match forward(env, &Actor::System, Method::Get, "/internal/erasures/pending", None).await {
-        Ok(answer) => origin_json(&answer).unwrap_or(Value::Null),
+    let ids = match forward(env, &Actor::System, Method::Get, "/internal/erasures/pending", None).await {
+        Ok(answer) => http::origin_as::<PendingWipes>(&answer).map(|p| p.user_ids).unwrap_or_default(),
         Err(e) => {
             console_error!("pending erasures: the origin did not answer: {e:?}");
             return;
         }
     };
-    let ids: Vec<String> = pending
-        .get("user_ids")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-        .unwrap_or_default();
     let mut done = 0;
     for id in &ids {
         match wipe(env, id, &Actor::System).await {
