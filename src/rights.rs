@@ -6,9 +6,9 @@
 use domain::identity::{Actor, UserId};
 use domain::problem::ProblemKind;
 use domain::wire::rights::{
-    Consents, ErasureDone, ErasureScheduled, ExportPending, ExportStarted, PendingWipes,
+    CancelErasure, Consents, ErasureDone, ErasureRequest, ErasureScheduled, ExportPending, ExportRequest,
+    ExportStart, ExportStarted, ParentalAnswer, PendingWipes,
 };
-use serde_json::{json, Value};
 use worker::{console_error, console_log, Env, Headers, Method, Request, Response};
 
 use crate::auth::Caller;
@@ -24,14 +24,14 @@ fn authorize(caller: &Caller, target: &UserId) -> Result<(), EdgeError> {
     }
 }
 
-/// A JSON body when one was sent; `{}` for an empty one.
-async fn optional_json(req: &mut Request) -> Result<Value, EdgeError> {
+/// A body as the wire type `T` when one was sent; `T::default()` for an empty one.
+async fn optional_body<T: serde::de::DeserializeOwned + Default>(req: &mut Request) -> Result<T, EdgeError> {
     let declared = req.headers().get("content-length")?.and_then(|l| l.trim().parse::<u64>().ok());
     let has_type = req.headers().get("content-type")?.is_some();
     if declared == Some(0) || (declared.is_none() && !has_type) {
-        return Ok(json!({}));
+        return Ok(T::default());
     }
-    http::read_json(req, &[JSON]).await
+    http::read_body(req, &[JSON]).await
 }
 
 /// `Sec-GPC: 1` (Global Privacy Control): the browser asks not to sell or share.
@@ -49,14 +49,15 @@ pub async fn start_export(
     stepped_up_at: Option<u64>,
 ) -> Result<Response, EdgeError> {
     authorize(&caller, &id)?;
-    let mut body = optional_json(&mut req).await?;
+    let proof: ExportRequest = optional_body(&mut req).await?;
     let sessions = GateClient::for_user(env, id.as_str())?.sessions().await?;
-    if let Some(o) = body.as_object_mut() {
-        o.insert("sessions".into(), serde_json::to_value(&sessions)?);
-        if let Some(at) = stepped_up_at.filter(|_| caller.id == id) {
-            o.insert("step_up_at".into(), json!(at));
-        }
-    }
+    let body = http::to_origin(&ExportStart {
+        current_password: proof.current_password,
+        method: proof.method,
+        code: proof.code,
+        step_up_at: stepped_up_at.filter(|_| caller.id == id),
+        sessions: serde_json::to_value(&sessions)?,
+    })?;
     let path = format!("/internal/users/{id}/export");
     let answer: ExportStarted =
         http::origin_as(&forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?)?;
@@ -109,7 +110,8 @@ pub async fn wipe(env: &Env, id: &str, actor: &Actor) -> Result<(), EdgeError> {
 /// answers (the scheduled job retries if that fails).
 pub async fn erase(mut req: Request, env: &Env, caller: Caller, id: UserId) -> Result<Response, EdgeError> {
     authorize(&caller, &id)?;
-    let body = optional_json(&mut req).await?;
+    let request: ErasureRequest = optional_body(&mut req).await?;
+    let body = http::to_origin(&request)?;
     let path = format!("/internal/users/{id}");
     let answer = forward(env, &caller.actor(), Method::Delete, &path, Some(&body)).await?;
     if answer.status == 202 {
@@ -132,7 +134,7 @@ pub async fn erase(mut req: Request, env: &Env, caller: Caller, id: UserId) -> R
 
 /// Cancels a scheduled erasure with the password (no session: logging in is refused meanwhile).
 pub async fn cancel_erasure(mut req: Request, env: &Env, id: UserId) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
+    let body = http::to_origin(&http::read_body::<CancelErasure>(&mut req, &[JSON]).await?)?;
     let path = format!("/internal/users/{id}/erasure/cancel");
     let answer = forward(env, &Actor::Anonymous, Method::Post, &path, Some(&body)).await?;
     http::json(200, &origin_json(&answer)?, None)
@@ -183,7 +185,7 @@ pub async fn apply_pending_wipes(env: &Env) {
 
 /// A parent's answer to a child's signup (`{"token", "decision": "grant"|"refuse"}`).
 pub async fn parental_consent(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
+    let body = http::to_origin(&http::read_body::<ParentalAnswer>(&mut req, &[JSON]).await?)?;
     let answer =
         forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/parental-consent", Some(&body)).await?;
     http::json(200, &origin_json(&answer)?, None)

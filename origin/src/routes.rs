@@ -10,8 +10,8 @@ use domain::identity::{Actor, UserId};
 use domain::wire::event::{EventBatch, EventKind, EventsStored};
 use domain::wire::job::{Job, JobRuns, JobStarted};
 use domain::wire::rights::{
-    CancelErasure, Consents, ErasureCancelled, ErasureDone, ErasureScheduled, ExportPending, ExportStarted,
-    ExportState, ParentalOutcome, PendingWipes,
+    CancelErasure, Consents, ErasureCancelled, ErasureDone, ErasureScheduled, ExportPending, ExportStart,
+    ExportStarted, ExportState, ParentalOutcome, PendingWipes,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -567,23 +567,6 @@ async fn put_consents(
     Ok(Json(
         state.accounts.put_consents(&actor, &user_id(&id)?, &request, query.on(), state.clock.now()).await?,
     ))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ExportStart {
-    #[serde(default)]
-    current_password: Option<String>,
-    #[serde(default)]
-    method: Option<String>,
-    #[serde(default)]
-    code: Option<String>,
-    /// When the caller's session last stepped up (the edge reads it from the session).
-    #[serde(default)]
-    step_up_at: Option<u64>,
-    /// The user's sessions as the edge's gate holds them.
-    #[serde(default)]
-    sessions: Value,
 }
 
 async fn start_export(

@@ -198,3 +198,22 @@ pub struct ExportRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
 }
+
+/// Edge → origin: an export request, with what the edge adds (the session's step-up time, the
+/// sessions its gate holds: they are part of the export).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportStart {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// When the caller's session last stepped up (the edge reads it from the session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_up_at: Option<u64>,
+    /// The user's sessions as the edge's gate holds them.
+    #[serde(default)]
+    pub sessions: serde_json::Value,
+}
