@@ -5,7 +5,10 @@
 
 use domain::identity::{Actor, UserId};
 use domain::problem::ProblemKind;
-use serde_json::{json, Value};
+use domain::wire::rights::{
+    CancelErasure, Consents, ErasureDone, ErasureRequest, ErasureScheduled, ExportPending, ExportRequest,
+    ExportStart, ExportStarted, ParentalAnswer, PendingWipes,
+};
 use worker::{console_error, console_log, Env, Headers, Method, Request, Response};
 
 use crate::auth::Caller;
@@ -21,14 +24,14 @@ fn authorize(caller: &Caller, target: &UserId) -> Result<(), EdgeError> {
     }
 }
 
-/// A JSON body when one was sent; `{}` for an empty one.
-async fn optional_json(req: &mut Request) -> Result<Value, EdgeError> {
+/// A body as the wire type `T` when one was sent; `T::default()` for an empty one.
+async fn optional_body<T: serde::de::DeserializeOwned + Default>(req: &mut Request) -> Result<T, EdgeError> {
     let declared = req.headers().get("content-length")?.and_then(|l| l.trim().parse::<u64>().ok());
     let has_type = req.headers().get("content-type")?.is_some();
     if declared == Some(0) || (declared.is_none() && !has_type) {
-        return Ok(json!({}));
+        return Ok(T::default());
     }
-    http::read_json(req, &[JSON]).await
+    http::read_body(req, &[JSON]).await
 }
 
 /// `Sec-GPC: 1` (Global Privacy Control): the browser asks not to sell or share.
@@ -46,20 +49,20 @@ pub async fn start_export(
     stepped_up_at: Option<u64>,
 ) -> Result<Response, EdgeError> {
     authorize(&caller, &id)?;
-    let mut body = optional_json(&mut req).await?;
+    let proof: ExportRequest = optional_body(&mut req).await?;
     let sessions = GateClient::for_user(env, id.as_str())?.sessions().await?;
-    if let Some(o) = body.as_object_mut() {
-        o.insert("sessions".into(), serde_json::to_value(&sessions)?);
-        if let Some(at) = stepped_up_at.filter(|_| caller.id == id) {
-            o.insert("step_up_at".into(), json!(at));
-        }
-    }
+    let body = http::to_origin(&ExportStart {
+        current_password: proof.current_password,
+        method: proof.method,
+        code: proof.code,
+        step_up_at: stepped_up_at.filter(|_| caller.id == id),
+        sessions: serde_json::to_value(&sessions)?,
+    })?;
     let path = format!("/internal/users/{id}/export");
-    let answer = origin_json(&forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?)?;
-    let mut response = http::json(202, &answer, None)?;
-    if let Some(location) = answer.get("location").and_then(Value::as_str) {
-        response.headers_mut().set("location", location)?;
-    }
+    let answer: ExportStarted =
+        http::origin_as(&forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?)?;
+    let mut response = http::reply(202, &answer)?;
+    response.headers_mut().set("location", &answer.location)?;
     Ok(response)
 }
 
@@ -80,10 +83,9 @@ pub async fn download_export(
     let path = format!("/internal/users/{id}/exports/{export_id}");
     let answer = forward(env, &caller.actor(), Method::Get, &path, None).await?;
     if answer.status == 202 {
-        let body = origin_json(&answer)?;
-        let retry = body.get("retry_after").and_then(Value::as_u64).unwrap_or(2);
-        let mut response = http::json(202, &body, None)?;
-        response.headers_mut().set("retry-after", &retry.to_string())?;
+        let body: ExportPending = http::origin_as(&answer)?;
+        let mut response = http::reply(202, &body)?;
+        response.headers_mut().set("retry-after", &body.retry_after.to_string())?;
         return Ok(response);
     }
     let headers = Headers::new();
@@ -108,17 +110,17 @@ pub async fn wipe(env: &Env, id: &str, actor: &Actor) -> Result<(), EdgeError> {
 /// answers (the scheduled job retries if that fails).
 pub async fn erase(mut req: Request, env: &Env, caller: Caller, id: UserId) -> Result<Response, EdgeError> {
     authorize(&caller, &id)?;
-    let body = optional_json(&mut req).await?;
+    let request: ErasureRequest = optional_body(&mut req).await?;
+    let body = http::to_origin(&request)?;
     let path = format!("/internal/users/{id}");
     let answer = forward(env, &caller.actor(), Method::Delete, &path, Some(&body)).await?;
-    let mut result = origin_json(&answer)?;
     if answer.status == 202 {
+        let mut scheduled: ErasureScheduled = http::origin_as(&answer)?;
         let ended = GateClient::for_user(env, id.as_str())?.revoke(None, None, "erasure requested").await?;
-        if let Some(o) = result.as_object_mut() {
-            o.insert("sessions_ended".into(), json!(ended));
-        }
-        return http::json(202, &result, None);
+        scheduled.sessions_ended = Some(u64::try_from(ended).unwrap_or(u64::MAX));
+        return http::reply(202, &scheduled);
     }
+    let mut done: ErasureDone = http::origin_as(&answer)?;
     let wiped = match wipe(env, id.as_str(), &caller.actor()).await {
         Ok(()) => true,
         Err(e) => {
@@ -126,15 +128,13 @@ pub async fn erase(mut req: Request, env: &Env, caller: Caller, id: UserId) -> R
             false
         }
     };
-    if let Some(o) = result.as_object_mut() {
-        o.insert("edge_wiped".into(), json!(wiped));
-    }
-    http::json(200, &result, None)
+    done.edge_wiped = Some(wiped);
+    http::reply(200, &done)
 }
 
 /// Cancels a scheduled erasure with the password (no session: logging in is refused meanwhile).
 pub async fn cancel_erasure(mut req: Request, env: &Env, id: UserId) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
+    let body = http::to_origin(&http::read_body::<CancelErasure>(&mut req, &[JSON]).await?)?;
     let path = format!("/internal/users/{id}/erasure/cancel");
     let answer = forward(env, &Actor::Anonymous, Method::Post, &path, Some(&body)).await?;
     http::json(200, &origin_json(&answer)?, None)
@@ -159,27 +159,20 @@ pub async fn consents(
     } else {
         forward(env, &caller.actor(), Method::Get, &path, None).await?
     };
-    let body = origin_json(&answer)?;
-    if let Some(collects) = body.get("collects_events").and_then(Value::as_bool) {
-        GateClient::for_user(env, id.as_str())?.record_consent(collects).await?;
-    }
-    http::json(200, &body, None)
+    let body: Consents = http::origin_as(&answer)?;
+    GateClient::for_user(env, id.as_str())?.record_consent(body.collects_events).await?;
+    http::reply(200, &body)
 }
 
 /// The scheduled job: asks the origin for erasures whose edge part is still to do, and does it.
 pub async fn apply_pending_wipes(env: &Env) {
-    let pending = match forward(env, &Actor::System, Method::Get, "/internal/erasures/pending", None).await {
-        Ok(answer) => origin_json(&answer).unwrap_or(Value::Null),
+    let ids = match forward(env, &Actor::System, Method::Get, "/internal/erasures/pending", None).await {
+        Ok(answer) => http::origin_as::<PendingWipes>(&answer).map(|p| p.user_ids).unwrap_or_default(),
         Err(e) => {
             console_error!("pending erasures: the origin did not answer: {e:?}");
             return;
         }
     };
-    let ids: Vec<String> = pending
-        .get("user_ids")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-        .unwrap_or_default();
     let mut done = 0;
     for id in &ids {
         match wipe(env, id, &Actor::System).await {
@@ -192,7 +185,7 @@ pub async fn apply_pending_wipes(env: &Env) {
 
 /// A parent's answer to a child's signup (`{"token", "decision": "grant"|"refuse"}`).
 pub async fn parental_consent(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body = http::read_json(&mut req, &[JSON]).await?;
+    let body = http::to_origin(&http::read_body::<ParentalAnswer>(&mut req, &[JSON]).await?)?;
     let answer =
         forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/parental-consent", Some(&body)).await?;
     http::json(200, &origin_json(&answer)?, None)

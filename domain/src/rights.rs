@@ -15,6 +15,7 @@ pub const POLICY_VERSION: &str = "2026-11";
 
 /// What a user may consent to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Purpose {
     /// First-party usage events (the edge's behavioural events) and the insights built on them.
@@ -69,8 +70,10 @@ impl Purpose {
     }
 }
 
-/// Where a consent's state came from.
+/// Where a consent's state came from: `default` (never chosen), `user` (set through this API)
+/// or `gpc` (a `Sec-GPC: 1` signal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// The default at signup (never asked).

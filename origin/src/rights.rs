@@ -22,7 +22,7 @@ use domain::identity::{Actor, UserId};
 use domain::problem::{Problem, ProblemKind};
 use domain::rights::{self, ExportStatus};
 use domain::time::UnixMillis;
-use serde::Deserialize;
+use domain::wire::rights::{ConsentView, Consents, ErasureCancelled, ParentalDecision, ParentalOutcome};
 use serde_json::{json, Value};
 
 use crate::crypto::random_16;
@@ -44,19 +44,7 @@ pub enum Download {
 }
 
 /// The body of an erasure request.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EraseRequest {
-    #[serde(default)]
-    pub current_password: Option<String>,
-    #[serde(default)]
-    pub method: Option<String>,
-    #[serde(default)]
-    pub code: Option<String>,
-    /// Admins only: erase now rather than after the grace period.
-    #[serde(default)]
-    pub immediately: bool,
-}
+pub type EraseRequest = domain::wire::rights::ErasureRequest;
 
 /// What an erasure request did.
 pub enum Erasure {
@@ -64,20 +52,20 @@ pub enum Erasure {
     Done { purged: std::collections::BTreeMap<String, u64> },
 }
 
-fn consents_view(current: &[rights::Consent]) -> Value {
-    let list: Vec<Value> = current
-        .iter()
-        .map(|c| {
-            json!({
-                "purpose": c.purpose.as_str(),
-                "granted": c.granted,
-                "at": rfc3339(c.at),
-                "source": c.source.as_str(),
-                "policy_version": c.policy_version,
+fn consents_view(current: &[rights::Consent]) -> Consents {
+    Consents {
+        consents: current
+            .iter()
+            .map(|c| ConsentView {
+                purpose: c.purpose,
+                granted: c.granted,
+                at: rfc3339(c.at),
+                source: c.source,
+                policy_version: c.policy_version.clone(),
             })
-        })
-        .collect();
-    json!({ "consents": list, "collects_events": rights::collects_events(current) })
+            .collect(),
+        collects_events: rights::collects_events(current),
+    }
 }
 
 fn consent_audit(
@@ -141,7 +129,7 @@ impl Accounts {
         id: &UserId,
         gpc: bool,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Consents, ApiError> {
         authorize(actor, id)?;
         let mut current = self.current_consents(id).await?;
         if gpc {
@@ -159,7 +147,7 @@ impl Accounts {
         body: &Value,
         gpc: bool,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Consents, ApiError> {
         authorize(actor, id)?;
         let changes = rights::parse_changes(body, now).map_err(|errors| {
             let detail = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
@@ -359,7 +347,7 @@ impl Accounts {
             ("login_history", Value::Array(logins)),
             ("security_events", Value::Array(security_events)),
             ("audit_trail", Value::Array(audit.iter().map(audit_json).collect())),
-            ("consents", consents.get("consents").cloned().unwrap_or(Value::Null)),
+            ("consents", serde_json::to_value(&consents.consents).unwrap_or(Value::Null)),
             ("mfa_factors", Value::Array(factors)),
             ("analytics_events", Value::Array(events)),
             ("insights", insights),
@@ -488,7 +476,7 @@ impl Accounts {
         id: &UserId,
         password: &str,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<ErasureCancelled, ApiError> {
         let account = self.load(id).await?;
         self.check_current_password(&account, Some(password), now).await?;
         let audit = AuditEntry {
@@ -506,7 +494,7 @@ impl Accounts {
         if !self.store.cancel_erasure(id.as_str(), &audit).await? {
             return Err(ApiError::client(ProblemKind::Conflict, "no erasure is scheduled for this account"));
         }
-        Ok(json!({ "id": id, "erasure_cancelled": true }))
+        Ok(ErasureCancelled { id: id.to_string(), erasure_cancelled: true })
     }
 
     /// The refusal a login gets while the account waits for its erasure.
@@ -564,13 +552,7 @@ impl Accounts {
 }
 
 /// What a parent answers through the consent link.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ParentalAnswer {
-    pub token: String,
-    /// `grant` or `refuse`.
-    pub decision: String,
-}
+pub use domain::wire::rights::ParentalAnswer;
 
 impl Accounts {
     /// A child's signup (under 13): the account is created disabled, with the tier's default
@@ -664,7 +646,7 @@ impl Accounts {
         &self,
         answer: &ParentalAnswer,
         now: UnixMillis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<ParentalOutcome, ApiError> {
         if answer.decision != "grant" && answer.decision != "refuse" {
             return Err(crate::users::invalid_field(
                 "decision",
@@ -679,7 +661,13 @@ impl Accounts {
         let id: UserId = id.parse().map_err(|_| ApiError::Internal(format!("bad user id {id}")))?;
         if answer.decision == "refuse" {
             self.erase(&id, now, "parent", now).await?;
-            return Ok(json!({ "id": id, "decision": "refuse", "erased": true }));
+            return Ok(ParentalOutcome {
+                id: id.to_string(),
+                decision: ParentalDecision::Refuse,
+                method: None,
+                consented_at: None,
+                erased: Some(true),
+            });
         }
         let account = self.load(&id).await?;
         let mut row = account.row.clone();
@@ -694,9 +682,13 @@ impl Accounts {
             at: now,
         };
         match self.store.update_user(&row, account.row.version, &[audit]).await? {
-            crate::store::UpdateOutcome::Updated => Ok(
-                json!({ "id": id, "decision": "grant", "method": "email_link", "consented_at": rfc3339(now) }),
-            ),
+            crate::store::UpdateOutcome::Updated => Ok(ParentalOutcome {
+                id: id.to_string(),
+                decision: ParentalDecision::Grant,
+                method: Some("email_link".to_owned()),
+                consented_at: Some(rfc3339(now)),
+                erased: None,
+            }),
             _ => Err(ApiError::client(
                 ProblemKind::Conflict,
                 "the account changed meanwhile; use the link again",

@@ -9,6 +9,10 @@ use axum::routing::{any, get, post};
 use domain::identity::{Actor, UserId};
 use domain::wire::event::{EventBatch, EventKind, EventsStored};
 use domain::wire::job::{Job, JobRuns, JobStarted};
+use domain::wire::rights::{
+    CancelErasure, Consents, ErasureCancelled, ErasureDone, ErasureScheduled, ExportPending, ExportStart,
+    ExportStarted, ExportState, ParentalOutcome, PendingWipes,
+};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -551,7 +555,7 @@ async fn read_consents(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     axum::extract::Query(query): axum::extract::Query<GpcQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Consents>, ApiError> {
     Ok(Json(state.accounts.consents(&actor, &user_id(&id)?, query.on(), state.clock.now()).await?))
 }
 
@@ -561,28 +565,11 @@ async fn put_consents(
     Path(id): Path<String>,
     axum::extract::Query(query): axum::extract::Query<GpcQuery>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Consents>, ApiError> {
     let request: Value = parse(&body)?;
     Ok(Json(
         state.accounts.put_consents(&actor, &user_id(&id)?, &request, query.on(), state.clock.now()).await?,
     ))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ExportStart {
-    #[serde(default)]
-    current_password: Option<String>,
-    #[serde(default)]
-    method: Option<String>,
-    #[serde(default)]
-    code: Option<String>,
-    /// When the caller's session last stepped up (the edge reads it from the session).
-    #[serde(default)]
-    step_up_at: Option<u64>,
-    /// The user's sessions as the edge's gate holds them.
-    #[serde(default)]
-    sessions: Value,
 }
 
 async fn start_export(
@@ -590,7 +577,7 @@ async fn start_export(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ExportStarted>), ApiError> {
     let request: ExportStart = if body.is_empty() { ExportStart::default() } else { parse(&body)? };
     let proof = Proof {
         current_password: request.current_password,
@@ -604,12 +591,12 @@ async fn start_export(
     let export = state.accounts.start_export(&actor, &id, &proof, sessions, state.clock.now()).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({
-            "export_id": export.id,
-            "status": if export.ready_at.is_some() { "ready" } else { "pending" },
-            "location": format!("/api/v1/users/{id}/exports/{}", export.id),
-            "requested_at": crate::users::rfc3339(export.created_at),
-        })),
+        Json(ExportStarted {
+            location: format!("/api/v1/users/{id}/exports/{}", export.id),
+            status: if export.ready_at.is_some() { ExportState::Ready } else { ExportState::Pending },
+            requested_at: crate::users::rfc3339(export.created_at),
+            export_id: export.id,
+        }),
     ))
 }
 
@@ -622,7 +609,7 @@ async fn download_export(
         crate::rights::Download::Pending { retry_after_secs } => Ok((
             StatusCode::ACCEPTED,
             [(axum::http::header::RETRY_AFTER, retry_after_secs.to_string())],
-            Json(json!({ "export_id": export_id, "status": "pending", "retry_after": retry_after_secs })),
+            Json(ExportPending { export_id, status: ExportState::Pending, retry_after: retry_after_secs }),
         )
             .into_response()),
         crate::rights::Download::Ready { zip, downloads_left } => Ok((
@@ -642,7 +629,7 @@ async fn erase_user(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let request: crate::rights::EraseRequest =
         if body.is_empty() { Default::default() } else { parse(&body)? };
     let id = user_id(&id)?;
@@ -650,15 +637,19 @@ async fn erase_user(
     match state.accounts.request_erasure(&actor, &id, request, grace, state.clock.now()).await? {
         crate::rights::Erasure::Scheduled { due_at } => Ok((
             StatusCode::ACCEPTED,
-            Json(json!({
-                "id": id,
-                "erasure_due_at": crate::users::rfc3339(due_at),
-                "cancel": format!("/api/v1/users/{id}/erasure/cancel"),
-            })),
-        )),
-        crate::rights::Erasure::Done { purged } => {
-            Ok((StatusCode::OK, Json(json!({ "id": id, "erased": true, "purged": purged }))))
-        }
+            Json(ErasureScheduled {
+                id: id.to_string(),
+                erasure_due_at: crate::users::rfc3339(due_at),
+                cancel: format!("/api/v1/users/{id}/erasure/cancel"),
+                sessions_ended: None,
+            }),
+        )
+            .into_response()),
+        crate::rights::Erasure::Done { purged } => Ok((
+            StatusCode::OK,
+            Json(ErasureDone { id: id.to_string(), erased: true, purged, edge_wiped: None }),
+        )
+            .into_response()),
     }
 }
 
@@ -666,13 +657,8 @@ async fn cancel_erasure(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Cancel {
-        password: String,
-    }
-    let request: Cancel = parse(&body)?;
+) -> Result<Json<ErasureCancelled>, ApiError> {
+    let request: CancelErasure = parse(&body)?;
     Ok(Json(state.accounts.cancel_erasure(&user_id(&id)?, &request.password, state.clock.now()).await?))
 }
 
@@ -680,11 +666,11 @@ async fn cancel_erasure(
 async fn pending_edge_wipes(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PendingWipes>, ApiError> {
     if actor != Actor::System {
         return Err(ApiError::client(ProblemKind::Forbidden, "the edge's scheduled job asks for these"));
     }
-    Ok(Json(json!({ "user_ids": state.store.pending_edge_wipes(100).await? })))
+    Ok(Json(PendingWipes { user_ids: state.store.pending_edge_wipes(100).await? }))
 }
 
 /// The edge wiped an erased user's KV entry and Durable Object.
@@ -704,7 +690,7 @@ async fn edge_wiped(
 async fn parental_consent(
     State(state): State<AppState>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ParentalOutcome>, ApiError> {
     let answer: crate::rights::ParentalAnswer = parse(&body)?;
     Ok(Json(state.accounts.parental_consent(&answer, state.clock.now()).await?))
 }
