@@ -78,15 +78,6 @@ pub fn document() -> Document {
     ] {
         document.merge(area);
     }
-    // While the areas move over to generated operations, what they do not describe yet comes
-    // from the hand-written document (`legacy.json`); a generated path or schema wins.
-    match serde_json::from_str::<Document>(include_str!("../legacy.json")) {
-        Ok(mut legacy) => {
-            legacy.servers = None;
-            document.merge(legacy)
-        }
-        Err(e) => eprintln!("legacy.json does not parse as a document: {e}"),
-    }
     add_rate_limit_headers(&mut document);
     document
 }
