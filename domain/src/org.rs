@@ -337,7 +337,7 @@ pub struct Branding {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
         feature = "openapi",
-        schema(max_length = 65536, pattern = "^data:image/(png|jpeg|webp);base64,[A-Za-z0-9+/]+=*$")
+        schema(max_length = 61440, pattern = "^data:image/(png|jpeg|webp);base64,[A-Za-z0-9+/]+=*$")
     )]
     pub logo: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -352,8 +352,10 @@ pub struct Branding {
     pub sender_name: Option<String>,
 }
 
-/// The longest logo accepted, as a `data:` URL (about 48 KiB of image).
-pub const MAX_LOGO_CHARS: usize = 65_536;
+/// The longest logo accepted, as a `data:` URL (about 45 KiB of image). With the rest of a
+/// policies body it must fit the edge's 64 KiB body limit, or the largest logo allowed could
+/// never be sent (the schema fuzzer found that it was 64 KiB itself).
+pub const MAX_LOGO_CHARS: usize = 60 * 1024;
 /// The longest sender name, in characters.
 pub const MAX_SENDER_NAME_CHARS: usize = 64;
 

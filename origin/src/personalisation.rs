@@ -29,7 +29,6 @@ use domain::tier::Tier;
 use domain::time::UnixMillis;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use domain::wire::personalization::{
@@ -369,18 +368,24 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-#[derive(Deserialize, Default)]
-struct RecommendationQuery {
-    #[serde(default)]
-    limit: Option<usize>,
+/// How many recommendations: `limit` from 1 to 100 (20 when absent); anything else is a 400
+/// naming the parameter, never a silent clamp.
+fn recommendation_limit(query: &std::collections::HashMap<String, String>) -> Result<usize, ApiError> {
+    match query.get("limit") {
+        None => Ok(20),
+        Some(raw) => raw.parse::<usize>().ok().filter(|n| (1..=100).contains(n)).ok_or_else(|| {
+            crate::users::invalid_field("limit", "range", format!("an integer from 1 to 100, not {raw:?}"))
+        }),
+    }
 }
 
 async fn recommendations(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    Query(query): Query<RecommendationQuery>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<RecommendationList>, ApiError> {
+    let n = recommendation_limit(&query)?;
     let id = user_id(&id)?;
     authorize(&actor, &id)?;
     let account = state.accounts.load(&id).await?;
@@ -389,7 +394,6 @@ async fn recommendations(
     if !allowed.personalization {
         return Err(refused("the personalization consent is withdrawn", "consent:personalization"));
     }
-    let n = query.limit.unwrap_or(20).clamp(1, 100);
     let (profile, _) = load_profile(store, id.as_str()).await?;
     let catalogue = store.catalogue().await?;
     let recent: BTreeSet<String> = plays(&store.recent_listening(id.as_str(), RECENT_EXCLUDED).await?)
