@@ -436,7 +436,28 @@ impl Stack {
         Ok(stored.into_iter().find_map(|(name, bytes)| {
             let found =
                 contains(&bytes, needle) || (self.postgres.is_some() && contains(&bytes, &hex_needle));
-            found.then_some(name)
+            if !found {
+                return None;
+            }
+            // A text dump says where: the table's COPY header and the line that holds it.
+            let text = String::from_utf8_lossy(&bytes);
+            let hex_text = String::from_utf8_lossy(&hex_needle).into_owned();
+            let needle_text = String::from_utf8_lossy(needle).into_owned();
+            let mut table = "";
+            let mut line_found = None;
+            for line in text.lines() {
+                if line.starts_with("COPY ") {
+                    table = line;
+                }
+                if line.contains(&needle_text) || line.contains(&hex_text) {
+                    line_found = Some(line.chars().take(300).collect::<String>());
+                    break;
+                }
+            }
+            Some(match (self.postgres.is_some(), line_found) {
+                (true, Some(line)) => format!("{name} ({table} … {line})"),
+                _ => name,
+            })
         }))
     }
 

@@ -728,10 +728,14 @@ impl super::EventStore for PostgresStore {
             let before = stored;
             stored += sqlx::query(
                 // An event about a user who no longer exists (erased while it was queued) is
-                // dropped: it would bring the erased id back.
+                // dropped: it would bring the erased id back. The user's row is locked (key
+                // share) until the batch commits: an erasure (which locks it for update, then
+                // deletes the user's events) waits for this batch, or this batch waits for the
+                // erasure and then finds no user. Without it, another origin's erasure could
+                // commit between the check and the insert.
                 "INSERT INTO events (id, user_id, kind, class, at, data, received_at) \
                  SELECT $1, $2::TEXT, $3, $4, $5, $6, $7 \
-                 WHERE $2::TEXT IS NULL OR EXISTS (SELECT 1 FROM users WHERE id = $2::TEXT) \
+                 WHERE $2::TEXT IS NULL OR EXISTS (SELECT 1 FROM users WHERE id = $2::TEXT FOR KEY SHARE) \
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(&e.id)
@@ -751,7 +755,7 @@ impl super::EventStore for PostgresStore {
                 if let Some(user_id) = &e.user_id {
                     sqlx::query(
                         "INSERT INTO security_events (user_id, kind, detail, at) \
-                         SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM users WHERE id = $5)",
+                         SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM users WHERE id = $5 FOR KEY SHARE)",
                     )
                     .bind(user_id)
                     .bind(e.kind.as_str())
