@@ -1,12 +1,10 @@
 //! Authentication at the edge: access tokens are validated here on every protected request,
 //! with no I/O (see `domain::token`), and issued here after the origin has verified a password.
 
-use std::sync::OnceLock;
-
 use domain::identity::{Actor, Role, UserId};
 use domain::problem::ProblemKind;
 use domain::tier::Tier;
-use domain::token::{self, Keyset, SigningKey, Subject, TokenPolicy};
+use domain::token::{self, Keyset, Subject, TokenPolicy};
 use worker::{Env, Request};
 
 use crate::bindings::AuthConfig;
@@ -33,26 +31,47 @@ impl Caller {
     }
 }
 
-/// Keys and policy, read from the Worker's bindings once per isolate.
+/// Keys and policy, read from the Worker's bindings once per isolate, with the signing key
+/// imported into WebCrypto (which also derived its public key).
 struct Auth {
-    signing: SigningKey,
+    kid: String,
+    /// The `CryptoKey` that signs.
+    private: wasm_bindgen::JsValue,
     keyset: Keyset,
     policy: TokenPolicy,
 }
 
-fn auth(env: &Env) -> Result<&'static Auth, EdgeError> {
-    static AUTH: OnceLock<Auth> = OnceLock::new();
-    if let Some(a) = AUTH.get() {
+thread_local! {
+    /// A Worker isolate runs one thread.
+    static AUTH: std::cell::RefCell<Option<std::rc::Rc<Auth>>> = const { std::cell::RefCell::new(None) };
+}
+
+async fn auth(env: &Env) -> Result<std::rc::Rc<Auth>, EdgeError> {
+    if let Some(a) = AUTH.with(|a| a.borrow().clone()) {
         return Ok(a);
     }
     let config =
         AuthConfig::from_env(env).map_err(|e| EdgeError::Runtime(worker::Error::RustError(e.to_string())))?;
-    let built = Auth {
-        keyset: Keyset::new(&config.signing, config.previous),
-        signing: config.signing,
+    let (private, public) = webcrypto::import_signing(&config.signing).await?;
+    let built = std::rc::Rc::new(Auth {
+        kid: config.signing.kid().to_owned(),
+        private,
+        keyset: Keyset::new(config.signing.verifying_key(public), config.previous),
         policy: config.policy,
-    };
-    Ok(AUTH.get_or_init(|| built))
+    });
+    AUTH.with(|a| *a.borrow_mut() = Some(built.clone()));
+    Ok(built)
+}
+
+fn runtime(e: impl std::fmt::Display) -> EdgeError {
+    EdgeError::Runtime(worker::Error::RustError(e.to_string()))
+}
+
+/// A fresh token id.
+fn jti() -> Result<String, EdgeError> {
+    let mut jti = [0u8; 16];
+    getrandom::getrandom(&mut jti).map_err(runtime)?;
+    Ok(hex::encode(jti))
 }
 
 pub fn unauthenticated(detail: impl Into<String>) -> EdgeError {
@@ -80,7 +99,7 @@ pub(crate) fn bearer(req: &Request) -> Result<Option<String>, EdgeError> {
 /// the runtime's WebCrypto (several times faster than Ed25519 compiled to wasm), then its
 /// claims in `domain::token` again. No I/O.
 async fn claims(env: &Env, token: &str) -> Result<token::AccessClaims, EdgeError> {
-    let auth = auth(env)?;
+    let auth = auth(env).await?;
     let at = now();
     let refuse = |e: token::TokenError| {
         crate::metrics::token_failure(domain::observe::token_failure_reason(&e));
@@ -118,6 +137,12 @@ mod webcrypto {
             extractable: bool,
             usages: &Array,
         ) -> Result<Promise, JsValue>;
+
+        #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = sign, catch)]
+        fn subtle_sign(algorithm: &Object, key: &JsValue, data: &Uint8Array) -> Result<Promise, JsValue>;
+
+        #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = exportKey, catch)]
+        fn export_key(format: &str, key: &JsValue) -> Result<Promise, JsValue>;
 
         #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = verify, catch)]
         fn subtle_verify(
@@ -159,6 +184,33 @@ mod webcrypto {
         Ok(imported)
     }
 
+    /// Imports the signing key (PKCS #8) and reads its public key back from WebCrypto's JWK of
+    /// it: the wasm carries no Ed25519 arithmetic.
+    pub async fn import_signing(key: &domain::token::SigningKey) -> Result<(JsValue, [u8; 32]), EdgeError> {
+        let usages = Array::of1(&"sign".into());
+        let der = Uint8Array::from(key.pkcs8_der().as_slice());
+        let promise =
+            import_key("pkcs8", &der, &ed25519()?, true, &usages).map_err(|e| failed("importKey", &e))?;
+        let private = JsFuture::from(promise).await.map_err(|e| failed("importKey", &e))?;
+        let jwk = JsFuture::from(export_key("jwk", &private).map_err(|e| failed("exportKey", &e))?)
+            .await
+            .map_err(|e| failed("exportKey", &e))?;
+        let x = Reflect::get(&jwk, &"x".into()).ok().and_then(|x| x.as_string()).unwrap_or_default();
+        let public = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, x)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| failed("exportKey", &"no 32-byte public key in the JWK".into()))?;
+        Ok((private, public))
+    }
+
+    /// `key`'s Ed25519 signature of `data`.
+    pub async fn sign(key: &JsValue, data: &[u8]) -> Result<Vec<u8>, EdgeError> {
+        let promise =
+            subtle_sign(&ed25519()?, key, &Uint8Array::from(data)).map_err(|e| failed("sign", &e))?;
+        let signature = JsFuture::from(promise).await.map_err(|e| failed("sign", &e))?;
+        Ok(Uint8Array::new(&signature).to_vec())
+    }
+
     /// Whether `signature` is `key`'s Ed25519 signature of `data`.
     pub async fn verify(key: &VerifyingKey, data: &[u8], signature: &[u8]) -> Result<bool, EdgeError> {
         let imported = self::key(key).await?;
@@ -186,7 +238,7 @@ impl ServiceCaller {
 /// Validates a service access token like [`claims`] does a user's: header and key, the
 /// signature by WebCrypto, then the claims (`typ` must be `service`). No I/O.
 pub async fn service(env: &Env, token: &str) -> Result<ServiceCaller, EdgeError> {
-    let auth = auth(env)?;
+    let auth = auth(env).await?;
     let at = now();
     let refuse = |e: token::TokenError| {
         crate::metrics::token_failure(domain::observe::token_failure_reason(&e));
@@ -211,14 +263,12 @@ pub async fn service(env: &Env, token: &str) -> Result<ServiceCaller, EdgeError>
 }
 
 /// Issues a service access token for a client the origin has just checked.
-pub fn issue_service_token(env: &Env, client_id: &str, scope: &str) -> Result<IssuedToken, EdgeError> {
-    let auth = auth(env)?;
-    let mut jti = [0u8; 16];
-    getrandom::getrandom(&mut jti)
-        .map_err(|e| EdgeError::Runtime(worker::Error::RustError(e.to_string())))?;
-    let token = token::issue_service(&auth.signing, &auth.policy, client_id, scope, &hex::encode(jti), now())
-        .map_err(|e| EdgeError::Runtime(worker::Error::RustError(e.to_string())))?;
-    Ok(IssuedToken { token, expires_in: auth.policy.ttl_secs })
+pub async fn issue_service_token(env: &Env, client_id: &str, scope: &str) -> Result<IssuedToken, EdgeError> {
+    let auth = auth(env).await?;
+    let input = token::service_signing_input(&auth.kid, &auth.policy, client_id, scope, &jti()?, now())
+        .map_err(runtime)?;
+    let signature = webcrypto::sign(&auth.private, input.as_bytes()).await?;
+    Ok(IssuedToken { token: token::signed(&input, &signature), expires_in: auth.policy.ttl_secs })
 }
 
 async fn validate(env: &Env, token: &str) -> Result<Caller, EdgeError> {
@@ -255,7 +305,8 @@ pub struct IssuedToken {
     pub expires_in: u64,
 }
 
-pub fn issue_access_token(
+/// Issues an access token, signed by WebCrypto with the key imported once per isolate.
+pub async fn issue_access_token(
     env: &Env,
     user_id: &str,
     tier: &str,
@@ -263,16 +314,14 @@ pub fn issue_access_token(
     session_id: Option<&str>,
     org: Option<&str>,
 ) -> Result<IssuedToken, EdgeError> {
-    let auth = auth(env)?;
-    let mut jti = [0u8; 16];
-    getrandom::getrandom(&mut jti)
-        .map_err(|e| EdgeError::Runtime(worker::Error::RustError(e.to_string())))?;
+    let auth = auth(env).await?;
     let subject = Subject { user_id, tier, role, session_id, org };
-    let token = token::issue_access(&auth.signing, &auth.policy, &subject, &hex::encode(jti), now())
-        .map_err(|e| EdgeError::Runtime(worker::Error::RustError(e.to_string())))?;
-    Ok(IssuedToken { token, expires_in: auth.policy.ttl_secs })
+    let input =
+        token::access_signing_input(&auth.kid, &auth.policy, &subject, &jti()?, now()).map_err(runtime)?;
+    let signature = webcrypto::sign(&auth.private, input.as_bytes()).await?;
+    Ok(IssuedToken { token: token::signed(&input, &signature), expires_in: auth.policy.ttl_secs })
 }
 
-pub fn jwks(env: &Env) -> Result<domain::wire::auth::Jwks, EdgeError> {
-    Ok(auth(env)?.keyset.jwks())
+pub async fn jwks(env: &Env) -> Result<domain::wire::auth::Jwks, EdgeError> {
+    Ok(auth(env).await?.keyset.jwks())
 }

@@ -81,21 +81,26 @@ pub async fn handle(
             Admission::Admitted(limit) => limits::finish(token(req, env).await, &limit, "ip-login", path),
         },
         Op::CreateClient => {
-            user_route(req, env, path, true, events, class, |req, caller, _| create_client(req, env, caller))
-                .await
+            user_route(req, env, path, true, events, class, move |req, caller, _| {
+                create_client(req, env, caller)
+            })
+            .await
         }
         Op::ListClients => {
-            user_route(req, env, path, true, events, class, |_, caller, _| list_clients(env, caller)).await
+            user_route(req, env, path, true, events, class, move |_, caller, _| list_clients(env, caller))
+                .await
         }
         Op::RevokeClient(client) => {
-            user_route(req, env, path, true, events, class, |_, caller, _| revoke_client(env, caller, client))
-                .await
+            user_route(req, env, path, true, events, class, move |_, caller, _| {
+                revoke_client(env, caller, client)
+            })
+            .await
         }
         Op::Entitlements(id) => {
             if presents_service_token(&req)? {
                 read_as_service(req, env, path, id).await
             } else {
-                user_route(req, env, path, true, events, class, |_, caller, gate| {
+                user_route(req, env, path, true, events, class, move |_, caller, gate| {
                     read_as_user(env, caller, gate, id)
                 })
                 .await
@@ -157,7 +162,7 @@ async fn token(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
             Err(EdgeError::Problem(problem)) if problem.status < 500 => return oauth_error(&problem, basic),
             Err(e) => return Err(e),
         };
-    let issued = auth::issue_service_token(env, granted.client_id.as_str(), &granted.scope)?;
+    let issued = auth::issue_service_token(env, granted.client_id.as_str(), &granted.scope).await?;
     let token = ServiceToken {
         access_token: issued.token,
         token_type: "Bearer".into(),

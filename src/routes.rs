@@ -11,6 +11,8 @@ use worker::{Context, Env, Method, Request, Response, Result};
 
 use crate::admin::AdminPath;
 use crate::events::Events;
+use crate::gate::GateAnswer;
+use crate::users::Prefetched;
 
 use crate::integrations::Op as IntegrationOp;
 use crate::limits::{self, Admission, IpClass};
@@ -251,210 +253,157 @@ impl Route {
         }
     }
 
-    async fn handle(
-        self,
-        req: Request,
-        env: &Env,
-        path: &str,
-        events: &Events,
-    ) -> std::result::Result<Response, EdgeError> {
+    fn handle<'a>(self, req: Request, env: &'a Env, path: &'a str, events: &'a Events) -> Pending<'a> {
         let class = self.class();
         match self {
             // Public: limited per address, and answered from a short cache (see `health.rs`).
-            Route::Health => match limits::admit_ip(&req, env, IpClass::Health).await? {
-                Admission::Refused(r) => Ok(r),
-                Admission::Admitted(limit) => {
-                    limits::finish(Ok(health::handle(env).await?), &limit, "ip-health", path)
-                }
-            },
-            Route::Jwks => crate::http::reply(200, &auth::jwks(env)?),
-            Route::OpenApi => Err(openapi::missing()),
-            Route::Login => match limits::admit_ip(&req, env, IpClass::Login).await? {
-                Admission::Refused(r) => Ok(r),
-                Admission::Admitted(limit) => {
-                    limits::finish(sessions::login(req, env, events).await, &limit, "ip-login", path)
-                }
-            },
+            Route::Health => {
+                ip_route(
+                    req,
+                    env,
+                    path,
+                    IpClass::Health,
+                    move |_| async move { Ok(health::handle(env).await?) },
+                )
+            }
+            Route::Jwks => Box::pin(async move { crate::http::reply(200, &auth::jwks(env).await?) }),
+            Route::OpenApi => Box::pin(async { Err(openapi::missing()) }),
+            Route::Login => {
+                ip_route(req, env, path, IpClass::Login, move |req| sessions::login(req, env, events))
+            }
             // Token introspection for its holder: a token whose session was revoked is not valid,
             // so the gate is asked (checked, not counted), as for every protected request.
             Route::Token => {
-                user_route(req, env, path, false, events, class, |_, caller, _| async move {
+                user_route(req, env, path, false, events, class, move |_, caller, _| async move {
                     sessions::introspect(&caller)
                 })
-                .await
             }
             // The second step of a login counts against the same per-address login quota.
-            Route::Mfa => match limits::admit_ip(&req, env, IpClass::Login).await? {
-                Admission::Refused(r) => Ok(r),
-                Admission::Admitted(limit) => {
-                    limits::finish(sessions::complete_mfa(req, env, events).await, &limit, "ip-login", path)
-                }
-            },
+            Route::Mfa => {
+                ip_route(req, env, path, IpClass::Login, move |req| sessions::complete_mfa(req, env, events))
+            }
             // Activation sets a password: limited like the signups it stands for.
-            Route::Activate => match limits::admit_ip(&req, env, IpClass::Signup).await? {
-                Admission::Refused(r) => Ok(r),
-                Admission::Admitted(limit) => {
-                    limits::finish(sessions::activate(req, env).await, &limit, "ip-signup", path)
-                }
-            },
+            Route::Activate => {
+                ip_route(req, env, path, IpClass::Signup, move |req| sessions::activate(req, env))
+            }
             // Account recovery: limited per address; the origin limits codes per account.
-            Route::ForgotPassword | Route::ResetPassword | Route::VerifyEmail => {
-                match limits::admit_ip(&req, env, IpClass::Recovery).await? {
-                    Admission::Refused(r) => Ok(r),
-                    Admission::Admitted(limit) => {
-                        let answer = match self {
-                            Route::ForgotPassword => sessions::forgot_password(req, env).await,
-                            Route::ResetPassword => sessions::reset_password(req, env).await,
-                            _ => users::verify_email(req, env).await,
-                        };
-                        limits::finish(answer, &limit, "ip-recovery", path)
-                    }
-                }
+            Route::ForgotPassword => {
+                ip_route(req, env, path, IpClass::Recovery, move |req| sessions::forgot_password(req, env))
+            }
+            Route::ResetPassword => {
+                ip_route(req, env, path, IpClass::Recovery, move |req| sessions::reset_password(req, env))
+            }
+            Route::VerifyEmail => {
+                ip_route(req, env, path, IpClass::Recovery, move |req| users::verify_email(req, env))
             }
             Route::ResendVerification(id) => {
-                user_route(req, env, path, true, events, class, |_, caller, _| {
+                user_route(req, env, path, true, events, class, move |_, caller, _| {
                     users::resend_verification(env, caller, id)
                 })
-                .await
             }
-            Route::MfaSend => match limits::admit_ip(&req, env, IpClass::Login).await? {
-                Admission::Refused(r) => Ok(r),
-                Admission::Admitted(limit) => {
-                    limits::finish(sessions::send_code(req, env).await, &limit, "ip-login", path)
-                }
-            },
+            Route::MfaSend => {
+                ip_route(req, env, path, IpClass::Login, move |req| sessions::send_code(req, env))
+            }
             // The passwordless ceremony and the second factor's options count against the
             // per-address login quota, like the logins they stand for.
-            Route::PasskeyOptions => match limits::admit_ip(&req, env, IpClass::Login).await? {
-                Admission::Refused(r) => Ok(r),
-                Admission::Admitted(limit) => {
-                    limits::finish(passkeys::login_options(env).await, &limit, "ip-login", path)
-                }
-            },
-            Route::PasskeyLogin => match limits::admit_ip(&req, env, IpClass::Login).await? {
-                Admission::Refused(r) => Ok(r),
-                Admission::Admitted(limit) => {
-                    limits::finish(passkeys::login(req, env, events).await, &limit, "ip-login", path)
-                }
-            },
-            Route::MfaWebauthn => match limits::admit_ip(&req, env, IpClass::Login).await? {
-                Admission::Refused(r) => Ok(r),
-                Admission::Admitted(limit) => {
-                    limits::finish(passkeys::mfa_options(req, env).await, &limit, "ip-login", path)
-                }
-            },
+            Route::PasskeyOptions => {
+                ip_route(req, env, path, IpClass::Login, move |_| passkeys::login_options(env))
+            }
+            Route::PasskeyLogin => {
+                ip_route(req, env, path, IpClass::Login, move |req| passkeys::login(req, env, events))
+            }
+            Route::MfaWebauthn => {
+                ip_route(req, env, path, IpClass::Login, move |req| passkeys::mfa_options(req, env))
+            }
             Route::Passkeys(id, op) => {
-                user_route(req, env, path, true, events, class, |req, caller, gate| {
+                user_route(req, env, path, true, events, class, move |req, caller, gate| {
                     passkeys::account(req, env, caller, id, op, gate.stepped_up_at)
                 })
-                .await
             }
             Route::SetDisabled(id, disabled) => {
-                user_route(req, env, path, true, events, class, |_, caller, _| {
+                user_route(req, env, path, true, events, class, move |_, caller, _| {
                     sessions::set_disabled(env, caller, id, disabled)
                 })
-                .await
             }
             Route::Security(id, op) => {
-                user_route(req, env, path, true, events, class, |req, caller, gate| {
+                user_route(req, env, path, true, events, class, move |req, caller, gate| {
                     sessions::account_security(req, env, caller, id, op, gate.stepped_up_at)
                 })
-                .await
             }
-            Route::StepUp => {
-                user_route(req, env, path, true, events, class, |req, caller, _| {
-                    sessions::step_up(req, env, caller)
-                })
-                .await
+            Route::StepUp => user_route(req, env, path, true, events, class, move |req, caller, _| {
+                sessions::step_up(req, env, caller)
+            }),
+            Route::Refresh => {
+                ip_route(req, env, path, IpClass::Refresh, move |req| sessions::refresh(req, env))
             }
-            Route::Refresh => match limits::admit_ip(&req, env, IpClass::Refresh).await? {
-                Admission::Refused(r) => Ok(r),
-                Admission::Admitted(limit) => {
-                    limits::finish(sessions::refresh(req, env).await, &limit, "ip-refresh", path)
-                }
-            },
-            Route::Logout => {
-                user_route(req, env, path, true, events, class, |_, caller, _| sessions::logout(env, caller))
-                    .await
-            }
-            Route::Sessions(id) => {
-                user_route(req, env, path, true, events, class, |_, caller, _| {
-                    sessions::list(env, caller, id)
-                })
-                .await
-            }
+            Route::Logout => user_route(req, env, path, true, events, class, move |_, caller, _| {
+                sessions::logout(env, caller)
+            }),
+            Route::Sessions(id) => user_route(req, env, path, true, events, class, move |_, caller, _| {
+                sessions::list(env, caller, id)
+            }),
             Route::DeleteSession(id, sid) => {
-                user_route(req, env, path, true, events, class, |_, caller, _| {
+                user_route(req, env, path, true, events, class, move |_, caller, _| {
                     sessions::delete(env, caller, id, sid)
                 })
-                .await
             }
             Route::ChangePassword(id) => {
-                user_route(req, env, path, true, events, class, |req, caller, _| {
+                user_route(req, env, path, true, events, class, move |req, caller, _| {
                     sessions::change_password(req, env, caller, id)
                 })
-                .await
             }
             Route::StartEmailChange(id) => {
-                user_route(req, env, path, true, events, class, |req, caller, _| {
+                user_route(req, env, path, true, events, class, move |req, caller, _| {
                     users::start_email_change(req, env, caller, id)
                 })
-                .await
             }
             Route::ConfirmEmailChange(id) => {
-                user_route(req, env, path, true, events, class, |req, caller, _| {
+                user_route(req, env, path, true, events, class, move |req, caller, _| {
                     users::confirm_email_change(req, env, caller, id, events)
                 })
-                .await
             }
-            Route::CreateUser => {
-                // An admin creating accounts spends their own quota; a public signup the
-                // address's signup quota.
+            // An admin creating accounts spends their own quota; a public signup the address's
+            // signup quota.
+            Route::CreateUser => Box::pin(async move {
                 if auth::authenticate_optional(&req, env).await?.is_some() {
-                    user_route(req, env, path, true, events, class, |req, caller, _| {
+                    user_route(req, env, path, true, events, class, move |req, caller, _| {
                         users::create(req, env, Some(caller))
                     })
                     .await
                 } else {
-                    match limits::admit_ip(&req, env, IpClass::Signup).await? {
-                        Admission::Refused(r) => Ok(r),
-                        Admission::Admitted(limit) => {
-                            limits::finish(users::create(req, env, None).await, &limit, "ip-signup", path)
-                        }
-                    }
+                    ip_route(req, env, path, IpClass::Signup, move |req| users::create(req, env, None)).await
                 }
-            }
+            }),
             // The cache entry of one's own profile is read while the gate answers; whether it
             // may be served is decided after both (its version against the gate's).
             Route::ReadUser(id) => {
                 let target = id.clone();
-                let also = move |caller: &auth::Caller| {
+                let also: Also<'_> = Box::new(move |caller: &auth::Caller| {
                     let own = caller.id == target;
                     let key = target.to_string();
-                    async move {
+                    Box::pin(async move {
                         if own {
                             Some(crate::profile_cache::get(env, &key).await)
                         } else {
                             None
                         }
-                    }
-                };
-                user_route_with(req, env, path, true, events, class, also, |req, caller, gate, prefetched| {
-                    users::read(req, env, caller, gate, id, prefetched)
-                })
-                .await
+                    })
+                });
+                let handler: Handler<'_> = Box::new(move |req, caller, gate, prefetched| {
+                    Box::pin(users::read(req, env, caller, gate, id, prefetched))
+                });
+                Box::pin(admitted(req, env, path, true, events, class, Some(also), handler))
             }
             Route::UpdateUser(id) => {
-                user_route(req, env, path, true, events, class, |req, caller, gate| {
+                user_route(req, env, path, true, events, class, move |req, caller, gate| {
                     users::update(req, env, caller, id, gate.stepped_up_at, events)
                 })
-                .await
             }
             // A tier change is checked but not counted against the quota: a user who has used up
             // the free quota must still be able to upgrade. It counts against a small limit of
             // tier changes of its own instead, in the same gate.
             Route::Upgrade(id) => {
-                user_route(req, env, path, false, events, class, |req, caller, gate| async move {
+                user_route(req, env, path, false, events, class, move |req, caller, gate| async move {
                     // Admins change tiers as staff (support, billing) and are not limited here.
                     if caller.actor().is_admin() {
                         return users::upgrade(req, env, caller, gate, id, events).await;
@@ -464,157 +413,155 @@ impl Route {
                         Admission::Admitted(_) => users::upgrade(req, env, caller, gate, id, events).await,
                     }
                 })
-                .await
             }
-            Route::Insights(id) => {
-                user_route(req, env, path, true, events, class, |_, caller, gate| {
-                    users::insights(env, caller, gate, id)
-                })
-                .await
-            }
-            Route::Export(id) => {
-                user_route(req, env, path, true, events, class, |req, caller, gate| {
-                    rights::start_export(req, env, caller, id, gate.stepped_up_at)
-                })
-                .await
-            }
+            Route::Insights(id) => user_route(req, env, path, true, events, class, move |_, caller, gate| {
+                users::insights(env, caller, gate, id)
+            }),
+            Route::Export(id) => user_route(req, env, path, true, events, class, move |req, caller, gate| {
+                rights::start_export(req, env, caller, id, gate.stepped_up_at)
+            }),
             Route::ExportDownload(id, export_id) => {
-                user_route(req, env, path, true, events, class, |_, caller, _| {
+                user_route(req, env, path, true, events, class, move |_, caller, _| {
                     rights::download_export(env, caller, id, export_id)
                 })
-                .await
             }
-            Route::Erase(id) => {
-                user_route(req, env, path, true, events, class, |req, caller, _| {
-                    rights::erase(req, env, caller, id)
-                })
-                .await
-            }
-            Route::Consents(id) => {
-                user_route(req, env, path, true, events, class, |req, caller, _| {
-                    rights::consents(req, env, caller, id)
-                })
-                .await
-            }
+            Route::Erase(id) => user_route(req, env, path, true, events, class, move |req, caller, _| {
+                rights::erase(req, env, caller, id)
+            }),
+            Route::Consents(id) => user_route(req, env, path, true, events, class, move |req, caller, _| {
+                rights::consents(req, env, caller, id)
+            }),
             // A parent's answer: limited per address like the signups it completes.
-            Route::ParentalConsent => match limits::admit_ip(&req, env, IpClass::Signup).await? {
-                Admission::Refused(r) => Ok(r),
-                Admission::Admitted(limit) => {
-                    limits::finish(rights::parental_consent(req, env).await, &limit, "ip-signup", path)
-                }
-            },
+            Route::ParentalConsent => {
+                ip_route(req, env, path, IpClass::Signup, move |req| rights::parental_consent(req, env))
+            }
             // No session during the grace period (logins are refused): the password proves it,
             // counted like a login at the origin and limited per address like one here.
-            Route::CancelErasure(id) => match limits::admit_ip(&req, env, IpClass::Login).await? {
-                Admission::Refused(r) => Ok(r),
-                Admission::Admitted(limit) => {
-                    limits::finish(rights::cancel_erasure(req, env, id).await, &limit, "ip-login", path)
-                }
-            },
-            Route::Orgs(op) => {
-                user_route(req, env, path, true, events, class, |req, caller, gate| {
-                    orgs::handle(req, env, caller, op, gate.stepped_up_at)
-                })
-                .await
+            Route::CancelErasure(id) => {
+                ip_route(req, env, path, IpClass::Login, move |req| rights::cancel_erasure(req, env, id))
             }
+            Route::Orgs(op) => user_route(req, env, path, true, events, class, move |req, caller, gate| {
+                orgs::handle(req, env, caller, op, gate.stepped_up_at)
+            }),
             // The provider's redirect carries no token (the state names the user): limited per
             // address like the logins it resembles.
             Route::Integrations(IntegrationOp::Callback(svc)) => {
-                match limits::admit_ip(&req, env, IpClass::Login).await? {
-                    Admission::Refused(r) => Ok(r),
-                    Admission::Admitted(limit) => {
-                        limits::finish(integrations::callback(req, env, svc).await, &limit, "ip-login", path)
-                    }
-                }
+                ip_route(req, env, path, IpClass::Login, move |req| integrations::callback(req, env, svc))
             }
             Route::Integrations(IntegrationOp::Catalogue) => {
-                user_route(req, env, path, true, events, class, |_, _, gate| async move {
+                user_route(req, env, path, true, events, class, move |_, _, gate| async move {
                     integrations::catalogue(gate.tier)
                 })
-                .await
             }
             Route::Integrations(IntegrationOp::List(id)) => {
-                user_route(req, env, path, true, events, class, |_, caller, _| {
+                user_route(req, env, path, true, events, class, move |_, caller, _| {
                     integrations::list(env, caller, id)
                 })
-                .await
             }
             Route::Integrations(IntegrationOp::Connect(id, svc)) => {
-                user_route(req, env, path, true, events, class, |_, caller, gate| {
+                user_route(req, env, path, true, events, class, move |_, caller, gate| {
                     integrations::connect(env, caller, gate.tier, id, svc)
                 })
-                .await
             }
             Route::Integrations(IntegrationOp::Disconnect(id, svc)) => {
-                user_route(req, env, path, true, events, class, |_, caller, _| {
+                user_route(req, env, path, true, events, class, move |_, caller, _| {
                     integrations::disconnect(env, caller, id, svc)
                 })
-                .await
             }
-            Route::Admin(what) => {
-                user_route(req, env, path, true, events, class, |_, caller, _| {
-                    crate::admin::serve(env, caller, what)
-                })
-                .await
+            Route::Admin(what) => user_route(req, env, path, true, events, class, move |_, caller, _| {
+                crate::admin::serve(env, caller, what)
+            }),
+            Route::Entitlements(op) => {
+                Box::pin(crate::entitlements::handle(op, req, env, path, events, class))
             }
-            Route::Entitlements(op) => crate::entitlements::handle(op, req, env, path, events, class).await,
             Route::Personalisation(op) => {
-                user_route(req, env, path, true, events, class, |req, caller, gate| {
+                user_route(req, env, path, true, events, class, move |req, caller, gate| {
                     crate::personalisation::handle(req, env, caller, gate, op)
                 })
-                .await
             }
         }
     }
 }
 
+/// Admits a public request under its address's quota for `class`, runs `handler`, and sets
+/// the limit's header fields on whatever it answers.
+fn ip_route<'a, F, Fut>(req: Request, env: &'a Env, path: &'a str, class: IpClass, handler: F) -> Pending<'a>
+where
+    F: FnOnce(Request) -> Fut + 'a,
+    Fut: std::future::Future<Output = Answer> + 'a,
+{
+    let handler: Box<dyn FnOnce(Request) -> Pending<'a> + 'a> = Box::new(move |req| Box::pin(handler(req)));
+    Box::pin(ip_admitted(req, env, path, class, handler))
+}
+
+async fn ip_admitted<'a>(
+    req: Request,
+    env: &'a Env,
+    path: &'a str,
+    class: IpClass,
+    handler: Box<dyn FnOnce(Request) -> Pending<'a> + 'a>,
+) -> Answer {
+    match limits::admit_ip(&req, env, class).await? {
+        Admission::Refused(r) => Ok(r),
+        Admission::Admitted(limit) => limits::finish(handler(req).await, &limit, class.name(), path),
+    }
+}
+
+/// What a handler answers.
+type Answer = std::result::Result<Response, EdgeError>;
+/// A handler's answer still to come, boxed: every route's handler is its own function, called
+/// through one admission compiled once (a generic admission would be compiled once per route
+/// into the wasm, with the token check and the gate call inlined each time).
+pub(crate) type Pending<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + 'a>>;
+/// A protected route's handler, given the proven caller, the gate's answer and what was read
+/// while the gate answered.
+type Handler<'a> = Box<dyn FnOnce(Request, auth::Caller, GateAnswer, Prefetched) -> Pending<'a> + 'a>;
+/// Work started with the gate call that needs the caller but not the gate's answer.
+type Also<'a> = Box<
+    dyn FnOnce(&auth::Caller) -> std::pin::Pin<Box<dyn std::future::Future<Output = Prefetched> + 'a>> + 'a,
+>;
+
 /// Admits a protected request (authentication and the gate's one call), runs `handler`, and
 /// sets the limit's header fields on whatever it answers.
-pub(crate) async fn user_route<F, Fut>(
+pub(crate) fn user_route<'a, F, Fut>(
     req: Request,
-    env: &Env,
-    path: &str,
+    env: &'a Env,
+    path: &'a str,
     count: bool,
-    events: &Events,
-    class: &str,
+    events: &'a Events,
+    class: &'a str,
     handler: F,
-) -> std::result::Result<Response, EdgeError>
+) -> Pending<'a>
 where
-    F: FnOnce(Request, auth::Caller, crate::gate::GateAnswer) -> Fut,
-    Fut: std::future::Future<Output = std::result::Result<Response, EdgeError>>,
+    F: FnOnce(Request, auth::Caller, GateAnswer) -> Fut + 'a,
+    Fut: std::future::Future<Output = Answer> + 'a,
 {
-    user_route_with(req, env, path, count, events, class, no_prefetch, |req, caller, gate, ()| {
-        handler(req, caller, gate)
-    })
-    .await
+    let handler: Handler<'a> = Box::new(move |req, caller, gate, _| Box::pin(handler(req, caller, gate)));
+    Box::pin(admitted(req, env, path, count, events, class, None, handler))
 }
 
-/// The `also` of a route that reads nothing while the gate answers. A named function, not a
-/// closure inside [`user_route`]: a closure would be a new type for every route, and the whole
-/// admission (token check, gate call) would be compiled once per route into the wasm.
-fn no_prefetch(_: &auth::Caller) -> std::future::Ready<()> {
-    std::future::ready(())
-}
-
-/// [`user_route`], with `also` run while the gate answers and its result given to `handler`.
+/// Admits a protected request, with `also` run while the gate answers, and runs `handler`.
 #[allow(clippy::too_many_arguments)]
-async fn user_route_with<A, AFut, T, F, Fut>(
+async fn admitted<'a>(
     req: Request,
-    env: &Env,
-    path: &str,
+    env: &'a Env,
+    path: &'a str,
     count: bool,
-    events: &Events,
-    class: &str,
-    also: A,
-    handler: F,
-) -> std::result::Result<Response, EdgeError>
-where
-    A: FnOnce(&auth::Caller) -> AFut,
-    AFut: std::future::Future<Output = T>,
-    F: FnOnce(Request, auth::Caller, crate::gate::GateAnswer, T) -> Fut,
-    Fut: std::future::Future<Output = std::result::Result<Response, EdgeError>>,
-{
-    let (caller, collects_events, admission) = limits::admit_user(&req, env, count, also).await?;
+    events: &'a Events,
+    class: &'a str,
+    also: Option<Also<'a>>,
+    handler: Handler<'a>,
+) -> Answer {
+    let prefetch = |caller: &auth::Caller| {
+        let started = also.map(|also| also(caller));
+        async move {
+            match started {
+                Some(fut) => fut.await,
+                None => None,
+            }
+        }
+    };
+    let (caller, collects_events, admission) = limits::admit_user(&req, env, count, prefetch).await?;
     match admission {
         Admission::Refused(response) => {
             // A withdrawn `analytics` consent (the gate knows it): no usage event at all.
@@ -632,11 +579,8 @@ where
             let limit = gate.limit;
             let policy = gate.tier.as_str();
             let user = caller.id.to_string();
-            // Boxed: each handler's state machine stays its own function instead of being
-            // inlined into one dispatch future that holds every route's states (wasm size).
-            let handled: std::pin::Pin<Box<dyn std::future::Future<Output = _> + '_>> =
-                Box::pin(handler(req, caller, gate.clone(), extra));
-            let answer = limits::finish(handled.await, &limit, policy, path)?;
+            let answer =
+                limits::finish(handler(req, caller, gate.clone(), extra).await, &limit, policy, path)?;
             if collects_events {
                 events.record(
                     EventKind::ApiRequest,

@@ -8,15 +8,17 @@
 //! token whose lifetime exceeds the 15-minute maximum.
 //!
 //! Keys: the operator makes a signing seed with `head -c 32 /dev/urandom | base64` and stores it
-//! as a Worker secret. (Signing uses ed25519-compact's hedged signatures, which mix in OS
-//! randomness; that is the library's internal defence against fault attacks, not an input.)
+//! as a Worker secret.
+//!
+//! The Ed25519 arithmetic is not here: this module builds what is signed and checks everything
+//! around the signature, and the caller signs and verifies with the runtime's own Ed25519 (the
+//! edge uses WebCrypto, which also derives the public key from the seed; the unit tests use
+//! ed25519-compact). So the edge's wasm carries no curve code and no JWT library, and a token
+//! is checked in two halves around the one call that needs the key: [`prepare_access`] (the
+//! header, the key) and [`accept_access`] (the claims).
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use chrono::{DateTime, Duration, Utc};
-use ed25519_compact::SecretKey;
-use jwt_compact::alg::Ed25519;
-use jwt_compact::{AlgorithmExt, Claims, Header, TimeOptions, UntrustedToken};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -77,12 +79,16 @@ fn valid_kid(kid: &str) -> bool {
         && kid.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// The edge's private key and its id.
+/// The edge's private key (its RFC 8032 seed) and its id.
 #[derive(Clone)]
 pub struct SigningKey {
     kid: String,
-    secret: SecretKey,
+    seed: [u8; 32],
 }
+
+/// The DER prefix of an Ed25519 private key in PKCS #8 (RFC 8410 §7): the seed follows it.
+const PKCS8_ED25519_PREFIX: [u8; 16] =
+    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -97,17 +103,33 @@ impl SigningKey {
         }
         let seed: [u8; 32] =
             STANDARD.decode(seed_b64.trim()).ok().and_then(|v| v.try_into().ok()).ok_or(KeyError::BadSeed)?;
-        let pair = ed25519_compact::KeyPair::try_from_seed(ed25519_compact::Seed::new(seed))
-            .map_err(|_| KeyError::BadSeed)?;
-        Ok(Self { kid: kid.to_owned(), secret: pair.sk })
+        // All zeros is what an unset or wiped secret decodes to, never a key.
+        if seed == [0; 32] {
+            return Err(KeyError::BadSeed);
+        }
+        Ok(Self { kid: kid.to_owned(), seed })
     }
 
     pub fn kid(&self) -> &str {
         &self.kid
     }
 
-    pub fn verifying_key(&self) -> VerifyingKey {
-        VerifyingKey { kid: self.kid.clone(), key: self.secret.public_key(), expires: None }
+    /// The key in PKCS #8 (DER), the form a runtime's Ed25519 imports a private key in
+    /// (WebCrypto's `importKey("pkcs8", …)`).
+    pub fn pkcs8_der(&self) -> Vec<u8> {
+        let mut der = PKCS8_ED25519_PREFIX.to_vec();
+        der.extend_from_slice(&self.seed);
+        der
+    }
+
+    /// The 32 bytes of seed, for an Ed25519 implementation that takes it raw.
+    pub fn seed(&self) -> &[u8; 32] {
+        &self.seed
+    }
+
+    /// The public key, given as derived from the seed by the caller's Ed25519.
+    pub fn verifying_key(&self, public: [u8; 32]) -> VerifyingKey {
+        VerifyingKey { kid: self.kid.clone(), key: public, expires: None }
     }
 }
 
@@ -115,7 +137,7 @@ impl SigningKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyingKey {
     kid: String,
-    key: ed25519_compact::PublicKey,
+    key: [u8; 32],
     /// For a retired key: the Unix second from which its tokens are refused. The current key
     /// has none.
     expires: Option<u64>,
@@ -137,7 +159,7 @@ impl VerifyingKey {
 
     /// The 32 bytes of the public key (for a runtime's own Ed25519, WebCrypto's `raw` format).
     pub fn public_bytes(&self) -> &[u8] {
-        self.key.as_ref()
+        &self.key
     }
 
     /// Whether the key still verifies tokens at `now`.
@@ -150,7 +172,7 @@ impl VerifyingKey {
         let mut jwk = json!({
             "kty": "OKP",
             "crv": "Ed25519",
-            "x": URL_SAFE_NO_PAD.encode(self.key.as_ref()),
+            "x": URL_SAFE_NO_PAD.encode(self.key),
             "kid": self.kid,
             "alg": ALGORITHM,
             "use": "sig",
@@ -170,7 +192,7 @@ impl VerifyingKey {
         let x = field("x")
             .and_then(|x| URL_SAFE_NO_PAD.decode(x).ok())
             .ok_or_else(|| KeyError::BadJwk("x must be base64url".into()))?;
-        let key = ed25519_compact::PublicKey::from_slice(&x).map_err(|e| KeyError::BadJwk(e.to_string()))?;
+        let key: [u8; 32] = x.try_into().map_err(|_| KeyError::BadJwk("x must be 32 bytes".into()))?;
         let expires = match jwk.get("exp") {
             None => None,
             Some(exp) => {
@@ -189,8 +211,8 @@ pub struct Keyset {
 }
 
 impl Keyset {
-    pub fn new(current: &SigningKey, previous: Vec<VerifyingKey>) -> Self {
-        let mut keys = vec![current.verifying_key()];
+    pub fn new(current: VerifyingKey, previous: Vec<VerifyingKey>) -> Self {
+        let mut keys = vec![current.clone()];
         keys.extend(previous.into_iter().filter(|k| k.kid != current.kid));
         Self { keys }
     }
@@ -228,7 +250,7 @@ impl Keyset {
                 .map(|k| crate::wire::auth::Jwk {
                     kty: "OKP".into(),
                     crv: "Ed25519".into(),
-                    x: URL_SAFE_NO_PAD.encode(k.key.as_ref()),
+                    x: URL_SAFE_NO_PAD.encode(k.key),
                     kid: k.kid.clone(),
                     alg: ALGORITHM.into(),
                     use_: "sig".into(),
@@ -281,28 +303,63 @@ pub struct Subject<'a> {
     pub org: Option<&'a str>,
 }
 
-fn datetime(t: UnixMillis) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(i64::try_from(t.0).unwrap_or(i64::MAX)).unwrap_or_default()
+/// The JOSE header of every token issued here.
+#[derive(Serialize, Deserialize)]
+struct JoseHeader {
+    alg: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    typ: Option<String>,
 }
 
-fn secs(n: u64) -> Duration {
-    Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX))
+/// The registered time claims (RFC 7519 §4.1), in Unix seconds.
+#[derive(Deserialize)]
+struct Times {
+    exp: Option<u64>,
+    nbf: Option<u64>,
+    iat: Option<u64>,
 }
 
-/// Issues an access token for `subject`, valid from `now` for the policy's lifetime.
-pub fn issue_access(
-    key: &SigningKey,
+/// `header.payload` of a token with `claims`, issued at `now` for the policy's lifetime by
+/// the key `kid`: what the caller signs, then gives to [`signed`].
+fn signing_input<C: Serialize>(
+    kid: &str,
     policy: &TokenPolicy,
-    subject: &Subject<'_>,
-    jti: &str,
+    claims: &C,
     now: UnixMillis,
 ) -> Result<String, TokenError> {
     if policy.ttl_secs > MAX_TTL_SECS {
         return Err(TokenError::LifetimeTooLong);
     }
-    let at = datetime(now);
-    let options = TimeOptions::new(secs(policy.leeway_secs), move || at);
-    let claims = Claims::new(AccessClaims {
+    let header =
+        JoseHeader { alg: ALGORITHM.into(), kid: Some(kid.to_owned()), typ: Some(ACCESS_HEADER_TYP.into()) };
+    let at = now.0 / 1000;
+    let mut body = serde_json::to_value(claims).map_err(|e| TokenError::Signing(e.to_string()))?;
+    let object =
+        body.as_object_mut().ok_or_else(|| TokenError::Signing("claims are not an object".into()))?;
+    object.insert("exp".into(), json!(at.saturating_add(policy.ttl_secs)));
+    object.insert("nbf".into(), json!(at));
+    object.insert("iat".into(), json!(at));
+    let header = serde_json::to_string(&header).map_err(|e| TokenError::Signing(e.to_string()))?;
+    let body = serde_json::to_string(&body).map_err(|e| TokenError::Signing(e.to_string()))?;
+    Ok(format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(body)))
+}
+
+/// The token: `signing_input` and its Ed25519 `signature`.
+pub fn signed(signing_input: &str, signature: &[u8]) -> String {
+    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// What to sign for an access token for `subject`, valid from `now` for the policy's lifetime.
+pub fn access_signing_input(
+    kid: &str,
+    policy: &TokenPolicy,
+    subject: &Subject<'_>,
+    jti: &str,
+    now: UnixMillis,
+) -> Result<String, TokenError> {
+    let claims = AccessClaims {
         iss: policy.issuer.clone(),
         aud: policy.audience.clone(),
         sub: subject.user_id.to_owned(),
@@ -312,37 +369,16 @@ pub fn issue_access(
         role: subject.role.to_owned(),
         sid: subject.session_id.map(str::to_owned),
         org: subject.org.map(str::to_owned),
-    })
-    .set_duration_and_issuance(&options, secs(policy.ttl_secs))
-    .set_not_before(at);
-    let header = Header::empty().with_key_id(key.kid.clone()).with_token_type(ACCESS_HEADER_TYP);
-    Ed25519.token(&header, &claims, &key.secret).map_err(|e| TokenError::Signing(e.to_string()))
-}
-
-/// Validates an access token at `now`. No I/O.
-pub fn validate_access(
-    token: &str,
-    keys: &Keyset,
-    policy: &TokenPolicy,
-    now: UnixMillis,
-) -> Result<AccessClaims, TokenError> {
-    let unverified = prepare_access(token, keys, now)?;
-    Ed25519.validator::<AccessClaims>(&unverified.key.key).validate(&unverified.untrusted).map_err(|e| {
-        match e {
-            jwt_compact::ValidationError::InvalidSignature => TokenError::BadSignature,
-            _ => TokenError::Malformed,
-        }
-    })?;
-    accept_access(&unverified, policy, now)
+    };
+    signing_input(kid, policy, &claims, now)
 }
 
 /// An access token whose header passed every check and whose key is known and trusted, but
-/// whose signature is not verified yet: [`validate_access`] in two halves, for a caller that
-/// verifies the signature elsewhere (the edge uses the runtime's WebCrypto, several times
-/// faster than Ed25519 in wasm). Only [`accept_access`] gives claims, and only after the
+/// whose signature is not verified yet. Only [`accept_access`] gives claims, and only after the
 /// caller has verified `signature()` over `signed_part()` with `key()`.
 pub struct UnverifiedAccess<'a> {
-    untrusted: UntrustedToken<'a>,
+    payload: Vec<u8>,
+    signature: Vec<u8>,
     key: &'a VerifyingKey,
     signed_part: &'a str,
 }
@@ -359,8 +395,18 @@ impl<'a> UnverifiedAccess<'a> {
     }
 
     pub fn signature(&self) -> &[u8] {
-        self.untrusted.signature_bytes()
+        &self.signature
     }
+}
+
+/// A compact JWS cut in its three parts, each decoded: `None` unless well-formed.
+fn parts(token: &str) -> Option<(JoseHeader, Vec<u8>, Vec<u8>, &str)> {
+    let (signed_part, signature) = token.rsplit_once('.')?;
+    let (header, payload) = signed_part.split_once('.')?;
+    let header: JoseHeader = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
+    let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
+    Some((header, payload, signature, signed_part))
 }
 
 /// The header half of validation: well-formed, `EdDSA`, `typ` `at+jwt`, a known key still
@@ -370,26 +416,24 @@ pub fn prepare_access<'a>(
     keys: &'a Keyset,
     now: UnixMillis,
 ) -> Result<UnverifiedAccess<'a>, TokenError> {
-    let untrusted = UntrustedToken::new(token).map_err(|_| TokenError::Malformed)?;
-    if untrusted.algorithm() != ALGORITHM {
-        return Err(TokenError::AlgorithmNotAllowed(untrusted.algorithm().to_owned()));
+    let (header, payload, signature, signed_part) = parts(token).ok_or(TokenError::Malformed)?;
+    if header.alg != ALGORITHM {
+        return Err(TokenError::AlgorithmNotAllowed(header.alg));
     }
     // RFC 9068: an access token says so in its header, so a JWT of another kind signed by the
     // same key (an ID token, say) is never taken for one.
-    if untrusted.header().token_type.as_deref() != Some(ACCESS_HEADER_TYP) {
+    if header.typ.as_deref() != Some(ACCESS_HEADER_TYP) {
         return Err(TokenError::WrongHeaderType);
     }
-    let key =
-        untrusted.header().key_id.as_deref().and_then(|kid| keys.find(kid)).ok_or(TokenError::UnknownKey)?;
+    let key = header.kid.as_deref().and_then(|kid| keys.find(kid)).ok_or(TokenError::UnknownKey)?;
     if !key.trusted_at(now) {
         return Err(TokenError::RetiredKey);
     }
-    let signed_part = token.rsplit_once('.').map(|(signed, _)| signed).ok_or(TokenError::Malformed)?;
-    // jwt-compact calls a signature of the wrong length malformed, not invalid: so do we.
-    if untrusted.signature_bytes().len() != 64 {
+    // An Ed25519 signature of another length is malformed, not merely invalid.
+    if signature.len() != 64 {
         return Err(TokenError::Malformed);
     }
-    Ok(UnverifiedAccess { untrusted, key, signed_part })
+    Ok(UnverifiedAccess { payload, signature, key, signed_part })
 }
 
 /// The claims half of validation, for a token whose signature the caller has verified:
@@ -412,31 +456,29 @@ pub fn accept_access(
     Ok(custom)
 }
 
-/// `exp`, `nbf` and the lifetime of a token whose signature the caller verified; its custom
-/// claims for the caller to check.
+/// `exp`, `nbf` and the lifetime of a token whose signature the caller verified, with the
+/// policy's leeway either side; its other claims for the caller to check.
 fn accept_times<C: serde::de::DeserializeOwned>(
     verified: &UnverifiedAccess<'_>,
     policy: &TokenPolicy,
     now: UnixMillis,
 ) -> Result<C, TokenError> {
-    let claims: Claims<C> =
-        verified.untrusted.deserialize_claims_unchecked().map_err(|_| TokenError::Malformed)?;
-
-    let at = datetime(now);
-    let options = TimeOptions::new(secs(policy.leeway_secs), move || at);
-    claims.validate_expiration(&options).map_err(|e| match e {
-        jwt_compact::ValidationError::Expired => TokenError::Expired,
-        _ => TokenError::Malformed,
-    })?;
-    if claims.not_before.is_some() {
-        claims.validate_maturity(&options).map_err(|_| TokenError::NotYetValid)?;
+    let times: Times = serde_json::from_slice(&verified.payload).map_err(|_| TokenError::Malformed)?;
+    let custom: C = serde_json::from_slice(&verified.payload).map_err(|_| TokenError::Malformed)?;
+    let ms = |secs: u64| secs.saturating_mul(1000);
+    let leeway = ms(policy.leeway_secs);
+    let exp = times.exp.ok_or(TokenError::Malformed)?;
+    if now.0 > ms(exp).saturating_add(leeway) {
+        return Err(TokenError::Expired);
     }
-    match (claims.issued_at, claims.expiration) {
-        (Some(iat), Some(exp)) if exp - iat <= secs(MAX_TTL_SECS + policy.leeway_secs) => {}
-        (Some(_), Some(_)) => return Err(TokenError::LifetimeTooLong),
-        _ => return Err(TokenError::Malformed),
+    if times.nbf.is_some_and(|nbf| ms(nbf) > now.0.saturating_add(leeway)) {
+        return Err(TokenError::NotYetValid);
     }
-    Ok(claims.custom)
+    let iat = times.iat.ok_or(TokenError::Malformed)?;
+    if exp.saturating_sub(iat) > MAX_TTL_SECS + policy.leeway_secs {
+        return Err(TokenError::LifetimeTooLong);
+    }
+    Ok(custom)
 }
 
 /// The `typ` claim of service access tokens (OAuth 2.0 client credentials).
@@ -456,23 +498,18 @@ pub struct ServiceClaims {
     pub scope: String,
 }
 
-/// Issues a service access token for `client_id` with `scope`, valid from `now` for the
-/// policy's lifetime. The same header and key as a user's token; `typ` tells them apart, so
-/// neither is ever accepted where the other is expected.
-pub fn issue_service(
-    key: &SigningKey,
+/// What to sign for a service access token for `client_id` with `scope`, valid from `now` for
+/// the policy's lifetime. The same header and key as a user's token; `typ` tells them apart,
+/// so neither is ever accepted where the other is expected.
+pub fn service_signing_input(
+    kid: &str,
     policy: &TokenPolicy,
     client_id: &str,
     scope: &str,
     jti: &str,
     now: UnixMillis,
 ) -> Result<String, TokenError> {
-    if policy.ttl_secs > MAX_TTL_SECS {
-        return Err(TokenError::LifetimeTooLong);
-    }
-    let at = datetime(now);
-    let options = TimeOptions::new(secs(policy.leeway_secs), move || at);
-    let claims = Claims::new(ServiceClaims {
+    let claims = ServiceClaims {
         iss: policy.issuer.clone(),
         aud: policy.audience.clone(),
         sub: client_id.to_owned(),
@@ -480,11 +517,8 @@ pub fn issue_service(
         jti: jti.to_owned(),
         typ: SERVICE_TYP.to_owned(),
         scope: scope.to_owned(),
-    })
-    .set_duration_and_issuance(&options, secs(policy.ttl_secs))
-    .set_not_before(at);
-    let header = Header::empty().with_key_id(key.kid.clone()).with_token_type(ACCESS_HEADER_TYP);
-    Ed25519.token(&header, &claims, &key.secret).map_err(|e| TokenError::Signing(e.to_string()))
+    };
+    signing_input(kid, policy, &claims, now)
 }
 
 /// The claims half of validation for a service token (see [`accept_access`]).
@@ -506,23 +540,6 @@ pub fn accept_service(
     Ok(custom)
 }
 
-/// Validates a service token at `now`. No I/O.
-pub fn validate_service(
-    token: &str,
-    keys: &Keyset,
-    policy: &TokenPolicy,
-    now: UnixMillis,
-) -> Result<ServiceClaims, TokenError> {
-    let unverified = prepare_access(token, keys, now)?;
-    Ed25519.validator::<ServiceClaims>(&unverified.key.key).validate(&unverified.untrusted).map_err(|e| {
-        match e {
-            jwt_compact::ValidationError::InvalidSignature => TokenError::BadSignature,
-            _ => TokenError::Malformed,
-        }
-    })?;
-    accept_service(&unverified, policy, now)
-}
-
 /// The `typ` claim a token says it has, unverified: only to choose which validation runs
 /// (each checks `typ` again after the signature).
 pub fn claimed_type(token: &str) -> Option<String> {
@@ -530,8 +547,8 @@ pub fn claimed_type(token: &str) -> Option<String> {
     struct Typ {
         typ: String,
     }
-    let untrusted = UntrustedToken::new(token).ok()?;
-    untrusted.deserialize_claims_unchecked::<Typ>().ok().map(|c| c.custom.typ)
+    let (_, payload, _, _) = parts(token)?;
+    serde_json::from_slice::<Typ>(&payload).ok().map(|c| c.typ)
 }
 
 #[cfg(test)]
@@ -544,6 +561,75 @@ mod tests {
 
     fn key(kid: &str, byte: u8) -> SigningKey {
         SigningKey::from_seed_b64(kid, &STANDARD.encode([byte; 32])).unwrap()
+    }
+
+    // The Ed25519 the runtime provides at the edge (WebCrypto), here ed25519-compact's.
+    fn pair(k: &SigningKey) -> ed25519_compact::KeyPair {
+        ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(*k.seed()))
+    }
+
+    fn vk(k: &SigningKey) -> VerifyingKey {
+        let public: [u8; 32] = pair(k).pk.as_ref().try_into().unwrap();
+        k.verifying_key(public)
+    }
+
+    fn sign(k: &SigningKey, input: &str) -> Vec<u8> {
+        pair(k).sk.sign(input.as_bytes(), None).as_ref().to_vec()
+    }
+
+    fn issue_access(
+        k: &SigningKey,
+        p: &TokenPolicy,
+        s: &Subject<'_>,
+        jti: &str,
+        now: UnixMillis,
+    ) -> Result<String, TokenError> {
+        let input = access_signing_input(k.kid(), p, s, jti, now)?;
+        Ok(signed(&input, &sign(k, &input)))
+    }
+
+    fn issue_service(
+        k: &SigningKey,
+        p: &TokenPolicy,
+        client: &str,
+        scope: &str,
+        jti: &str,
+        now: UnixMillis,
+    ) -> Result<String, TokenError> {
+        let input = service_signing_input(k.kid(), p, client, scope, jti, now)?;
+        Ok(signed(&input, &sign(k, &input)))
+    }
+
+    fn verified<'a>(
+        token: &'a str,
+        keys: &'a Keyset,
+        now: UnixMillis,
+    ) -> Result<UnverifiedAccess<'a>, TokenError> {
+        let unverified = prepare_access(token, keys, now)?;
+        let public = ed25519_compact::PublicKey::from_slice(unverified.key().public_bytes()).unwrap();
+        let signature = ed25519_compact::Signature::from_slice(unverified.signature()).unwrap();
+        public
+            .verify(unverified.signed_part().as_bytes(), &signature)
+            .map_err(|_| TokenError::BadSignature)?;
+        Ok(unverified)
+    }
+
+    fn validate_access(
+        t: &str,
+        keys: &Keyset,
+        p: &TokenPolicy,
+        now: UnixMillis,
+    ) -> Result<AccessClaims, TokenError> {
+        accept_access(&verified(t, keys, now)?, p, now)
+    }
+
+    fn validate_service(
+        t: &str,
+        keys: &Keyset,
+        p: &TokenPolicy,
+        now: UnixMillis,
+    ) -> Result<ServiceClaims, TokenError> {
+        accept_service(&verified(t, keys, now)?, p, now)
     }
 
     fn policy() -> TokenPolicy {
@@ -559,7 +645,7 @@ mod tests {
     }
 
     fn keyset(k: &SigningKey) -> Keyset {
-        Keyset::new(k, vec![])
+        Keyset::new(vk(k), vec![])
     }
 
     #[test]
@@ -657,7 +743,7 @@ mod tests {
         // HS256 keyed with the public key's bytes: the classic confusion attack.
         let hs_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","kid":"k1","typ":"at+jwt"}"#);
         let signing_input = format!("{hs_header}.{payload}");
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(k.verifying_key().key.as_ref()).unwrap();
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(vk(&k).key.as_ref()).unwrap();
         mac.update(signing_input.as_bytes());
         let hs = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
         assert_eq!(
@@ -671,10 +757,10 @@ mod tests {
         let old = key("k1", 1);
         let new = key("k2", 2);
         let token = issue(&old, &policy(), NOW);
-        let retired = old.verifying_key().expiring_at(NOW.0 / 1000 + 900);
-        let during = Keyset::new(&new, vec![retired.clone()]);
+        let retired = vk(&old).expiring_at(NOW.0 / 1000 + 900);
+        let during = Keyset::new(vk(&new), vec![retired.clone()]);
         assert!(validate_access(&token, &during, &policy(), NOW).is_ok());
-        let after = Keyset::new(&new, vec![]);
+        let after = Keyset::new(vk(&new), vec![]);
         assert_eq!(validate_access(&token, &after, &policy(), NOW), Err(TokenError::UnknownKey));
         let jwks = serde_json::to_value(during.jwks()).unwrap();
         assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
@@ -689,7 +775,7 @@ mod tests {
         let new = key("k2", 2);
         let token = issue(&old, &policy(), NOW);
         let expiry = NOW.0 / 1000 + 60;
-        let keys = Keyset::new(&new, vec![old.verifying_key().expiring_at(expiry)]);
+        let keys = Keyset::new(vk(&new), vec![vk(&old).expiring_at(expiry)]);
         let just_before = UnixMillis(expiry * 1000 - 1);
         assert!(validate_access(&token, &keys, &policy(), just_before).is_ok());
         assert_eq!(
@@ -703,7 +789,7 @@ mod tests {
 
     #[test]
     fn previous_keys_must_carry_an_expiry() {
-        let jwk = key("k1", 1).verifying_key().to_jwk();
+        let jwk = vk(&key("k1", 1)).to_jwk();
         assert_eq!(Keyset::parse_previous(&json!([jwk]).to_string()), Err(KeyError::NoExpiry("k1".into())));
         let mut with_text_exp = jwk.clone();
         with_text_exp["exp"] = json!("tomorrow");
@@ -729,8 +815,8 @@ mod tests {
         {
             let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string());
             let input = format!("{header_b64}.{claims_b64}");
-            let sig = k.secret.sign(input.as_bytes(), None);
-            parts = vec![header_b64, claims_b64.clone(), URL_SAFE_NO_PAD.encode(sig.as_ref())];
+            let sig = sign(&k, &input);
+            parts = vec![header_b64, claims_b64.clone(), URL_SAFE_NO_PAD.encode(sig)];
             assert_eq!(
                 validate_access(&parts.join("."), &keyset(&k), &policy(), NOW),
                 Err(TokenError::WrongHeaderType),
@@ -765,12 +851,12 @@ mod tests {
     fn the_jwk_of_the_rfc8032_test_key_is_exact() {
         // RFC 8032 §7.1, test 1: this seed's public key is d75a9801…07511a.
         let k = SigningKey::from_seed_b64("k1", "nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=").unwrap();
-        let jwk = k.verifying_key().to_jwk();
+        let jwk = vk(&k).to_jwk();
         assert_eq!(
             jwk,
             json!({"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"k1","alg":"EdDSA","use":"sig"})
         );
-        assert_eq!(VerifyingKey::from_jwk(&jwk).unwrap(), k.verifying_key());
+        assert_eq!(VerifyingKey::from_jwk(&jwk).unwrap(), vk(&k));
         assert_eq!(
             SigningKey::from_seed_b64("k1", &STANDARD.encode([0u8; 32])).err(),
             Some(KeyError::BadSeed)
@@ -779,5 +865,44 @@ mod tests {
             SigningKey::from_seed_b64("bad kid!", "nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=").err(),
             Some(KeyError::BadKid)
         );
+    }
+
+    #[test]
+    fn the_pkcs8_form_of_the_rfc8410_example_key_is_exact() {
+        // RFC 8410 §10.3: the private key whose seed is d4ee72db…44755842.
+        let seed = "1O5y2/kTWErVttjx92n4rTr+fCjL8dT74Jeoj0R1WEI=";
+        let k = SigningKey::from_seed_b64("k1", seed).unwrap();
+        assert_eq!(
+            STANDARD.encode(k.pkcs8_der()),
+            "MC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC"
+        );
+    }
+
+    #[test]
+    fn a_token_without_expiry_or_issue_time_is_malformed() {
+        let k = key("k1", 1);
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA","kid":"k1","typ":"at+jwt"}"#);
+        let claims = |extra: &str| {
+            URL_SAFE_NO_PAD.encode(format!(
+                r#"{{"iss":"edge","aud":"api","sub":"usr_1","jti":"j","typ":"access","tier":"free","role":"user"{extra}}}"#
+            ))
+        };
+        let at = NOW.0 / 1000;
+        for extra in [
+            format!(r#","iat":{at}"#),
+            format!(r#","exp":{}"#, at + 60),
+            format!(r#","iat":{at},"exp":{}.5"#, at + 60),
+        ] {
+            let input = format!("{header}.{}", claims(&extra));
+            let token = signed(&input, &sign(&k, &input));
+            assert_eq!(
+                validate_access(&token, &keyset(&k), &policy(), NOW),
+                Err(TokenError::Malformed),
+                "{extra}"
+            );
+        }
+        let input = format!("{header}.{}", claims(&format!(r#","iat":{at},"exp":{}"#, at + 60)));
+        let token = signed(&input, &sign(&k, &input));
+        assert!(validate_access(&token, &keyset(&k), &policy(), NOW).is_ok());
     }
 }

@@ -552,7 +552,7 @@ impl DurableObject for Gate {
                 let max_open = usize::try_from(cap).unwrap_or(usize::MAX);
                 let org = state.org_id();
                 let created =
-                    self.sessions().create(&NewSession { tier, ..new }, max_open, org.as_deref())?;
+                    self.sessions().create(&NewSession { tier, ..new }, max_open, org.as_deref()).await?;
                 Response::from_json(&CreatedSession { collects_events: state.collects_events, ..created })
             }
             (Method::Post, "/session/step-up") => {
@@ -564,13 +564,10 @@ impl DurableObject for Gate {
                 let state = self.load()?;
                 let tier = state.enforced_tier(Tier::Free);
                 let grace_ms = crate::bindings::refresh_grace_ms(&self.env);
-                let outcome: std::result::Result<TokenPair, RefreshFailure> = self.sessions().refresh(
-                    &request.user_id,
-                    &request.token,
-                    tier,
-                    grace_ms,
-                    state.org.as_ref(),
-                )?;
+                let outcome: std::result::Result<TokenPair, RefreshFailure> = self
+                    .sessions()
+                    .refresh(&request.user_id, &request.token, tier, grace_ms, state.org.as_ref())
+                    .await?;
                 Response::from_json(&outcome)
             }
             (Method::Post, "/session/revoke") => {

@@ -202,7 +202,10 @@ impl Sessions<'_> {
         Ok(open)
     }
 
-    fn pair(
+    /// A new token pair. Signing is WebCrypto's, so this awaits; workerd's WebCrypto answers
+    /// with an already settled promise, so no other request of this Durable Object runs between
+    /// the caller's reads and writes around it.
+    async fn pair(
         &self,
         user_id: &str,
         sid: &str,
@@ -212,6 +215,7 @@ impl Sessions<'_> {
     ) -> Result<(TokenPair, String)> {
         let refresh_token = format!("rt.{user_id}.{sid}.{}", random_b64(32)?);
         let issued = auth::issue_access_token(self.env, user_id, tier.as_str(), role, Some(sid), org)
+            .await
             .map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
         let refresh_hash = hash(&refresh_token);
         Ok((
@@ -227,7 +231,12 @@ impl Sessions<'_> {
     }
 
     /// Opens a session, first ending the least recently used ones beyond `max_open`.
-    pub fn create(&self, new: &NewSession, max_open: usize, org: Option<&str>) -> Result<CreatedSession> {
+    pub async fn create(
+        &self,
+        new: &NewSession,
+        max_open: usize,
+        org: Option<&str>,
+    ) -> Result<CreatedSession> {
         // A login is when the table grows, so it is when ended sessions are swept: the table
         // holds the open sessions (at most `max_open`) and those ended within the last day.
         self.forget_ended()?;
@@ -238,7 +247,7 @@ impl Sessions<'_> {
             self.revoke(sid, "session limit reached: a newer login replaced it")?;
         }
         let sid = format!("ses_{}", random_b64(18)?);
-        let (pair, refresh_hash) = self.pair(&new.user_id, &sid, &new.role, new.tier, org)?;
+        let (pair, refresh_hash) = self.pair(&new.user_id, &sid, &new.role, new.tier, org).await?;
         let idle = u64::from(new.idle_timeout_minutes).saturating_mul(60_000);
         let mut record = SessionRecord::new(&sid, &refresh_hash, idle, self.now);
         record.second_factor = new.second_factor;
@@ -285,7 +294,7 @@ impl Sessions<'_> {
         Ok(true)
     }
 
-    pub fn refresh(
+    pub async fn refresh(
         &self,
         user_id: &str,
         token: &str,
@@ -306,7 +315,7 @@ impl Sessions<'_> {
             .to_array()?;
         match decide_refresh(&record, &presented, !used.is_empty(), self.now) {
             RefreshDecision::Rotate => {
-                let (pair, new_hash) = self.pair(user_id, sid, &row.role, tier, org)?;
+                let (pair, new_hash) = self.pair(user_id, sid, &row.role, tier, org).await?;
                 let next = record.rotated(&new_hash, serde_json::to_string(&pair)?, grace_ms, self.now);
                 self.save(&next)?;
                 self.sql.exec(
