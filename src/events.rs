@@ -1,21 +1,27 @@
 //! Behavioural events, shipped to the origin without delaying any answer and without loss.
 //!
 //! A request collects its events in an [`Events`] sink; when the answer is ready they are sent
-//! to the `EVENTS` Workers Queue inside `ctx.wait_until`. The queue's consumer (in this same
+//! to the `EVENTS` Workers Queue inside `ctx.wait_until`. Usage records (one per API request)
+//! wait in the isolate for up to a second or a batch's worth, so a busy isolate makes one queue
+//! send per hundred requests instead of one per request (`domain::wire::event::ship_now`); a
+//! sign-in, security or account event leaves at once and takes them along. A usage record can
+//! thus be lost only if its isolate dies within that second, as a `wait_until` send can. The queue's consumer (in this same
 //! Worker) forwards each batch to the origin as one signed call; if the origin is unreachable
 //! or fails, the whole batch is retried later, so an outage means delay, not loss. Every event
 //! carries a random id and the origin stores each id once: delivery is at-least-once, storage
 //! exactly-once.
 
 use std::cell::RefCell;
+use std::time::Duration;
 
 use domain::identity::Actor;
 pub use domain::wire::event::Event;
-use domain::wire::event::{EventBatch, EventKind};
+use domain::wire::event::{ship_now, EventBatch, EventKind, USAGE_BATCH_DELAY_MS, USAGE_BATCH_MAX};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use worker::{
-    console_error, BatchMessageBuilder, Context, Env, MessageBatch, Method, QueueRetryOptionsBuilder,
+    console_error, BatchMessageBuilder, Context, Delay, Env, MessageBatch, Method, Queue,
+    QueueRetryOptionsBuilder,
 };
 
 use crate::bindings::QUEUE_EVENTS;
@@ -99,16 +105,30 @@ impl Events {
         }
     }
 
-    /// Sends the request's events to the queue after the answer, without delaying it.
+    /// Sends the request's events to the queue after the answer, without delaying it: at once
+    /// when one of them may not wait or a batch is full, else with the next that leaves or
+    /// within [`USAGE_BATCH_DELAY_MS`].
     pub fn ship(self, env: &Env, ctx: &Context) {
         // The isolate's metric aggregate rides along when its interval is up.
         if let Some(aggregate) = crate::metrics::take_due(env, now().0) {
             self.record(EventKind::EdgeMetrics, None, None, &aggregate);
         }
-        let events: Vec<QueuedEvent> = self.0.into_inner().into_iter().map(QueuedEvent::from).collect();
+        let events = self.0.into_inner();
         if events.is_empty() {
             return;
         }
+        let (leaving, schedule) = WAITING.with(|waiting| {
+            let mut waiting = waiting.borrow_mut();
+            waiting.events.extend(events.into_iter().map(QueuedEvent::from));
+            let kinds: Vec<EventKind> = waiting.events.iter().map(|e| e.kind).collect();
+            if ship_now(&kinds) {
+                (std::mem::take(&mut waiting.events), false)
+            } else {
+                let first = !waiting.flush_scheduled;
+                waiting.flush_scheduled = true;
+                (Vec::new(), first)
+            }
+        });
         let queue = match env.queue(QUEUE_EVENTS) {
             Ok(q) => q,
             Err(e) => {
@@ -116,11 +136,44 @@ impl Events {
                 return;
             }
         };
-        ctx.wait_until(async move {
-            if let Err(e) = queue.send_batch(events).await {
-                console_error!("queueing events failed: {e}");
-            }
-        });
+        if !leaving.is_empty() {
+            let queue = queue.clone();
+            ctx.wait_until(send(queue, leaving));
+        }
+        if schedule {
+            ctx.wait_until(async move {
+                Delay::from(Duration::from_millis(USAGE_BATCH_DELAY_MS)).await;
+                let due = WAITING.with(|waiting| {
+                    let mut waiting = waiting.borrow_mut();
+                    waiting.flush_scheduled = false;
+                    std::mem::take(&mut waiting.events)
+                });
+                send(queue, due).await;
+            });
+        }
+    }
+}
+
+/// The usage events waiting in this isolate (a Worker isolate runs one thread).
+#[derive(Default)]
+struct Waiting {
+    events: Vec<QueuedEvent>,
+    /// Whether a send of them is already due within [`USAGE_BATCH_DELAY_MS`].
+    flush_scheduled: bool,
+}
+
+thread_local! {
+    static WAITING: RefCell<Waiting> = RefCell::new(Waiting::default());
+}
+
+/// Sends `events` in batches the queue accepts.
+async fn send(queue: Queue, events: Vec<QueuedEvent>) {
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let batch: Vec<QueuedEvent> = events.by_ref().take(USAGE_BATCH_MAX).collect();
+        if let Err(e) = queue.send_batch(batch).await {
+            console_error!("queueing events failed: {e}");
+        }
     }
 }
 

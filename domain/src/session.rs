@@ -145,6 +145,17 @@ impl SessionRecord {
     }
 }
 
+/// How far the stored activity time of a session may lag its real one. A session's gate keeps
+/// the exact time in memory and writes it through at most this often, instead of a storage
+/// write per request; if the gate restarts, the session's idle clock restarts at most this
+/// much too early, so it can time out that much sooner, never later.
+pub const ACTIVITY_SAVE_INTERVAL_MS: u64 = 60_000;
+
+/// Whether a request's activity must be written through, given the activity time last saved.
+pub fn activity_needs_saving(saved_last_seen: UnixMillis, now: UnixMillis) -> bool {
+    now.0.saturating_sub(saved_last_seen.0) >= ACTIVITY_SAVE_INTERVAL_MS
+}
+
 /// What to do with a presented refresh token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshDecision {
@@ -227,6 +238,16 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn activity_is_saved_at_most_once_a_minute() {
+        let saved = UnixMillis(1_000_000);
+        assert!(!activity_needs_saving(saved, saved));
+        assert!(!activity_needs_saving(saved, UnixMillis(saved.0 + ACTIVITY_SAVE_INTERVAL_MS - 1)));
+        assert!(activity_needs_saving(saved, UnixMillis(saved.0 + ACTIVITY_SAVE_INTERVAL_MS)));
+        // A clock that went back writes nothing.
+        assert!(!activity_needs_saving(saved, UnixMillis(saved.0 - 5)));
+    }
 
     #[test]
     fn the_oldest_idle_sessions_end_first_to_make_room_under_the_cap() {

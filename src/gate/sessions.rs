@@ -133,7 +133,15 @@ pub fn user_of(refresh_token: &str) -> Option<(&str, &str)> {
 
 /// The session records a gate instance has read or written, by session id (a Durable Object
 /// instance is the only writer of its storage, so what it wrote last is what is stored).
-pub type Cache = std::cell::RefCell<std::collections::HashMap<String, SessionRecord>>;
+pub type Cache = std::cell::RefCell<std::collections::HashMap<String, Cached>>;
+
+/// A session record as this object last wrote or read it (the newest there is: the object is
+/// its storage's only writer), with the activity time its stored copy has.
+#[derive(Clone)]
+pub struct Cached {
+    record: SessionRecord,
+    saved_last_seen: UnixMillis,
+}
 
 pub struct Sessions<'a> {
     pub sql: &'a SqlStorage,
@@ -145,14 +153,20 @@ pub struct Sessions<'a> {
 impl Sessions<'_> {
     /// The record of `sid` alone (the per-request check): from memory, or read once.
     fn record(&self, sid: &str) -> Result<Option<SessionRecord>> {
-        if let Some(record) = self.cache.borrow().get(sid) {
-            return Ok(Some(record.clone()));
+        if let Some(cached) = self.cache.borrow().get(sid) {
+            return Ok(Some(cached.record.clone()));
         }
-        let record = self.load(sid)?.map(|(record, _)| record);
-        if let Some(r) = &record {
-            self.cache.borrow_mut().insert(sid.to_owned(), r.clone());
-        }
-        Ok(record)
+        Ok(self.load(sid)?.map(|(record, _)| record))
+    }
+
+    /// The newest record of a stored row: the one in memory when there is one (its activity
+    /// time may be newer than the stored one), else the row's, remembered.
+    fn newest(&self, stored: SessionRecord) -> SessionRecord {
+        let mut cache = self.cache.borrow_mut();
+        let cached = cache
+            .entry(stored.sid.clone())
+            .or_insert_with(|| Cached { saved_last_seen: stored.last_seen, record: stored });
+        cached.record.clone()
     }
 
     fn load(&self, sid: &str) -> Result<Option<(SessionRecord, Row)>> {
@@ -166,7 +180,7 @@ impl Sessions<'_> {
         Ok(rows
             .into_iter()
             .next()
-            .and_then(|row| serde_json::from_str(&row.record).ok().map(|rec| (rec, row))))
+            .and_then(|row| serde_json::from_str(&row.record).ok().map(|rec| (self.newest(rec), row))))
     }
 
     fn save(&self, record: &SessionRecord) -> Result<()> {
@@ -175,7 +189,8 @@ impl Sessions<'_> {
             "UPDATE sessions SET record = ?, ended_at = ? WHERE sid = ?",
             vec![serde_json::to_string(record)?.into(), ended_at.into(), record.sid.as_str().into()],
         )?;
-        self.cache.borrow_mut().insert(record.sid.clone(), record.clone());
+        let cached = Cached { record: record.clone(), saved_last_seen: record.last_seen };
+        self.cache.borrow_mut().insert(record.sid.clone(), cached);
         Ok(())
     }
 
@@ -193,6 +208,7 @@ impl Sessions<'_> {
         let mut open = Vec::with_capacity(rows.len());
         for row in rows {
             let Ok(record) = serde_json::from_str::<SessionRecord>(&row.record) else { continue };
+            let record = self.newest(record);
             if record.status(self.now) == SessionStatus::Active {
                 open.push((record, row));
             } else {
@@ -277,7 +293,15 @@ impl Sessions<'_> {
         let status = record.status(self.now);
         if status == SessionStatus::Active {
             record.touch(self.now);
-            self.save(&record)?;
+            let saved = self.cache.borrow().get(sid).map(|c| c.saved_last_seen);
+            match saved {
+                Some(saved) if !domain::session::activity_needs_saving(saved, self.now) => {
+                    // Kept in memory; written through with the next change, or within a minute.
+                    let cached = Cached { record: record.clone(), saved_last_seen: saved };
+                    self.cache.borrow_mut().insert(sid.to_owned(), cached);
+                }
+                _ => self.save(&record)?,
+            }
         }
         Ok((status, record.stepped_up_at, record.second_factor))
     }
@@ -351,7 +375,9 @@ impl Sessions<'_> {
         )?;
         self.sql
             .exec("DELETE FROM sessions WHERE ended_at IS NOT NULL AND ended_at < ?", vec![cutoff.into()])?;
-        self.cache.borrow_mut().clear();
+        // Only ended sessions were deleted: the open ones' newer activity stays in memory.
+        let now = self.now;
+        self.cache.borrow_mut().retain(|_, c| c.record.ended_at(now).is_none());
         Ok(())
     }
 

@@ -42,6 +42,18 @@ pub enum EventKind {
     TrackPlayed,
 }
 
+/// The longest a usage event waits at the edge for others to travel with.
+pub const USAGE_BATCH_DELAY_MS: u64 = 1_000;
+/// The most usage events that wait at the edge: one queue message batch (the queue's limit is
+/// 100 messages per send).
+pub const USAGE_BATCH_MAX: usize = 100;
+
+/// Whether the events waiting at the edge leave now: an event that may not wait is among
+/// them, or there are a batch's worth.
+pub fn ship_now(waiting: &[EventKind]) -> bool {
+    waiting.len() >= USAGE_BATCH_MAX || waiting.iter().any(|k| !k.may_wait())
+}
+
 impl EventKind {
     /// Every kind.
     pub const ALL: [EventKind; 13] = [
@@ -59,6 +71,15 @@ impl EventKind {
         EventKind::EdgeMetrics,
         EventKind::TrackPlayed,
     ];
+
+    /// Whether an event of this kind may wait at the edge to travel with others: the
+    /// high-volume usage records (one per API request) and the isolate's metric aggregates may,
+    /// for at most [`USAGE_BATCH_DELAY_MS`] or until [`USAGE_BATCH_MAX`] of them wait; every
+    /// other kind is a sign-in, a security or an account event, and leaves with its request's
+    /// answer (taking whatever waits along).
+    pub const fn may_wait(self) -> bool {
+        matches!(self, EventKind::ApiRequest | EventKind::RateLimited | EventKind::EdgeMetrics)
+    }
 
     /// The name on the wire and in the store.
     pub const fn as_str(self) -> &'static str {
@@ -163,6 +184,18 @@ mod tests {
         assert!("signup".parse::<EventKind>().is_err());
         assert_eq!(EventKind::TrackPlayed.as_str(), crate::listening::KIND);
         assert_eq!(EventKind::EdgeMetrics.as_str(), crate::observe::EDGE_METRICS_EVENT);
+    }
+
+    #[test]
+    fn only_usage_waits_and_a_full_batch_leaves() {
+        let waiting: Vec<EventKind> = EventKind::ALL.into_iter().filter(|k| k.may_wait()).collect();
+        assert_eq!(waiting, [EventKind::ApiRequest, EventKind::RateLimited, EventKind::EdgeMetrics]);
+        assert!(!ship_now(&[]));
+        assert!(!ship_now(&[EventKind::ApiRequest; USAGE_BATCH_MAX - 1]));
+        assert!(ship_now(&[EventKind::ApiRequest; USAGE_BATCH_MAX]));
+        // A sign-in takes the waiting usage along at once.
+        assert!(ship_now(&[EventKind::ApiRequest, EventKind::LoginSuccess]));
+        assert!(ship_now(&[EventKind::TierChange]));
     }
 
     #[test]
