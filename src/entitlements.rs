@@ -198,7 +198,7 @@ async fn create_client(mut req: Request, env: &Env, caller: Caller) -> Result<Re
 async fn list_clients(env: &Env, caller: Caller) -> Result<Response, EdgeError> {
     require_admin(&caller)?;
     let answer = forward(env, &caller.actor(), Method::Get, "/internal/service-clients", None).await?;
-    http::json(200, &origin_json(&answer)?, None)
+    http::relay(200, &answer)
 }
 
 async fn revoke_client(env: &Env, caller: Caller, client: String) -> Result<Response, EdgeError> {
@@ -208,7 +208,7 @@ async fn revoke_client(env: &Env, caller: Caller, client: String) -> Result<Resp
     }
     let path = format!("/internal/service-clients/{client}");
     let answer = forward(env, &caller.actor(), Method::Delete, &path, None).await?;
-    http::json(200, &origin_json(&answer)?, None)
+    http::relay(200, &answer)
 }
 
 /// Authenticates a service and counts the request against its client's per-minute limit.
@@ -378,7 +378,11 @@ mod cache {
 
     pub async fn put(env: &Env, user_id: &str, entry: &Entry) -> worker::Result<()> {
         let text = serde_json::to_string(entry)?;
-        env.kv(KV_PROFILES)?.put(&key(env, user_id)?, text)?.expiration_ttl(TTL_SECS).execute().await?;
+        env.kv(KV_PROFILES)?
+            .put_bytes(&key(env, user_id)?, text.as_bytes())?
+            .expiration_ttl(TTL_SECS)
+            .execute()
+            .await?;
         Ok(())
     }
 

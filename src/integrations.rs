@@ -15,7 +15,7 @@ use domain::wire::integrations::{
 use worker::{Env, Method, Request, Response};
 
 use crate::auth::Caller;
-use crate::http::{self, forward, origin_json};
+use crate::http::{self, forward};
 use crate::problem::EdgeError;
 
 /// The cookie binding an authorisation to the browser that started it.
@@ -100,7 +100,7 @@ pub async fn list(env: &Env, caller: Caller, id: UserId) -> Result<Response, Edg
     let answer =
         forward(env, &caller.actor(), Method::Get, &format!("/internal/users/{id}/integrations"), None)
             .await?;
-    http::json(200, &origin_json(&answer)?, None)
+    http::relay(200, &answer)
 }
 
 /// Starts a connection. The tier rule is checked against the gate's tier first; the origin's
@@ -151,7 +151,7 @@ pub async fn disconnect(
     authorize(&caller, &id)?;
     let path = format!("/internal/users/{id}/integrations/{}", svc.id);
     let answer = forward(env, &caller.actor(), Method::Delete, &path, None).await?;
-    http::json(200, &origin_json(&answer)?, None)
+    http::relay(200, &answer)
 }
 
 fn cookie(req: &Request, name: &str) -> Result<String, EdgeError> {
@@ -181,7 +181,7 @@ pub async fn callback(req: Request, env: &Env, svc: &'static Service) -> Result<
     })?;
     let path = format!("/internal/integrations/{}/callback", svc.id);
     let answer = forward(env, &Actor::Anonymous, Method::Post, &path, Some(&body)).await?;
-    let mut response = http::json(200, &origin_json(&answer)?, None)?;
+    let mut response = http::relay(200, &answer)?;
     // The binding served its one use.
     response.headers_mut().set(
         "set-cookie",

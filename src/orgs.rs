@@ -7,7 +7,7 @@
 
 use domain::org::GateUpdate;
 use domain::problem::ProblemKind;
-use domain::wire::orgs::{Gated, Org, OrgPosture, OwnershipTransfer};
+use domain::wire::orgs::{Gated, OwnershipTransfer};
 use serde_json::Value;
 use worker::{Env, Method, Request, Response};
 
@@ -133,11 +133,18 @@ async fn apply_gate_updates(env: &Env, updates: Vec<GateUpdate>) -> Result<(), E
     Ok(())
 }
 
-/// Adds each member's open sessions (their gate's count) to the posture.
-async fn add_open_sessions(env: &Env, posture: &mut OrgPosture) -> Result<(), EdgeError> {
-    for member in &mut posture.members {
-        let open = GateClient::for_user(env, &member.user_id)?.sessions().await?.len();
-        member.active_sessions = Some(open as u64);
+/// Adds each member's open sessions (their gate's count) to the posture (`members[].user_id`
+/// gets `active_sessions`).
+async fn add_open_sessions(env: &Env, posture: &mut Value) -> Result<(), EdgeError> {
+    let Some(members) = posture.get_mut("members").and_then(Value::as_array_mut) else { return Ok(()) };
+    for member in members {
+        let Some(user_id) = member.get("user_id").and_then(Value::as_str).map(str::to_owned) else {
+            continue;
+        };
+        let open = GateClient::for_user(env, &user_id)?.sessions().await?.len();
+        if let Some(object) = member.as_object_mut() {
+            object.insert("active_sessions".into(), Value::from(open as u64));
+        }
     }
     Ok(())
 }
@@ -165,27 +172,24 @@ pub async fn handle(
         _ => None,
     };
     let answer = forward(env, &caller.actor(), method, &path, body.as_ref()).await?;
-    match op {
-        OrgOp::Create => {
-            let Gated { answer: org, gate } = http::origin_as::<Gated<Org>>(&answer)?;
-            apply_gate_updates(env, gate).await?;
-            let mut response = http::reply(status, &org)?;
-            response.headers_mut().set("location", &format!("/api/v1/orgs/{}", org.id))?;
-            Ok(response)
-        }
-        OrgOp::Posture(_) => {
-            let mut posture: OrgPosture = http::origin_as(&answer)?;
-            add_open_sessions(env, &mut posture).await?;
-            http::reply(status, &posture)
-        }
-        _ => {
-            // Relayed as the origin built it, without the gate updates.
-            let Gated { answer: view, gate } = http::origin_as::<Gated<Value>>(&answer)?;
-            apply_gate_updates(env, gate).await?;
-            if status == 204 {
-                return Ok(Response::empty()?.with_status(204));
-            }
-            http::json(status, &view, None)
-        }
+    if let OrgOp::Posture(_) = op {
+        let mut posture = http::origin_json(&answer)?;
+        add_open_sessions(env, &mut posture).await?;
+        return http::json(status, &posture, None);
     }
+    // Relayed as the origin built it, without the gate updates.
+    let Gated { answer: view, gate } = http::origin_as::<Gated<Value>>(&answer)?;
+    apply_gate_updates(env, gate).await?;
+    if status == 204 {
+        return Ok(Response::empty()?.with_status(204));
+    }
+    let mut response = http::json(status, &view, None)?;
+    if let OrgOp::Create = op {
+        let id = view
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or(EdgeError::OriginFailed { status: answer.status })?;
+        response.headers_mut().set("location", &format!("/api/v1/orgs/{id}"))?;
+    }
+    Ok(response)
 }

@@ -9,13 +9,12 @@ use worker::{Env, Method, Request, Response};
 
 use crate::auth::Caller;
 use crate::events::Events;
-use crate::http::{self, forward, origin_json, JSON, MERGE_PATCH_JSON};
+use crate::http::{self, forward, JSON, MERGE_PATCH_JSON};
 use crate::problem::EdgeError;
 use crate::sessions::{authorize, forward_login};
-use domain::wire::auth::{MfaSendRequest, PasskeyCredentials};
+use domain::wire::auth::MfaSendRequest;
 use domain::wire::passkeys::{
-    FactorProof, MfaWebauthnRequest, RegisterPasskeyRequest, RegistrationOptionsRequest, RegistrationStart,
-    RenamePasskeyRequest, VouchedProof,
+    FactorProof, MfaWebauthnRequest, RegistrationOptionsRequest, RegistrationStart, VouchedProof,
 };
 use domain::wire::Factor;
 
@@ -33,13 +32,13 @@ pub enum PasskeyOp {
 pub async fn login_options(env: &Env) -> Result<Response, EdgeError> {
     let answer =
         forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/webauthn/options", None).await?;
-    http::json(200, &origin_json(&answer)?, None)
+    http::relay(200, &answer)
 }
 
 /// `POST /api/v1/auth/passkey`: `{ceremony_id, credential}` → tokens and a session.
 pub async fn login(req: Request, env: &Env, events: &Events) -> Result<Response, EdgeError> {
     let path = "/internal/auth/webauthn/login";
-    forward_login::<PasskeyCredentials>(req, env, events, path, refused, EventKind::PasskeyLogin).await
+    forward_login(req, env, events, path, refused, EventKind::PasskeyLogin).await
 }
 
 /// Every failed passwordless sign-in is counted, whatever failed.
@@ -56,7 +55,7 @@ pub async fn mfa_options(mut req: Request, env: &Env) -> Result<Response, EdgeEr
     let answer =
         forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/mfa/webauthn", Some(&forwarded))
             .await?;
-    http::json(200, &origin_json(&answer)?, None)
+    http::relay(200, &answer)
 }
 
 /// The account's passkeys: list, register (options, then the answer), rename, remove. Starting
@@ -92,24 +91,18 @@ pub async fn account(
             Some(http::to_origin(&VouchedProof::new(proof, step_up_at))?)
         }
         // A rename is a merge patch of the label; plain JSON is accepted too.
-        PasskeyOp::Rename(_) => {
-            let rename: RenamePasskeyRequest = http::read_body(&mut req, &[JSON, MERGE_PATCH_JSON]).await?;
-            Some(http::to_origin(&rename)?)
-        }
+        PasskeyOp::Rename(_) => Some(http::read_json(&mut req, &[JSON, MERGE_PATCH_JSON]).await?),
         PasskeyOp::RegistrationOptions => {
             let request: RegistrationOptionsRequest = http::read_body(&mut req, &[JSON]).await?;
             Some(http::to_origin(&RegistrationStart::new(request, step_up_at))?)
         }
-        PasskeyOp::Register => {
-            let register: RegisterPasskeyRequest = http::read_body(&mut req, &[JSON]).await?;
-            Some(http::to_origin(&register)?)
-        }
+        PasskeyOp::Register => Some(http::read_json(&mut req, &[JSON]).await?),
     };
     let answer = forward(env, &caller.actor(), method, &path, body.as_ref()).await?;
     if status == 204 {
         return Ok(Response::empty()?.with_status(204));
     }
-    http::json(status, &origin_json(&answer)?, None)
+    http::relay(status, &answer)
 }
 
 /// A credential id in a path: base64url already, so only a stray byte needs escaping.

@@ -106,7 +106,7 @@ pub async fn handle(
 }
 
 fn relay(status: u16, answer: crate::origin_client::OriginResponse) -> Result<Response, EdgeError> {
-    http::json(status, &origin_json(&answer)?, None)
+    http::relay(status, &answer)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -150,7 +150,7 @@ async fn context(env: &Env, caller: Caller, gate: GateAnswer, id: UserId) -> Res
         let ContextVersion { profile_version: version } = serde_json::from_value(body.clone())?;
         let context = serde_json::value::to_raw_value(&body)?;
         let entry = serde_json::to_string(&Cached { version, cached_at: now, context })?;
-        kv.put(&key, entry)?.expiration_ttl(KV_TTL_SECS).execute().await?;
+        kv.put_bytes(&key, entry.as_bytes())?.expiration_ttl(KV_TTL_SECS).execute().await?;
     }
     let mut response = http::json(200, &body, None)?;
     response.headers_mut().set(SOURCE_HEADER, "origin")?;

@@ -16,7 +16,8 @@ use crate::bindings::{OriginConfig, KV_PROFILES};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CachedProfile {
     pub version: u64,
-    pub profile: domain::wire::users::User,
+    /// The origin's user view, as it wrote it.
+    pub profile: serde_json::Value,
 }
 
 /// How long a cached profile lives in KV.
@@ -55,7 +56,11 @@ pub async fn put(env: &Env, user_id: &str, entry: &CachedProfile) -> Result<()> 
     let text = serde_json::to_string(entry)?;
     // Entries expire after a week (one origin read to refill): an entry orphaned by a rotation
     // of the secret its key is derived from cannot outlive it for long.
-    env.kv(KV_PROFILES)?.put(&key(env, user_id)?, text)?.expiration_ttl(CACHE_TTL_SECS).execute().await?;
+    env.kv(KV_PROFILES)?
+        .put_bytes(&key(env, user_id)?, text.as_bytes())?
+        .expiration_ttl(CACHE_TTL_SECS)
+        .execute()
+        .await?;
     Ok(())
 }
 

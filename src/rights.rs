@@ -5,10 +5,8 @@
 
 use domain::identity::{Actor, UserId};
 use domain::problem::ProblemKind;
-use domain::wire::rights::{
-    CancelErasure, Consents, ErasureDone, ErasureRequest, ErasureScheduled, ExportPending, ExportRequest,
-    ExportStart, ExportStarted, ParentalAnswer, PendingWipes,
-};
+use domain::wire::rights::{ExportRequest, ExportStart, PendingWipes};
+use serde_json::Value;
 use worker::{console_error, console_log, Env, Headers, Method, Request, Response};
 
 use crate::auth::Caller;
@@ -24,14 +22,15 @@ fn authorize(caller: &Caller, target: &UserId) -> Result<(), EdgeError> {
     }
 }
 
-/// A body as the wire type `T` when one was sent; `T::default()` for an empty one.
-async fn optional_body<T: serde::de::DeserializeOwned + Default>(req: &mut Request) -> Result<T, EdgeError> {
+/// A JSON object body when one was sent; `{}` for an empty one (the origin reads it as its
+/// wire type, whose fields are all optional).
+async fn optional_json(req: &mut Request) -> Result<Value, EdgeError> {
     let declared = req.headers().get("content-length")?.and_then(|l| l.trim().parse::<u64>().ok());
     let has_type = req.headers().get("content-type")?.is_some();
     if declared == Some(0) || (declared.is_none() && !has_type) {
-        return Ok(T::default());
+        return Ok(Value::Object(serde_json::Map::new()));
     }
-    http::read_body(req, &[JSON]).await
+    http::read_json(req, &[JSON]).await
 }
 
 /// `Sec-GPC: 1` (Global Privacy Control): the browser asks not to sell or share.
@@ -49,7 +48,8 @@ pub async fn start_export(
     stepped_up_at: Option<u64>,
 ) -> Result<Response, EdgeError> {
     authorize(&caller, &id)?;
-    let proof: ExportRequest = optional_body(&mut req).await?;
+    let proof: ExportRequest = serde_json::from_value(optional_json(&mut req).await?)
+        .map_err(|e| EdgeError::new(ProblemKind::BadRequest, format!("invalid body: {e}")))?;
     let sessions = GateClient::for_user(env, id.as_str())?.sessions().await?;
     let body = http::to_origin(&ExportStart {
         current_password: proof.current_password,
@@ -59,10 +59,14 @@ pub async fn start_export(
         sessions: serde_json::to_value(&sessions)?,
     })?;
     let path = format!("/internal/users/{id}/export");
-    let answer: ExportStarted =
-        http::origin_as(&forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?)?;
-    let mut response = http::reply(202, &answer)?;
-    response.headers_mut().set("location", &answer.location)?;
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
+    let location = origin_json(&answer)?
+        .get("location")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or(EdgeError::OriginFailed { status: answer.status })?;
+    let mut response = http::relay(202, &answer)?;
+    response.headers_mut().set("location", &location)?;
     Ok(response)
 }
 
@@ -83,9 +87,12 @@ pub async fn download_export(
     let path = format!("/internal/users/{id}/exports/{export_id}");
     let answer = forward(env, &caller.actor(), Method::Get, &path, None).await?;
     if answer.status == 202 {
-        let body: ExportPending = http::origin_as(&answer)?;
-        let mut response = http::reply(202, &body)?;
-        response.headers_mut().set("retry-after", &body.retry_after.to_string())?;
+        let retry_after = origin_json(&answer)?
+            .get("retry_after")
+            .and_then(Value::as_u64)
+            .ok_or(EdgeError::OriginFailed { status: answer.status })?;
+        let mut response = http::relay(202, &answer)?;
+        response.headers_mut().set("retry-after", &retry_after.to_string())?;
         return Ok(response);
     }
     let headers = Headers::new();
@@ -110,17 +117,19 @@ pub async fn wipe(env: &Env, id: &str, actor: &Actor) -> Result<(), EdgeError> {
 /// answers (the scheduled job retries if that fails).
 pub async fn erase(mut req: Request, env: &Env, caller: Caller, id: UserId) -> Result<Response, EdgeError> {
     authorize(&caller, &id)?;
-    let request: ErasureRequest = optional_body(&mut req).await?;
-    let body = http::to_origin(&request)?;
+    let body = optional_json(&mut req).await?;
     let path = format!("/internal/users/{id}");
     let answer = forward(env, &caller.actor(), Method::Delete, &path, Some(&body)).await?;
+    // The origin's answer, with what only the edge knows added to it.
+    let mut view = origin_json(&answer)?;
+    let Some(object) = view.as_object_mut() else {
+        return Err(EdgeError::OriginFailed { status: answer.status });
+    };
     if answer.status == 202 {
-        let mut scheduled: ErasureScheduled = http::origin_as(&answer)?;
         let ended = GateClient::for_user(env, id.as_str())?.revoke(None, None, "erasure requested").await?;
-        scheduled.sessions_ended = Some(u64::try_from(ended).unwrap_or(u64::MAX));
-        return http::reply(202, &scheduled);
+        object.insert("sessions_ended".into(), Value::from(u64::try_from(ended).unwrap_or(u64::MAX)));
+        return http::json(202, &view, None);
     }
-    let mut done: ErasureDone = http::origin_as(&answer)?;
     let wiped = match wipe(env, id.as_str(), &caller.actor()).await {
         Ok(()) => true,
         Err(e) => {
@@ -128,16 +137,16 @@ pub async fn erase(mut req: Request, env: &Env, caller: Caller, id: UserId) -> R
             false
         }
     };
-    done.edge_wiped = Some(wiped);
-    http::reply(200, &done)
+    object.insert("edge_wiped".into(), Value::Bool(wiped));
+    http::json(200, &view, None)
 }
 
 /// Cancels a scheduled erasure with the password (no session: logging in is refused meanwhile).
 pub async fn cancel_erasure(mut req: Request, env: &Env, id: UserId) -> Result<Response, EdgeError> {
-    let body = http::to_origin(&http::read_body::<CancelErasure>(&mut req, &[JSON]).await?)?;
+    let body = http::read_json(&mut req, &[JSON]).await?;
     let path = format!("/internal/users/{id}/erasure/cancel");
     let answer = forward(env, &Actor::Anonymous, Method::Post, &path, Some(&body)).await?;
-    http::json(200, &origin_json(&answer)?, None)
+    http::relay(200, &answer)
 }
 
 /// `GET`/`PUT …/consents`; the answer's `collects_events` goes to the user's gate, so a
@@ -159,9 +168,12 @@ pub async fn consents(
     } else {
         forward(env, &caller.actor(), Method::Get, &path, None).await?
     };
-    let body: Consents = http::origin_as(&answer)?;
-    GateClient::for_user(env, id.as_str())?.record_consent(body.collects_events).await?;
-    http::reply(200, &body)
+    let collects_events = origin_json(&answer)?
+        .get("collects_events")
+        .and_then(Value::as_bool)
+        .ok_or(EdgeError::OriginFailed { status: answer.status })?;
+    GateClient::for_user(env, id.as_str())?.record_consent(collects_events).await?;
+    http::relay(200, &answer)
 }
 
 /// The scheduled job: asks the origin for erasures whose edge part is still to do, and does it.
@@ -185,8 +197,8 @@ pub async fn apply_pending_wipes(env: &Env) {
 
 /// A parent's answer to a child's signup (`{"token", "decision": "grant"|"refuse"}`).
 pub async fn parental_consent(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body = http::to_origin(&http::read_body::<ParentalAnswer>(&mut req, &[JSON]).await?)?;
+    let body = http::read_json(&mut req, &[JSON]).await?;
     let answer =
         forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/parental-consent", Some(&body)).await?;
-    http::json(200, &origin_json(&answer)?, None)
+    http::relay(200, &answer)
 }

@@ -5,13 +5,9 @@
 use domain::identity::{Actor, UserId};
 use domain::problem::ProblemKind;
 use domain::wire::auth::{
-    ActivateRequest, Activated, CodeSent, ForgotPasswordRequest, LoginAnswer, LoginVerified, MfaRequest,
-    MfaSendRequest, PasswordCredentials, PasswordReset, PasswordResetDone, RefreshRequest,
-    ResetPasswordRequest, ResetRequested, SignIn, SignInRequest, StepUpPending, StepUpRequest, SteppedUp,
+    LoginAnswer, LoginVerified, MfaRequest, PasswordReset, PasswordResetDone, RefreshRequest, SteppedUp,
 };
 use domain::wire::event::EventKind;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 
@@ -22,10 +18,7 @@ use crate::gate::{GateClient, GateRecord};
 use crate::http::{self, forward, JSON};
 use crate::limits::client_ip;
 use crate::problem::EdgeError;
-use domain::wire::users::{
-    AccountStatus, AuditLog, ChangePassword, Code, EnrolSms, FactorEnrolled, PasswordChanged, PasswordProof,
-    SecurityEvents, SessionList, SmsEnrolment, StatusChanged, TotpEnrolment,
-};
+use domain::wire::users::{AccountStatus, PasswordChanged, SessionList, StatusChanged};
 
 /// The longest device token the edge forwards (the origin's are 101 characters).
 const MAX_DEVICE_TOKEN: usize = 256;
@@ -125,15 +118,7 @@ pub(crate) async fn open_session(
 }
 
 pub async fn login(req: Request, env: &Env, events: &Events) -> Result<Response, EdgeError> {
-    forward_login::<PasswordCredentials>(
-        req,
-        env,
-        events,
-        "/internal/auth/verify",
-        login_refused,
-        EventKind::LoginSuccess,
-    )
-    .await
+    forward_login(req, env, events, "/internal/auth/verify", login_refused, EventKind::LoginSuccess).await
 }
 
 /// What a refused password login counts as. Refusals carry no user id: the origin keeps
@@ -148,10 +133,11 @@ fn login_refused(error: &EdgeError) -> Option<(EventKind, Value)> {
     Some((kind, json!({ "status": problem.status })))
 }
 
-/// A sign-in (password or passkey): the body's credentials `C` and the client's context go to
-/// the origin at `path`; what it accepts opens a session ([`open_session`], event `success`),
-/// what it refuses is counted as `refused` says.
-pub(crate) async fn forward_login<C: DeserializeOwned + Serialize>(
+/// A sign-in (password or passkey): the body's credentials and the client's context go to the
+/// origin at `path` (`domain::wire::auth::SignIn`: the credentials as the client sent them,
+/// which the origin reads and names what is wrong with), what it accepts opens a session
+/// ([`open_session`], event `success`), what it refuses is counted as `refused` says.
+pub(crate) async fn forward_login(
     mut req: Request,
     env: &Env,
     events: &Events,
@@ -159,14 +145,26 @@ pub(crate) async fn forward_login<C: DeserializeOwned + Serialize>(
     refused: fn(&EdgeError) -> Option<(EventKind, Value)>,
     success: EventKind,
 ) -> Result<Response, EdgeError> {
-    let body: SignInRequest<C> = http::read_body(&mut req, &[JSON]).await?;
-    let client = ClientContext::of(&req, body.device_token)?;
-    let forwarded = SignIn {
-        credentials: body.credentials,
-        device_token: client.device_token.clone(),
-        context: client.wire(),
+    let mut body = http::read_json(&mut req, &[JSON]).await?;
+    let Some(object) = body.as_object_mut() else {
+        return Err(EdgeError::new(ProblemKind::BadRequest, "the body must be a JSON object"));
     };
-    verify_and_open(env, events, path, &http::to_origin(&forwarded)?, &client, refused, success).await
+    let device_token = match object.remove("device_token") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(token)) => Some(token),
+        Some(_) => {
+            return Err(EdgeError::new(
+                ProblemKind::BadRequest,
+                "invalid body at `device_token`: expected a string",
+            ))
+        }
+    };
+    let client = ClientContext::of(&req, device_token)?;
+    if let Some(token) = &client.device_token {
+        object.insert("device_token".into(), Value::String(token.clone()));
+    }
+    object.insert("context".into(), http::to_origin(&client.wire())?);
+    verify_and_open(env, events, path, &body, &client, refused, success).await
 }
 
 /// The part of [`forward_login`] that does not depend on the credentials' type, compiled once
@@ -211,16 +209,10 @@ pub async fn complete_mfa(mut req: Request, env: &Env, events: &Events) -> Resul
 
 /// Asks for a one-time code by email or SMS for a challenge.
 pub async fn send_code(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body: MfaSendRequest = http::read_body(&mut req, &[JSON]).await?;
-    let answer = forward(
-        env,
-        &Actor::Anonymous,
-        Method::Post,
-        "/internal/auth/mfa/send",
-        Some(&http::to_origin(&body)?),
-    )
-    .await?;
-    http::reply(202, &http::origin_as::<CodeSent>(&answer)?)
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let answer =
+        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/mfa/send", Some(&body)).await?;
+    http::relay(202, &answer)
 }
 
 /// TOTP enrolment, confirmation and removal, and the security events: forwarded as the caller.
@@ -237,40 +229,26 @@ pub async fn account_security(
     let base = format!("/internal/users/{id}");
     match op {
         SecurityOp::EnrolTotp => {
-            let body: PasswordProof = http::read_body(&mut req, &[JSON]).await?;
-            let answer = forward(
-                env,
-                &actor,
-                Method::Post,
-                &format!("{base}/mfa/totp"),
-                Some(&http::to_origin(&body)?),
-            )
-            .await?;
-            http::reply(201, &http::origin_as::<TotpEnrolment>(&answer)?)
+            let body = http::read_json(&mut req, &[JSON]).await?;
+            let answer = forward(env, &actor, Method::Post, &format!("{base}/mfa/totp"), Some(&body)).await?;
+            http::relay(201, &answer)
         }
         SecurityOp::ConfirmTotp => {
-            let body: Code = http::read_body(&mut req, &[JSON]).await?;
+            let body = http::read_json(&mut req, &[JSON]).await?;
             let path = format!("{base}/mfa/totp/confirm");
-            let answer = forward(env, &actor, Method::Post, &path, Some(&http::to_origin(&body)?)).await?;
-            http::reply(200, &http::origin_as::<FactorEnrolled>(&answer)?)
+            let answer = forward(env, &actor, Method::Post, &path, Some(&body)).await?;
+            http::relay(200, &answer)
         }
         SecurityOp::EnrolSms => {
-            let body: EnrolSms = http::read_body(&mut req, &[JSON]).await?;
-            let answer = forward(
-                env,
-                &actor,
-                Method::Post,
-                &format!("{base}/mfa/sms"),
-                Some(&http::to_origin(&body)?),
-            )
-            .await?;
-            http::reply(202, &http::origin_as::<SmsEnrolment>(&answer)?)
+            let body = http::read_json(&mut req, &[JSON]).await?;
+            let answer = forward(env, &actor, Method::Post, &format!("{base}/mfa/sms"), Some(&body)).await?;
+            http::relay(202, &answer)
         }
         SecurityOp::ConfirmSms => {
-            let body: Code = http::read_body(&mut req, &[JSON]).await?;
+            let body = http::read_json(&mut req, &[JSON]).await?;
             let path = format!("{base}/mfa/sms/confirm");
-            let answer = forward(env, &actor, Method::Post, &path, Some(&http::to_origin(&body)?)).await?;
-            http::reply(200, &http::origin_as::<FactorEnrolled>(&answer)?)
+            let answer = forward(env, &actor, Method::Post, &path, Some(&body)).await?;
+            http::relay(200, &answer)
         }
         SecurityOp::RemoveTotp | SecurityOp::RemoveSms => {
             let factor = if matches!(op, SecurityOp::RemoveTotp) { "totp" } else { "sms" };
@@ -285,11 +263,11 @@ pub async fn account_security(
         }
         SecurityOp::Events => {
             let answer = forward(env, &actor, Method::Get, &format!("{base}/security-events"), None).await?;
-            http::reply(200, &http::origin_as::<SecurityEvents>(&answer)?)
+            http::relay(200, &answer)
         }
         SecurityOp::Audit => {
             let answer = forward(env, &actor, Method::Get, &format!("{base}/audit"), None).await?;
-            http::reply(200, &http::origin_as::<AuditLog>(&answer)?)
+            http::relay(200, &answer)
         }
     }
 }
@@ -310,14 +288,14 @@ pub enum SecurityOp {
 /// second factor when one is enrolled); the session may then make sensitive changes for five
 /// minutes. With `method: "sms"` and no code, the origin texts one first (202).
 pub async fn step_up(mut req: Request, env: &Env, caller: Caller) -> Result<Response, EdgeError> {
-    let body: StepUpRequest = http::read_body(&mut req, &[JSON]).await?;
+    let body = http::read_json(&mut req, &[JSON]).await?;
     let Some(sid) = caller.sid.clone() else {
         return Err(EdgeError::new(ProblemKind::Unauthenticated, "a step-up needs a session"));
     };
     let path = format!("/internal/users/{}/step-up", caller.id);
-    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&http::to_origin(&body)?)).await?;
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
     if answer.status == 202 {
-        return http::reply(202, &http::origin_as::<StepUpPending>(&answer)?);
+        return http::relay(202, &answer);
     }
     if !GateClient::for_user(env, caller.id.as_str())?.step_up(&sid).await? {
         return Err(EdgeError::new(ProblemKind::Unauthenticated, "the session ended"));
@@ -377,9 +355,9 @@ pub async fn change_password(
     id: UserId,
 ) -> Result<Response, EdgeError> {
     authorize(&caller, &id)?;
-    let body: ChangePassword = http::read_body(&mut req, &[JSON]).await?;
+    let body = http::read_json(&mut req, &[JSON]).await?;
     let path = format!("/internal/users/{id}/password");
-    forward(env, &caller.actor(), Method::Post, &path, Some(&http::to_origin(&body)?)).await?;
+    forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
     // The caller's own session survives only when they change their own password.
     let keep = if caller.id == id { caller.sid.as_deref() } else { None };
     let ended = GateClient::for_user(env, id.as_str())?.revoke(None, keep, "password changed").await?;
@@ -417,32 +395,26 @@ pub async fn set_disabled(
 
 /// Activates a provisioned account: its activation token and a first password.
 pub async fn activate(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body: ActivateRequest = http::read_body(&mut req, &[JSON]).await?;
-    let answer = forward(
-        env,
-        &Actor::Anonymous,
-        Method::Post,
-        "/internal/auth/activate",
-        Some(&http::to_origin(&body)?),
-    )
-    .await?;
-    http::reply(200, &http::origin_as::<Activated>(&answer)?)
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let answer =
+        forward(env, &Actor::Anonymous, Method::Post, "/internal/auth/activate", Some(&body)).await?;
+    http::relay(200, &answer)
 }
 
 /// Asks for a password-reset code by email. The origin answers 202 whatever the address.
 pub async fn forgot_password(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body: ForgotPasswordRequest = http::read_body(&mut req, &[JSON]).await?;
+    let body = http::read_json(&mut req, &[JSON]).await?;
     let path = "/internal/auth/password/forgot";
-    let answer = forward(env, &Actor::Anonymous, Method::Post, path, Some(&http::to_origin(&body)?)).await?;
-    http::reply(202, &http::origin_as::<ResetRequested>(&answer)?)
+    let answer = forward(env, &Actor::Anonymous, Method::Post, path, Some(&body)).await?;
+    http::relay(202, &answer)
 }
 
 /// Sets a new password with a reset code, then ends every session of the account in its gate
 /// (the origin has ended its pending challenges and cleared its softlock).
 pub async fn reset_password(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body: ResetPasswordRequest = http::read_body(&mut req, &[JSON]).await?;
+    let body = http::read_json(&mut req, &[JSON]).await?;
     let path = "/internal/auth/password/reset";
-    let answer = forward(env, &Actor::Anonymous, Method::Post, path, Some(&http::to_origin(&body)?)).await?;
+    let answer = forward(env, &Actor::Anonymous, Method::Post, path, Some(&body)).await?;
     let done: PasswordResetDone = http::origin_as(&answer)?;
     let ended = GateClient::for_user(env, &done.user_id)?.revoke(None, None, "password reset").await?;
     http::reply(200, &PasswordReset { reset: true, sessions_ended: u64::try_from(ended).unwrap_or(u64::MAX) })

@@ -4,11 +4,10 @@
 
 use domain::identity::{Actor, UserId};
 use domain::problem::ProblemKind;
-use domain::wire::users::{
-    ApiRequests, Code, CreateUser, EmailChangeStarted, Insights, Signup, StartEmailChange, UpdateUser,
-    UpgradeRequest, Upgraded, Usage, User, VerificationSent,
-};
-use serde_json::json;
+use domain::tier::Tier;
+use domain::wire::users::{ApiRequests, UpdateUser, Usage};
+use serde::Deserialize;
+use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 
 use crate::auth::Caller;
@@ -30,33 +29,55 @@ fn authorize(caller: &Caller, target: &UserId) -> Result<(), EdgeError> {
     }
 }
 
+/// What the edge itself reads of the origin's user view (`domain::wire::users::User`); the
+/// rest it caches and serves as the origin wrote it, so the wasm carries no code for the whole
+/// view.
+#[derive(Deserialize)]
+struct Facts {
+    id: String,
+    version: u64,
+    tier: Tier,
+    security_settings: SecurityFacts,
+}
+
+#[derive(Deserialize)]
+struct SecurityFacts {
+    session_timeout_minutes: u32,
+}
+
+/// The user view of an origin answer, and what the edge reads of it.
+fn user_view(answer: &crate::origin_client::OriginResponse) -> Result<(Value, Facts), EdgeError> {
+    let view = http::origin_json(answer)?;
+    let facts = Facts::deserialize(&view).map_err(|_| EdgeError::OriginFailed { status: answer.status })?;
+    Ok((view, facts))
+}
+
 /// Records an acknowledged state of the profile: first in the gate (strongly consistent, so
 /// the next read knows which version it must at least return), then in KV (the cache).
-async fn remember(env: &Env, view: &User) -> Result<u64, EdgeError> {
+async fn remember(env: &Env, view: &Value, facts: &Facts) -> Result<u64, EdgeError> {
     let record = GateRecord {
-        profile_version: view.version,
-        tier: view.tier,
-        idle_timeout_minutes: Some(view.security_settings.session_timeout_minutes),
+        profile_version: facts.version,
+        tier: facts.tier,
+        idle_timeout_minutes: Some(facts.security_settings.session_timeout_minutes),
     };
-    GateClient::for_user(env, &view.id)?.record(&record).await?;
-    profile_cache::put(env, &view.id, &CachedProfile { version: view.version, profile: view.clone() })
+    GateClient::for_user(env, &facts.id)?.record(&record).await?;
+    profile_cache::put(env, &facts.id, &CachedProfile { version: facts.version, profile: view.clone() })
         .await?;
-    Ok(view.version)
+    Ok(facts.version)
 }
 
 pub async fn create(mut req: Request, env: &Env, caller: Option<Caller>) -> Result<Response, EdgeError> {
     let actor = caller.map_or(Actor::Anonymous, |c| c.actor());
-    let body: CreateUser = http::read_body(&mut req, &[JSON]).await?;
-    let answer =
-        forward(env, &actor, Method::Post, "/internal/users", Some(&http::to_origin(&body)?)).await?;
-    let view = match http::origin_as::<Signup>(&answer)? {
-        // A child's signup waits for a parent's consent: nothing to cache, no session to open.
-        Signup::Pending(pending) => return http::reply(202, &pending),
-        Signup::Created(view) => view,
-    };
-    let version = remember(env, &view).await?;
-    let mut response = http::reply_at(201, &view, version)?;
-    response.headers_mut().set("location", &format!("/api/v1/users/{}", view.id))?;
+    let body = http::read_json(&mut req, &[JSON]).await?;
+    let answer = forward(env, &actor, Method::Post, "/internal/users", Some(&body)).await?;
+    // A child's signup waits for a parent's consent (202): nothing to cache, no session to open.
+    if answer.status == 202 {
+        return http::relay(202, &answer);
+    }
+    let (view, facts) = user_view(&answer)?;
+    let version = remember(env, &view, &facts).await?;
+    let mut response = http::json(201, &view, Some(version))?;
+    response.headers_mut().set("location", &format!("/api/v1/users/{}", facts.id))?;
     Ok(response)
 }
 
@@ -100,9 +121,9 @@ pub async fn read(
         }
     }
     let answer = forward(env, &caller.actor(), Method::Get, &format!("/internal/users/{id}"), None).await?;
-    let view: User = http::origin_as(&answer)?;
-    let version = remember(env, &view).await?;
-    let mut response = http::reply_at(200, &view, version)?;
+    let (view, facts) = user_view(&answer)?;
+    let version = remember(env, &view, &facts).await?;
+    let mut response = http::json(200, &view, Some(version))?;
     response.headers_mut().set(SOURCE_HEADER, "origin")?;
     crate::metrics::profile_read(false);
     Ok(response)
@@ -133,11 +154,11 @@ pub async fn update(
         Some(&http::to_origin(&body)?),
     )
     .await?;
-    let view: User = http::origin_as(&answer)?;
-    let version = remember(env, &view).await?;
+    let (view, facts) = user_view(&answer)?;
+    let version = remember(env, &view, &facts).await?;
     // Which fields changed, never their values: events carry no personal data.
     events.record(EventKind::ProfileChange, Some(id.as_str()), None, &ProfileChangeData { version, fields });
-    http::reply_at(200, &view, version)
+    http::json(200, &view, Some(version))
 }
 
 pub async fn upgrade(
@@ -150,11 +171,12 @@ pub async fn upgrade(
 ) -> Result<Response, EdgeError> {
     let id = &id;
     authorize(&caller, id)?;
-    let body: UpgradeRequest = http::read_body(&mut req, &[JSON]).await?;
+    let body = http::read_json(&mut req, &[JSON]).await?;
     let path = format!("/internal/users/{id}/tier");
-    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&http::to_origin(&body)?)).await?;
-    let upgraded: Upgraded = http::origin_as(&answer)?;
-    let version = upgraded.user.version;
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
+    // The user view, and what a downgrade disabled (said once, here, and not cached).
+    let (upgraded, facts) = user_view(&answer)?;
+    let version = facts.version;
     // The origin answers a change to the tier the account already has with its current view,
     // unchanged. A version the gate has already acknowledged means exactly that: nothing was
     // written, so nothing is recorded (gate, KV) and no tier-change event is sent.
@@ -164,17 +186,20 @@ pub async fn upgrade(
         GateClient::for_user(env, id.as_str())?.peek().await?.profile_version
     };
     if acknowledged.is_some_and(|known| version <= known) {
-        return http::reply_at(200, &upgraded, version);
+        return http::json(200, &upgraded, Some(version));
     }
-    // What a downgrade disabled is said once, here, and not cached as part of the profile.
-    let version = remember(env, &upgraded.user).await?;
+    let mut user = upgraded.clone();
+    if let Some(object) = user.as_object_mut() {
+        object.remove("integrations_disabled");
+    }
+    let version = remember(env, &user, &facts).await?;
     events.push(
         EventKind::TierChange,
         Some(id.as_str()),
         None,
-        json!({ "tier": upgraded.user.tier, "by": caller.actor().to_string() }),
+        json!({ "tier": facts.tier, "by": caller.actor().to_string() }),
     );
-    http::reply_at(200, &upgraded, version)
+    http::json(200, &upgraded, Some(version))
 }
 
 /// Starts an email change. The origin checks the current password and the new address and
@@ -186,10 +211,10 @@ pub async fn start_email_change(
     id: UserId,
 ) -> Result<Response, EdgeError> {
     authorize(&caller, &id)?;
-    let body: StartEmailChange = http::read_body(&mut req, &[JSON]).await?;
+    let body = http::read_json(&mut req, &[JSON]).await?;
     let path = format!("/internal/users/{id}/email");
-    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&http::to_origin(&body)?)).await?;
-    http::reply(202, &http::origin_as::<EmailChangeStarted>(&answer)?)
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
+    http::relay(202, &answer)
 }
 
 /// Completes an email change with the code; the new view is recorded like any other write.
@@ -202,14 +227,14 @@ pub async fn confirm_email_change(
 ) -> Result<Response, EdgeError> {
     let id = &id;
     authorize(&caller, id)?;
-    let body: Code = http::read_body(&mut req, &[JSON]).await?;
+    let body = http::read_json(&mut req, &[JSON]).await?;
     let path = format!("/internal/users/{id}/email/confirm");
-    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&http::to_origin(&body)?)).await?;
-    let view: User = http::origin_as(&answer)?;
-    let version = remember(env, &view).await?;
+    let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
+    let (view, facts) = user_view(&answer)?;
+    let version = remember(env, &view, &facts).await?;
     let fields = vec!["email".to_owned()];
     events.record(EventKind::ProfileChange, Some(id.as_str()), None, &ProfileChangeData { version, fields });
-    http::reply_at(200, &view, version)
+    http::json(200, &view, Some(version))
 }
 
 pub async fn insights(
@@ -222,7 +247,7 @@ pub async fn insights(
     authorize(&caller, id)?;
     let path = format!("/internal/users/{id}/insights");
     let answer = forward(env, &caller.actor(), Method::Get, &path, None).await?;
-    let mut insights: Insights = http::origin_as(&answer)?;
+    let mut insights = http::origin_json(&answer)?;
     // The origin knows the account; the gate knows the traffic. API usage is the gate's exact
     // count of the user's current window (for their own insights; an admin's view of another
     // user asks that user's gate without counting).
@@ -231,30 +256,30 @@ pub async fn insights(
     } else {
         GateClient::for_user(env, id.as_str())?.peek().await?.limit
     };
-    insights.usage = Some(Usage {
+    let usage = Usage {
         api_requests: ApiRequests {
             used: limit.limit.map(|l| l.saturating_sub(limit.remaining)),
             limit: limit.limit,
             window_secs: limit.window_secs,
         },
-    });
-    http::reply(200, &insights)
+    };
+    let Some(object) = insights.as_object_mut() else {
+        return Err(EdgeError::OriginFailed { status: answer.status });
+    };
+    object.insert("usage".into(), http::to_origin(&usage)?);
+    http::json(200, &insights, None)
 }
 
 /// Confirms the signup address with the code sent to it. The origin answers the new view,
 /// which is recorded in the gate and KV like any write; the caller, who proved only that they
 /// read the mailbox, is told no more than that the address is verified.
 pub async fn verify_email(mut req: Request, env: &Env) -> Result<Response, EdgeError> {
-    let body: domain::wire::auth::VerifyEmailRequest = http::read_body(&mut req, &[JSON]).await?;
+    let body = http::read_json(&mut req, &[JSON]).await?;
     let path = "/internal/auth/email/verify";
-    let answer =
-        forward(env, &Actor::Anonymous, Method::Post, path, Some(&serde_json::to_value(&body)?)).await?;
-    let view: User = http::origin_as(&answer)?;
-    remember(env, &view).await?;
-    http::reply(
-        200,
-        &domain::wire::auth::EmailVerified { user_id: view.id.to_string(), email_verified: true },
-    )
+    let answer = forward(env, &Actor::Anonymous, Method::Post, path, Some(&body)).await?;
+    let (view, facts) = user_view(&answer)?;
+    remember(env, &view, &facts).await?;
+    http::reply(200, &domain::wire::auth::EmailVerified { user_id: facts.id, email_verified: true })
 }
 
 /// Sends a new verification code to the account's address.
@@ -262,5 +287,5 @@ pub async fn resend_verification(env: &Env, caller: Caller, id: UserId) -> Resul
     authorize(&caller, &id)?;
     let path = format!("/internal/users/{id}/email/verification");
     let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&json!({}))).await?;
-    http::reply(202, &http::origin_as::<VerificationSent>(&answer)?)
+    http::relay(202, &answer)
 }
