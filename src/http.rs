@@ -60,6 +60,19 @@ pub async fn read_json(req: &mut Request, accepted: &[&str]) -> Result<Value, Ed
     Ok(value)
 }
 
+/// Sets the step-up time the origin may trust in a body the edge forwards: the session's, as
+/// its gate answered, or none. A `step_up_at` the client wrote is never passed on: the origin
+/// takes the field as the edge's word (the call is signed), so a client's would stand for a
+/// proof it never gave.
+pub fn vouch_step_up(body: &mut Value, session_step_up: Option<u64>) {
+    if let Value::Object(object) = body {
+        object.remove("step_up_at");
+        if let Some(at) = session_step_up {
+            object.insert("step_up_at".into(), Value::from(at));
+        }
+    }
+}
+
 /// A JSON answer; with `version`, a strong `ETag` of it.
 pub fn json(status: u16, body: &Value, version: Option<u64>) -> Result<Response, EdgeError> {
     let headers = Headers::new();

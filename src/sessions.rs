@@ -255,9 +255,7 @@ pub async fn account_security(
             // The proof (a password, a code) is the auth area's `Proof`, passed on as it came;
             // the session's recent step-up is added to it as one more.
             let mut body = http::read_json(&mut req, &[JSON]).await?;
-            if let (Value::Object(o), Some(at)) = (&mut body, stepped_up_at) {
-                o.insert("step_up_at".into(), json!(at));
-            }
+            http::vouch_step_up(&mut body, stepped_up_at);
             forward(env, &actor, Method::Delete, &format!("{base}/mfa/{factor}"), Some(&body)).await?;
             Ok(Response::empty()?.with_status(204))
         }

@@ -28,6 +28,7 @@ pub const TESTS: &[(&str, TestFn)] = &[
         "hardening_auth::removing_a_factor_needs_the_password_and_a_code",
         removing_a_factor_needs_the_password_and_a_code,
     ),
+    ("hardening_auth::a_client_cannot_vouch_for_its_own_step_up", a_client_cannot_vouch_for_its_own_step_up),
     (
         "hardening_auth::enterprise_vip_and_admin_accounts_have_security_floors",
         enterprise_vip_and_admin_accounts_have_security_floors,
@@ -216,6 +217,25 @@ fn removing_a_factor_needs_the_password_and_a_code(ctx: &Ctx) -> Result<()> {
     let proof = json!({"current_password": GOOD_PASSWORD, "method": "recovery_code", "code": recovery[1]});
     let removed = ctx.api.delete_with(&path, &token, &proof)?;
     assert_eq!(removed.status, 204, "{}", removed.body);
+    Ok(())
+}
+
+/// The step-up time the origin trusts is the one the edge read from the session, never one
+/// the client wrote into its body: a stolen access token alone cannot remove a factor.
+fn a_client_cannot_vouch_for_its_own_step_up(ctx: &Ctx) -> Result<()> {
+    let (id, _, login) = fresh_user(ctx, "198.51.100.107")?;
+    let (secret, _) = enrol_totp(ctx, &id, &login.str("access_token"))?;
+    let token = mfa_login(ctx, &id, &secret)?;
+    let forged = json!({"step_up_at": e2e::http::now().0});
+    for factor in ["totp", "sms"] {
+        let path = format!("{}/mfa/{factor}", users(&id));
+        let answer = ctx.api.delete_with(&path, &token, &forged)?;
+        expect_problem(&answer, 403, "step-up-required").map_err(|e| e.context(factor))?;
+    }
+    // The factor is still there: the next password login still asks for it.
+    let view = ctx.api.get(&users(&id), Some(&ctx.admin_token))?;
+    let again = login_from(ctx, &view.str("email"), GOOD_PASSWORD, "198.51.100.107", None)?;
+    expect_problem(&again, 401, "mfa-required")?;
     Ok(())
 }
 
