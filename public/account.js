@@ -33,6 +33,7 @@
       ev_passkey_refused_model: 'Authenticator model refused', ev_login_failure: 'Failed sign-in', ev_mfa_failure: 'Wrong second factor',
       ev_risk_assessed: 'Sign-in risk assessed', ev_mfa_challenge: 'Second factor asked', ev_session_evicted: 'Session ended (limit)',
       ev_mfa_enrolment_started: 'Authenticator app setup started',
+      m_totp: 'Authenticator app', m_sms: 'Text message', m_email: 'Email code', m_recovery_code: 'Recovery code',
     },
     fr: {
       signin_title: 'Connexion', email: 'E-mail', password: 'Mot de passe', signin: 'Se connecter', or: 'ou',
@@ -61,6 +62,17 @@
       ev_passkey_refused_model: 'Modèle d’authentificateur refusé', ev_login_failure: 'Échec de connexion', ev_mfa_failure: 'Second facteur erroné',
       ev_risk_assessed: 'Risque de connexion évalué', ev_mfa_challenge: 'Second facteur demandé', ev_session_evicted: 'Session terminée (limite)',
       ev_mfa_enrolment_started: 'Configuration d’application commencée',
+      m_totp: 'Application d’authentification', m_sms: 'SMS', m_email: 'Code par e-mail', m_recovery_code: 'Code de secours',
+      'pb_bad-request': 'La requête est mal formée.', 'pb_validation-failed': 'Un champ n’est pas valide.',
+      pb_unauthenticated: 'Identification refusée : vérifiez vos informations.', pb_forbidden: 'Cette action n’est pas autorisée.',
+      'pb_not-found': 'Introuvable.', pb_conflict: 'Cette demande entre en conflit avec l’état actuel.',
+      'pb_precondition-failed': 'La ressource a changé entre-temps : rechargez la page.',
+      'pb_payload-too-large': 'La demande est trop volumineuse.', 'pb_rate-limited': 'Trop de tentatives : réessayez plus tard.',
+      'pb_mfa-required': 'Un second facteur est nécessaire.', 'pb_login-refused': 'Connexion refusée : elle paraît trop risquée.',
+      'pb_step-up-required': 'Cette modification demande une preuve récente de votre identité.',
+      pb_overloaded: 'Le service est saturé : réessayez dans un instant.', 'pb_origin-unavailable': 'Le service est indisponible.',
+      'pb_bad-gateway': 'Le service a mal répondu.', pb_internal: 'Erreur interne.', pb_gone: 'Ce lien a expiré.',
+      'pb_erasure-pending': 'La suppression de ce compte est programmée.', 'pb_entitlement-exceeded': 'La limite de votre offre est atteinte.',
     },
   };
   let lang = (navigator.language || 'en').toLowerCase().startsWith('fr') ? 'fr' : 'en';
@@ -83,9 +95,22 @@
     el.className = kind || '';
   }
 
+  // What a problem says to the person reading the page. The API's `detail` is English; in
+  // another language the page says it in its own words: the refusal's own reason when the
+  // problem names one (a passkey's security event), else what its type means.
+  function problemText(problem, status) {
+    const p = problem || {};
+    if (lang !== 'en') {
+      const slug = String(p.type || '').split(':').pop();
+      const own = (p.reason && T[lang][`ev_${p.reason}`]) || T[lang][`pb_${slug}`];
+      if (own) return own;
+    }
+    return p.detail || p.title || `HTTP ${status}`;
+  }
+
   class ApiError extends Error {
     constructor(problem, status) {
-      super((problem && (problem.detail || problem.title)) || `HTTP ${status}`);
+      super(problemText(problem, status));
       this.problem = problem || {};
       this.status = status;
     }
@@ -171,7 +196,7 @@
     $('mfa-passkey').hidden = !methods.includes('webauthn');
     const codes = methods.filter((m) => m !== 'webauthn');
     $('mfa-code-form').hidden = codes.length === 0;
-    $('mfa-method').replaceChildren(...codes.map((m) => new Option(m, m)));
+    $('mfa-method').replaceChildren(...codes.map((m) => new Option(t(`m_${m}`), m)));
     $('mfa-send').hidden = !codes.some((m) => m === 'email' || m === 'sms');
     show('mfa');
     say('');

@@ -67,6 +67,8 @@ await run(async (browser) => {
   await page.fill('#password', password);
   await page.click('#password-form button[type=submit]');
   await page.waitForSelector('#mfa-passkey', { state: 'visible' });
+  const picker = await page.textContent('#mfa-method');
+  expect(picker.includes('Application d’authentification') && picker.includes('Code de secours'), `the factors are named in French: ${picker}`);
   await screenshot(page, 'security-key-second-factor');
   await page.click('#mfa-passkey');
   await page.waitForSelector('#account', { state: 'visible', timeout: 15000 }).catch(async () => {
@@ -86,7 +88,8 @@ await run(async (browser) => {
   await page.click('#password-form button[type=submit]');
   await page.waitForSelector('#mfa-passkey', { state: 'visible' });
   await page.click('#mfa-passkey');
-  await page.waitForFunction(() => document.getElementById('status').textContent.includes('refused'), null, { timeout: 15000 })
+  // The page speaks French: the refusal is said in French, with its reason.
+  await page.waitForFunction(() => document.getElementById('status').textContent.includes('indicateur de sauvegarde'), null, { timeout: 15000 })
     .catch(async () => { throw new Error(`backup flag: ${await page.textContent('#status')}`); });
   expect(await page.isHidden('#account'), 'the changed key did not sign in');
   await screenshot(page, 'backup-flag-changed-refused');
