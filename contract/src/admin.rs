@@ -28,9 +28,6 @@ use domain::wire::admin::{
             )),
         (status = 401, response = common::Unauthenticated),
         (status = 403, response = common::Forbidden),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn dashboard() {}
@@ -51,9 +48,6 @@ pub fn dashboard() {}
             )),
         (status = 401, response = common::Unauthenticated),
         (status = 403, response = common::Forbidden),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn dashboard_data() {}
@@ -75,9 +69,6 @@ pub fn dashboard_data() {}
         (status = 401, response = common::Unauthenticated),
         (status = 403, response = common::Forbidden),
         (status = 404, response = common::NotFound),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn dashboard_asset() {}

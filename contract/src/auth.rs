@@ -18,9 +18,7 @@ use domain::wire::auth::{
 };
 use utoipa::OpenApi;
 
-use crate::common::{
-    BadGateway, BadRequest, PayloadTooLarge, ServiceUnavailable, TooManyRequests, UnsupportedMediaType,
-};
+use crate::common::BadRequest;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -93,7 +91,6 @@ pub struct Api;
                 ("Retry-After" = i64, description = "Seconds after which a retry is admitted"),
             )
         ),
-        (status = 502, response = BadGateway),
         (status = 503, description = "The origin did not answer (the body says only that, with `version` and `origin.reachable` false; the cause is logged at the edge)",
             body = Problem, content_type = "application/problem+json",
             headers(
@@ -144,8 +141,6 @@ pub fn openapi() {}
             body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The account is scheduled for erasure (erasure-pending, with erasure_due_at and the cancel path)",
             body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
         (status = 429, description = "Rate limited: the per-address quota of login and signup; or the account's softlock after failed logins",
             body = Problem, content_type = "application/problem+json",
             headers(
@@ -154,7 +149,6 @@ pub fn openapi() {}
                 ("Retry-After" = i64, description = "Seconds after which a retry is admitted"),
             )
         ),
-        (status = 502, response = BadGateway),
         (status = 503, description = "overloaded: too many password checks at once; retry after Retry-After (or the origin is unavailable)",
             body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = i64, description = "Seconds to wait before retrying"))),
@@ -172,7 +166,6 @@ pub fn login() {}
         (status = 200, description = "The token's claims", body = AccessClaims),
         (status = 401, description = "Missing, expired or invalid token, or its session was revoked (logout, password change) or timed out",
             body = Problem, content_type = "application/problem+json"),
-        (status = 429, response = TooManyRequests),
     )
 )]
 pub fn introspect_token() {}
@@ -187,11 +180,6 @@ pub fn introspect_token() {}
         (status = 200, description = "The new pair (the same pair for concurrent refreshes with one token)", body = TokenPair),
         (status = 400, response = BadRequest),
         (status = 401, description = "Unknown, malformed, reused, revoked or expired", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn refresh() {}
@@ -205,9 +193,6 @@ pub fn refresh() {}
     responses(
         (status = 204, description = "Ended"),
         (status = 401, description = "Invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn logout() {}
@@ -223,13 +208,9 @@ pub fn logout() {}
         (status = 400, description = "Malformed body, or a method the challenge does not offer", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong, expired or reused code; or the challenge is unknown, expired or ended", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The account is scheduled for erasure (erasure-pending)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
         (status = 429, description = "Per-address limit, or too many wrong second-factor codes for this account (Retry-After)",
             body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = i64, description = "Seconds after which a retry is admitted"))),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn complete_mfa() {}
@@ -245,11 +226,6 @@ pub fn complete_mfa() {}
         (status = 400, description = "Malformed body, or the method is not offered or not sent by code", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unknown challenge", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The phone number was removed since the challenge; log in again", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn send_mfa_code() {}
@@ -264,10 +240,6 @@ pub fn send_mfa_code() {}
         (status = 200, description = "Activated", body = Activated),
         (status = 400, description = "Malformed body, or the password policy (the rule named)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unknown or expired token", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
         (status = 503, description = "overloaded: too many password checks at once; retry after Retry-After",
             body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = i64, description = "Seconds to wait before retrying"))),
@@ -289,12 +261,9 @@ pub fn activate() {}
         (status = 401, description = "Wrong password or code, or no valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "step-up-required: a factor is enrolled and no code was given (the problem lists the methods)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The phone number was removed", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
         (status = 429, description = "The tier's quota, or too many wrong passwords or codes for this account (Retry-After)",
             body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = i64, description = "Seconds after which a retry is admitted"))),
-        (status = 502, response = BadGateway),
         (status = 503, description = "overloaded: password checks saturated; retry after Retry-After",
             body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = i64, description = "Seconds to wait before retrying"))),
@@ -313,11 +282,6 @@ pub fn step_up() {}
     responses(
         (status = 202, description = "Accepted (whether or not the address has an account)", body = ResetRequested),
         (status = 400, description = "The body is not JSON of this shape, or the address is malformed (validation-failed, the rule named)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn forgot_password() {}
@@ -334,10 +298,6 @@ pub fn forgot_password() {}
         (status = 200, description = "The password is reset and every session ended", body = PasswordReset),
         (status = 400, description = "The body is not JSON of this shape, or the new password breaks the policy (validation-failed, the rule named; the code is not spent)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "The code is unknown, used or expired", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
         (status = 503, description = "overloaded: too many password hashes at once, or the origin is out of time; retry after Retry-After",
             body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = i64, description = "Seconds to wait before retrying"))),
@@ -357,11 +317,6 @@ pub fn reset_password() {}
         (status = 200, description = "The address is verified", body = EmailVerified),
         (status = 400, description = "The body is not JSON of this shape", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "The code is unknown, used or expired", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn verify_email() {}

@@ -72,11 +72,7 @@ struct TokenForm {
         (status = 400, description = "invalid_request (a parameter twice, both authentication methods, no grant_type), unsupported_grant_type or invalid_scope (a scope the client does not have), or a body that is not a form", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "invalid_client: unknown client, wrong secret or revoked client (one answer for all three); `WWW-Authenticate: Basic` when Basic was tried", body = Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Basic realm=\"oauth\"` when the client tried HTTP Basic"))),
-        (status = 413, response = common::PayloadTooLarge),
         (status = 415, description = "The body is not application/x-www-form-urlencoded", body = Problem, content_type = "application/problem+json"),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn service_token() {}
@@ -92,9 +88,6 @@ pub fn service_token() {}
         (status = 200, description = "Every client, oldest first", body = ServiceClients),
         (status = 401, response = common::Unauthenticated),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn list_service_clients() {}
@@ -113,11 +106,6 @@ pub fn list_service_clients() {}
         (status = 400, description = "A name that is empty or over 100 characters, an unknown scope or none (validation-failed), or a body that is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = common::Unauthenticated),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = common::PayloadTooLarge),
-        (status = 415, response = common::UnsupportedMediaType),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn create_service_client() {}
@@ -135,9 +123,6 @@ pub fn create_service_client() {}
         (status = 401, response = common::Unauthenticated),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such active client", body = Problem, content_type = "application/problem+json"),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn revoke_service_client() {}
@@ -156,9 +141,6 @@ pub fn revoke_service_client() {}
         (status = 401, description = "No valid token, or a revoked service client", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Another user's entitlements, or a service token without entitlements:read (`error`: insufficient_scope)", body = Problem, content_type = "application/problem+json"),
         (status = 404, response = common::NotFound),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn read_entitlements() {}
@@ -179,11 +161,6 @@ pub fn read_entitlements() {}
         (status = 403, description = "entitlement-exceeded: beyond the limit (`resource`, `limit`, `used`, `delta`); or forbidden with `error` insufficient_scope: the token lacks usage:write", body = Problem, content_type = "application/problem+json"),
         (status = 404, response = common::NotFound),
         (status = 409, description = "The idempotency key was used for another report", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = common::PayloadTooLarge),
-        (status = 415, response = common::UnsupportedMediaType),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn report_usage() {}

@@ -67,8 +67,6 @@ enum ServiceId {
     responses(
         (status = 200, description = "The catalogue", body = IntegrationCatalogue),
         (status = 401, response = common::Unauthenticated),
-        (status = 429, response = common::TooManyRequests),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn catalogue() {}
@@ -86,9 +84,6 @@ pub fn catalogue() {}
         (status = 401, response = common::Unauthenticated),
         (status = 403, response = common::Forbidden),
         (status = 404, response = common::NotFound),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn list() {}
@@ -112,9 +107,6 @@ pub fn list() {}
         (status = 403, description = "Another user's account, or the tier does not allow the service (rule tier_integrations; tier, service and allowed in the problem)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user or service", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The service is not configured on this deployment, or the account is being erased", body = Problem, content_type = "application/problem+json"),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn connect() {}
@@ -135,9 +127,6 @@ pub fn connect() {}
         (status = 401, response = common::Unauthenticated),
         (status = 403, response = common::Forbidden),
         (status = 404, description = "No such user or service, or the service is not connected", body = Problem, content_type = "application/problem+json"),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn disconnect() {}
@@ -160,9 +149,6 @@ pub fn disconnect() {}
         (status = 400, description = "No state, an unknown, used, expired or other browser's state, the provider's error, or a code the provider refused", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such service", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The service is not configured on this deployment", body = Problem, content_type = "application/problem+json"),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn callback() {}

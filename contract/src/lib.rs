@@ -78,8 +78,57 @@ pub fn document() -> Document {
     ] {
         document.merge(area);
     }
+    add_shared_problems(&mut document);
     add_rate_limit_headers(&mut document);
     document
+}
+
+/// Operations the edge answers without the origin (no 502).
+const EDGE_ONLY: [&str; 4] = ["jwks", "openapi", "introspectToken", "integrationCatalogue"];
+/// Operations answered from what the isolate holds, without a gate or the origin: not limited
+/// (no 429) and always available (no 503).
+const STATIC: [&str; 2] = ["jwks", "openapi"];
+/// Operations whose only call is the user's gate (the token introspection): documented
+/// without a 503.
+const GATE_ONLY: [&str; 1] = ["introspectToken"];
+
+/// The problem answers many operations share, added by rule instead of repeated in each
+/// annotation (an operation that says more about one of these statuses keeps its own):
+/// a body too large (413) or of the wrong type (415) for every operation that takes one; a
+/// refusal for the quota (429) for every limited operation; the origin's failure (502) for
+/// every operation that calls it, and the service unavailable (503) for every one but the
+/// isolate's own answers.
+fn add_shared_problems(document: &mut Document) {
+    use utoipa::openapi::{Ref, RefOr};
+    for item in document.paths.paths.values_mut() {
+        for operation in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch]
+            .into_iter()
+            .flatten()
+        {
+            let id = operation.operation_id.clone().unwrap_or_default();
+            let has_body = operation.request_body.is_some();
+            let shared = [
+                ("413", "PayloadTooLarge", has_body),
+                ("415", "UnsupportedMediaType", has_body),
+                ("429", "TooManyRequests", !STATIC.contains(&id.as_str())),
+                ("502", "BadGateway", !EDGE_ONLY.contains(&id.as_str())),
+                (
+                    "503",
+                    "ServiceUnavailable",
+                    !STATIC.contains(&id.as_str()) && !GATE_ONLY.contains(&id.as_str()),
+                ),
+            ];
+            for (status, name, applies) in shared {
+                if applies {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+                }
+            }
+        }
+    }
 }
 
 /// Every success answer of an operation that needs a user's token carries the rate-limit

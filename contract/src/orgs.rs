@@ -69,11 +69,6 @@ pub struct Api;
         (status = 403, description = "Not a platform admin nor an enterprise or vip account (rule org-tier), or a self-service request beyond the plan", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not one the caller belongs to (or no such member)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The slug is taken (rule slug-unique), or the owner belongs to an organization already (rule one-organization)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = common::PayloadTooLarge),
-        (status = 415, response = common::UnsupportedMediaType),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn create_org() {}
@@ -91,9 +86,6 @@ pub fn create_org() {}
         (status = 401, description = "No valid token, or a session the organization's policy refuses (opened without a second factor)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller's role in the organization does not allow this", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not one the caller belongs to (or no such member)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn read_org() {}
@@ -113,11 +105,6 @@ pub fn read_org() {}
         (status = 401, description = "No valid token, or a session the organization's policy refuses (opened without a second factor)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller's role in the organization does not allow this", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not one the caller belongs to (or no such member)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = common::PayloadTooLarge),
-        (status = 415, response = common::UnsupportedMediaType),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn update_org_policies() {}
@@ -135,9 +122,6 @@ pub fn update_org_policies() {}
         (status = 401, description = "No valid token, or a session the organization's policy refuses (opened without a second factor)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller's role in the organization does not allow this", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not one the caller belongs to (or no such member)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn list_org_members() {}
@@ -155,9 +139,6 @@ pub fn list_org_members() {}
         (status = 401, description = "No valid token, or a session the organization's policy refuses (opened without a second factor)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller's role in the organization does not allow this", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not one the caller belongs to (or no such member)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn list_org_invitations() {}
@@ -178,11 +159,6 @@ pub fn list_org_invitations() {}
         (status = 403, description = "The caller's role in the organization does not allow this", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not one the caller belongs to (or no such member)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Every seat is taken (rule seats, with `seats`: the limit), or an invitation to this address is pending", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = common::PayloadTooLarge),
-        (status = 415, response = common::UnsupportedMediaType),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn invite_to_org() {}
@@ -203,11 +179,6 @@ pub fn invite_to_org() {}
         (status = 404, description = "No such invitation", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The account belongs to an organization already", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "The invitation was used, revoked or has expired", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = common::PayloadTooLarge),
-        (status = 415, response = common::UnsupportedMediaType),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn accept_invitation() {}
@@ -226,9 +197,6 @@ pub fn accept_invitation() {}
         (status = 403, description = "Not allowed (rules org-role, admins-by-owner, owner-stays)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not one the caller belongs to (or no such member)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The member's role changed meanwhile", body = Problem, content_type = "application/problem+json"),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn remove_org_member() {}
@@ -249,11 +217,6 @@ pub fn remove_org_member() {}
         (status = 403, description = "Not allowed (rules org-role, admins-by-owner, owner-by-transfer)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not one the caller belongs to (or no such member)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The member's role changed meanwhile", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = common::PayloadTooLarge),
-        (status = 415, response = common::UnsupportedMediaType),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn change_org_role() {}
@@ -271,9 +234,6 @@ pub fn change_org_role() {}
         (status = 401, description = "No valid token, or a session the organization's policy refuses (opened without a second factor)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller's role in the organization does not allow this", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not one the caller belongs to (or no such member)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn end_org_member_sessions() {}
@@ -294,11 +254,6 @@ pub fn end_org_member_sessions() {}
         (status = 403, description = "Not the owner, or no fresh proof (step-up-required)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or the new owner is not a member", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The roles changed meanwhile", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = common::PayloadTooLarge),
-        (status = 415, response = common::UnsupportedMediaType),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn transfer_org_ownership() {}
@@ -316,9 +271,6 @@ pub fn transfer_org_ownership() {}
         (status = 401, description = "No valid token, or a session the organization's policy refuses (opened without a second factor)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller's role in the organization does not allow this", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not one the caller belongs to (or no such member)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn read_org_audit() {}
@@ -336,9 +288,6 @@ pub fn read_org_audit() {}
         (status = 401, description = "No valid token, or a session the organization's policy refuses (opened without a second factor)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller's role in the organization does not allow this", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not one the caller belongs to (or no such member)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn read_org_posture() {}

@@ -13,7 +13,6 @@ use domain::wire::passkeys::{
 };
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::common::{BadGateway, PayloadTooLarge, ServiceUnavailable, TooManyRequests, UnsupportedMediaType};
 use crate::users::UserPath;
 
 #[derive(OpenApi)]
@@ -81,9 +80,6 @@ pub struct CredentialPath {
     summary = "Start a passwordless sign-in: options for a discoverable credential (mediation conditional: passkey autofill)",
     responses(
         (status = 200, description = "Options", body = PasskeyLoginOptions),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn passkey_login_options() {}
@@ -99,11 +95,6 @@ pub fn passkey_login_options() {}
         (status = 400, description = "Malformed body or credential", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unknown or used ceremony, unknown passkey, signature not verified, a disabled account, or the passkey refused (reason passkey_counter_regressed or passkey_backup_eligibility_changed: recorded as a security event)",
             body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn passkey_login() {}
@@ -119,11 +110,6 @@ pub fn passkey_login() {}
         (status = 400, description = "Malformed body, or the challenge does not offer webauthn", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unknown or expired challenge", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The account has no passkey", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn mfa_webauthn_options() {}
@@ -140,9 +126,6 @@ pub fn mfa_webauthn_options() {}
         (status = 401, description = "Missing, invalid or revoked token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not your account", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn list_passkeys() {}
@@ -165,11 +148,6 @@ pub fn list_passkeys() {}
             body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Registered already, or the account holds 20 passkeys", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn register_passkey() {}
@@ -190,10 +168,6 @@ pub fn register_passkey() {}
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "20 passkeys already, or the tier accepts only attested hardware keys and none can be attested here",
             body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
         (status = 503, description = "overloaded: too many password checks at once; retry after Retry-After (or the origin is unavailable)",
             body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = i64, description = "Seconds to wait before retrying"))),
@@ -218,11 +192,6 @@ pub fn passkey_registration_options() {}
         (status = 401, description = "Missing, invalid or revoked token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not your account", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such passkey", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn rename_passkey() {}
@@ -241,11 +210,6 @@ pub fn rename_passkey() {}
         (status = 401, description = "Wrong password or factor; or missing, invalid or revoked token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "step-up-required (methods listed), or not your account", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such passkey", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn remove_passkey() {}

@@ -58,9 +58,6 @@ pub struct Api;
         (status = 401, response = common::Unauthenticated),
         (status = 403, response = common::Forbidden),
         (status = 404, response = common::NotFound),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn context() {}
@@ -82,9 +79,6 @@ pub fn context() {}
         (status = 401, response = common::Unauthenticated),
         (status = 403, description = "Not your account, or the personalization consent is withdrawn (the problem's rule names it)", body = Problem, content_type = "application/problem+json"),
         (status = 404, response = common::NotFound),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn recommendations() {}
@@ -103,9 +97,6 @@ pub fn recommendations() {}
         (status = 403, description = "Not your account, or a rule refuses: tier_feature:custom_model_training (the tier's template does not allow it), ai_preferences.custom_model_training, consent:personalization", body = Problem, content_type = "application/problem+json"),
         (status = 404, response = common::NotFound),
         (status = 409, description = "Too few plays with audio features, skips and full plays to train and score", body = Problem, content_type = "application/problem+json"),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn train_custom_model() {}
@@ -120,9 +111,6 @@ pub fn train_custom_model() {}
     responses(
         (status = 200, description = "The global weights, the open round and the privacy spent", body = FederatedModel),
         (status = 401, response = common::Unauthenticated),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn federated_model() {}
@@ -143,11 +131,6 @@ pub fn federated_model() {}
         (status = 403, description = "Federated learning is not allowed: ai_preferences.federated_learning_opt_in or consent:federated_learning (the problem's rule names it)", body = Problem, content_type = "application/problem+json"),
         (status = 404, response = common::NotFound),
         (status = 409, description = "The round is not the open one (open_round says which), or this client sent an update for it already", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = common::PayloadTooLarge),
-        (status = 415, response = common::UnsupportedMediaType),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn federated_update() {}

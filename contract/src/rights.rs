@@ -63,11 +63,6 @@ pub struct Api;
         (status = 401, description = "No valid token, or the password or code is wrong", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Another user's account (forbidden), a proof is missing (step-up-required), or an owner asked for an immediate erasure", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user (or erased already)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = common::PayloadTooLarge),
-        (status = 415, response = common::UnsupportedMediaType),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn erase_user() {}
@@ -87,11 +82,6 @@ pub fn erase_user() {}
         (status = 401, description = "No valid token, or a wrong password or code", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Another user's account, or no fresh proof (step-up-required)", body = Problem, content_type = "application/problem+json"),
         (status = 404, response = common::NotFound),
-        (status = 413, response = common::PayloadTooLarge),
-        (status = 415, response = common::UnsupportedMediaType),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn start_export() {}
@@ -114,9 +104,6 @@ pub fn start_export() {}
         (status = 403, response = common::Forbidden),
         (status = 404, description = "No such export for this user", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "Expired, downloaded 3 times already, or its job stopped: request a new one", body = Problem, content_type = "application/problem+json"),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn download_export() {}
@@ -134,11 +121,8 @@ pub fn download_export() {}
         (status = 401, description = "Wrong password", body = Problem, content_type = "application/problem+json"),
         (status = 404, response = common::NotFound),
         (status = 409, description = "No erasure is scheduled", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = common::PayloadTooLarge),
-        (status = 415, response = common::UnsupportedMediaType),
         (status = 429, description = "Too many attempts (per address, or the account's softlock)", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = i64, description = "Seconds to wait before retrying"))),
-        (status = 502, response = common::BadGateway),
         (status = 503, description = "Password checks at capacity, or the origin unavailable (Retry-After)", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = i64, description = "Seconds to wait before retrying"))),
     )
@@ -162,9 +146,6 @@ pub fn cancel_erasure() {}
         (status = 401, response = common::Unauthenticated),
         (status = 403, response = common::Forbidden),
         (status = 404, response = common::NotFound),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn read_consents() {}
@@ -188,11 +169,6 @@ pub fn read_consents() {}
         (status = 401, response = common::Unauthenticated),
         (status = 403, response = common::Forbidden),
         (status = 404, response = common::NotFound),
-        (status = 413, response = common::PayloadTooLarge),
-        (status = 415, response = common::UnsupportedMediaType),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn put_consents() {}
@@ -208,11 +184,6 @@ pub fn put_consents() {}
         (status = 400, description = "Malformed body or an unknown decision", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The link is unknown, used or expired", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The account changed meanwhile", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = common::PayloadTooLarge),
-        (status = 415, response = common::UnsupportedMediaType),
-        (status = 429, response = common::TooManyRequests),
-        (status = 502, response = common::BadGateway),
-        (status = 503, response = common::ServiceUnavailable),
     )
 )]
 pub fn parental_consent() {}

@@ -21,10 +21,7 @@ use utoipa::openapi::response::Response;
 use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, OpenApi, ToResponse};
 
-use crate::common::{
-    self, BadGateway, BadRequest, Forbidden, NotFound, PayloadTooLarge, ServiceUnavailable, TooManyRequests,
-    Unauthenticated, UnsupportedMediaType,
-};
+use crate::common::{self, BadRequest, Forbidden, NotFound, Unauthenticated};
 
 /// A user's id in the path.
 #[derive(IntoParams)]
@@ -84,11 +81,6 @@ impl<'s> ToResponse<'s> for PreconditionFailed {
         (status = 401, response = Unauthenticated),
         (status = 403, description = "A paid tier or admin role without being admin, or a feature the tier lacks", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The email is taken (also by a look-alike of it: case, width, Unicode domain or Punycode)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn create_user() {}
@@ -108,9 +100,6 @@ pub fn create_user() {}
         (status = 401, response = Unauthenticated),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn read_user() {}
@@ -132,11 +121,6 @@ pub fn read_user() {}
         (status = 403, description = "Not your account, a field you may not change, or a security setting below your tier's or role's floor (forbidden; errors name the rule); or step-up-required: weakening security_settings needs a step-up in the last 5 minutes, and the problem lists the weakened fields", body = Problem, content_type = "application/problem+json"),
         (status = 404, response = NotFound),
         (status = 412, response = PreconditionFailed),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn update_user() {}
@@ -161,11 +145,6 @@ pub fn update_user() {}
         (status = 403, description = "Not your account, a field you may not change, or a security setting below your tier's or role's floor (forbidden; errors name the rule); or step-up-required: weakening security_settings needs a step-up in the last 5 minutes, and the problem lists the weakened fields", body = Problem, content_type = "application/problem+json"),
         (status = 404, response = NotFound),
         (status = 412, response = PreconditionFailed),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn patch_user() {}
@@ -188,11 +167,6 @@ pub fn patch_user() {}
         (status = 403, description = "Not your account, or a move only an admin can make", body = Problem, content_type = "application/problem+json"),
         (status = 404, response = NotFound),
         (status = 412, response = PreconditionFailed),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn upgrade_user() {}
@@ -209,9 +183,6 @@ pub fn upgrade_user() {}
         (status = 401, response = Unauthenticated),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn user_insights() {}
@@ -228,9 +199,6 @@ pub fn user_insights() {}
         (status = 401, response = Unauthenticated),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn list_sessions() {}
@@ -247,9 +215,6 @@ pub fn list_sessions() {}
         (status = 401, response = Unauthenticated),
         (status = 403, response = Forbidden),
         (status = 404, description = "No such user or no such active session", body = Problem, content_type = "application/problem+json"),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn delete_session() {}
@@ -269,11 +234,7 @@ pub fn delete_session() {}
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 412, response = PreconditionFailed),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
         (status = 429, description = "The caller's quota, or too many wrong current passwords for this account (Retry-After)", body = Problem, content_type = "application/problem+json"),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn change_password() {}
@@ -293,11 +254,6 @@ pub fn change_password() {}
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "The address is taken, or already the account's", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn start_email_change() {}
@@ -320,11 +276,6 @@ pub fn start_email_change() {}
         (status = 404, response = NotFound),
         (status = 409, description = "No change is pending, or the address was taken meanwhile", body = Problem, content_type = "application/problem+json"),
         (status = 412, response = PreconditionFailed),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn confirm_email_change() {}
@@ -344,11 +295,7 @@ pub fn confirm_email_change() {}
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "Already enrolled", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
         (status = 429, description = "The caller's quota, or too many wrong current passwords for this account (Retry-After)", body = Problem, content_type = "application/problem+json"),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn enrol_totp() {}
@@ -368,11 +315,6 @@ pub fn enrol_totp() {}
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "Nothing pending", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn confirm_totp() {}
@@ -391,11 +333,7 @@ pub fn confirm_totp() {}
         (status = 401, description = "Wrong password or code, or no valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Another user's account, or step-up-required: give the current password and a factor code, or step up first", body = Problem, content_type = "application/problem+json"),
         (status = 404, response = NotFound),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
         (status = 429, description = "The caller's quota, or too many wrong passwords or codes (Retry-After)", body = Problem, content_type = "application/problem+json"),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn remove_totp() {}
@@ -414,11 +352,7 @@ pub fn remove_totp() {}
         (status = 401, description = "Missing or wrong current password, or no valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
         (status = 429, description = "The caller's quota, too many wrong current passwords, or the daily texts per number or account (Retry-After)", body = Problem, content_type = "application/problem+json"),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn enrol_sms() {}
@@ -438,11 +372,6 @@ pub fn enrol_sms() {}
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "Nothing pending", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn confirm_sms() {}
@@ -461,11 +390,7 @@ pub fn confirm_sms() {}
         (status = 401, description = "Wrong password or code, or no valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Another user's account, or step-up-required: give the current password and a factor code, or step up first", body = Problem, content_type = "application/problem+json"),
         (status = 404, response = NotFound),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
         (status = 429, description = "The caller's quota, or too many wrong passwords or codes (Retry-After)", body = Problem, content_type = "application/problem+json"),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn remove_sms() {}
@@ -484,8 +409,6 @@ pub fn remove_sms() {}
         (status = 404, response = NotFound),
         (status = 409, description = "The address is verified already", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "The caller's quota, or 5 verification emails a day for the account", body = Problem, content_type = "application/problem+json"),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn resend_verification() {}
@@ -502,9 +425,6 @@ pub fn resend_verification() {}
         (status = 401, response = Unauthenticated),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn security_events() {}
@@ -521,9 +441,6 @@ pub fn security_events() {}
         (status = 401, response = Unauthenticated),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn read_audit() {}
@@ -541,9 +458,6 @@ pub fn read_audit() {}
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, response = NotFound),
         (status = 412, response = PreconditionFailed),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn disable_user() {}
@@ -561,9 +475,6 @@ pub fn disable_user() {}
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, response = NotFound),
         (status = 412, response = PreconditionFailed),
-        (status = 429, response = TooManyRequests),
-        (status = 502, response = BadGateway),
-        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub fn enable_user() {}
