@@ -172,6 +172,27 @@ pub fn relay(status: u16, response: &OriginResponse) -> Result<Response, EdgeErr
     json_text(status, text.to_owned(), None)
 }
 
+/// The origin's JSON object answer, for the edge to read one field of or add one to; anything
+/// else is the origin's failure (502).
+pub fn origin_object(response: &OriginResponse) -> Result<serde_json::Map<String, Value>, EdgeError> {
+    match origin_json(response)? {
+        Value::Object(object) => Ok(object),
+        _ => Err(EdgeError::OriginFailed { status: response.status }),
+    }
+}
+
+/// One field of the origin's JSON object answer, as `T`; a missing or mistyped one is the
+/// origin's failure (502).
+pub fn origin_field<T: serde::de::DeserializeOwned>(
+    response: &OriginResponse,
+    name: &str,
+) -> Result<T, EdgeError> {
+    origin_object(response)?
+        .remove(name)
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or(EdgeError::OriginFailed { status: response.status })
+}
+
 /// The JSON body of an origin answer.
 pub fn origin_json(response: &OriginResponse) -> Result<Value, EdgeError> {
     serde_json::from_slice(&response.body).map_err(|_| EdgeError::OriginFailed { status: response.status })

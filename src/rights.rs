@@ -11,7 +11,7 @@ use worker::{console_error, console_log, Env, Headers, Method, Request, Response
 
 use crate::auth::Caller;
 use crate::gate::GateClient;
-use crate::http::{self, forward, origin_json, JSON};
+use crate::http::{self, forward, JSON};
 use crate::problem::EdgeError;
 
 fn authorize(caller: &Caller, target: &UserId) -> Result<(), EdgeError> {
@@ -60,11 +60,7 @@ pub async fn start_export(
     })?;
     let path = format!("/internal/users/{id}/export");
     let answer = forward(env, &caller.actor(), Method::Post, &path, Some(&body)).await?;
-    let location = origin_json(&answer)?
-        .get("location")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or(EdgeError::OriginFailed { status: answer.status })?;
+    let location: String = http::origin_field(&answer, "location")?;
     let mut response = http::relay(202, &answer)?;
     response.headers_mut().set("location", &location)?;
     Ok(response)
@@ -87,10 +83,7 @@ pub async fn download_export(
     let path = format!("/internal/users/{id}/exports/{export_id}");
     let answer = forward(env, &caller.actor(), Method::Get, &path, None).await?;
     if answer.status == 202 {
-        let retry_after = origin_json(&answer)?
-            .get("retry_after")
-            .and_then(Value::as_u64)
-            .ok_or(EdgeError::OriginFailed { status: answer.status })?;
+        let retry_after: u64 = http::origin_field(&answer, "retry_after")?;
         let mut response = http::relay(202, &answer)?;
         response.headers_mut().set("retry-after", &retry_after.to_string())?;
         return Ok(response);
@@ -121,14 +114,11 @@ pub async fn erase(mut req: Request, env: &Env, caller: Caller, id: UserId) -> R
     let path = format!("/internal/users/{id}");
     let answer = forward(env, &caller.actor(), Method::Delete, &path, Some(&body)).await?;
     // The origin's answer, with what only the edge knows added to it.
-    let mut view = origin_json(&answer)?;
-    let Some(object) = view.as_object_mut() else {
-        return Err(EdgeError::OriginFailed { status: answer.status });
-    };
+    let mut view = http::origin_object(&answer)?;
     if answer.status == 202 {
         let ended = GateClient::for_user(env, id.as_str())?.revoke(None, None, "erasure requested").await?;
-        object.insert("sessions_ended".into(), Value::from(u64::try_from(ended).unwrap_or(u64::MAX)));
-        return http::json(202, &view, None);
+        view.insert("sessions_ended".into(), Value::from(u64::try_from(ended).unwrap_or(u64::MAX)));
+        return http::json(202, &Value::Object(view), None);
     }
     let wiped = match wipe(env, id.as_str(), &caller.actor()).await {
         Ok(()) => true,
@@ -137,8 +127,8 @@ pub async fn erase(mut req: Request, env: &Env, caller: Caller, id: UserId) -> R
             false
         }
     };
-    object.insert("edge_wiped".into(), Value::Bool(wiped));
-    http::json(200, &view, None)
+    view.insert("edge_wiped".into(), Value::Bool(wiped));
+    http::json(200, &Value::Object(view), None)
 }
 
 /// Cancels a scheduled erasure with the password (no session: logging in is refused meanwhile).
@@ -168,10 +158,7 @@ pub async fn consents(
     } else {
         forward(env, &caller.actor(), Method::Get, &path, None).await?
     };
-    let collects_events = origin_json(&answer)?
-        .get("collects_events")
-        .and_then(Value::as_bool)
-        .ok_or(EdgeError::OriginFailed { status: answer.status })?;
+    let collects_events: bool = http::origin_field(&answer, "collects_events")?;
     GateClient::for_user(env, id.as_str())?.record_consent(collects_events).await?;
     http::relay(200, &answer)
 }
