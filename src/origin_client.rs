@@ -87,10 +87,12 @@ impl OriginClient {
         let fetch = Fetch::Request(request);
         let secret = &self.config.secret;
         let call = Box::pin(async move {
-            let mut response = fetch.send().await.map_err(|e| OriginError::Unreachable(e.to_string()))?;
-            let body = response.bytes().await.map_err(|e| OriginError::Unreachable(e.to_string()))?;
+            let response = fetch.send().await.map_err(|e| OriginError::Unreachable(e.to_string()))?;
             let status = response.status_code();
             let given = response.headers().get(HEADER_RESPONSE_SIGNATURE).ok().flatten();
+            let body = crate::http::response_bytes(response)
+                .await
+                .map_err(|e| OriginError::Unreachable(e.to_string()))?;
             SignedResponse { status, request_nonce: &nonce, body: &body }
                 .verify(secret, given.as_deref())
                 .map_err(|cause| OriginError::Unsigned { status, cause })?;

@@ -512,18 +512,18 @@ impl DurableObject for Gate {
             self.ensure_schema()?;
         }
         match (req.method(), req.path().as_str()) {
-            (Method::Post, "/check") => Response::from_json(&self.check(&req.json().await?)?),
+            (Method::Post, "/check") => Response::from_json(&self.check(&json_body(&mut req).await?)?),
             (Method::Post, "/record") => {
-                self.record(&req.json().await?)?;
+                self.record(&json_body(&mut req).await?)?;
                 Response::empty()
             }
             (Method::Post, "/peek") => Response::from_json(&self.peek()?),
             (Method::Post, "/org") => {
-                self.record_org(&req.json().await?)?;
+                self.record_org(&json_body(&mut req).await?)?;
                 Response::empty()
             }
             (Method::Post, "/consent") => {
-                self.record_consent(&req.json().await?)?;
+                self.record_consent(&json_body(&mut req).await?)?;
                 Response::empty()
             }
             (Method::Post, "/entitlements/touch") => {
@@ -534,9 +534,9 @@ impl DurableObject for Gate {
                 self.wipe().await?;
                 Response::empty()
             }
-            (Method::Post, "/throttle") => Response::from_json(&self.throttle(&req.json().await?)?),
+            (Method::Post, "/throttle") => Response::from_json(&self.throttle(&json_body(&mut req).await?)?),
             (Method::Post, "/session/create") => {
-                let new: NewSession = req.json().await?;
+                let new: NewSession = json_body(&mut req).await?;
                 if let Some(record) = &new.record {
                     self.record(record)?;
                 }
@@ -556,11 +556,11 @@ impl DurableObject for Gate {
                 Response::from_json(&CreatedSession { collects_events: state.collects_events, ..created })
             }
             (Method::Post, "/session/step-up") => {
-                let request: StepUpRequest = req.json().await?;
+                let request: StepUpRequest = json_body(&mut req).await?;
                 Response::from_json(&self.sessions().step_up(&request.sid)?)
             }
             (Method::Post, "/session/refresh") => {
-                let request: RefreshRequest = req.json().await?;
+                let request: RefreshRequest = json_body(&mut req).await?;
                 let state = self.load()?;
                 let tier = state.enforced_tier(Tier::Free);
                 let grace_ms = crate::bindings::refresh_grace_ms(&self.env);
@@ -571,7 +571,7 @@ impl DurableObject for Gate {
                 Response::from_json(&outcome)
             }
             (Method::Post, "/session/revoke") => {
-                let request: RevokeRequest = req.json().await?;
+                let request: RevokeRequest = json_body(&mut req).await?;
                 let ended = match &request.sid {
                     Some(sid) => usize::from(self.sessions().revoke(sid, &request.reason)?),
                     None => self.sessions().revoke_all(request.except.as_deref(), &request.reason)?,
@@ -585,6 +585,11 @@ impl DurableObject for Gate {
             _ => Response::error("no such gate operation", 404),
         }
     }
+}
+
+/// A request's JSON body, parsed from its text: one JS call, not a walk over a JS object.
+async fn json_body<T: serde::de::DeserializeOwned>(req: &mut Request) -> Result<T> {
+    Ok(serde_json::from_str(&req.text().await?)?)
 }
 
 /// The edge's handle on one gate.
@@ -601,6 +606,7 @@ impl GateClient {
         Ok(Self { stub: env.durable_object(crate::bindings::DO_GATE)?.get_by_name(&format!("ip:{ip}"))? })
     }
 
+    /// One operation of the gate.
     async fn call<T: Serialize>(&self, op: &str, body: &T) -> Result<Response> {
         let mut init = RequestInit::new();
         init.with_method(Method::Post).with_body(Some(serde_json::to_string(body)?.into()));
@@ -612,27 +618,29 @@ impl GateClient {
         Ok(res)
     }
 
+    /// One operation of the gate whose answer is JSON.
+    async fn call_json<T: Serialize, R: serde::de::DeserializeOwned>(&self, op: &str, body: &T) -> Result<R> {
+        Ok(serde_json::from_str(&crate::http::response_text(self.call(op, body).await?).await?)?)
+    }
+
     /// The one call per authenticated request: session, limit, tier, acknowledged version.
     pub async fn check(&self, tier_hint: Tier, count: bool, sid: Option<&str>) -> Result<GateAnswer> {
-        self.call("/check", &RequestCheck { tier_hint, count, sid: sid.map(str::to_owned) })
-            .await?
-            .json()
-            .await
+        self.call_json("/check", &RequestCheck { tier_hint, count, sid: sid.map(str::to_owned) }).await
     }
 
     /// An admin's look at another user's gate: their limit and version, counting nothing and
     /// checking no session (the admin's own was checked by their own gate).
     pub async fn peek(&self) -> Result<GateAnswer> {
-        self.call("/peek", &serde_json::json!({})).await?.json().await
+        self.call_json("/peek", &serde_json::json!({})).await
     }
 
     pub async fn create_session(&self, new: &NewSession) -> Result<CreatedSession> {
-        self.call("/session/create", new).await?.json().await
+        self.call_json("/session/create", new).await
     }
 
     /// Records a step-up for `sid`; false when the session is not active.
     pub async fn step_up(&self, sid: &str) -> Result<bool> {
-        self.call("/session/step-up", &StepUpRequest { sid: sid.to_owned() }).await?.json().await
+        self.call_json("/session/step-up", &StepUpRequest { sid: sid.to_owned() }).await
     }
 
     pub async fn refresh(
@@ -641,7 +649,7 @@ impl GateClient {
         token: &str,
     ) -> Result<std::result::Result<TokenPair, RefreshFailure>> {
         let request = RefreshRequest { user_id: user_id.to_owned(), token: token.to_owned() };
-        self.call("/session/refresh", &request).await?.json().await
+        self.call_json("/session/refresh", &request).await
     }
 
     /// Revokes one session (`sid`) or all but `except`; how many ended.
@@ -651,12 +659,12 @@ impl GateClient {
             except: except.map(str::to_owned),
             reason: reason.to_owned(),
         };
-        let answer: RevokeAnswer = self.call("/session/revoke", &request).await?.json().await?;
+        let answer: RevokeAnswer = self.call_json("/session/revoke", &request).await?;
         Ok(answer.ended)
     }
 
     pub async fn sessions(&self) -> Result<Vec<SessionView>> {
-        self.call("/session/list", &serde_json::json!({})).await?.json().await
+        self.call_json("/session/list", &serde_json::json!({})).await
     }
 
     /// Records the user's organization: its tier and policies apply from the next request.
@@ -687,6 +695,6 @@ impl GateClient {
     pub async fn throttle(&self, class: &str, window_secs: u64, quota: u32) -> Result<LimitAnswer> {
         // Six buckets: a refusal is never more than a sixth of the window early.
         let check = ThrottleCheck { class: class.to_owned(), window_secs, buckets: 6, quota };
-        self.call("/throttle", &check).await?.json().await
+        self.call_json("/throttle", &check).await
     }
 }
