@@ -211,6 +211,10 @@ impl Backend {
 }
 
 /// The origin and the edge, started for a test run.
+/// Set by a benchmark before it starts a stack: the edge runs as `scripts/run` runs it, without
+/// `--test-scheduled` (wrangler's middleware for the cron tests, which wraps every request).
+pub static EDGE_AS_RUN_COMMAND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub struct Stack {
     pub dir: tempfile::TempDir,
     /// Extra Worker variables for this stack's edge (`RATE_LIMIT_WINDOW_SECS`, ...).
@@ -576,15 +580,13 @@ impl Stack {
         let mut command = Command::new(&wrangler);
         command
             .current_dir(&root)
-            .args([
-                "dev",
-                "--ip",
-                "127.0.0.1",
-                "--show-interactive-dev-session=false",
-                "--log-level",
-                "info",
-                "--test-scheduled",
-            ])
+            .args(["dev", "--ip", "127.0.0.1", "--show-interactive-dev-session=false", "--log-level", "info"])
+            // The cron tests call `/__scheduled`, which this flag adds as a middleware around
+            // every request; benchmarks start the edge as the run command does, without it.
+            .args(
+                (!EDGE_AS_RUN_COMMAND.load(std::sync::atomic::Ordering::Relaxed))
+                    .then_some("--test-scheduled"),
+            )
             .arg("--port")
             .arg(self.edge_port.to_string())
             .arg("--inspector-port")

@@ -68,6 +68,7 @@ fn measure(url: &str, token: &str, connections: usize, edge_group: i32) -> Figur
 }
 
 fn main() {
+    e2e::EDGE_AS_RUN_COMMAND.store(true, std::sync::atomic::Ordering::Relaxed);
     let stack = Stack::start().expect("starting the stack");
     let api = Api::new(stack.edge_url());
     let admin_email = unique_email("bench-admin");

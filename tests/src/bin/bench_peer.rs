@@ -127,6 +127,7 @@ fn warm(url: &str, token: &str) {
 fn main() {
     let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
     // The free user's quota is raised so that the counted path is measured, not refusals.
+    e2e::EDGE_AS_RUN_COMMAND.store(true, std::sync::atomic::Ordering::Relaxed);
     let stack = Stack::start_with(&[("RATE_LIMIT_QUOTAS", r#"{"free": 100000000}"#)]).expect("the stack");
     let cold = stack.edge_cold_start;
     let api = Api::new(stack.edge_url());
@@ -156,6 +157,21 @@ fn main() {
     warm(&vip_read, vip_token);
     warm(&free_read, free_token);
     warm(&token_check, vip_token);
+
+    // BENCH_HOLD=<file>: no measurement; the warmed stack is described in <file> (shell
+    // variables) and kept running until the file is removed, for profiling one path by hand.
+    if let Ok(hold) = std::env::var("BENCH_HOLD") {
+        let vars = format!(
+            "EDGE={}\nVIP_URL={vip_read}\nVIP_TOKEN={vip_token}\nFREE_URL={free_read}\nFREE_TOKEN={free_token}\nTOKEN_URL={token_check}\n",
+            stack.edge_url()
+        );
+        std::fs::write(&hold, vars).expect("the hold file");
+        eprintln!("holding the stack until {hold} is removed");
+        while std::path::Path::new(&hold).exists() {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        return;
+    }
 
     // Ours first, then the peer, back to back.
     let lines: [(&str, &str, &str, &str); 3] = [
