@@ -163,6 +163,8 @@ pub struct Gate {
     sql_storage: worker::SqlStorage,
     /// Whether this instance has made sure of its tables (once per instance, not per request).
     schema_ready: std::cell::Cell<bool>,
+    /// Whether the throttles' table alone is there (an address's object).
+    throttles_ready: std::cell::Cell<bool>,
     /// The rate-limit configuration, read from the environment once per instance.
     config: std::cell::OnceCell<RateLimitConfig>,
     /// The user's row, written through (`None` until read, and after a write that must be
@@ -221,35 +223,58 @@ impl Gate {
         &self.sql_storage
     }
 
+    /// The per-address throttle's one table: an address's object (`ip:…`, one per client
+    /// address, most of them new) needs nothing else, and creating nothing else keeps its first
+    /// request to one statement.
+    fn ensure_throttles(&self) -> Result<()> {
+        self.sql().exec(THROTTLES_TABLE, None)?;
+        Ok(())
+    }
+
+    /// A user's tables. A new object gets the current schema in a few statements; an object
+    /// created by an earlier release gets the columns added since (each `ALTER` fails harmlessly
+    /// where its column exists, which is why it is not run on a new object).
     fn ensure_schema(&self) -> Result<()> {
-        // One row per user object (`id = 1` makes it a singleton), one per throttled class.
-        self.sql().exec(
-            "CREATE TABLE IF NOT EXISTS gate (
-                id INTEGER PRIMARY KEY CHECK (id = 1),
-                profile_version INTEGER,
-                tier TEXT,
-                window TEXT
-            )",
-            None,
-        )?;
-        self.sql().exec(
-            "CREATE TABLE IF NOT EXISTS throttles (class TEXT PRIMARY KEY, window TEXT NOT NULL)",
-            None,
-        )?;
-        for statement in sessions::SCHEMA {
-            self.sql().exec(statement, None)?;
-        }
-        // The `analytics` consent (issue 13); NULL in older rows means collected.
-        let _ = self.sql().exec("ALTER TABLE gate ADD COLUMN collects_events INTEGER", None);
-        // The user's organization (issue 19); NULL: none.
-        let _ = self.sql().exec("ALTER TABLE gate ADD COLUMN org TEXT", None);
-        let _ = self.sql().exec("ALTER TABLE gate ADD COLUMN org_at INTEGER", None);
-        // The entitlements epoch (issue 19); NULL in older rows is 0.
-        let _ = self.sql().exec("ALTER TABLE gate ADD COLUMN entitlements_epoch INTEGER", None);
-        for statement in sessions::UPGRADE {
-            // The column exists already in objects created by this release: that error is
-            // the expected outcome, not a failure.
-            let _ = self.sql().exec(statement, None);
+        let existing: Vec<serde_json::Value> = self
+            .sql()
+            .exec("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'gate'", None)?
+            .to_array()?;
+        if existing.is_empty() {
+            // One row per user object (`id = 1` makes it a singleton).
+            self.sql().exec(
+                "CREATE TABLE gate (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    profile_version INTEGER,
+                    tier TEXT,
+                    window TEXT,
+                    collects_events INTEGER,
+                    org TEXT,
+                    org_at INTEGER,
+                    entitlements_epoch INTEGER
+                )",
+                None,
+            )?;
+            self.sql().exec(THROTTLES_TABLE, None)?;
+            for statement in sessions::SCHEMA.iter().chain(sessions::UPGRADE.iter().skip(1)) {
+                self.sql().exec(statement, None)?;
+            }
+        } else {
+            self.sql().exec(THROTTLES_TABLE, None)?;
+            for statement in sessions::SCHEMA {
+                self.sql().exec(statement, None)?;
+            }
+            // The `analytics` consent (issue 13); NULL in older rows means collected.
+            let _ = self.sql().exec("ALTER TABLE gate ADD COLUMN collects_events INTEGER", None);
+            // The user's organization (issue 19); NULL: none.
+            let _ = self.sql().exec("ALTER TABLE gate ADD COLUMN org TEXT", None);
+            let _ = self.sql().exec("ALTER TABLE gate ADD COLUMN org_at INTEGER", None);
+            // The entitlements epoch (issue 19); NULL in older rows is 0.
+            let _ = self.sql().exec("ALTER TABLE gate ADD COLUMN entitlements_epoch INTEGER", None);
+            for statement in sessions::UPGRADE {
+                // The column exists already in objects created by this release: that error is
+                // the expected outcome, not a failure.
+                let _ = self.sql().exec(statement, None);
+            }
         }
         self.schema_ready.set(true);
         Ok(())
@@ -427,6 +452,7 @@ impl Gate {
         *self.state.borrow_mut() = None;
         self.session_cache.borrow_mut().clear();
         self.schema_ready.set(false);
+        self.throttles_ready.set(false);
         Ok(())
     }
 
@@ -501,6 +527,7 @@ impl DurableObject for Gate {
             storage,
             sql_storage,
             schema_ready: std::cell::Cell::new(false),
+            throttles_ready: std::cell::Cell::new(false),
             config: std::cell::OnceCell::new(),
             state: std::cell::RefCell::new(None),
             session_cache: sessions::Cache::default(),
@@ -508,10 +535,16 @@ impl DurableObject for Gate {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        if !self.schema_ready.get() {
+        let path = req.path();
+        if path == "/throttle" {
+            if !self.throttles_ready.get() && !self.schema_ready.get() {
+                self.ensure_throttles()?;
+                self.throttles_ready.set(true);
+            }
+        } else if !self.schema_ready.get() {
             self.ensure_schema()?;
         }
-        match (req.method(), req.path().as_str()) {
+        match (req.method(), path.as_str()) {
             (Method::Post, "/check") => Response::from_json(&self.check(&json_body(&mut req).await?)?),
             (Method::Post, "/record") => {
                 self.record(&json_body(&mut req).await?)?;
@@ -591,6 +624,10 @@ impl DurableObject for Gate {
 async fn json_body<T: serde::de::DeserializeOwned>(req: &mut Request) -> Result<T> {
     Ok(serde_json::from_str(&req.text().await?)?)
 }
+
+/// One row per throttled class of an address (or of a user).
+const THROTTLES_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS throttles (class TEXT PRIMARY KEY, window TEXT NOT NULL)";
 
 /// The edge's handle on one gate.
 pub struct GateClient {
