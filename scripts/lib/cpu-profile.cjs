@@ -5,6 +5,7 @@
 // The inspector is workerd's own (`--inspector-addr`), not wrangler's proxy of it; the first
 // `core:user:` target is the Worker (and its Durable Objects, which run in the same isolate).
 const [port, millis, out] = process.argv.slice(2);
+let done = false;
 
 async function main() {
   const targets = await (await fetch(`http://127.0.0.1:${port}/json`)).json();
@@ -25,6 +26,14 @@ async function main() {
     if (d.id && d.result && waiting.has(d.id)) waiting.get(d.id)(d.result);
   };
   await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+  // wrangler's own inspector proxy may take the session over (seen right after a start): say so
+  // instead of exiting with nothing to await.
+  ws.onclose = () => {
+    if (!done) {
+      console.error("the inspector closed this session before the profile was read: run again");
+      process.exit(1);
+    }
+  };
   ws.send(JSON.stringify({ id: 900001, method: "Profiler.enable", params: {} }));
   ws.send(JSON.stringify({ id: 900002, method: "Profiler.start", params: {} }));
   await new Promise((r) => setTimeout(r, Number(millis)));
@@ -44,6 +53,7 @@ async function main() {
       sources.set(f.scriptId, (got.scriptSource || "").split("\n"));
     }
   }
+  done = true;
   ws.close();
   report(profile, target.id, sources);
 }
