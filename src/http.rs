@@ -16,17 +16,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const JSON: &str = "application/json";
 pub const MERGE_PATCH_JSON: &str = "application/merge-patch+json";
 
-/// The body of a response the edge received (from a gate or the origin), read by one call of
-/// the runtime's `text()`: workers-rs reads a fetched body through a stream reader, a promise and
-/// a copy per chunk, which cost more than the rest of a gate call.
-pub async fn response_text(res: Response) -> worker::Result<String> {
-    let raw: worker::web_sys::Response = res.into();
-    let text = worker::wasm_bindgen_futures::JsFuture::from(raw.text()?).await?;
-    text.as_string().ok_or_else(|| worker::Error::RustError("a response body that is not text".into()))
-}
-
-/// The bytes of a response the edge received, read by one call of the runtime's `arrayBuffer()`
-/// (see [`response_text`]).
+/// The bytes of a response the edge received (the origin's), read by one call of the runtime's
+/// `arrayBuffer()`: workers-rs reads a fetched body through a stream reader, a promise and a copy
+/// per chunk.
 pub async fn response_bytes(res: Response) -> worker::Result<Vec<u8>> {
     let raw: worker::web_sys::Response = res.into();
     let buffer = worker::wasm_bindgen_futures::JsFuture::from(raw.array_buffer()?).await?;

@@ -21,9 +21,7 @@ use domain::rate_limit::{Decision, Limiter, Policy};
 use domain::tier::Tier;
 use domain::time::UnixMillis;
 use serde::{Deserialize, Serialize};
-use worker::{
-    durable_object, Date, DurableObject, Env, Method, Request, RequestInit, Response, Result, State,
-};
+use worker::{durable_object, Date, DurableObject, Env, Request, Response, Result, State};
 
 use crate::bindings::RateLimitConfig;
 
@@ -221,6 +219,93 @@ fn now() -> UnixMillis {
 impl Gate {
     fn sql(&self) -> &worker::SqlStorage {
         &self.sql_storage
+    }
+
+    /// One operation of the gate on its JSON body (`op` names it, as `/check`); the JSON answer,
+    /// or `None` for an operation that answers nothing.
+    async fn handle(&self, op: &str, body: &str) -> Result<Option<String>> {
+        let path = op;
+        if path == "/throttle" {
+            if !self.throttles_ready.get() && !self.schema_ready.get() {
+                self.ensure_throttles()?;
+                self.throttles_ready.set(true);
+            }
+        } else if !self.schema_ready.get() {
+            self.ensure_schema()?;
+        }
+        match path {
+            "/check" => answer(&self.check(&serde_json::from_str(body)?)?),
+            "/record" => {
+                self.record(&serde_json::from_str(body)?)?;
+                Ok(None)
+            }
+            "/peek" => answer(&self.peek()?),
+            "/org" => {
+                self.record_org(&serde_json::from_str(body)?)?;
+                Ok(None)
+            }
+            "/consent" => {
+                self.record_consent(&serde_json::from_str(body)?)?;
+                Ok(None)
+            }
+            "/entitlements/touch" => {
+                self.touch_entitlements()?;
+                Ok(None)
+            }
+            "/wipe" => {
+                self.wipe().await?;
+                Ok(None)
+            }
+            "/throttle" => answer(&self.throttle(&serde_json::from_str(body)?)?),
+            "/session/create" => {
+                let new: NewSession = serde_json::from_str(body)?;
+                if let Some(record) = &new.record {
+                    self.record(record)?;
+                }
+                if let Some(at) = new.org_at {
+                    self.record_org(&OrgRecord { grant: new.org.clone(), at, end_sessions: false })?;
+                }
+                // The session's tier is the one the gate enforces once it has learnt one (the
+                // organization's for a member), and so is its cap (an organization's may be lower).
+                let state = self.load()?;
+                let tier: Tier = state.enforced_tier(new.tier);
+                let cap = tier.limits().max_open_sessions;
+                let cap = state.org.as_ref().and_then(|g| g.max_sessions).map_or(cap, |m| m.min(cap));
+                let max_open = usize::try_from(cap).unwrap_or(usize::MAX);
+                let org = state.org_id();
+                let created =
+                    self.sessions().create(&NewSession { tier, ..new }, max_open, org.as_deref()).await?;
+                answer(&CreatedSession { collects_events: state.collects_events, ..created })
+            }
+            "/session/step-up" => {
+                let request: StepUpRequest = serde_json::from_str(body)?;
+                answer(&self.sessions().step_up(&request.sid)?)
+            }
+            "/session/refresh" => {
+                let request: RefreshRequest = serde_json::from_str(body)?;
+                let state = self.load()?;
+                let tier = state.enforced_tier(Tier::Free);
+                let grace_ms = crate::bindings::refresh_grace_ms(&self.env);
+                let outcome: std::result::Result<TokenPair, RefreshFailure> = self
+                    .sessions()
+                    .refresh(&request.user_id, &request.token, tier, grace_ms, state.org.as_ref())
+                    .await?;
+                answer(&outcome)
+            }
+            "/session/revoke" => {
+                let request: RevokeRequest = serde_json::from_str(body)?;
+                let ended = match &request.sid {
+                    Some(sid) => usize::from(self.sessions().revoke(sid, &request.reason)?),
+                    None => self.sessions().revoke_all(request.except.as_deref(), &request.reason)?,
+                };
+                answer(&RevokeAnswer { ended })
+            }
+            "/session/list" => {
+                let list: Vec<SessionView> = self.sessions().list()?;
+                answer(&list)
+            }
+            _ => Err(worker::Error::RustError(format!("no such gate operation: {op}"))),
+        }
     }
 
     /// The per-address throttle's one table: an address's object (`ip:…`, one per client
@@ -534,130 +619,93 @@ impl DurableObject for Gate {
         }
     }
 
+    /// The gate's operations over HTTP (`POST /check`, ...): the edge calls them by RPC
+    /// ([`Gate::gate_op`]); this is the same dispatch for a `fetch` to the object.
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let path = req.path();
-        if path == "/throttle" {
-            if !self.throttles_ready.get() && !self.schema_ready.get() {
-                self.ensure_throttles()?;
-                self.throttles_ready.set(true);
+        let body = req.text().await?;
+        match self.handle(&req.path(), &body).await? {
+            Some(json) => {
+                let headers = worker::Headers::new();
+                headers.set("content-type", "application/json")?;
+                Ok(Response::ok(json)?.with_headers(headers))
             }
-        } else if !self.schema_ready.get() {
-            self.ensure_schema()?;
-        }
-        match (req.method(), path.as_str()) {
-            (Method::Post, "/check") => Response::from_json(&self.check(&json_body(&mut req).await?)?),
-            (Method::Post, "/record") => {
-                self.record(&json_body(&mut req).await?)?;
-                Response::empty()
-            }
-            (Method::Post, "/peek") => Response::from_json(&self.peek()?),
-            (Method::Post, "/org") => {
-                self.record_org(&json_body(&mut req).await?)?;
-                Response::empty()
-            }
-            (Method::Post, "/consent") => {
-                self.record_consent(&json_body(&mut req).await?)?;
-                Response::empty()
-            }
-            (Method::Post, "/entitlements/touch") => {
-                self.touch_entitlements()?;
-                Response::empty()
-            }
-            (Method::Post, "/wipe") => {
-                self.wipe().await?;
-                Response::empty()
-            }
-            (Method::Post, "/throttle") => Response::from_json(&self.throttle(&json_body(&mut req).await?)?),
-            (Method::Post, "/session/create") => {
-                let new: NewSession = json_body(&mut req).await?;
-                if let Some(record) = &new.record {
-                    self.record(record)?;
-                }
-                if let Some(at) = new.org_at {
-                    self.record_org(&OrgRecord { grant: new.org.clone(), at, end_sessions: false })?;
-                }
-                // The session's tier is the one the gate enforces once it has learnt one (the
-                // organization's for a member), and so is its cap (an organization's may be lower).
-                let state = self.load()?;
-                let tier: Tier = state.enforced_tier(new.tier);
-                let cap = tier.limits().max_open_sessions;
-                let cap = state.org.as_ref().and_then(|g| g.max_sessions).map_or(cap, |m| m.min(cap));
-                let max_open = usize::try_from(cap).unwrap_or(usize::MAX);
-                let org = state.org_id();
-                let created =
-                    self.sessions().create(&NewSession { tier, ..new }, max_open, org.as_deref()).await?;
-                Response::from_json(&CreatedSession { collects_events: state.collects_events, ..created })
-            }
-            (Method::Post, "/session/step-up") => {
-                let request: StepUpRequest = json_body(&mut req).await?;
-                Response::from_json(&self.sessions().step_up(&request.sid)?)
-            }
-            (Method::Post, "/session/refresh") => {
-                let request: RefreshRequest = json_body(&mut req).await?;
-                let state = self.load()?;
-                let tier = state.enforced_tier(Tier::Free);
-                let grace_ms = crate::bindings::refresh_grace_ms(&self.env);
-                let outcome: std::result::Result<TokenPair, RefreshFailure> = self
-                    .sessions()
-                    .refresh(&request.user_id, &request.token, tier, grace_ms, state.org.as_ref())
-                    .await?;
-                Response::from_json(&outcome)
-            }
-            (Method::Post, "/session/revoke") => {
-                let request: RevokeRequest = json_body(&mut req).await?;
-                let ended = match &request.sid {
-                    Some(sid) => usize::from(self.sessions().revoke(sid, &request.reason)?),
-                    None => self.sessions().revoke_all(request.except.as_deref(), &request.reason)?,
-                };
-                Response::from_json(&RevokeAnswer { ended })
-            }
-            (Method::Post, "/session/list") => {
-                let list: Vec<SessionView> = self.sessions().list()?;
-                Response::from_json(&list)
-            }
-            _ => Response::error("no such gate operation", 404),
+            None => Response::empty(),
         }
     }
 }
 
-/// A request's JSON body, parsed from its text: one JS call, not a walk over a JS object.
-async fn json_body<T: serde::de::DeserializeOwned>(req: &mut Request) -> Result<T> {
-    Ok(serde_json::from_str(&req.text().await?)?)
+/// The gate's operations by RPC: the edge's one way in. A call passes two strings and gets one
+/// back (or `null`), where a `fetch` to the object builds a request, its headers and a response
+/// on both sides. The class is made a `DurableObject` subclass, which RPC requires, by the
+/// Worker's entry module (`src/entry.mjs`).
+#[worker::wasm_bindgen::prelude::wasm_bindgen(
+    wasm_bindgen = ::worker::wasm_bindgen,
+    wasm_bindgen_futures = ::worker::wasm_bindgen_futures,
+    js_sys = ::worker::js_sys
+)]
+impl Gate {
+    #[wasm_bindgen(js_name = gateOp)]
+    pub async fn gate_op(
+        &self,
+        op: String,
+        body: String,
+    ) -> std::result::Result<worker::wasm_bindgen::JsValue, worker::wasm_bindgen::JsValue> {
+        match self.handle(&op, &body).await {
+            Ok(Some(json)) => Ok(worker::wasm_bindgen::JsValue::from_str(&json)),
+            Ok(None) => Ok(worker::wasm_bindgen::JsValue::NULL),
+            Err(e) => Err(worker::wasm_bindgen::JsValue::from(e)),
+        }
+    }
+}
+
+/// A JSON answer of the gate.
+fn answer<T: Serialize>(value: &T) -> Result<Option<String>> {
+    Ok(Some(serde_json::to_string(value)?))
 }
 
 /// One row per throttled class of an address (or of a user).
 const THROTTLES_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS throttles (class TEXT PRIMARY KEY, window TEXT NOT NULL)";
 
+#[worker::wasm_bindgen::prelude::wasm_bindgen(wasm_bindgen = ::worker::wasm_bindgen)]
+extern "C" {
+    /// A gate's stub seen as its RPC interface ([`Gate::gate_op`]).
+    type GateRpc;
+    #[wasm_bindgen(method, js_name = gateOp)]
+    fn gate_op(this: &GateRpc, op: &str, body: &str) -> worker::js_sys::Promise;
+}
+
 /// The edge's handle on one gate.
 pub struct GateClient {
-    stub: worker::Stub,
+    rpc: GateRpc,
 }
 
 impl GateClient {
     pub fn for_user(env: &Env, user_id: &str) -> Result<Self> {
-        Ok(Self { stub: env.durable_object(crate::bindings::DO_GATE)?.get_by_name(user_id)? })
+        Ok(Self { rpc: env.durable_object(crate::bindings::DO_GATE)?.get_by_name(user_id)?.into_rpc() })
     }
 
     pub fn for_ip(env: &Env, ip: &str) -> Result<Self> {
-        Ok(Self { stub: env.durable_object(crate::bindings::DO_GATE)?.get_by_name(&format!("ip:{ip}"))? })
+        let stub = env.durable_object(crate::bindings::DO_GATE)?.get_by_name(&format!("ip:{ip}"))?;
+        Ok(Self { rpc: stub.into_rpc() })
     }
 
-    /// One operation of the gate.
-    async fn call<T: Serialize>(&self, op: &str, body: &T) -> Result<Response> {
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_body(Some(serde_json::to_string(body)?.into()));
-        let req = Request::new_with_init(&format!("https://gate{op}"), &init)?;
-        let res = self.stub.fetch_with_request(req).await?;
-        if res.status_code() != 200 {
-            return Err(worker::Error::RustError(format!("gate {op} answered {}", res.status_code())));
-        }
-        Ok(res)
+    /// One operation of the gate, by RPC: its JSON answer, or `None`.
+    async fn call<T: Serialize>(&self, op: &str, body: &T) -> Result<Option<String>> {
+        // An RPC call answers a thenable, not a Promise: resolved into one to be awaited.
+        let pending = worker::js_sys::Promise::resolve(&self.rpc.gate_op(op, &serde_json::to_string(body)?));
+        let answer = worker::wasm_bindgen_futures::JsFuture::from(pending)
+            .await
+            .map_err(|e| worker::Error::RustError(format!("gate {op}: {}", worker::Error::from(e))))?;
+        Ok(answer.as_string())
     }
 
     /// One operation of the gate whose answer is JSON.
     async fn call_json<T: Serialize, R: serde::de::DeserializeOwned>(&self, op: &str, body: &T) -> Result<R> {
-        Ok(serde_json::from_str(&crate::http::response_text(self.call(op, body).await?).await?)?)
+        match self.call(op, body).await? {
+            Some(json) => Ok(serde_json::from_str(&json)?),
+            None => Err(worker::Error::RustError(format!("gate {op} answered nothing"))),
+        }
     }
 
     /// The one call per authenticated request: session, limit, tier, acknowledged version.
