@@ -320,11 +320,12 @@ impl Gate {
     /// created by an earlier release gets the columns added since (each `ALTER` fails harmlessly
     /// where its column exists, which is why it is not run on a new object).
     fn ensure_schema(&self) -> Result<()> {
-        let existing: Vec<serde_json::Value> = self
+        let fresh = self
             .sql()
             .exec("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'gate'", None)?
-            .to_array()?;
-        if existing.is_empty() {
+            .to_array::<serde_json::Value>()?
+            .is_empty();
+        if fresh {
             // One row per user object (`id = 1` makes it a singleton).
             self.sql().exec(
                 "CREATE TABLE gate (
@@ -339,15 +340,17 @@ impl Gate {
                 )",
                 None,
             )?;
-            self.sql().exec(THROTTLES_TABLE, None)?;
-            for statement in sessions::SCHEMA.iter().chain(sessions::UPGRADE.iter().skip(1)) {
+        }
+        self.sql().exec(THROTTLES_TABLE, None)?;
+        for statement in sessions::SCHEMA {
+            self.sql().exec(statement, None)?;
+        }
+        if fresh {
+            // The index of the one upgrade whose column `SCHEMA` already has.
+            for statement in sessions::UPGRADE.iter().skip(1) {
                 self.sql().exec(statement, None)?;
             }
         } else {
-            self.sql().exec(THROTTLES_TABLE, None)?;
-            for statement in sessions::SCHEMA {
-                self.sql().exec(statement, None)?;
-            }
             // The `analytics` consent (issue 13); NULL in older rows means collected.
             let _ = self.sql().exec("ALTER TABLE gate ADD COLUMN collects_events INTEGER", None);
             // The user's organization (issue 19); NULL: none.
