@@ -122,7 +122,7 @@ mod webcrypto {
     use domain::token::VerifyingKey;
     use wasm_bindgen::prelude::*;
     use wasm_bindgen::JsCast;
-    use worker::js_sys::{Array, Object, Promise, Reflect, Uint8Array};
+    use worker::js_sys::{Array, Promise, Reflect, Uint8Array};
     use worker::wasm_bindgen_futures::JsFuture;
 
     use crate::problem::EdgeError;
@@ -133,20 +133,20 @@ mod webcrypto {
         fn import_key(
             format: &str,
             key: &Uint8Array,
-            algorithm: &Object,
+            algorithm: &JsValue,
             extractable: bool,
             usages: &Array,
         ) -> Result<Promise, JsValue>;
 
         #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = sign, catch)]
-        fn subtle_sign(algorithm: &Object, key: &JsValue, data: &Uint8Array) -> Result<Promise, JsValue>;
+        fn subtle_sign(algorithm: &JsValue, key: &JsValue, data: &Uint8Array) -> Result<Promise, JsValue>;
 
         #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = exportKey, catch)]
         fn export_key(format: &str, key: &JsValue) -> Result<Promise, JsValue>;
 
         #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = verify, catch)]
         fn subtle_verify(
-            algorithm: &Object,
+            algorithm: &JsValue,
             key: &JsValue,
             signature: &Uint8Array,
             data: &Uint8Array,
@@ -162,10 +162,14 @@ mod webcrypto {
         EdgeError::Runtime(worker::Error::RustError(format!("WebCrypto {what}: {e:?}")))
     }
 
-    fn ed25519() -> Result<Object, EdgeError> {
-        let algorithm = Object::new();
-        Reflect::set(&algorithm, &"name".into(), &"Ed25519".into()).map_err(|e| failed("algorithm", &e))?;
-        Ok(algorithm)
+    thread_local! {
+        /// The algorithm's name, which WebCrypto takes in place of `{name: "Ed25519"}`: made
+        /// once per isolate, so that a verification builds no object and passes no string.
+        static ED25519: JsValue = JsValue::from_str("Ed25519");
+    }
+
+    fn ed25519() -> JsValue {
+        ED25519.with(JsValue::clone)
     }
 
     async fn key(key: &VerifyingKey) -> Result<JsValue, EdgeError> {
@@ -178,7 +182,7 @@ mod webcrypto {
         let usages = Array::of1(&"verify".into());
         let raw = Uint8Array::from(key.public_bytes());
         let promise =
-            import_key("raw", &raw, &ed25519()?, false, &usages).map_err(|e| failed("importKey", &e))?;
+            import_key("raw", &raw, &ed25519(), false, &usages).map_err(|e| failed("importKey", &e))?;
         let imported = JsFuture::from(promise).await.map_err(|e| failed("importKey", &e))?;
         KEYS.with(|keys| keys.borrow_mut().push((key.kid().to_owned(), imported.clone())));
         Ok(imported)
@@ -190,7 +194,7 @@ mod webcrypto {
         let usages = Array::of1(&"sign".into());
         let der = Uint8Array::from(key.pkcs8_der().as_slice());
         let promise =
-            import_key("pkcs8", &der, &ed25519()?, true, &usages).map_err(|e| failed("importKey", &e))?;
+            import_key("pkcs8", &der, &ed25519(), true, &usages).map_err(|e| failed("importKey", &e))?;
         let private = JsFuture::from(promise).await.map_err(|e| failed("importKey", &e))?;
         let jwk = JsFuture::from(export_key("jwk", &private).map_err(|e| failed("exportKey", &e))?)
             .await
@@ -206,7 +210,7 @@ mod webcrypto {
     /// `key`'s Ed25519 signature of `data`.
     pub async fn sign(key: &JsValue, data: &[u8]) -> Result<Vec<u8>, EdgeError> {
         let promise =
-            subtle_sign(&ed25519()?, key, &Uint8Array::from(data)).map_err(|e| failed("sign", &e))?;
+            subtle_sign(&ed25519(), key, &Uint8Array::from(data)).map_err(|e| failed("sign", &e))?;
         let signature = JsFuture::from(promise).await.map_err(|e| failed("sign", &e))?;
         Ok(Uint8Array::new(&signature).to_vec())
     }
@@ -215,7 +219,7 @@ mod webcrypto {
     pub async fn verify(key: &VerifyingKey, data: &[u8], signature: &[u8]) -> Result<bool, EdgeError> {
         let imported = self::key(key).await?;
         let promise =
-            subtle_verify(&ed25519()?, &imported, &Uint8Array::from(signature), &Uint8Array::from(data))
+            subtle_verify(&ed25519(), &imported, &Uint8Array::from(signature), &Uint8Array::from(data))
                 .map_err(|e| failed("verify", &e))?;
         let answer = JsFuture::from(promise).await.map_err(|e| failed("verify", &e))?;
         Ok(answer.as_bool().unwrap_or(false) && answer.dyn_ref::<worker::js_sys::Boolean>().is_some())

@@ -15,7 +15,7 @@ use domain::problem::ProblemKind;
 use domain::wire::personalization::{ContextVersion, FederatedUpdate};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use worker::{Date, Env, Method, Request, Response};
+use worker::{Env, Method, Request, Response};
 
 use crate::auth::Caller;
 use crate::bindings::{OriginConfig, KV_PROFILES};
@@ -129,7 +129,7 @@ fn key(env: &Env, user_id: &str) -> Result<String, EdgeError> {
 async fn context(env: &Env, caller: Caller, gate: GateAnswer, id: UserId) -> Result<Response, EdgeError> {
     authorize(&caller, &id)?;
     let own = caller.id == id;
-    let now = Date::now().as_millis();
+    let now = crate::origin_client::now().0;
     let kv = env.kv(KV_PROFILES)?;
     let key = key(env, id.as_str())?;
     if let (true, Some(required)) = (own, gate.profile_version) {

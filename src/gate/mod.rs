@@ -19,11 +19,11 @@
 use domain::org::OrgGrant;
 use domain::rate_limit::{Decision, Limiter, Policy};
 use domain::tier::Tier;
-use domain::time::UnixMillis;
 use serde::{Deserialize, Serialize};
-use worker::{durable_object, Date, DurableObject, Env, Request, Response, Result, State};
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
 use crate::bindings::RateLimitConfig;
+use crate::origin_client::now;
 
 pub mod sessions;
 
@@ -210,10 +210,6 @@ struct StepUpRequest {
 #[derive(Debug, Serialize, Deserialize)]
 struct RevokeAnswer {
     ended: usize,
-}
-
-fn now() -> UnixMillis {
-    UnixMillis(Date::now().as_millis())
 }
 
 impl Gate {
