@@ -220,8 +220,7 @@ impl Gate {
     /// One operation of the gate on its JSON body (`op` names it, as `/check`); the JSON answer,
     /// or `None` for an operation that answers nothing.
     async fn handle(&self, op: &str, body: &str) -> Result<Option<String>> {
-        let path = op;
-        if path == "/throttle" {
+        if op == "/throttle" {
             if !self.throttles_ready.get() && !self.schema_ready.get() {
                 self.ensure_throttles()?;
                 self.throttles_ready.set(true);
@@ -229,7 +228,7 @@ impl Gate {
         } else if !self.schema_ready.get() {
             self.ensure_schema()?;
         }
-        match path {
+        match op {
             "/check" => answer(&self.check(&serde_json::from_str(body)?)?),
             "/record" => {
                 self.record(&serde_json::from_str(body)?)?;
@@ -341,12 +340,7 @@ impl Gate {
         for statement in sessions::SCHEMA {
             self.sql().exec(statement, None)?;
         }
-        if fresh {
-            // The index of the one upgrade whose column `SCHEMA` already has.
-            for statement in sessions::UPGRADE.iter().skip(1) {
-                self.sql().exec(statement, None)?;
-            }
-        } else {
+        if !fresh {
             // The `analytics` consent (issue 13); NULL in older rows means collected.
             let _ = self.sql().exec("ALTER TABLE gate ADD COLUMN collects_events INTEGER", None);
             // The user's organization (issue 19); NULL: none.
@@ -359,6 +353,9 @@ impl Gate {
                 // the expected outcome, not a failure.
                 let _ = self.sql().exec(statement, None);
             }
+        }
+        for statement in sessions::INDEXES {
+            self.sql().exec(statement, None)?;
         }
         self.schema_ready.set(true);
         Ok(())

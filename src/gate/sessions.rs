@@ -35,10 +35,10 @@ pub const SCHEMA: [&str; 3] = [
 
 /// Applied after [`SCHEMA`] to objects created by an earlier release (whose `sessions` table
 /// has no `ended_at`): the `ALTER` fails harmlessly where the column exists.
-pub const UPGRADE: [&str; 2] = [
-    "ALTER TABLE sessions ADD COLUMN ended_at INTEGER",
-    "CREATE INDEX IF NOT EXISTS sessions_by_end ON sessions (ended_at)",
-];
+pub const UPGRADE: [&str; 1] = ["ALTER TABLE sessions ADD COLUMN ended_at INTEGER"];
+
+/// Applied last to every object: the indexes on columns [`UPGRADE`] may have just added.
+pub const INDEXES: [&str; 1] = ["CREATE INDEX IF NOT EXISTS sessions_by_end ON sessions (ended_at)"];
 
 /// Why a session opened without a second factor is refused in an organization requiring one.
 pub const ORG_NEEDS_SECOND_FACTOR: &str =
